@@ -1,0 +1,23 @@
+//! Core vocabulary of airomem, shared by the journal, the snapshot store and the facade.
+//!
+//! * [`State`]: the application's in-memory system and the command type that changes it.
+//! * [`CommitContext`]: the sequence number and recorded time of the command being executed.
+//! * [`Serializer`]: how commands (and, with snapshots, states) become bytes.
+//! * [`storage`]: the one seam through which every file-system operation passes.
+//!
+//! Nothing in this crate performs I/O except [`storage::StdStorage`].
+
+mod context;
+mod error;
+mod seq;
+mod serializer;
+mod state;
+pub mod storage;
+
+pub use context::CommitContext;
+pub use error::CodecError;
+pub use seq::Seq;
+#[cfg(feature = "json")]
+pub use serializer::JsonSerializer;
+pub use serializer::{PostcardSerializer, Serializer, SerializerId};
+pub use state::State;

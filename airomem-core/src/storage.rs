@@ -1,0 +1,196 @@
+//! The storage seam: every file-system operation of the journal and snapshot code passes
+//! through [`Storage`], so that tests can put a simulated power-losing disk in its place.
+//!
+//! The seam is deliberately small and speaks in whole-file and append-only terms, the only
+//! ways airomem touches its files.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A file opened for appending by [`Storage::create`] or [`Storage::open_append`].
+pub trait StorageFile: Send {
+    /// Writes all of `buf` at the end of the file.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the file's data (and the size, if it changed) durable: `fdatasync`.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; later writes go to the new end.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// A held lock; dropping it releases the lock.
+pub type LockGuard = Box<dyn Any + Send + Sync>;
+
+/// The file-system operations airomem needs.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates `dir` and its missing parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the regular files directly inside `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// The whole content of a file, read with as few system calls as possible.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates a new, empty file; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens an existing file for appending.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on `path`, creating the file if needed. Fails with
+    /// [`io::ErrorKind::WouldBlock`] if another handle, in this process or another, holds it.
+    fn lock(&self, path: &Path) -> io::Result<LockGuard>;
+}
+
+/// The real file system, through `std::fs`.
+///
+/// New directories get `dir_mode` and new files `file_mode` (on Unix; both before the
+/// process umask). The defaults, `0o700` and `0o600`, keep a store's content private to its
+/// owner: journals of session stores hold secrets.
+#[derive(Clone, Copy, Debug)]
+pub struct StdStorage {
+    /// Permission bits for directories the store creates.
+    pub dir_mode: u32,
+    /// Permission bits for files the store creates.
+    pub file_mode: u32,
+}
+
+impl Default for StdStorage {
+    fn default() -> Self {
+        StdStorage { dir_mode: 0o700, file_mode: 0o600 }
+    }
+}
+
+impl StdStorage {
+    fn options(&self) -> OpenOptions {
+        #[cfg_attr(not(unix), expect(unused_mut, reason = "modes exist on unix only"))]
+        let mut options = OpenOptions::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(self.file_mode);
+        }
+        options
+    }
+}
+
+struct StdFile(File);
+
+impl StorageFile for StdFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        // The file is opened with O_APPEND, so writes follow the new end by themselves.
+        self.0.set_len(len)
+    }
+}
+
+impl Storage for StdStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(self.dir_mode);
+        }
+        builder.create(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = self.options().append(true).create_new(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = self.options().append(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let file = self.options().read(true).write(true).create(true).truncate(false).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the lock is held by another handle",
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_within_one_process_and_released_on_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = StdStorage::default();
+        let path = dir.path().join("LOCK");
+        let held = storage.lock(&path).expect("first lock");
+        let second = storage.lock(&path).err().expect("second lock must fail");
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        drop(held);
+        storage.lock(&path).expect("lock after release");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = StdStorage::default();
+        let sub = dir.path().join("a/b");
+        storage.create_dir_all(&sub).expect("mkdir");
+        let mut file = storage.create(&sub.join("f")).expect("create");
+        file.write_all(b"abc").expect("write");
+        file.sync_data().expect("sync");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        // The umask can only remove bits, so these hold whatever it is.
+        assert_eq!(mode(&sub) & !0o700, 0);
+        assert_eq!(mode(&sub.join("f")) & !0o600, 0);
+        assert_eq!(storage.read(&sub.join("f")).expect("read"), b"abc");
+        assert_eq!(storage.list(&sub).expect("list"), vec!["f".to_string()]);
+    }
+}
