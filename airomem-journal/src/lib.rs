@@ -1,1 +1,25 @@
-//! x
+//! airomem's journal: a segmented, append-only log of checksummed records.
+//!
+//! * [`frame`]: the byte layout of one record, and its verification.
+//! * [`segment`]: segment file names and headers.
+//! * [`scan`]: reading a whole segment from memory.
+//! * [`recovery`]: replaying a directory of segments, repairing a torn tail.
+//! * [`writer`]: batches, one write and one sync each, and rollover.
+//!
+//! The journal knows bytes and sequence numbers, not the user's types; the `airomem` facade
+//! puts commands in and takes them out. Every file operation goes through the
+//! [`airomem_core::storage::Storage`] seam.
+
+mod config;
+mod error;
+pub mod frame;
+pub mod recovery;
+pub mod scan;
+pub mod segment;
+pub mod writer;
+
+pub use config::JournalConfig;
+pub use error::{Corruption, JournalError};
+pub use frame::MAX_PAYLOAD_LEN;
+pub use recovery::{Record, ReplayError, ReplayMode, ReplayOutcome, ReplayRange, TornTail, replay};
+pub use writer::{JournalWriter, WriterCounters};

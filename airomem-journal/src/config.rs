@@ -1,0 +1,33 @@
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airomem_core::SerializerId;
+use airomem_core::storage::Storage;
+
+/// Where a journal lives and what its segments must say about themselves.
+#[derive(Clone)]
+pub struct JournalConfig {
+    /// The file-system seam every operation goes through.
+    pub storage: Arc<dyn Storage>,
+    /// The store directory.
+    pub dir: PathBuf,
+    /// Serializer the payloads are written with; segments written with another are refused.
+    pub serializer: SerializerId,
+    /// The user's schema version; segments written under another are refused.
+    pub schema_version: u32,
+    /// A segment is closed and the next one started when a batch would take it past this
+    /// many bytes. A batch larger than this gets a segment of its own.
+    pub segment_size: u64,
+}
+
+impl fmt::Debug for JournalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalConfig")
+            .field("dir", &self.dir)
+            .field("serializer", &self.serializer)
+            .field("schema_version", &self.schema_version)
+            .field("segment_size", &self.segment_size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,174 @@
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use airomem_core::{Seq, SerializerId};
+use thiserror::Error;
+
+/// Everything that can go wrong in the journal.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// A file-system operation failed. Retrying may help if the cause was transient; the
+    /// writer does not retry by itself and is poisoned afterwards.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation, e.g. "fdatasync".
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The disk is full (`ENOSPC`, or a quota). Free space, then reopen the store: every
+    /// acknowledged command is still there.
+    #[error("no space left for {op} {path}: {source}")]
+    StorageFull {
+        /// The operation that ran out of space.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Bytes in the middle of the journal do not verify. Nothing was repaired or deleted:
+    /// restore the file from a backup, or cut the journal before `offset` by hand if losing
+    /// the records from `seq` onwards is acceptable.
+    #[error("journal corrupt in {file} at byte {offset} (expected record {seq}): {kind}")]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the first record that does not verify.
+        offset: u64,
+        /// The sequence number that record should have carried.
+        seq: Seq,
+        /// What is wrong with it.
+        kind: Corruption,
+    },
+    /// A file named like a segment does not start with a valid segment header.
+    #[error("{file} is not an airomem journal segment: {reason}")]
+    BadHeader {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with the header.
+        reason: &'static str,
+    },
+    /// The segment was written by a newer (or unknown) version of airomem.
+    #[error("{file} has journal format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// Version in the file.
+        found: u16,
+        /// Version this build reads and writes.
+        supported: u16,
+    },
+    /// The journal was written with another serializer than the store was opened with.
+    #[error("{file} was written with serializer {found}, but the store was opened with {expected}")]
+    SerializerMismatch {
+        /// The file.
+        file: PathBuf,
+        /// Serializer recorded in the file.
+        found: SerializerId,
+        /// Serializer the store was opened with.
+        expected: SerializerId,
+    },
+    /// The journal was written under another `State::SCHEMA_VERSION`.
+    #[error("{file} was written with schema version {found}, but the state's schema version is {expected}")]
+    SchemaMismatch {
+        /// The file.
+        file: PathBuf,
+        /// Schema version recorded in the file.
+        found: u32,
+        /// The state's current schema version.
+        expected: u32,
+    },
+    /// Records are missing between two segments (or before the first one): a segment file was
+    /// deleted or renamed. Restore it from a backup.
+    #[error("journal records {expected}..{found} are missing before {file}")]
+    MissingRecords {
+        /// The file that starts after the gap.
+        file: PathBuf,
+        /// The first missing sequence number.
+        expected: Seq,
+        /// The sequence number found instead.
+        found: Seq,
+    },
+    /// A single command encodes to more bytes than a record may hold.
+    #[error("a record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The limit, [`crate::MAX_PAYLOAD_LEN`].
+        max: usize,
+    },
+    /// An earlier write or fsync failed, so the writer no longer knows what is on disk and
+    /// refuses to acknowledge anything more. Reopen the store to recover.
+    #[error("the journal writer is poisoned by an earlier failure: {cause}")]
+    Poisoned {
+        /// The failure that poisoned the writer.
+        cause: String,
+    },
+}
+
+impl JournalError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> JournalError {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            JournalError::StorageFull { op, path, source }
+        } else {
+            JournalError::Io { op, path, source }
+        }
+    }
+}
+
+/// The ways a record can fail to verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The file ends inside the record's header or payload.
+    Truncated {
+        /// Bytes the record needs.
+        needed: u64,
+        /// Bytes left in the file.
+        available: u64,
+    },
+    /// The checksum over the record does not match.
+    Checksum {
+        /// The checksum stored in the record.
+        stored: u32,
+        /// The checksum computed over the bytes.
+        computed: u32,
+    },
+    /// The record claims a payload longer than any record may be.
+    LengthTooLarge {
+        /// The claimed payload length.
+        claimed: u64,
+    },
+    /// The record verifies, but carries another sequence number than the one due.
+    SequenceOutOfOrder {
+        /// The sequence number found.
+        found: Seq,
+    },
+    /// The record verifies, but its kind byte is unknown to this build.
+    UnknownKind(u8),
+    /// An abort marker's payload is not a sequence number.
+    BadAbortMarker,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::Truncated { needed, available } => {
+                write!(f, "record cut short ({available} of {needed} bytes present)")
+            }
+            Corruption::Checksum { stored, computed } => {
+                write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            Corruption::LengthTooLarge { claimed } => write!(f, "record claims {claimed} payload bytes"),
+            Corruption::SequenceOutOfOrder { found } => write!(f, "found record {found} instead"),
+            Corruption::UnknownKind(kind) => write!(f, "unknown record kind {kind:#04x}"),
+            Corruption::BadAbortMarker => f.write_str("malformed abort marker"),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Replaying the journal: listing segments, loading each whole with one read, verifying it,
+//! repairing a torn tail, and handing every live command to the caller in order.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use airomem_core::Seq;
+use tracing::{debug, info, warn};
+
+use crate::config::JournalConfig;
+use crate::error::Corruption;
+use crate::frame::RecordKind;
+use crate::scan::{SegmentScan, intact_record_after};
+use crate::{JournalError, segment};
+
+/// Whether replay may repair the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// Open-time recovery: remove leftover temporary segments and cut a torn tail off the
+    /// newest segment (keeping the cut bytes in a quarantine file).
+    Repair,
+    /// Read without changing anything; any damage is an error. Used while a writer is live.
+    ReadOnly,
+}
+
+/// Which commands to hand over.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayRange<'a> {
+    /// First sequence number wanted; earlier ones are covered by a snapshot.
+    pub from: Seq,
+    /// Last sequence number wanted, if not the end of the journal.
+    pub until: Option<Seq>,
+    /// Commands to skip on top of those the journal's abort markers cancel.
+    pub skip: &'a BTreeSet<Seq>,
+}
+
+/// One live command, as replay hands it over.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Its recorded commit time, nanoseconds since the Unix epoch.
+    pub unix_nanos: u64,
+    /// The serialized command.
+    pub payload: &'a [u8],
+    /// Whether it belongs to the last batch of the journal, which a crash may have caught
+    /// before it was durable, and so before any caller was told of its outcome.
+    pub in_final_batch: bool,
+}
+
+/// A torn write cut from the end of the newest segment.
+#[derive(Clone, Debug)]
+pub struct TornTail {
+    /// The segment that was cut.
+    pub segment: PathBuf,
+    /// Its new length: the offset of the first record that did not verify.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
+    /// Where the cut bytes were kept.
+    pub quarantine: PathBuf,
+    /// What was wrong at `offset`.
+    pub reason: Corruption,
+}
+
+/// What a replay found and did.
+#[derive(Clone, Debug)]
+pub struct ReplayOutcome {
+    /// The sequence number the next record must carry.
+    pub next_seq: Seq,
+    /// The newest recorded commit time, so that time never runs backwards across restarts.
+    pub last_nanos: u64,
+    /// First sequence numbers of all segments in the directory, oldest first.
+    pub segments: Vec<Seq>,
+    /// Length of the newest segment after any repair.
+    pub newest_len: u64,
+    /// Segments loaded and verified.
+    pub segments_read: u64,
+    /// Bytes loaded.
+    pub bytes_read: u64,
+    /// Commands handed to the caller.
+    pub records_replayed: u64,
+    /// Commands skipped because they were aborted.
+    pub records_skipped: u64,
+    /// Temporary files of interrupted segment creations that were removed.
+    pub temp_files_removed: u64,
+    /// The torn tail that was cut, if there was one.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A replay failure: the journal's, or the one the caller's visitor returned.
+#[derive(Debug)]
+pub enum ReplayError<E> {
+    /// The journal could not be read.
+    Journal(JournalError),
+    /// The visitor stopped the replay.
+    Visit(E),
+}
+
+impl<E> From<JournalError> for ReplayError<E> {
+    fn from(e: JournalError) -> Self {
+        ReplayError::Journal(e)
+    }
+}
+
+/// Replays the journal in `config.dir`, calling `visit` for each live command in `range`.
+pub fn replay<E>(
+    config: &JournalConfig,
+    mode: ReplayMode,
+    range: ReplayRange<'_>,
+    mut visit: impl FnMut(Record<'_>) -> Result<(), E>,
+) -> Result<ReplayOutcome, ReplayError<E>> {
+    let started = Instant::now();
+    let storage = &*config.storage;
+    let dir = &config.dir;
+    let names = storage.list(dir).map_err(|e| JournalError::io("list", dir, e))?;
+    let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+    segments.sort_unstable();
+
+    let mut outcome = ReplayOutcome {
+        next_seq: range.from,
+        last_nanos: 0,
+        segments: segments.clone(),
+        newest_len: 0,
+        segments_read: 0,
+        bytes_read: 0,
+        records_replayed: 0,
+        records_skipped: 0,
+        temp_files_removed: 0,
+        torn_tail: None,
+    };
+    if mode == ReplayMode::Repair {
+        outcome.temp_files_removed = remove_temp_files(config, &names)?;
+    }
+
+    // Segments wholly before `from` are not needed: segment i ends where segment i + 1 begins.
+    let first_needed = segments.partition_point(|&s| s <= range.from).saturating_sub(1);
+    let mut expected: Option<Seq> = None;
+    for (index, &first) in segments.iter().enumerate().skip(first_needed) {
+        let path = segment::path(dir, first);
+        let newest = index + 1 == segments.len();
+        let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
+        outcome.segments_read += 1;
+        outcome.bytes_read += bytes.len() as u64;
+        let scan = SegmentScan::read(&path, &bytes)?;
+        check_header(config, &path, &scan, first)?;
+        let due = expected.unwrap_or(range.from);
+        if scan.header.first_seq > due || expected.is_some_and(|e| e != scan.header.first_seq) {
+            return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
+        }
+
+        let mut len = bytes.len() as u64;
+        if let Some((offset, kind)) = scan.damage.clone() {
+            let torn = newest && mode == ReplayMode::Repair && !intact_record_after(&bytes, offset, scan.next_seq());
+            if !torn {
+                return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq: scan.next_seq(), kind }.into());
+            }
+            let tail = cut_torn_tail(config, &path, &bytes, offset, kind)?;
+            len = tail.offset;
+            outcome.torn_tail = Some(tail);
+        }
+
+        let aborted = scan.aborted(&bytes);
+        let final_batch = if newest { scan.final_batch_start() } else { scan.frames.len() };
+        for (i, frame) in scan.frames.iter().enumerate() {
+            outcome.last_nanos = outcome.last_nanos.max(frame.unix_nanos);
+            if frame.kind != RecordKind::Command || frame.seq < range.from {
+                continue;
+            }
+            if range.until.is_some_and(|until| frame.seq > until) {
+                break;
+            }
+            if aborted.contains(&frame.seq) || range.skip.contains(&frame.seq) {
+                outcome.records_skipped += 1;
+                continue;
+            }
+            visit(Record {
+                seq: frame.seq,
+                unix_nanos: frame.unix_nanos,
+                payload: &bytes[frame.payload.clone()],
+                in_final_batch: i >= final_batch,
+            })
+            .map_err(ReplayError::Visit)?;
+            outcome.records_replayed += 1;
+        }
+        expected = Some(scan.next_seq());
+        outcome.next_seq = scan.next_seq();
+        outcome.newest_len = len;
+        debug!(segment = %path.display(), records = scan.frames.len(), bytes = bytes.len(), "segment replayed");
+    }
+    if outcome.next_seq < range.from {
+        let file = segment::path(dir, segments.last().copied().unwrap_or(range.from));
+        return Err(JournalError::MissingRecords { file, expected: outcome.next_seq, found: range.from }.into());
+    }
+    info!(
+        dir = %dir.display(),
+        segments = outcome.segments_read,
+        bytes = outcome.bytes_read,
+        records = outcome.records_replayed,
+        skipped = outcome.records_skipped,
+        next_seq = outcome.next_seq.0,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal replayed"
+    );
+    Ok(outcome)
+}
+
+fn check_header(config: &JournalConfig, path: &Path, scan: &SegmentScan, named: Seq) -> Result<(), JournalError> {
+    let header = scan.header;
+    if header.first_seq != named {
+        return Err(JournalError::BadHeader { file: path.to_path_buf(), reason: "first sequence number differs from the file name" });
+    }
+    if header.serializer != config.serializer {
+        return Err(JournalError::SerializerMismatch {
+            file: path.to_path_buf(),
+            found: header.serializer,
+            expected: config.serializer,
+        });
+    }
+    if header.schema_version != config.schema_version {
+        return Err(JournalError::SchemaMismatch {
+            file: path.to_path_buf(),
+            found: header.schema_version,
+            expected: config.schema_version,
+        });
+    }
+    Ok(())
+}
+
+/// Removes segments whose creation was interrupted: they were never renamed into place, so
+/// no record was ever written to them.
+fn remove_temp_files(config: &JournalConfig, names: &[String]) -> Result<u64, JournalError> {
+    let mut removed = 0;
+    for name in names.iter().filter(|n| segment::is_temp_file_name(n)) {
+        let path = config.dir.join(name);
+        warn!(file = %path.display(), "removing an unfinished segment left by an interrupted rollover");
+        config.storage.remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        config.storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+    }
+    Ok(removed)
+}
+
+/// Copies the bytes from `offset` to the end into a quarantine file, makes that durable,
+/// and only then cuts the segment.
+fn cut_torn_tail(
+    config: &JournalConfig,
+    path: &Path,
+    bytes: &[u8],
+    offset: usize,
+    reason: Corruption,
+) -> Result<TornTail, JournalError> {
+    let storage = &*config.storage;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+    let quarantine = config.dir.join(format!("{name}.torn-at-{offset}-{stamp}"));
+    let mut file = storage.create(&quarantine).map_err(|e| JournalError::io("create", &quarantine, e))?;
+    file.write_all(&bytes[offset..]).map_err(|e| JournalError::io("write", &quarantine, e))?;
+    file.sync_data().map_err(|e| JournalError::io("fdatasync", &quarantine, e))?;
+    drop(file);
+    storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+
+    let mut segment = storage.open_append(path).map_err(|e| JournalError::io("open", path, e))?;
+    segment.set_len(offset as u64).map_err(|e| JournalError::io("truncate", path, e))?;
+    segment.sync_data().map_err(|e| JournalError::io("fdatasync", path, e))?;
+    let tail = TornTail {
+        segment: path.to_path_buf(),
+        offset: offset as u64,
+        bytes: (bytes.len() - offset) as u64,
+        quarantine,
+        reason,
+    };
+    warn!(
+        segment = %tail.segment.display(),
+        offset = tail.offset,
+        bytes = tail.bytes,
+        quarantine = %tail.quarantine.display(),
+        reason = %tail.reason,
+        "cut a torn write from the end of the journal"
+    );
+    Ok(tail)
+}
