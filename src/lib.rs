@@ -1,1 +1,57 @@
-//! Shared pieces of airomem's examples and integration tests: not part of the library.
+//! Shared pieces of airomem's examples, integration tests and benchmarks; not part of the
+//! library. It holds the session store that the README's example is built around.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Login sessions: token to user id.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+pub struct Sessions {
+    /// Live sessions.
+    pub tokens: HashMap<String, u64>,
+}
+
+/// The changes a session store accepts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum SessionsCommand {
+    /// Starts a session.
+    CreateSession {
+        /// The session's secret token.
+        token: String,
+        /// Who logged in.
+        user_id: u64,
+    },
+    /// Ends a session.
+    DeleteSession {
+        /// The session's token.
+        token: String,
+    },
+}
+
+impl airomem::State for Sessions {
+    type Command = SessionsCommand;
+
+    fn execute(&mut self, command: SessionsCommand) {
+        match command {
+            SessionsCommand::CreateSession { token, user_id } => {
+                self.tokens.insert(token, user_id);
+            }
+            SessionsCommand::DeleteSession { token } => {
+                self.tokens.remove(&token);
+            }
+        }
+    }
+}
+
+/// A 32-character token derived from `n`: distinct for distinct `n`, cheap, deterministic.
+pub fn token(n: u64) -> String {
+    // splitmix64, twice, so that neighbouring n give unrelated tokens.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("{:016x}{:016x}", mix(n), mix(!n))
+}

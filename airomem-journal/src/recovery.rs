@@ -14,16 +14,6 @@ use crate::frame::RecordKind;
 use crate::scan::{SegmentScan, intact_record_after};
 use crate::{JournalError, segment};
 
-/// Whether replay may repair the directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplayMode {
-    /// Open-time recovery: remove leftover temporary segments and cut a torn tail off the
-    /// newest segment (keeping the cut bytes in a quarantine file).
-    Repair,
-    /// Read without changing anything; any damage is an error. Used while a writer is live.
-    ReadOnly,
-}
-
 /// Which commands to hand over.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayRange<'a> {
@@ -83,10 +73,37 @@ pub struct ReplayOutcome {
     pub records_replayed: u64,
     /// Commands skipped because they were aborted.
     pub records_skipped: u64,
+}
+
+/// What [`repair`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Repair {
     /// Temporary files of interrupted segment creations that were removed.
     pub temp_files_removed: u64,
     /// The torn tail that was cut, if there was one.
     pub torn_tail: Option<TornTail>,
+}
+
+/// Makes the directory safe to replay and append to after a crash: removes segments whose
+/// creation was interrupted, and cuts a torn write off the end of the newest segment,
+/// keeping the cut bytes in a quarantine file. Damage that is not a torn tail is left alone
+/// for [`replay`] to report.
+pub fn repair(config: &JournalConfig) -> Result<Repair, JournalError> {
+    let storage = &*config.storage;
+    let names = storage.list(&config.dir).map_err(|e| JournalError::io("list", &config.dir, e))?;
+    let mut repair = Repair { temp_files_removed: remove_temp_files(config, &names)?, torn_tail: None };
+    let Some(newest) = names.iter().filter_map(|n| segment::parse_file_name(n)).max() else {
+        return Ok(repair);
+    };
+    let path = segment::path(&config.dir, newest);
+    let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
+    let scan = SegmentScan::read(&path, &bytes)?;
+    if let Some((offset, kind)) = scan.damage.clone() {
+        if !intact_record_after(&bytes, offset, scan.next_seq()) {
+            repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
+        }
+    }
+    Ok(repair)
 }
 
 /// A replay failure: the journal's, or the one the caller's visitor returned.
@@ -105,9 +122,10 @@ impl<E> From<JournalError> for ReplayError<E> {
 }
 
 /// Replays the journal in `config.dir`, calling `visit` for each live command in `range`.
+///
+/// Changes nothing: any damage is an error (run [`repair`] first after a crash).
 pub fn replay<E>(
     config: &JournalConfig,
-    mode: ReplayMode,
     range: ReplayRange<'_>,
     mut visit: impl FnMut(Record<'_>) -> Result<(), E>,
 ) -> Result<ReplayOutcome, ReplayError<E>> {
@@ -127,12 +145,7 @@ pub fn replay<E>(
         bytes_read: 0,
         records_replayed: 0,
         records_skipped: 0,
-        temp_files_removed: 0,
-        torn_tail: None,
     };
-    if mode == ReplayMode::Repair {
-        outcome.temp_files_removed = remove_temp_files(config, &names)?;
-    }
 
     // Segments wholly before `from` are not needed: segment i ends where segment i + 1 begins.
     let first_needed = segments.partition_point(|&s| s <= range.from).saturating_sub(1);
@@ -150,15 +163,8 @@ pub fn replay<E>(
             return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
         }
 
-        let mut len = bytes.len() as u64;
         if let Some((offset, kind)) = scan.damage.clone() {
-            let torn = newest && mode == ReplayMode::Repair && !intact_record_after(&bytes, offset, scan.next_seq());
-            if !torn {
-                return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq: scan.next_seq(), kind }.into());
-            }
-            let tail = cut_torn_tail(config, &path, &bytes, offset, kind)?;
-            len = tail.offset;
-            outcome.torn_tail = Some(tail);
+            return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq: scan.next_seq(), kind }.into());
         }
 
         let aborted = scan.aborted(&bytes);
@@ -186,7 +192,7 @@ pub fn replay<E>(
         }
         expected = Some(scan.next_seq());
         outcome.next_seq = scan.next_seq();
-        outcome.newest_len = len;
+        outcome.newest_len = bytes.len() as u64;
         debug!(segment = %path.display(), records = scan.frames.len(), bytes = bytes.len(), "segment replayed");
     }
     if outcome.next_seq < range.from {

@@ -1,1 +1,81 @@
-//! x
+//! airomem keeps an application's whole state in memory and makes every change durable
+//! before acknowledging it: the Prevalent System pattern.
+//!
+//! Changes are commands. [`Store::commit`] encodes a command, appends it to a journal on
+//! disk, `fdatasync`s it (sharing the sync with concurrent commits), executes it on the
+//! state and returns. [`Store::query`] is a plain read lock on the state. On restart,
+//! [`Store::open`] rebuilds the state by executing the journaled commands again.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use airomem::{JsonSerializer, JsonStore, Store};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Default, Debug)]
+//! struct Sessions {
+//!     tokens: HashMap<String, usize>,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Debug)]
+//! enum SessionsCommand {
+//!     CreateSession { token: String, user_id: usize },
+//!     DeleteSession { token: String },
+//! }
+//!
+//! impl airomem::State for Sessions {
+//!     type Command = SessionsCommand;
+//!     fn execute(&mut self, command: SessionsCommand) {
+//!         match command {
+//!             SessionsCommand::CreateSession { token, user_id } => {
+//!                 self.tokens.insert(token, user_id);
+//!             }
+//!             SessionsCommand::DeleteSession { token } => {
+//!                 self.tokens.remove(&token);
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), airomem::Error> {
+//! # let tmp = tempfile::tempdir().expect("tempdir");
+//! # let dir = tmp.path().join("sessions");
+//! let store: JsonStore<Sessions> = Store::open(JsonSerializer, &dir).await?;
+//! store.commit(SessionsCommand::CreateSession { token: "t1".into(), user_id: 1 }).await?;
+//! assert_eq!(store.query()?.tokens.get("t1"), Some(&1));
+//! drop(store);
+//!
+//! // Reopening replays the journal: the state is what was acknowledged.
+//! let store: JsonStore<Sessions> = Store::open(JsonSerializer, &dir).await?;
+//! assert_eq!(store.query()?.tokens.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod apply;
+mod error;
+mod options;
+mod recover;
+mod stats;
+mod store;
+mod writer;
+
+pub use airomem_core::storage;
+pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Seq, Serializer, SerializerId, State};
+#[cfg(feature = "json")]
+pub use airomem_core::JsonSerializer;
+pub use airomem_journal::{Corruption, JournalError, TornTail};
+pub use error::Error;
+pub use options::{Durability, StoreOptions};
+pub use stats::{RecoveryReport, Stats};
+pub use store::{Committed, Query, Store};
+
+/// The journal crate, for tools that inspect segments directly.
+pub use airomem_journal as journal;
+
+/// A store that journals commands as postcard, the compact default.
+pub type PostcardStore<S> = Store<S, PostcardSerializer>;
+
+/// A store that journals commands as JSON.
+#[cfg(feature = "json")]
+pub type JsonStore<S> = Store<S, JsonSerializer>;

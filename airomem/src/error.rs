@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airomem_core::{CodecError, Seq};
+use airomem_journal::JournalError;
+use thiserror::Error;
+
+/// Everything a [`crate::Store`] can report.
+#[derive(Debug, Error, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another `Store`, in this process or another, has the directory open. Close it first;
+    /// two writers on one journal would interleave records.
+    #[error("the store at {dir} is already open (locked by another Store)")]
+    Locked {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Opening or recovering the journal failed: damage, a format or schema mismatch, missing
+    /// files, or I/O. The variant inside says which and what to do.
+    #[error(transparent)]
+    Journal(Arc<JournalError>),
+    /// The disk filled up while this command was being written. It was not acknowledged and
+    /// the store is poisoned; free space and reopen: every acknowledged command is kept.
+    #[error("the disk is full; the command was not committed: {0}")]
+    StorageFull(Arc<JournalError>),
+    /// Writing or syncing this command's batch failed. It was not acknowledged and the store
+    /// is poisoned; reopen it to recover.
+    #[error("writing the journal failed; the command was not committed: {0}")]
+    WriteFailed(Arc<JournalError>),
+    /// An earlier write or sync failed, so the store acknowledges nothing more. Reads still
+    /// show every acknowledged command. Reopen the store to recover.
+    #[error("the store is poisoned by an earlier failure and accepts no commits: {cause}")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+    /// A command could not be encoded, or a journaled one could not be decoded.
+    #[error("serialization failed{}: {source}", seq.map(|s| format!(" for record {s}")).unwrap_or_default())]
+    Codec {
+        /// The record being decoded, when decoding.
+        seq: Option<Seq>,
+        /// The serializer's error.
+        source: Arc<CodecError>,
+    },
+    /// The command panicked in `State::execute`. It was journaled, then cancelled with an
+    /// abort marker, and the state was rolled back to what it was before it: it had no effect.
+    #[error("command {seq} panicked and was rolled back: {message}")]
+    CommandPanicked {
+        /// The command's sequence number (now marked aborted in the journal).
+        seq: Seq,
+        /// The panic message.
+        message: String,
+    },
+    /// During recovery, a command that was once applied without panicking panicked. Its
+    /// `execute` is not deterministic, or the code changed since. Fix the code and reopen.
+    #[error("command {seq} panicked during recovery although it succeeded when committed: {message}")]
+    ReplayPanicked {
+        /// The command's sequence number.
+        seq: Seq,
+        /// The panic message.
+        message: String,
+    },
+    /// The closure given to `commit_with` panicked. The command itself was committed.
+    #[error("the query passed to commit_with panicked; the command itself was committed")]
+    QueryPanicked,
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// A file-system operation outside the journal failed (creating the directory, the lock file).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl Error {
+    /// Whether the failure was the disk running out of space.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::StorageFull(_) => true,
+            Error::Journal(e) => matches!(**e, JournalError::StorageFull { .. }),
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn codec(seq: Option<Seq>, source: CodecError) -> Error {
+        Error::Codec { seq, source: Arc::new(source) }
+    }
+
+    /// The error for the callers of a batch whose write or sync failed.
+    pub(crate) fn write_failed(e: JournalError) -> Error {
+        match e {
+            JournalError::Poisoned { cause } => Error::Poisoned { cause },
+            e @ JournalError::StorageFull { .. } => Error::StorageFull(Arc::new(e)),
+            e => Error::WriteFailed(Arc::new(e)),
+        }
+    }
+}
+
+impl From<JournalError> for Error {
+    fn from(e: JournalError) -> Self {
+        Error::Journal(Arc::new(e))
+    }
+}

@@ -1,0 +1,121 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airomem_core::storage::{StdStorage, Storage};
+
+/// When a commit is acknowledged, and so what a crash can lose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The default. `commit` returns only after the command's bytes are `fdatasync`ed:
+    /// neither a process crash nor a power loss loses an acknowledged command. Concurrent
+    /// commits share one `fdatasync` (group commit).
+    #[default]
+    Fsync,
+    /// `commit` returns once the bytes are written to the operating system; a background
+    /// `fdatasync` runs at most this long after the first unsynced write. A process crash
+    /// loses nothing; a power loss or kernel crash loses up to this much time of
+    /// acknowledged commands.
+    Periodic(Duration),
+    /// `commit` returns once the bytes are written to the operating system, which writes
+    /// them back when it likes (segments are synced on rollover and on close). A process
+    /// crash loses nothing; a power loss or kernel crash can lose any acknowledged command
+    /// not yet written back, typically up to half a minute on Linux.
+    OsBuffered,
+}
+
+/// How a [`crate::Store`] is opened. Start from `StoreOptions::default()` and change what
+/// you need.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub(crate) segment_size: u64,
+    pub(crate) durability: Durability,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_batch_commands: usize,
+    pub(crate) max_pending_bytes: u32,
+    pub(crate) storage: Arc<dyn Storage>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_size: 64 * 1024 * 1024,
+            durability: Durability::Fsync,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_batch_commands: 8192,
+            max_pending_bytes: 64 * 1024 * 1024,
+            storage: Arc::new(StdStorage::default()),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// A journal segment is closed and a new one started when the next batch would take it
+    /// past this many bytes (default 64 MiB). Recovery holds one segment in memory at a time.
+    #[must_use]
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        assert!(bytes > 0, "a segment must hold something");
+        self.segment_size = bytes;
+        self
+    }
+
+    /// When commits are acknowledged (default [`Durability::Fsync`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The most bytes of commands written with one write and one sync (default 4 MiB). A
+    /// single larger command is written alone.
+    #[must_use]
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most commands written with one write and one sync (default 8192).
+    #[must_use]
+    pub fn max_batch_commands(mut self, commands: usize) -> Self {
+        self.max_batch_commands = commands.max(1);
+        self
+    }
+
+    /// How many bytes of encoded commands may wait for the writer before `commit` itself
+    /// waits (default 64 MiB): back-pressure instead of an unbounded queue.
+    #[must_use]
+    pub fn max_pending_bytes(mut self, bytes: u32) -> Self {
+        self.max_pending_bytes = bytes.max(1);
+        self
+    }
+
+    /// Permission bits for the directories and files the store creates (defaults `0o700`
+    /// and `0o600`: journals of session stores hold secrets). Replaces any custom storage.
+    #[must_use]
+    pub fn permissions(mut self, dir_mode: u32, file_mode: u32) -> Self {
+        self.storage = Arc::new(StdStorage { dir_mode, file_mode });
+        self
+    }
+
+    /// Routes every file-system operation through `storage` instead of `std::fs`: for tests
+    /// that simulate power loss or failing disks.
+    #[must_use]
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("segment_size", &self.segment_size)
+            .field("durability", &self.durability)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("max_batch_commands", &self.max_batch_commands)
+            .field("max_pending_bytes", &self.max_pending_bytes)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}

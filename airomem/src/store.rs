@@ -1,0 +1,284 @@
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use airomem_core::storage::LockGuard;
+use airomem_core::{PostcardSerializer, Seq, Serializer, State};
+use airomem_journal::{JournalConfig, JournalWriter, MAX_PAYLOAD_LEN};
+use tokio::sync::{Semaphore, oneshot};
+use tracing::info;
+
+use crate::recover::recover;
+use crate::stats::Counters;
+use crate::writer::{Message, Reply, Request, Shared, Writer};
+use crate::{Error, RecoveryReport, Stats, StoreOptions};
+
+const LOCK_FILE: &str = "airomem.lock";
+/// What a queued command costs in back-pressure budget beyond its payload.
+const REQUEST_OVERHEAD: usize = 64;
+
+/// A durable, in-memory prevalent system.
+///
+/// Cheap to clone: clones share one store. Commits from any number of tasks are written in
+/// batches with one `fdatasync` each; reads never wait for the disk. The directory stays
+/// locked until the last clone is dropped (or [`Store::close`] is awaited).
+pub struct Store<S: State, Z: Serializer = PostcardSerializer> {
+    inner: Arc<Inner<S, Z>>,
+}
+
+impl<S: State, Z: Serializer> Clone for Store<S, Z> {
+    fn clone(&self) -> Self {
+        Store { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct Inner<S: State, Z> {
+    shared: Arc<Shared<S>>,
+    serializer: Arc<Z>,
+    sender: Mutex<Option<Sender<Message<S>>>>,
+    pending: Arc<Semaphore>,
+    max_pending: u32,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+    report: RecoveryReport,
+    _lock: LockGuard,
+}
+
+/// The receipt of a committed command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The command's sequence number.
+    pub seq: Seq,
+    /// Its recorded commit time, nanoseconds since the Unix epoch; what
+    /// [`crate::CommitContext::current`] told the command.
+    pub unix_nanos: u64,
+}
+
+impl Committed {
+    /// The recorded commit time.
+    pub fn time(&self) -> std::time::SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.unix_nanos)
+    }
+}
+
+/// A read lock on the state. Many can be held at once; commits wait while any is held, so
+/// keep it short and never hold it across an `.await`.
+pub struct Query<'a, S>(RwLockReadGuard<'a, S>);
+
+impl<S> Deref for Query<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S: State, Z: Serializer> Store<S, Z> {
+    /// Opens (or creates) the store in `dir` with default options, recovering the state
+    /// from what is on disk.
+    pub async fn open(serializer: Z, dir: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(serializer, dir, StoreOptions::default()).await
+    }
+
+    /// Opens (or creates) the store in `dir`, recovering the state from what is on disk.
+    ///
+    /// Recovery runs on a blocking thread. Errors name what is wrong on disk; nothing is
+    /// deleted or rewritten except a torn write at the very end of the journal, which is
+    /// cut and kept in a quarantine file (see [`RecoveryReport::torn_tail`]).
+    pub async fn open_with(serializer: Z, dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(serializer, dir, options))
+            .await
+            .map_err(|e| Error::Io { op: "recover", path: PathBuf::new(), source: Arc::new(std::io::Error::other(e)) })?
+    }
+
+    fn open_blocking(serializer: Z, dir: PathBuf, options: StoreOptions) -> Result<Self, Error> {
+        let started = Instant::now();
+        let storage = Arc::clone(&options.storage);
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |e: std::io::Error| Error::Io { op, path, source: Arc::new(e) }
+        };
+        storage.create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
+            _ => io("lock", &lock_path)(e),
+        })?;
+
+        let config = JournalConfig {
+            storage,
+            dir: dir.clone(),
+            serializer: Z::ID,
+            schema_version: S::SCHEMA_VERSION,
+            segment_size: options.segment_size,
+        };
+        let recovered = recover::<S, Z>(&config, &serializer)?;
+        let mut journal = JournalWriter::open(config.clone(), &recovered.outcome)?;
+        for &seq in &recovered.report.aborted_now {
+            journal.append_abort(seq)?;
+        }
+
+        let shared = Arc::new(Shared {
+            state: RwLock::new(recovered.state),
+            counters: Counters::default(),
+            broken: std::sync::OnceLock::new(),
+        });
+        let serializer = Arc::new(serializer);
+        let (sender, rx) = mpsc::channel();
+        let writer = Writer {
+            journal,
+            config,
+            serializer: Arc::clone(&serializer),
+            shared: Arc::clone(&shared),
+            rx,
+            durability: options.durability,
+            max_batch_bytes: options.max_batch_bytes,
+            max_batch_commands: options.max_batch_commands,
+            aborted: recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
+            poisoned: None,
+            carry: None,
+            last_sync: Instant::now(),
+        };
+        let handle = thread::Builder::new()
+            .name("airomem-writer".into())
+            .spawn(move || writer.run())
+            .map_err(io("spawn writer thread", &dir))?;
+        info!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                serializer,
+                sender: Mutex::new(Some(sender)),
+                pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
+                max_pending: options.max_pending_bytes,
+                writer: Mutex::new(Some(handle)),
+                dir,
+                report: recovered.report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Commits a command: journals it, makes it durable (per the store's
+    /// [`crate::Durability`]), applies it to the state, and returns its receipt.
+    ///
+    /// The command is encoded here, in the caller's task, and the state executes the copy
+    /// decoded from those bytes: exactly what recovery will execute. Once this future has
+    /// been polled, dropping it does not cancel the commit.
+    pub async fn commit(&self, command: S::Command) -> Result<Committed, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(command, Reply::Receipt(tx)).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Commits a command and runs `query` on the state right after it, under the same lock:
+    /// the result reflects exactly this command and those before it (Prevayler's
+    /// transaction-with-query). `query` must not block; it runs on the writer thread.
+    pub async fn commit_with<R, Q>(&self, command: S::Command, query: Q) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        Q: FnOnce(&S) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
+            let result = match outcome {
+                Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
+                    .map_err(|_| Error::QueryPanicked),
+                Err(e) => Err(e),
+            };
+            drop(tx.send(result));
+        }));
+        self.send(command, reply).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
+        let serializer = &*self.inner.serializer;
+        let mut payload = Vec::new();
+        serializer.encode(&command, &mut payload).map_err(|e| Error::codec(None, e))?;
+        drop(command);
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(Error::codec(
+                None,
+                airomem_core::CodecError::Encode {
+                    serializer: Z::NAME,
+                    message: format!("{} bytes exceed the record limit of {MAX_PAYLOAD_LEN}", payload.len()),
+                },
+            ));
+        }
+        let command: S::Command = serializer.decode(&payload).map_err(|e| Error::codec(None, e))?;
+        let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
+        let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
+        let request = Request { payload, command, reply, _permit: permit };
+        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match sender {
+            Some(sender) => sender.send(Message::Commit(request)).map_err(|_| Error::Closed),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// A read lock on the state. Never waits for I/O; waits only while a batch of commands
+    /// is being applied in memory.
+    pub fn query(&self) -> Result<Query<'_, S>, Error> {
+        if let Some(cause) = self.inner.shared.broken.get() {
+            return Err(Error::Poisoned { cause: cause.clone() });
+        }
+        let guard = self.inner.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Query(guard))
+    }
+
+    /// Running totals since open: commits, batches, syncs, bytes.
+    pub fn stats(&self) -> Stats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// What recovery found and did when this store was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Stops accepting commits, waits for those already queued, syncs the journal and
+    /// reports any failure. Other clones get [`Error::Closed`] afterwards; the directory is
+    /// unlocked once every clone is dropped.
+    pub async fn close(self) -> Result<(), Error> {
+        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(sender) = sender else { return Err(Error::Closed) };
+        let (tx, rx) = oneshot::channel();
+        sender.send(Message::Close(tx)).map_err(|_| Error::Closed)?;
+        drop(sender);
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl<S: State, Z> Drop for Inner<S, Z> {
+    fn drop(&mut self) {
+        self.sender.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.pending.close();
+        let handle = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            // The last handle can be dropped on the writer thread itself, by a closure passed
+            // to `commit_with`; it exits on its own once the channel is empty.
+            if handle.thread().id() != thread::current().id() {
+                // Joining releases the directory lock only after the journal is closed, so a
+                // reopen right after the drop succeeds.
+                drop(handle.join());
+            }
+        }
+    }
+}
+
+impl<S: State, Z: Serializer> fmt::Debug for Store<S, Z> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,244 @@
+//! The writer thread: owns the journal, turns queued commits into batches (one write, one
+//! sync each), applies each batch under one write-lock acquisition, then acknowledges.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use airomem_core::{CommitContext, Seq, Serializer, State};
+use airomem_journal::{JournalConfig, JournalWriter};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tracing::{debug, error, warn};
+
+use crate::apply::{execute, rebuild};
+use crate::stats::Counters;
+use crate::{Committed, Durability, Error};
+
+/// What the writer shares with the `Store` handles.
+pub(crate) struct Shared<S> {
+    pub state: RwLock<S>,
+    pub counters: Counters,
+    /// Set if a panicking command left the state in a shape that could not be rebuilt:
+    /// reads are refused from then on rather than show it.
+    pub broken: std::sync::OnceLock<String>,
+}
+
+/// How the caller of one commit hears of its outcome.
+pub(crate) enum Reply<S> {
+    Receipt(oneshot::Sender<Result<Committed, Error>>),
+    /// Runs under the write lock right after the command, so it sees the state exactly as
+    /// the command left it.
+    Query(Box<dyn FnOnce(Result<(&S, Committed), Error>) + Send>),
+}
+
+impl<S> Reply<S> {
+    fn fail(self, error: Error) {
+        match self {
+            Reply::Receipt(tx) => drop(tx.send(Err(error))),
+            Reply::Query(f) => f(Err(error)),
+        }
+    }
+}
+
+pub(crate) struct Request<S: State> {
+    pub payload: Vec<u8>,
+    pub command: S::Command,
+    pub reply: Reply<S>,
+    /// Back-pressure: released when the writer is done with the request.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+pub(crate) enum Message<S: State> {
+    Commit(Request<S>),
+    Close(oneshot::Sender<Result<(), Error>>),
+}
+
+pub(crate) struct Writer<S: State, Z> {
+    pub journal: JournalWriter,
+    pub config: JournalConfig,
+    pub serializer: Arc<Z>,
+    pub shared: Arc<Shared<S>>,
+    pub rx: Receiver<Message<S>>,
+    pub durability: Durability,
+    pub max_batch_bytes: usize,
+    pub max_batch_commands: usize,
+    /// Every command aborted while this writer ran; recovery finds them by their markers.
+    pub aborted: BTreeSet<Seq>,
+    pub poisoned: Option<String>,
+    pub carry: Option<Message<S>>,
+    pub last_sync: Instant,
+}
+
+impl<S: State, Z: Serializer> Writer<S, Z> {
+    pub(crate) fn run(mut self) {
+        let mut batch: Vec<Request<S>> = Vec::new();
+        let mut receipts = Vec::new();
+        loop {
+            let Some(first) = self.next_message() else { break };
+            let mut closing = None;
+            match first {
+                Message::Commit(request) => batch.push(request),
+                Message::Close(tx) => closing = Some(tx),
+            }
+            if closing.is_none() {
+                self.fill(&mut batch, &mut closing);
+                self.commit_batch(&mut batch, &mut receipts);
+            }
+            if let Some(tx) = closing {
+                drop(tx.send(self.finish()));
+                return;
+            }
+        }
+        if let Err(e) = self.finish() {
+            error!(error = %e, "the journal could not be synced when the store was dropped");
+        }
+    }
+
+    /// Waits for the next message; with periodic durability, syncs when the interval ends.
+    fn next_message(&mut self) -> Option<Message<S>> {
+        if let Some(message) = self.carry.take() {
+            return Some(message);
+        }
+        if let Durability::Periodic(interval) = self.durability {
+            loop {
+                let wait = interval.saturating_sub(self.last_sync.elapsed());
+                match self.rx.recv_timeout(wait) {
+                    Ok(message) => return Some(message),
+                    Err(RecvTimeoutError::Timeout) => self.periodic_sync(),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
+        self.rx.recv().ok()
+    }
+
+    /// Takes every commit already waiting, up to the batch limits.
+    fn fill(&mut self, batch: &mut Vec<Request<S>>, closing: &mut Option<oneshot::Sender<Result<(), Error>>>) {
+        let mut bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
+        while batch.len() < self.max_batch_commands {
+            let Ok(message) = self.rx.try_recv() else { break };
+            match message {
+                Message::Commit(request) => {
+                    if bytes + request.payload.len() > self.max_batch_bytes {
+                        self.carry = Some(Message::Commit(request));
+                        break;
+                    }
+                    bytes += request.payload.len();
+                    batch.push(request);
+                }
+                Message::Close(tx) => {
+                    *closing = Some(tx);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, receipts: &mut Vec<(oneshot::Sender<Result<Committed, Error>>, Committed)>) {
+        if let Some(cause) = &self.poisoned {
+            for request in batch.drain(..) {
+                request.reply.fail(Error::Poisoned { cause: cause.clone() });
+            }
+            return;
+        }
+        let unix_nanos = match self.write(batch) {
+            Ok(nanos) => nanos,
+            Err(e) => {
+                let error = Error::write_failed(e);
+                self.poisoned = Some(error.to_string());
+                for request in batch.drain(..) {
+                    request.reply.fail(error.clone());
+                }
+                return;
+            }
+        };
+
+        let first_seq = Seq(self.journal.next_seq().0 - batch.len() as u64);
+        let mut aborted = 0;
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, request) in batch.drain(..).enumerate() {
+                let committed = Committed { seq: Seq(first_seq.0 + i as u64), unix_nanos };
+                let context = CommitContext { seq: committed.seq, unix_nanos };
+                match execute(&mut *state, request.command, context) {
+                    Ok(()) => match request.reply {
+                        Reply::Receipt(tx) => receipts.push((tx, committed)),
+                        Reply::Query(f) => f(Ok((&*state, committed))),
+                    },
+                    Err(message) => {
+                        aborted += 1;
+                        warn!(seq = committed.seq.0, message, "command panicked; aborting it and rolling the state back");
+                        self.abort(&mut state, committed.seq);
+                        request.reply.fail(Error::CommandPanicked { seq: committed.seq, message });
+                    }
+                }
+            }
+        }
+        let commits = receipts.len() as u64;
+        for (tx, committed) in receipts.drain(..) {
+            drop(tx.send(Ok(committed)));
+        }
+        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+    }
+
+    /// Writes the batch with one write and makes it as durable as the policy asks.
+    fn write(&mut self, batch: &[Request<S>]) -> Result<u64, airomem_journal::JournalError> {
+        let unix_nanos = self.journal.begin_batch()?;
+        for request in batch {
+            self.journal.push(&request.payload)?;
+        }
+        self.journal.write_batch()?;
+        match self.durability {
+            Durability::Fsync => self.sync()?,
+            Durability::Periodic(interval) if self.last_sync.elapsed() >= interval => self.sync()?,
+            Durability::Periodic(_) | Durability::OsBuffered => {}
+        }
+        debug!(commands = batch.len(), first_seq = self.journal.next_seq().0 - batch.len() as u64, "batch written");
+        Ok(unix_nanos)
+    }
+
+    fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {
+        self.journal.sync()?;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn periodic_sync(&mut self) {
+        if self.poisoned.is_none() {
+            if let Err(e) = self.sync() {
+                self.poisoned = Some(Error::write_failed(e).to_string());
+            }
+        }
+        // Nothing to do until the next write either way.
+        self.last_sync = Instant::now();
+    }
+
+    /// Journals an abort marker for `seq` and rebuilds the state without it, holding the
+    /// write lock throughout so that no reader sees the half-applied command.
+    fn abort(&mut self, state: &mut S, seq: Seq) {
+        self.aborted.insert(seq);
+        if let Err(e) = self.journal.append_abort(seq) {
+            // The command stays in the final batch on disk, so recovery aborts it.
+            self.poisoned.get_or_insert_with(|| Error::write_failed(e).to_string());
+        }
+        let until = Seq(seq.0 - 1);
+        match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
+            Ok(rebuilt) => *state = rebuilt,
+            Err(e) => {
+                error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
+                self.poisoned.get_or_insert_with(|| e.to_string());
+                drop(self.shared.broken.set(e.to_string()));
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned { cause: cause.clone() });
+        }
+        self.sync().map_err(Error::write_failed)
+    }
+}
+
