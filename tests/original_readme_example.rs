@@ -37,10 +37,7 @@ enum SessionsCommand {
 async fn test_mem_commit() {
     let dir = tempdir().unwrap();
     let store: SessionsStore = Store::open(JsonSerializer, &dir).await.unwrap();
-    store
-        .commit(SessionsCommand::CreateSession { token: "access_token".to_string(), user_id: 1 })
-        .await
-        .unwrap();
+    store.commit(SessionsCommand::CreateSession { token: "access_token".to_string(), user_id: 1 }).await.unwrap();
     let mut expected_tokens = HashMap::new();
     expected_tokens.insert("access_token".to_string(), 1);
     assert_eq!(store.query().unwrap().tokens, expected_tokens);

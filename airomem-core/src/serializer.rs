@@ -48,17 +48,14 @@ impl Serializer for PostcardSerializer {
     const NAME: &'static str = "postcard";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        postcard::to_io(value, out).map(drop).map_err(|e| CodecError::Encode {
-            serializer: Self::NAME,
-            message: e.to_string(),
-        })
+        postcard::to_io(value, out)
+            .map(drop)
+            .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode {
-            serializer: Self::NAME,
-            message: e.to_string(),
-        })?;
+        let (value, rest) = postcard::take_from_bytes(bytes)
+            .map_err(|e| CodecError::Decode { serializer: Self::NAME, message: e.to_string() })?;
         if rest.is_empty() {
             Ok(value)
         } else {
@@ -81,17 +78,12 @@ impl Serializer for JsonSerializer {
     const NAME: &'static str = "json";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        serde_json::to_writer(out, value).map_err(|e| CodecError::Encode {
-            serializer: Self::NAME,
-            message: e.to_string(),
-        })
+        serde_json::to_writer(out, value)
+            .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError::Decode {
-            serializer: Self::NAME,
-            message: e.to_string(),
-        })
+        serde_json::from_slice(bytes).map_err(|e| CodecError::Decode { serializer: Self::NAME, message: e.to_string() })
     }
 }
 

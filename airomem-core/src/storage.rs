@@ -111,10 +111,10 @@ impl Storage for StdStorage {
         let mut names = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
-                if let Ok(name) = entry.file_name().into_string() {
-                    names.push(name);
-                }
+            if entry.file_type()?.is_file()
+                && let Ok(name) = entry.file_name().into_string()
+            {
+                names.push(name);
             }
         }
         Ok(names)
@@ -150,10 +150,9 @@ impl Storage for StdStorage {
         let file = self.options().read(true).write(true).create(true).truncate(false).open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(file)),
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the lock is held by another handle",
-            )),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "the lock is held by another handle"))
+            }
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
@@ -169,8 +168,10 @@ mod tests {
         let storage = StdStorage::default();
         let path = dir.path().join("LOCK");
         let held = storage.lock(&path).expect("first lock");
-        let second = storage.lock(&path).err().expect("second lock must fail");
-        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        match storage.lock(&path) {
+            Ok(_) => panic!("a second lock on the same file must fail"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+        }
         drop(held);
         storage.lock(&path).expect("lock after release");
     }

@@ -98,10 +98,10 @@ pub fn repair(config: &JournalConfig) -> Result<Repair, JournalError> {
     let path = segment::path(&config.dir, newest);
     let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
     let scan = SegmentScan::read(&path, &bytes)?;
-    if let Some((offset, kind)) = scan.damage.clone() {
-        if !intact_record_after(&bytes, offset, scan.next_seq()) {
-            repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
-        }
+    if let Some((offset, kind)) = scan.damage.clone()
+        && !intact_record_after(&bytes, offset, scan.next_seq())
+    {
+        repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
     }
     Ok(repair)
 }
@@ -215,7 +215,10 @@ pub fn replay<E>(
 fn check_header(config: &JournalConfig, path: &Path, scan: &SegmentScan, named: Seq) -> Result<(), JournalError> {
     let header = scan.header;
     if header.first_seq != named {
-        return Err(JournalError::BadHeader { file: path.to_path_buf(), reason: "first sequence number differs from the file name" });
+        return Err(JournalError::BadHeader {
+            file: path.to_path_buf(),
+            reason: "first sequence number differs from the file name",
+        });
     }
     if header.serializer != config.serializer {
         return Err(JournalError::SerializerMismatch {

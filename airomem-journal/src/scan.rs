@@ -5,10 +5,10 @@ use std::path::Path;
 
 use airomem_core::Seq;
 
+use crate::JournalError;
 use crate::error::Corruption;
 use crate::frame::{self, FRAME_HEADER_LEN, Frame, RecordKind};
 use crate::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
-use crate::JournalError;
 
 /// The verified records of a segment, and where verification stopped if it did.
 #[derive(Debug)]

@@ -7,11 +7,11 @@ use airomem_core::Seq;
 use airomem_core::storage::StorageFile;
 use tracing::{debug, error, info};
 
+use crate::JournalError;
 use crate::config::JournalConfig;
 use crate::frame::{self, MAX_PAYLOAD_LEN, RecordKind};
 use crate::recovery::ReplayOutcome;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
-use crate::JournalError;
 
 /// Running totals of what a writer did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -192,7 +192,12 @@ impl JournalWriter {
     fn roll_over(&mut self, first: Seq) -> Result<(), JournalError> {
         self.sync()?;
         self.file = create_segment(&self.config, first)?;
-        debug!(previous = self.segment_first.0, next = first.0, bytes = self.segment_len, "journal segment rolled over");
+        debug!(
+            previous = self.segment_first.0,
+            next = first.0,
+            bytes = self.segment_len,
+            "journal segment rolled over"
+        );
         self.segment_first = first;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.counters.segments_created += 1;
@@ -224,7 +229,8 @@ fn create_segment(config: &JournalConfig, first: Seq) -> Result<Box<dyn StorageF
     let storage = &*config.storage;
     let temp = segment::temp_path(&config.dir, first);
     let path = segment::path(&config.dir, first);
-    let header = SegmentHeader { serializer: config.serializer, schema_version: config.schema_version, first_seq: first };
+    let header =
+        SegmentHeader { serializer: config.serializer, schema_version: config.schema_version, first_seq: first };
     let mut file = storage.create(&temp).map_err(|e| JournalError::io("create", &temp, e))?;
     file.write_all(&header.encode()).map_err(|e| JournalError::io("write", &temp, e))?;
     file.sync_data().map_err(|e| JournalError::io("fdatasync", &temp, e))?;

@@ -19,7 +19,9 @@ pub(crate) fn execute<S: State>(state: &mut S, command: S::Command, context: Com
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(s) => *s,
-        Err(payload) => payload.downcast_ref::<&str>().map_or_else(|| "(non-string panic payload)".to_string(), |s| s.to_string()),
+        Err(payload) => {
+            payload.downcast_ref::<&str>().map_or_else(|| "(non-string panic payload)".to_string(), |s| s.to_string())
+        }
     }
 }
 

@@ -60,10 +60,10 @@ mod stats;
 mod store;
 mod writer;
 
-pub use airomem_core::storage;
-pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Seq, Serializer, SerializerId, State};
 #[cfg(feature = "json")]
 pub use airomem_core::JsonSerializer;
+pub use airomem_core::storage;
+pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Seq, Serializer, SerializerId, State};
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
 pub use options::{Durability, StoreOptions};

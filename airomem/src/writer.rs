@@ -29,8 +29,11 @@ pub(crate) enum Reply<S> {
     Receipt(oneshot::Sender<Result<Committed, Error>>),
     /// Runs under the write lock right after the command, so it sees the state exactly as
     /// the command left it.
-    Query(Box<dyn FnOnce(Result<(&S, Committed), Error>) + Send>),
+    Query(QueryReply<S>),
 }
+
+/// The closure behind [`Reply::Query`]: handed the state right after the command, or the error.
+pub(crate) type QueryReply<S> = Box<dyn FnOnce(Result<(&S, Committed), Error>) + Send>;
 
 impl<S> Reply<S> {
     fn fail(self, error: Error) {
@@ -40,6 +43,9 @@ impl<S> Reply<S> {
         }
     }
 }
+
+/// An acknowledgement held back until the write lock is released.
+type Receipt = (oneshot::Sender<Result<Committed, Error>>, Committed);
 
 pub(crate) struct Request<S: State> {
     pub payload: Vec<u8>,
@@ -135,7 +141,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         }
     }
 
-    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, receipts: &mut Vec<(oneshot::Sender<Result<Committed, Error>>, Committed)>) {
+    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, receipts: &mut Vec<Receipt>) {
         if let Some(cause) = &self.poisoned {
             for request in batch.drain(..) {
                 request.reply.fail(Error::Poisoned { cause: cause.clone() });
@@ -169,7 +175,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     },
                     Err(message) => {
                         aborted += 1;
-                        warn!(seq = committed.seq.0, message, "command panicked; aborting it and rolling the state back");
+                        warn!(
+                            seq = committed.seq.0,
+                            message, "command panicked; aborting it and rolling the state back"
+                        );
                         self.abort(&mut state, committed.seq);
                         request.reply.fail(Error::CommandPanicked { seq: committed.seq, message });
                     }
@@ -206,10 +215,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     }
 
     fn periodic_sync(&mut self) {
-        if self.poisoned.is_none() {
-            if let Err(e) = self.sync() {
-                self.poisoned = Some(Error::write_failed(e).to_string());
-            }
+        if self.poisoned.is_none()
+            && let Err(e) = self.sync()
+        {
+            self.poisoned = Some(Error::write_failed(e).to_string());
         }
         // Nothing to do until the next write either way.
         self.last_sync = Instant::now();
@@ -241,4 +250,3 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.sync().map_err(Error::write_failed)
     }
 }
-
