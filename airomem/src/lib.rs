@@ -52,6 +52,11 @@
 //! # }
 //! ```
 
+/// The README's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 mod apply;
 mod error;
 mod options;
