@@ -9,6 +9,7 @@ use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, ReplayError, ReplayOutcome, ReplayRange, replay};
 
 use crate::Error;
+use crate::recover::{Base, base};
 
 /// Executes one command, catching a panic. After a panic the state may be half changed and
 /// must not be shown to anyone: the caller rebuilds it.
@@ -49,16 +50,17 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
     })
 }
 
-/// Builds the state from scratch as it was after `until`, skipping `skip`. Used after a live
-/// command panicked, while the writer still holds the journal.
+/// Builds the state as it was after `until`, skipping `skip`, from the newest snapshot at or
+/// before `until` and the journal. Used after a live command panicked, while the writer
+/// still holds the journal; the caller keeps snapshot retention from removing files meanwhile.
 pub(crate) fn rebuild<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
     until: Seq,
     skip: &BTreeSet<Seq>,
 ) -> Result<S, Error> {
-    let mut state = S::default();
-    let range = ReplayRange { from: Seq::FIRST, until: Some(until), skip };
+    let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
+    let range = ReplayRange { from: seq.next(), until: Some(until), skip };
     replay_into(config, serializer, range, &mut state).map_err(stop_error)?;
     Ok(state)
 }

@@ -61,6 +61,20 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// Writing, verifying or loading a snapshot failed. A failed snapshot write leaves the
+    /// store working: the journal still holds every command.
+    #[cfg(feature = "snapshot")]
+    #[error(transparent)]
+    Snapshot(Arc<airomem_snapshot::SnapshotError>),
+    /// No snapshot verified and the journal no longer reaches back to the first record, so
+    /// the state cannot be rebuilt. Restore a snapshot or the removed segments from a backup.
+    #[error("no usable snapshot ({}) and the journal does not reach back far enough: {source}", skipped.join("; "))]
+    NoUsableSnapshot {
+        /// Why each snapshot was passed over.
+        skipped: Vec<String>,
+        /// What the journal is missing.
+        source: Arc<JournalError>,
+    },
     /// The closure given to `commit_with` panicked. The command itself was committed.
     #[error("the query passed to commit_with panicked; the command itself was committed")]
     QueryPanicked,

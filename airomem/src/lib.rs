@@ -61,6 +61,8 @@ mod apply;
 mod error;
 mod options;
 mod recover;
+#[cfg(feature = "snapshot")]
+mod snapshots;
 mod stats;
 mod store;
 mod writer;
@@ -74,6 +76,12 @@ pub use error::Error;
 pub use options::{Durability, StoreOptions};
 pub use stats::{RecoveryReport, Stats};
 pub use store::{Committed, Query, Store};
+
+#[cfg(feature = "snapshot")]
+pub use snapshots::SnapshotInfo;
+/// The snapshot crate, for tools that inspect snapshot files directly.
+#[cfg(feature = "snapshot")]
+pub use airomem_snapshot as snapshot;
 
 /// The journal crate, for tools that inspect segments directly.
 pub use airomem_journal as journal;

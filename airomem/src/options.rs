@@ -35,6 +35,8 @@ pub struct StoreOptions {
     pub(crate) max_batch_commands: usize,
     pub(crate) max_pending_bytes: u32,
     pub(crate) storage: Arc<dyn Storage>,
+    #[cfg(feature = "snapshot")]
+    pub(crate) snapshots: crate::snapshots::SnapshotPolicy,
 }
 
 impl Default for StoreOptions {
@@ -46,6 +48,8 @@ impl Default for StoreOptions {
             max_batch_commands: 8192,
             max_pending_bytes: 64 * 1024 * 1024,
             storage: Arc::new(StdStorage::default()),
+            #[cfg(feature = "snapshot")]
+            snapshots: crate::snapshots::SnapshotPolicy::default(),
         }
     }
 }
@@ -98,6 +102,43 @@ impl StoreOptions {
         self
     }
 
+    /// Takes a snapshot automatically after this many commands since the last one (default:
+    /// never; snapshots are then taken only by [`crate::Store::snapshot`]).
+    #[cfg(feature = "snapshot")]
+    #[must_use]
+    pub fn snapshot_every_commands(mut self, commands: u64) -> Self {
+        self.snapshots.every_commands = Some(commands.max(1));
+        self
+    }
+
+    /// Takes a snapshot automatically after this many journal bytes since the last one
+    /// (default: never). Bounds recovery time by bounding the journal tail to replay.
+    #[cfg(feature = "snapshot")]
+    #[must_use]
+    pub fn snapshot_every_bytes(mut self, bytes: u64) -> Self {
+        self.snapshots.every_bytes = Some(bytes.max(1));
+        self
+    }
+
+    /// How many snapshots to keep (default 2, at least 1). Once a snapshot is durable, older
+    /// ones beyond this count are removed, and so are the journal segments that hold only
+    /// records the oldest kept snapshot includes. Keeping two lets recovery fall back to the
+    /// older one if the newest is damaged.
+    #[cfg(feature = "snapshot")]
+    #[must_use]
+    pub fn snapshots_retained(mut self, count: usize) -> Self {
+        self.snapshots.retain = count.max(1);
+        self
+    }
+
+    /// The zstd compression level of snapshots (default 3; 1 is fastest, 19 smallest).
+    #[cfg(feature = "snapshot")]
+    #[must_use]
+    pub fn snapshot_compression_level(mut self, level: i32) -> Self {
+        self.snapshots.level = level;
+        self
+    }
+
     /// Routes every file-system operation through `storage` instead of `std::fs`: for tests
     /// that simulate power loss or failing disks.
     #[must_use]
@@ -116,6 +157,6 @@ impl fmt::Debug for StoreOptions {
             .field("max_batch_commands", &self.max_batch_commands)
             .field("max_pending_bytes", &self.max_pending_bytes)
             .field("storage", &self.storage)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -1,12 +1,13 @@
-//! Open-time recovery: repair the journal after a crash, then rebuild the state from it,
-//! aborting a command that panics if (and only if) a crash may have stopped it from being
-//! aborted when it was committed.
+//! Open-time recovery: repair the journal after a crash, load the newest valid snapshot (with
+//! the `snapshot` feature), then replay the journal after it, aborting a command that panics
+//! if (and only if) a crash may have stopped it from being aborted when it was committed.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use airomem_core::{Seq, Serializer, State};
-use airomem_journal::{JournalConfig, ReplayError, ReplayOutcome, ReplayRange, repair};
+use airomem_journal::{JournalConfig, JournalError, ReplayError, ReplayOutcome, ReplayRange, repair};
 use tracing::{info, warn};
 
 use crate::apply::{Stop, replay_into, stop_error};
@@ -18,13 +19,44 @@ pub(crate) struct Recovered<S> {
     pub report: RecoveryReport,
 }
 
+/// Where replay starts: a state and the last record it includes (`Seq(0)` for none).
+pub(crate) struct Base<S> {
+    pub state: S,
+    pub seq: Seq,
+    pub skipped: Vec<String>,
+}
+
+/// The newest usable snapshot no later than `until`, or the empty state.
+pub(crate) fn base<S: State, Z: Serializer>(
+    config: &JournalConfig,
+    serializer: &Z,
+    until: Option<Seq>,
+) -> Result<Base<S>, Error> {
+    #[cfg(feature = "snapshot")]
+    {
+        let loaded = crate::snapshots::load_newest::<S, Z>(config, serializer, until)?;
+        Ok(Base { state: loaded.state, seq: loaded.seq, skipped: loaded.skipped })
+    }
+    #[cfg(not(feature = "snapshot"))]
+    {
+        let _ = (config, serializer, until);
+        Ok(Base { state: S::default(), seq: Seq(0), skipped: Vec::new() })
+    }
+}
+
 pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serializer: &Z) -> Result<Recovered<S>, Error> {
     let started = Instant::now();
     let repaired = repair(config)?;
+    #[cfg(feature = "snapshot")]
+    let snapshot_temp_files_removed = airomem_snapshot::remove_temp_files(&*config.storage, &config.dir)
+        .map_err(crate::snapshots::snapshot_error)?;
+    #[cfg(not(feature = "snapshot"))]
+    let snapshot_temp_files_removed = 0;
+
     let mut aborted_now = BTreeSet::new();
     loop {
-        let mut state = S::default();
-        let range = ReplayRange { from: Seq::FIRST, until: None, skip: &aborted_now };
+        let Base { mut state, seq: base, skipped } = base::<S, Z>(config, serializer, None)?;
+        let range = ReplayRange { from: base.next(), until: None, skip: &aborted_now };
         match replay_into(config, serializer, range, &mut state) {
             Ok(outcome) => {
                 let report = RecoveryReport {
@@ -34,12 +66,16 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                     records_skipped: outcome.records_skipped,
                     aborted_now: aborted_now.into_iter().collect(),
                     temp_files_removed: repaired.temp_files_removed,
+                    snapshot: (base.0 > 0).then_some(base),
+                    snapshots_skipped: skipped,
+                    snapshot_temp_files_removed,
                     torn_tail: repaired.torn_tail,
                     next_seq: outcome.next_seq,
                     duration: started.elapsed(),
                 };
                 info!(
                     dir = %config.dir.display(),
+                    snapshot = base.0,
                     segments = report.segments_read,
                     bytes = report.bytes_read,
                     records = report.records_replayed,
@@ -57,6 +93,9 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
             Err(ReplayError::Visit(Stop::Panicked { seq, message, in_final_batch: true })) => {
                 warn!(seq = seq.0, message, "a command of the last batch panicked during recovery; aborting it");
                 aborted_now.insert(seq);
+            }
+            Err(ReplayError::Journal(e @ JournalError::MissingRecords { .. })) if !skipped.is_empty() => {
+                return Err(Error::NoUsableSnapshot { skipped, source: Arc::new(e) });
             }
             Err(e) => return Err(stop_error(e)),
         }

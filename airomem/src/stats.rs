@@ -20,6 +20,12 @@ pub struct RecoveryReport {
     pub aborted_now: Vec<Seq>,
     /// Unfinished segment files of an interrupted rollover that were removed.
     pub temp_files_removed: u64,
+    /// The snapshot the state was loaded from, if any (feature `snapshot`).
+    pub snapshot: Option<Seq>,
+    /// Snapshots passed over because they did not verify, with the reason, newest first.
+    pub snapshots_skipped: Vec<String>,
+    /// Unfinished snapshot files of an interrupted write that were removed.
+    pub snapshot_temp_files_removed: u64,
     /// The torn write cut from the end of the journal, if a crash left one.
     pub torn_tail: Option<TornTail>,
     /// The sequence number the next command gets.

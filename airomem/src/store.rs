@@ -130,6 +130,10 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         });
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
+        let prune = Arc::new(Mutex::new(()));
+        #[cfg(feature = "snapshot")]
+        let snapshotter =
+            crate::snapshots::Snapshotter::start(options.snapshots, config.clone(), Arc::clone(&prune))?;
         let writer = Writer {
             journal,
             config,
@@ -143,6 +147,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             poisoned: None,
             carry: None,
             last_sync: Instant::now(),
+            prune,
+            #[cfg(feature = "snapshot")]
+            snapshotter,
         };
         let handle = thread::Builder::new()
             .name("airomem-writer".into())
@@ -220,6 +227,21 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             Some(sender) => sender.send(Message::Commit(request)).map_err(|_| Error::Closed),
             None => Err(Error::Closed),
         }
+    }
+
+    /// Takes a snapshot now and returns once it is durable.
+    ///
+    /// The state is serialized under the read lock by the writer, between two batches:
+    /// queries go on meanwhile, commits wait only for the serialization. Compression,
+    /// writing, `fdatasync` and publishing happen on the snapshot thread with no lock held,
+    /// while commits continue. Then retention removes old snapshots and covered segments.
+    #[cfg(feature = "snapshot")]
+    pub async fn snapshot(&self) -> Result<crate::SnapshotInfo, Error> {
+        let (tx, rx) = oneshot::channel();
+        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let sender = sender.ok_or(Error::Closed)?;
+        sender.send(Message::Snapshot(tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     /// A read lock on the state. Never waits for I/O; waits only while a batch of commands

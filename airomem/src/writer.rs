@@ -58,6 +58,8 @@ pub(crate) struct Request<S: State> {
 pub(crate) enum Message<S: State> {
     Commit(Request<S>),
     Close(oneshot::Sender<Result<(), Error>>),
+    #[cfg(feature = "snapshot")]
+    Snapshot(crate::snapshots::SnapshotReply),
 }
 
 pub(crate) struct Writer<S: State, Z> {
@@ -74,26 +76,38 @@ pub(crate) struct Writer<S: State, Z> {
     pub poisoned: Option<String>,
     pub carry: Option<Message<S>>,
     pub last_sync: Instant,
+    /// Held while files are removed by snapshot retention, and while the state is rebuilt
+    /// from files after a panic.
+    pub prune: Arc<std::sync::Mutex<()>>,
+    #[cfg(feature = "snapshot")]
+    pub snapshotter: crate::snapshots::Snapshotter,
 }
 
 impl<S: State, Z: Serializer> Writer<S, Z> {
     pub(crate) fn run(mut self) {
         let mut batch: Vec<Request<S>> = Vec::new();
         let mut receipts = Vec::new();
-        loop {
-            let Some(first) = self.next_message() else { break };
-            let mut closing = None;
-            match first {
-                Message::Commit(request) => batch.push(request),
-                Message::Close(tx) => closing = Some(tx),
-            }
-            if closing.is_none() {
-                self.fill(&mut batch, &mut closing);
-                self.commit_batch(&mut batch, &mut receipts);
-            }
-            if let Some(tx) = closing {
-                drop(tx.send(self.finish()));
-                return;
+        while let Some(message) = self.next_message() {
+            match message {
+                Message::Commit(request) => {
+                    batch.push(request);
+                    self.fill(&mut batch);
+                    let bytes = self.journal.counters().bytes;
+                    let commands = batch.len() as u64;
+                    self.commit_batch(&mut batch, &mut receipts);
+                    #[cfg(feature = "snapshot")]
+                    if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) {
+                        self.snapshot(None);
+                    }
+                    #[cfg(not(feature = "snapshot"))]
+                    let _ = (commands, bytes);
+                }
+                Message::Close(tx) => {
+                    drop(tx.send(self.finish()));
+                    return;
+                }
+                #[cfg(feature = "snapshot")]
+                Message::Snapshot(tx) => self.snapshot(Some(tx)),
             }
         }
         if let Err(e) = self.finish() {
@@ -119,26 +133,47 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.rx.recv().ok()
     }
 
-    /// Takes every commit already waiting, up to the batch limits.
-    fn fill(&mut self, batch: &mut Vec<Request<S>>, closing: &mut Option<oneshot::Sender<Result<(), Error>>>) {
+    /// Takes every commit already waiting, up to the batch limits. Anything else stops the
+    /// batch and is handled next, in order.
+    fn fill(&mut self, batch: &mut Vec<Request<S>>) {
         let mut bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
         while batch.len() < self.max_batch_commands {
             let Ok(message) = self.rx.try_recv() else { break };
             match message {
-                Message::Commit(request) => {
-                    if bytes + request.payload.len() > self.max_batch_bytes {
-                        self.carry = Some(Message::Commit(request));
-                        break;
-                    }
+                Message::Commit(request) if bytes + request.payload.len() <= self.max_batch_bytes => {
                     bytes += request.payload.len();
                     batch.push(request);
                 }
-                Message::Close(tx) => {
-                    *closing = Some(tx);
+                other => {
+                    self.carry = Some(other);
                     break;
                 }
             }
         }
+    }
+
+    /// Serializes the state for a snapshot, under the read lock, and hands the image to the
+    /// snapshot thread. The journal is synced first, whatever the durability policy, so a
+    /// snapshot never includes a record that a crash could take out of the journal.
+    #[cfg(feature = "snapshot")]
+    fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
+        if let Some(cause) = &self.poisoned {
+            if let Some(reply) = reply {
+                drop(reply.send(Err(Error::Poisoned { cause: cause.clone() })));
+            }
+            return;
+        }
+        if let Err(e) = self.sync() {
+            let error = Error::write_failed(e);
+            self.poisoned = Some(error.to_string());
+            if let Some(reply) = reply {
+                drop(reply.send(Err(error)));
+            }
+            return;
+        }
+        let seq = Seq(self.journal.next_seq().0 - 1);
+        let state = self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.snapshotter.take(&*self.serializer, &*state, seq, reply);
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, receipts: &mut Vec<Receipt>) {
@@ -233,6 +268,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             self.poisoned.get_or_insert_with(|| Error::write_failed(e).to_string());
         }
         let until = Seq(seq.0 - 1);
+        let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
             Ok(rebuilt) => *state = rebuilt,
             Err(e) => {
@@ -244,6 +280,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     }
 
     fn finish(&mut self) -> Result<(), Error> {
+        #[cfg(feature = "snapshot")]
+        self.snapshotter.shutdown();
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned { cause: cause.clone() });
         }

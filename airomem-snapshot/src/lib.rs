@@ -1,0 +1,53 @@
+//! airomem's snapshots: compressed images of the state, each named by the last sequence
+//! number it includes.
+//!
+//! * [`format`]: the header and footer around the zstd body.
+//! * [`write`](mod@write): streaming an image to a temporary file and publishing it atomically.
+//! * [`read`](mod@read): listing, verifying and loading snapshots.
+//!
+//! Like the journal, this crate knows bytes, not the user's types, and does all its file
+//! operations through the [`airomem_core::storage::Storage`] seam.
+
+mod error;
+pub mod format;
+pub mod read;
+pub mod write;
+
+pub use error::SnapshotError;
+pub use format::SnapshotHeader;
+pub use read::{list, load, remove, remove_temp_files};
+pub use write::{Published, write};
+
+use std::path::{Path, PathBuf};
+
+use airomem_core::Seq;
+
+const EXTENSION: &str = ".snapshot";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// The file name of the snapshot that includes every record up to `seq`.
+pub fn file_name(seq: Seq) -> String {
+    format!("{:020}{EXTENSION}", seq.0)
+}
+
+/// The path of the snapshot that includes every record up to `seq`.
+pub fn path(dir: &Path, seq: Seq) -> PathBuf {
+    dir.join(file_name(seq))
+}
+
+fn temp_path(dir: &Path, seq: Seq) -> PathBuf {
+    dir.join(format!("{}{TEMP_SUFFIX}", file_name(seq)))
+}
+
+/// The sequence number of a snapshot file name, or `None` for other files.
+pub fn parse_file_name(name: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(EXTENSION)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Seq)
+}
+
+fn is_temp_file_name(name: &str) -> bool {
+    name.strip_suffix(TEMP_SUFFIX).and_then(parse_file_name).is_some()
+}

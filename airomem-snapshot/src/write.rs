@@ -1,0 +1,95 @@
+//! Publishing a snapshot: stream the compressed image into a temporary file, make it
+//! durable, rename it into place, make the rename durable. A crash at any point leaves
+//! either no new snapshot (plus a temporary file that the next open removes) or the
+//! complete one.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use airomem_core::Seq;
+use airomem_core::storage::{Storage, StorageFile};
+use tracing::debug;
+
+use crate::format::{Footer, HEADER_LEN, FOOTER_LEN, SnapshotHeader};
+use crate::{SnapshotError, path, temp_path};
+
+/// Compressed output is handed to the file in chunks of this size.
+const CHUNK: usize = 1024 * 1024;
+
+/// A snapshot that is durable under its final name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The file.
+    pub path: PathBuf,
+    /// The last journal record it includes.
+    pub seq: Seq,
+    /// Bytes of the serialized state.
+    pub raw_len: u64,
+    /// Bytes of the file.
+    pub file_len: u64,
+}
+
+/// Writes `image`, the serialized state as of `header.seq`, as a snapshot in `dir`.
+pub fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    header: SnapshotHeader,
+    image: &[u8],
+    level: i32,
+) -> Result<Published, SnapshotError> {
+    let temp = temp_path(dir, header.seq);
+    let target = path(dir, header.seq);
+    let mut file = storage.create(&temp).map_err(|e| SnapshotError::io("create", &temp, e))?;
+    file.write_all(&header.encode()).map_err(|e| SnapshotError::io("write", &temp, e))?;
+
+    let sink = Body { file, crc: 0, len: 0, buf: Vec::with_capacity(CHUNK) };
+    let compress = || -> io::Result<Body> {
+        let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+        encoder.include_checksum(true)?;
+        encoder.set_pledged_src_size(Some(image.len() as u64))?;
+        encoder.write_all(image)?;
+        let mut body = encoder.finish()?;
+        body.flush()?;
+        Ok(body)
+    };
+    let body = compress().map_err(|e| SnapshotError::io("write", &temp, e))?;
+    let footer = Footer { raw_len: image.len() as u64, body_len: body.len, body_crc: body.crc };
+    let mut file = body.file;
+    file.write_all(&footer.encode()).map_err(|e| SnapshotError::io("write", &temp, e))?;
+    file.sync_data().map_err(|e| SnapshotError::io("fdatasync", &temp, e))?;
+    drop(file);
+    storage.rename(&temp, &target).map_err(|e| SnapshotError::io("rename", &temp, e))?;
+    storage.sync_dir(dir).map_err(|e| SnapshotError::io("sync directory", dir, e))?;
+
+    let file_len = (HEADER_LEN + FOOTER_LEN) as u64 + footer.body_len;
+    debug!(file = %target.display(), seq = header.seq.0, raw = image.len(), compressed = file_len, "snapshot published");
+    Ok(Published { path: target, seq: header.seq, raw_len: image.len() as u64, file_len })
+}
+
+/// Buffers compressed bytes into large writes and checksums them on the way.
+struct Body {
+    file: Box<dyn StorageFile>,
+    crc: u32,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl Write for Body {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            self.len += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}

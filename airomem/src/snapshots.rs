@@ -1,0 +1,236 @@
+//! Snapshots in the facade (feature `snapshot`): the worker thread that compresses and
+//! publishes images, retention and journal pruning, and loading the newest valid snapshot.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use airomem_core::storage::Storage;
+use airomem_core::{Seq, Serializer, State};
+use airomem_journal::{JournalConfig, segment};
+use airomem_snapshot::{SnapshotError, SnapshotHeader};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::Error;
+
+/// When snapshots are taken and how many are kept.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotPolicy {
+    pub every_commands: Option<u64>,
+    pub every_bytes: Option<u64>,
+    pub retain: usize,
+    pub level: i32,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { every_commands: None, every_bytes: None, retain: 2, level: 3 }
+    }
+}
+
+/// A snapshot that is durable, from [`crate::Store::snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// The last journal record it includes.
+    pub seq: Seq,
+    /// Bytes of the serialized state.
+    pub raw_len: u64,
+    /// Bytes of the compressed file.
+    pub file_len: u64,
+    /// Time spent serializing under the read lock: the only time commits waited.
+    pub serialize_time: Duration,
+    /// Time spent compressing, writing, syncing and publishing, with no lock held.
+    pub write_time: Duration,
+    /// Older snapshots removed by retention.
+    pub snapshots_removed: u64,
+    /// Journal segments removed because the oldest retained snapshot covers them.
+    pub segments_removed: u64,
+}
+
+pub(crate) type SnapshotReply = oneshot::Sender<Result<SnapshotInfo, Error>>;
+
+struct Job {
+    seq: Seq,
+    image: Vec<u8>,
+    serialize_time: Duration,
+    reply: Option<SnapshotReply>,
+}
+
+/// The writer's side of snapshotting: triggers, and the worker that does the I/O.
+pub(crate) struct Snapshotter {
+    policy: SnapshotPolicy,
+    jobs: Option<Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    commands_since: u64,
+    bytes_since: u64,
+}
+
+impl Snapshotter {
+    pub(crate) fn start(policy: SnapshotPolicy, config: JournalConfig, prune: Arc<Mutex<()>>) -> Result<Self, Error> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let worker = thread::Builder::new()
+            .name("airomem-snapshot".into())
+            .spawn(move || {
+                for job in rx {
+                    let result = publish(&config, policy, &prune, job.seq, &job.image, job.serialize_time);
+                    drop(job.image);
+                    match (job.reply, result) {
+                        (Some(reply), result) => drop(reply.send(result)),
+                        (None, Ok(info)) => info!(seq = info.seq.0, bytes = info.file_len, "automatic snapshot written"),
+                        (None, Err(e)) => warn!(error = %e, "automatic snapshot failed; the journal still holds everything"),
+                    }
+                }
+            })
+            .map_err(|e| Error::Io { op: "spawn snapshot thread", path: PathBuf::new(), source: Arc::new(e) })?;
+        Ok(Snapshotter { policy, jobs: Some(jobs), worker: Some(worker), commands_since: 0, bytes_since: 0 })
+    }
+
+    /// Counts a written batch; true when the policy asks for an automatic snapshot.
+    pub(crate) fn due(&mut self, commands: u64, bytes: u64) -> bool {
+        self.commands_since += commands;
+        self.bytes_since += bytes;
+        self.policy.every_commands.is_some_and(|n| self.commands_since >= n)
+            || self.policy.every_bytes.is_some_and(|n| self.bytes_since >= n)
+    }
+
+    /// Serializes `state` (the caller holds the read lock) and queues the image for the worker.
+    pub(crate) fn take<S: State, Z: Serializer>(
+        &mut self,
+        serializer: &Z,
+        state: &S,
+        seq: Seq,
+        reply: Option<SnapshotReply>,
+    ) {
+        let started = Instant::now();
+        let mut image = Vec::new();
+        if let Err(e) = serializer.encode(state, &mut image) {
+            if let Some(reply) = reply {
+                drop(reply.send(Err(Error::codec(None, e))));
+            }
+            return;
+        }
+        self.commands_since = 0;
+        self.bytes_since = 0;
+        let job = Job { seq, image, serialize_time: started.elapsed(), reply };
+        if let Some(jobs) = &self.jobs
+            && let Err(mpsc::SendError(job)) = jobs.send(job)
+            && let Some(reply) = job.reply
+        {
+            drop(reply.send(Err(Error::Closed)));
+        }
+    }
+
+    /// Waits for queued snapshots to finish.
+    pub(crate) fn shutdown(&mut self) {
+        self.jobs.take();
+        if let Some(worker) = self.worker.take() {
+            drop(worker.join());
+        }
+    }
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn publish(
+    config: &JournalConfig,
+    policy: SnapshotPolicy,
+    prune: &Mutex<()>,
+    seq: Seq,
+    image: &[u8],
+    serialize_time: Duration,
+) -> Result<SnapshotInfo, Error> {
+    let started = Instant::now();
+    let storage = &*config.storage;
+    let header = SnapshotHeader { serializer: config.serializer, schema_version: config.schema_version, seq };
+    let published = airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
+    // Only now that the new snapshot is durable may older files go.
+    let _guard = prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (snapshots_removed, segments_removed) = retain(storage, config, policy.retain).map_err(snapshot_error)?;
+    Ok(SnapshotInfo {
+        path: published.path,
+        seq,
+        raw_len: published.raw_len,
+        file_len: published.file_len,
+        serialize_time,
+        write_time: started.elapsed(),
+        snapshots_removed,
+        segments_removed,
+    })
+}
+
+/// Keeps the newest `keep` snapshots and the segments holding records after the oldest of
+/// them; removes the rest. The newest segment is never removed: the writer appends to it.
+fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<(u64, u64), SnapshotError> {
+    let dir = &config.dir;
+    let snapshots = airomem_snapshot::list(storage, dir)?;
+    let excess = snapshots.len().saturating_sub(keep.max(1));
+    for &old in &snapshots[..excess] {
+        airomem_snapshot::remove(storage, dir, old)?;
+    }
+    let Some(&oldest) = snapshots.get(excess) else { return Ok((excess as u64, 0)) };
+    let names = storage.list(dir).map_err(|e| SnapshotError::Io { op: "list", path: dir.clone(), source: e })?;
+    let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+    segments.sort_unstable();
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        // A segment holds the records up to the next segment's first one.
+        if pair[1].0 - 1 <= oldest.0 {
+            let file = segment::path(dir, pair[0]);
+            storage.remove(&file).map_err(|e| SnapshotError::Io { op: "remove", path: file, source: e })?;
+            removed += 1;
+        }
+    }
+    if excess > 0 || removed > 0 {
+        storage.sync_dir(dir).map_err(|e| SnapshotError::Io { op: "sync directory", path: dir.clone(), source: e })?;
+    }
+    Ok((excess as u64, removed))
+}
+
+pub(crate) fn snapshot_error(e: SnapshotError) -> Error {
+    Error::Snapshot(Arc::new(e))
+}
+
+/// A state loaded from a snapshot (or the default state and `Seq(0)` if none verified),
+/// and what was passed over to find it.
+pub(crate) struct Loaded<S> {
+    pub state: S,
+    pub seq: Seq,
+    pub skipped: Vec<String>,
+}
+
+/// Loads the newest snapshot that verifies and decodes, with a sequence number no higher
+/// than `until`. Damaged snapshots are passed over with a warning; a snapshot written with
+/// another serializer, schema or format version is an error, since older ones would be too.
+pub(crate) fn load_newest<S: State, Z: Serializer>(
+    config: &JournalConfig,
+    serializer: &Z,
+    until: Option<Seq>,
+) -> Result<Loaded<S>, Error> {
+    let storage = &*config.storage;
+    let mut skipped = Vec::new();
+    let candidates = airomem_snapshot::list(storage, &config.dir).map_err(snapshot_error)?;
+    for &seq in candidates.iter().rev().filter(|&&s| until.is_none_or(|u| s <= u)) {
+        let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer, config.schema_version);
+        let reason = match loaded {
+            Ok(image) => match serializer.decode::<S>(&image) {
+                Ok(state) => return Ok(Loaded { state, seq, skipped }),
+                Err(e) => format!("{}: {e}", airomem_snapshot::path(&config.dir, seq).display()),
+            },
+            Err(e @ (SnapshotError::Damaged { .. } | SnapshotError::Io { .. })) => e.to_string(),
+            Err(e) => return Err(snapshot_error(e)),
+        };
+        warn!(reason, "skipping a snapshot that does not verify; falling back to an older one");
+        skipped.push(reason);
+    }
+    // No snapshot verified (or there is none): replay from the start.
+    Ok(Loaded { state: S::default(), seq: Seq(0), skipped })
+}
