@@ -3,6 +3,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -40,7 +41,9 @@ impl<S: State, Z: Serializer> Clone for Store<S, Z> {
 struct Inner<S: State, Z> {
     shared: Arc<Shared<S>>,
     serializer: Arc<Z>,
-    sender: Mutex<Option<Sender<Message<S>>>>,
+    sender: Sender<Message<S>>,
+    /// Set by `close`: commits are refused from then on.
+    closed: AtomicBool,
     pending: Arc<Semaphore>,
     max_pending: u32,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -160,7 +163,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             inner: Arc::new(Inner {
                 shared,
                 serializer,
-                sender: Mutex::new(Some(sender)),
+                sender,
+                closed: AtomicBool::new(false),
                 pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
                 max_pending: options.max_pending_bytes,
                 writer: Mutex::new(Some(handle)),
@@ -222,11 +226,15 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
         let request = Request { payload, command, reply, _permit: permit };
-        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        match sender {
-            Some(sender) => sender.send(Message::Commit(request)).map_err(|_| Error::Closed),
-            None => Err(Error::Closed),
+        self.post(Message::Commit(request))
+    }
+
+    /// Hands a message to the writer, unless the store was closed.
+    fn post(&self, message: Message<S>) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
+        self.inner.sender.send(message).map_err(|_| Error::Closed)
     }
 
     /// Takes a snapshot now and returns once it is durable.
@@ -238,9 +246,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     #[cfg(feature = "snapshot")]
     pub async fn snapshot(&self) -> Result<crate::SnapshotInfo, Error> {
         let (tx, rx) = oneshot::channel();
-        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let sender = sender.ok_or(Error::Closed)?;
-        sender.send(Message::Snapshot(tx)).map_err(|_| Error::Closed)?;
+        self.post(Message::Snapshot(tx))?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -273,18 +279,20 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// reports any failure. Other clones get [`Error::Closed`] afterwards; the directory is
     /// unlocked once every clone is dropped.
     pub async fn close(self) -> Result<(), Error> {
-        let sender = self.inner.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let Some(sender) = sender else { return Err(Error::Closed) };
         let (tx, rx) = oneshot::channel();
-        sender.send(Message::Close(tx)).map_err(|_| Error::Closed)?;
-        drop(sender);
+        self.post(Message::Close(tx))?;
+        self.inner.closed.store(true, Ordering::Release);
         rx.await.map_err(|_| Error::Closed)?
     }
 }
 
 impl<S: State, Z> Drop for Inner<S, Z> {
     fn drop(&mut self) {
-        self.sender.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if !*self.closed.get_mut() {
+            // The writer finishes what is queued, syncs, and exits.
+            let (tx, _rx) = oneshot::channel();
+            drop(self.sender.send(Message::Close(tx)));
+        }
         self.pending.close();
         let handle = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(handle) = handle {

@@ -103,7 +103,12 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     let _ = (commands, bytes);
                 }
                 Message::Close(tx) => {
-                    drop(tx.send(self.finish()));
+                    let result = self.finish();
+                    if let (Err(e), true) = (&result, tx.is_closed()) {
+                        // Nobody awaits `close`: the store is being dropped.
+                        error!(error = %e, "the journal could not be synced when the store was dropped");
+                    }
+                    drop(tx.send(result));
                     return;
                 }
                 #[cfg(feature = "snapshot")]
