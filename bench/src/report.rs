@@ -1,0 +1,253 @@
+//! Prints the results as markdown tables: medians with their min–max range, then the
+//! ratios that say how close airomem comes to the limits.
+
+use crate::commits::CommitResult;
+use crate::measure::{REPETITIONS, Summary};
+use crate::raw_disk::{GROUP, RECORD_LEN, RawDiskResults};
+use crate::recovery::RecoveryResult;
+
+/// Where the run happened, for the header.
+#[derive(Debug)]
+pub struct Setting {
+    /// "quick" or "full".
+    pub mode: &'static str,
+    /// The scratch directory.
+    pub dir: String,
+    /// The file system holding it, as found in `/proc/self/mounts`.
+    pub filesystem: String,
+    /// Hardware threads available.
+    pub cores: usize,
+}
+
+/// Everything one run measured.
+#[derive(Debug)]
+pub struct Results {
+    /// The disk's limits.
+    pub raw: RawDiskResults,
+    /// Durable commit throughput, by writer count, ascending.
+    pub commits: Vec<CommitResult>,
+    /// Recovery speed.
+    pub recovery: RecoveryResult,
+}
+
+/// Prints the whole report to standard output.
+pub fn print(setting: &Setting, results: &Results) {
+    println!("## airomem benchmark ({} mode)", setting.mode);
+    println!();
+    println!("- directory: `{}` on {}", setting.dir, setting.filesystem);
+    println!(
+        "- {} cores; every figure is the median of {REPETITIONS} runs, min–max after it; `sync` before each run",
+        setting.cores
+    );
+    println!();
+    disk_table(&results.raw).print();
+    commit_table(&results.commits).print();
+    recovery_table(&results.recovery).print();
+    ratio_table(results).print();
+}
+
+fn disk_table(raw: &RawDiskResults) -> Table {
+    let mut table = Table::new("Disk limits (no airomem code)", &["loop", "records/s", "min–max", "per sync"]);
+    let rows = [
+        (format!("write {RECORD_LEN} B (O_APPEND) + fdatasync"), raw.append, 1),
+        (format!("write {GROUP} × {RECORD_LEN} B (O_APPEND) + fdatasync"), raw.group, GROUP),
+        (format!("overwrite {RECORD_LEN} B of a pre-zeroed file + fdatasync"), raw.overwrite, 1),
+    ];
+    for (name, rate, per_sync) in rows {
+        table.row(vec![name, number(rate.median), range(rate, number), seconds(per_sync as f64 / rate.median)]);
+    }
+    table
+}
+
+fn commit_table(commits: &[CommitResult]) -> Table {
+    let mut table = Table::new(
+        "Durable commits (PostcardStore<Sessions>, Durability::Fsync, 90% create / 10% delete)",
+        &["writers", "commits", "commits/s", "min–max", "avg batch", "syncs", "p50 latency", "p99 latency"],
+    );
+    for c in commits {
+        let micros = |s: Summary| format!("{} ({})", seconds(s.median / 1e6), range(s, |v| seconds(v / 1e6)));
+        table.row(vec![
+            c.writers.to_string(),
+            number(c.commits as f64),
+            number(c.rate.median),
+            range(c.rate, number),
+            format!("{:.1} ({})", c.average_batch.median, range(c.average_batch, |v| format!("{v:.1}"))),
+            number(c.syncs.median),
+            micros(c.p50_micros),
+            micros(c.p99_micros),
+        ]);
+    }
+    table
+}
+
+fn recovery_table(r: &RecoveryResult) -> Table {
+    let title = format!(
+        "Recovery of {} commands ({:.1} MB journal in {} segment(s), built at {} commands/s with OsBuffered)",
+        number(r.records as f64),
+        r.journal_bytes as f64 / 1e6,
+        r.segments,
+        number(r.build_rate)
+    );
+    let mut table = Table::new(&title, &["replay", "records/s", "min–max", "time"]);
+    table.row(vec![
+        "`Store::open`, wall clock".into(),
+        number(r.open_rate.median),
+        range(r.open_rate, number),
+        format!("{} ({})", seconds(r.open_secs.median), range(r.open_secs, seconds)),
+    ]);
+    table.row(vec![
+        "`Store::open`, `recovery().duration`".into(),
+        number(r.replay_rate.median),
+        range(r.replay_rate, number),
+        seconds(r.records as f64 / r.replay_rate.median),
+    ]);
+    table.row(vec![
+        "in memory: postcard decode + HashMap insert/remove".into(),
+        number(r.memory_rate.median),
+        range(r.memory_rate, number),
+        format!("{} ({})", seconds(r.memory_secs.median), range(r.memory_secs, seconds)),
+    ]);
+    table
+}
+
+fn ratio_table(results: &Results) -> Table {
+    let mut table = Table::new("Ratios (of medians)", &["ratio", "value"]);
+    let raw = &results.raw;
+    let by_writers = |n: usize| results.commits.iter().find(|c| c.writers == n);
+    if let Some(one) = by_writers(1) {
+        table.row(vec![
+            "1-writer commits/s ÷ raw write + fdatasync records/s".into(),
+            ratio(one.rate.median / raw.append.median),
+        ]);
+    }
+    if let Some(many) = by_writers(64) {
+        table.row(vec![
+            format!("64-writer commits/s ÷ group-commit limit ({GROUP} records per write + fdatasync)"),
+            ratio(many.rate.median / raw.group.median),
+        ]);
+        if let Some(one) = by_writers(1) {
+            table.row(vec![
+                "64-writer commits/s ÷ 1-writer commits/s".into(),
+                ratio(many.rate.median / one.rate.median),
+            ]);
+        }
+    }
+    let r = &results.recovery;
+    table.row(vec![
+        "`Store::open` records/s ÷ in-memory decode + insert".into(),
+        ratio(r.open_rate.median / r.memory_rate.median),
+    ]);
+    table.row(vec![
+        "`recovery().duration` records/s ÷ in-memory decode + insert".into(),
+        ratio(r.replay_rate.median / r.memory_rate.median),
+    ]);
+    table
+}
+
+/// A markdown table with a bold title line.
+struct Table {
+    title: String,
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(title: &str, headers: &[&str]) -> Table {
+        Table { title: title.into(), headers: headers.iter().map(|h| (*h).into()).collect(), rows: Vec::new() }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        assert_eq!(cells.len(), self.headers.len(), "a row has one cell per column");
+        self.rows.push(cells);
+    }
+
+    /// Prints the table with padded columns: the first left-aligned, the rest right-aligned.
+    fn print(&self) {
+        let width = |i: usize| {
+            let cells = self.rows.iter().map(|r| r[i].chars().count());
+            cells.chain([self.headers[i].chars().count(), 3]).max().unwrap_or(3)
+        };
+        let widths: Vec<usize> = (0..self.headers.len()).map(width).collect();
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (cell, &w))| if i == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+                .collect();
+            format!("| {} |", padded.join(" | "))
+        };
+        let rule: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| if i == 0 { "-".repeat(w + 2) } else { format!("{}:", "-".repeat(w + 1)) })
+            .collect();
+        println!("**{}**", self.title);
+        println!();
+        println!("{}", line(&self.headers));
+        println!("|{}|", rule.join("|"));
+        for row in &self.rows {
+            println!("{}", line(row));
+        }
+        println!();
+    }
+}
+
+/// `min–max`, each formatted by `format`.
+fn range(s: Summary, format: impl Fn(f64) -> String) -> String {
+    format!("{}–{}", format(s.min), format(s.max))
+}
+
+/// A count or rate: whole with thousands separators from 100 up, one decimal below.
+fn number(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value.abs() < 100.0 {
+        return format!("{value:.1}");
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if value < 0.0 { format!("-{grouped}") } else { grouped }
+}
+
+/// A time in seconds, in the unit that suits it.
+fn seconds(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 1e-3 {
+        format!("{:.2} ms", secs * 1e3)
+    } else {
+        format!("{:.1} µs", secs * 1e6)
+    }
+}
+
+fn ratio(value: f64) -> String {
+    format!("{value:.2}×")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(number(1_234_567.4), "1,234,567");
+        assert_eq!(number(999.6), "1,000");
+        assert_eq!(number(100.0), "100");
+        assert_eq!(number(42.24), "42.2");
+    }
+
+    #[test]
+    fn seconds_pick_a_unit() {
+        assert_eq!(seconds(2.5), "2.50 s");
+        assert_eq!(seconds(0.00192), "1.92 ms");
+        assert_eq!(seconds(0.0000301), "30.1 µs");
+    }
+}
