@@ -143,6 +143,24 @@ pub fn decode(buf: &[u8], offset: usize) -> Result<Frame, Corruption> {
     })
 }
 
+/// Reads the header of a record that already verified: no checksum, no bounds beyond the
+/// slice's own.
+pub fn peek(buf: &[u8], offset: usize) -> Frame {
+    let header = &buf[offset..offset + FRAME_HEADER_LEN];
+    let len = read_u32(header, 0) as usize;
+    let kind_byte = header[24];
+    let frame = Frame {
+        offset,
+        seq: Seq(read_u64(header, 8)),
+        unix_nanos: read_u64(header, 16),
+        kind: RecordKind::from_bits(kind_byte & !BATCH_END).expect("peek reads verified records only"),
+        batch_end: kind_byte & BATCH_END != 0,
+        payload: offset + FRAME_HEADER_LEN..offset + FRAME_HEADER_LEN + len,
+    };
+    debug_assert_eq!(decode(buf, offset).as_ref(), Ok(&frame), "peek reads verified records only");
+    frame
+}
+
 pub(crate) fn read_u32(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -21,5 +21,5 @@ pub mod writer;
 pub use config::JournalConfig;
 pub use error::{Corruption, JournalError};
 pub use frame::MAX_PAYLOAD_LEN;
-pub use recovery::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, repair, replay};
+pub use recovery::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};
 pub use writer::{JournalWriter, WriterCounters};

@@ -75,35 +75,14 @@ pub struct ReplayOutcome {
     pub records_skipped: u64,
 }
 
-/// What [`repair`] did.
+/// What replay repaired after a crash. Owned by the caller, so that a replay that is
+/// restarted (after a command panicked) still reports the repair of the first pass.
 #[derive(Clone, Debug, Default)]
 pub struct Repair {
     /// Temporary files of interrupted segment creations that were removed.
     pub temp_files_removed: u64,
     /// The torn tail that was cut, if there was one.
     pub torn_tail: Option<TornTail>,
-}
-
-/// Makes the directory safe to replay and append to after a crash: removes segments whose
-/// creation was interrupted, and cuts a torn write off the end of the newest segment,
-/// keeping the cut bytes in a quarantine file. Damage that is not a torn tail is left alone
-/// for [`replay`] to report.
-pub fn repair(config: &JournalConfig) -> Result<Repair, JournalError> {
-    let storage = &*config.storage;
-    let names = storage.list(&config.dir).map_err(|e| JournalError::io("list", &config.dir, e))?;
-    let mut repair = Repair { temp_files_removed: remove_temp_files(config, &names)?, torn_tail: None };
-    let Some(newest) = names.iter().filter_map(|n| segment::parse_file_name(n)).max() else {
-        return Ok(repair);
-    };
-    let path = segment::path(&config.dir, newest);
-    let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
-    let scan = SegmentScan::read(&path, &bytes)?;
-    if let Some((offset, kind)) = scan.damage.clone()
-        && !intact_record_after(&bytes, offset, scan.next_seq())
-    {
-        repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
-    }
-    Ok(repair)
 }
 
 /// A replay failure: the journal's, or the one the caller's visitor returned.
@@ -123,16 +102,23 @@ impl<E> From<JournalError> for ReplayError<E> {
 
 /// Replays the journal in `config.dir`, calling `visit` for each live command in `range`.
 ///
-/// Changes nothing: any damage is an error (run [`repair`] first after a crash).
+/// With `repair`, the directory is made safe to append to after a crash: segments whose
+/// creation was interrupted are removed, and a torn write at the end of the newest segment
+/// is cut (the cut bytes are kept in a quarantine file). Without it nothing is changed and
+/// any damage is an error. Damage that is not a torn tail is an error either way.
 pub fn replay<E>(
     config: &JournalConfig,
     range: ReplayRange<'_>,
+    mut repair: Option<&mut Repair>,
     mut visit: impl FnMut(Record<'_>) -> Result<(), E>,
 ) -> Result<ReplayOutcome, ReplayError<E>> {
     let started = Instant::now();
     let storage = &*config.storage;
     let dir = &config.dir;
     let names = storage.list(dir).map_err(|e| JournalError::io("list", dir, e))?;
+    if let Some(repair) = repair.as_deref_mut() {
+        repair.temp_files_removed += remove_temp_files(config, &names)?;
+    }
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
 
@@ -162,14 +148,19 @@ pub fn replay<E>(
         if scan.header.first_seq > due || expected.is_some_and(|e| e != scan.header.first_seq) {
             return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
         }
-
         if let Some((offset, kind)) = scan.damage.clone() {
-            return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq: scan.next_seq(), kind }.into());
+            let torn = newest && !intact_record_after(&bytes, offset, scan.next_seq());
+            match repair.as_deref_mut() {
+                Some(repair) if torn => repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?),
+                _ => {
+                    let seq = scan.next_seq();
+                    return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq, kind }.into());
+                }
+            }
         }
 
-        let aborted = scan.aborted(&bytes);
-        let final_batch = if newest { scan.final_batch_start() } else { scan.frames.len() };
-        for (i, frame) in scan.frames.iter().enumerate() {
+        let final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
+        for frame in scan.frames(&bytes) {
             outcome.last_nanos = outcome.last_nanos.max(frame.unix_nanos);
             if frame.kind != RecordKind::Command || frame.seq < range.from {
                 continue;
@@ -177,7 +168,7 @@ pub fn replay<E>(
             if range.until.is_some_and(|until| frame.seq > until) {
                 break;
             }
-            if aborted.contains(&frame.seq) || range.skip.contains(&frame.seq) {
+            if scan.aborted.contains(&frame.seq) || range.skip.contains(&frame.seq) {
                 outcome.records_skipped += 1;
                 continue;
             }
@@ -185,15 +176,15 @@ pub fn replay<E>(
                 seq: frame.seq,
                 unix_nanos: frame.unix_nanos,
                 payload: &bytes[frame.payload.clone()],
-                in_final_batch: i >= final_batch,
+                in_final_batch: frame.seq >= final_batch,
             })
             .map_err(ReplayError::Visit)?;
             outcome.records_replayed += 1;
         }
         expected = Some(scan.next_seq());
         outcome.next_seq = scan.next_seq();
-        outcome.newest_len = bytes.len() as u64;
-        debug!(segment = %path.display(), records = scan.frames.len(), bytes = bytes.len(), "segment replayed");
+        outcome.newest_len = scan.valid_len as u64;
+        debug!(segment = %path.display(), records = scan.records, bytes = bytes.len(), "segment replayed");
     }
     if outcome.next_seq < range.from {
         let file = segment::path(dir, segments.last().copied().unwrap_or(range.from));

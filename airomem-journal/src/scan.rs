@@ -1,4 +1,8 @@
 //! Reading the records of one segment that was loaded whole into memory.
+//!
+//! Verification is one pass over the bytes that checks every record and keeps only what
+//! replay needs (counts, abort targets, where the last batch starts); replay then walks the
+//! verified region again reading headers only, so no per-record index is ever allocated.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -10,13 +14,22 @@ use crate::error::Corruption;
 use crate::frame::{self, FRAME_HEADER_LEN, Frame, RecordKind};
 use crate::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 
-/// The verified records of a segment, and where verification stopped if it did.
+/// What verifying a segment found.
 #[derive(Debug)]
 pub struct SegmentScan {
     /// The segment's header.
     pub header: SegmentHeader,
-    /// Every record that verified, in file order, with contiguous sequence numbers.
-    pub frames: Vec<Frame>,
+    /// Records that verified, with contiguous sequence numbers from the header's.
+    pub records: u64,
+    /// Offset just past the last verified record.
+    pub valid_len: usize,
+    /// Sequence numbers of the commands that abort markers in this segment cancel. The
+    /// writer never rolls over between a batch and the abort marker for it, so a marker
+    /// always sits in the same segment as the command it cancels.
+    pub aborted: HashSet<Seq>,
+    /// The first record of the last batch in this segment: the records a crash may have
+    /// caught before their batch was durable.
+    pub final_batch_start: Seq,
     /// The offset of the first record that did not verify, and why.
     pub damage: Option<(usize, Corruption)>,
 }
@@ -25,53 +38,60 @@ impl SegmentScan {
     /// Verifies the header and every record of `bytes`, the whole content of `file`.
     pub fn read(file: &Path, bytes: &[u8]) -> Result<SegmentScan, JournalError> {
         let header = SegmentHeader::decode(file, bytes)?;
-        let mut frames = Vec::new();
-        let mut offset = SEGMENT_HEADER_LEN;
+        let mut scan = SegmentScan {
+            header,
+            records: 0,
+            valid_len: SEGMENT_HEADER_LEN,
+            aborted: HashSet::new(),
+            final_batch_start: header.first_seq,
+            damage: None,
+        };
+        // The two newest batch ends seen: the last batch starts after the older one if the
+        // newest record ends a batch, after the newer one otherwise.
+        let (mut older_end, mut newer_end): (Option<Seq>, Option<Seq>) = (None, None);
+        let mut last: Option<Frame> = None;
         let mut expected = header.first_seq;
-        let mut damage = None;
-        while offset < bytes.len() {
-            match frame::decode(bytes, offset).and_then(|f| check(bytes, f, expected)) {
+        while scan.valid_len < bytes.len() {
+            match frame::decode(bytes, scan.valid_len).and_then(|f| check(bytes, f, expected)) {
                 Ok(f) => {
-                    offset = f.end();
+                    if f.kind == RecordKind::Abort {
+                        scan.aborted.insert(abort_target(&bytes[f.payload.clone()]).expect("checked above"));
+                    }
+                    if f.batch_end {
+                        (older_end, newer_end) = (newer_end, Some(f.seq));
+                    }
+                    scan.valid_len = f.end();
+                    scan.records += 1;
                     expected = expected.next();
-                    frames.push(f);
+                    last = Some(f);
                 }
                 Err(kind) => {
-                    damage = Some((offset, kind));
+                    scan.damage = Some((scan.valid_len, kind));
                     break;
                 }
             }
         }
-        Ok(SegmentScan { header, frames, damage })
+        let boundary = if last.is_some_and(|f| f.batch_end) { older_end } else { newer_end };
+        scan.final_batch_start = boundary.map_or(header.first_seq, Seq::next);
+        Ok(scan)
     }
 
     /// The sequence number after the last verified record.
     pub fn next_seq(&self) -> Seq {
-        self.frames.last().map_or(self.header.first_seq, |f| f.seq.next())
+        Seq(self.header.first_seq.0 + self.records)
     }
 
-    /// The offset just past the last verified record.
-    pub fn valid_len(&self) -> usize {
-        self.frames.last().map_or(SEGMENT_HEADER_LEN, Frame::end)
-    }
-
-    /// Sequence numbers of the commands that abort markers in this segment cancel.
-    ///
-    /// The writer never rotates between a batch and the abort marker for it, so a marker
-    /// always sits in the same segment as the command it cancels.
-    pub fn aborted(&self, bytes: &[u8]) -> HashSet<Seq> {
-        self.frames
-            .iter()
-            .filter(|f| f.kind == RecordKind::Abort)
-            .map(|f| abort_target(&bytes[f.payload.clone()]).expect("abort payloads are checked by the scan"))
-            .collect()
-    }
-
-    /// Index of the first record of the last batch in this segment: the records a crash may
-    /// have caught before their batch was durable.
-    pub fn final_batch_start(&self) -> usize {
-        let before_last = self.frames.len().saturating_sub(1);
-        self.frames[..before_last].iter().rposition(|f| f.batch_end).map_or(0, |i| i + 1)
+    /// The verified records, reading headers only (they were checked by [`Self::read`]).
+    pub fn frames<'a>(&self, bytes: &'a [u8]) -> impl Iterator<Item = Frame> + 'a {
+        let end = self.valid_len;
+        let mut offset = SEGMENT_HEADER_LEN;
+        std::iter::from_fn(move || {
+            (offset < end).then(|| {
+                let f = frame::peek(bytes, offset);
+                offset = f.end();
+                f
+            })
+        })
     }
 }
 
@@ -102,7 +122,7 @@ pub fn intact_record_after(bytes: &[u8], damaged: usize, expected: Seq) -> bool 
     let mut offset = damaged + 1;
     while offset + FRAME_HEADER_LEN <= bytes.len() {
         let seq = frame::read_u64(bytes, offset + 8);
-        // A record at this offset could be at most this far past the last good one.
+        // A record at this offset could be at most this far past the one due at `damaged`.
         let highest = lowest.saturating_add(((offset - damaged) / FRAME_HEADER_LEN) as u64 + 1);
         if seq >= lowest && seq <= highest && frame::decode(bytes, offset).is_ok() {
             return true;
@@ -117,28 +137,46 @@ mod tests {
     use super::*;
     use airomem_core::SerializerId;
 
-    fn segment(records: &[&[u8]]) -> Vec<u8> {
+    /// A segment from record 10 on, with batches of the given sizes.
+    fn segment(batches: &[usize]) -> Vec<u8> {
         let header = SegmentHeader { serializer: SerializerId(1), schema_version: 1, first_seq: Seq(10) };
         let mut bytes = header.encode().to_vec();
-        for (i, payload) in records.iter().enumerate() {
-            frame::encode(&mut bytes, Seq(10 + i as u64), 1, RecordKind::Command, true, payload);
+        let mut seq = 10;
+        for &size in batches {
+            for i in 0..size {
+                frame::encode(&mut bytes, Seq(seq), 1, RecordKind::Command, i + 1 == size, b"abcd");
+                seq += 1;
+            }
         }
         bytes
     }
 
     #[test]
-    fn reads_every_record_and_reports_the_end() {
-        let bytes = segment(&[b"a", b"bb", b""]);
+    fn reads_every_record_and_finds_the_last_batch() {
+        let bytes = segment(&[1, 3, 2]);
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("valid");
-        assert_eq!(scan.frames.len(), 3);
-        assert_eq!(scan.next_seq(), Seq(13));
-        assert_eq!(scan.valid_len(), bytes.len());
+        assert_eq!(scan.records, 6);
+        assert_eq!(scan.next_seq(), Seq(16));
+        assert_eq!(scan.valid_len, bytes.len());
+        assert_eq!(scan.final_batch_start, Seq(14));
         assert!(scan.damage.is_none());
+        let seqs: Vec<u64> = scan.frames(&bytes).map(|f| f.seq.0).collect();
+        assert_eq!(seqs, (10..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cut_batch_is_the_final_batch() {
+        let mut bytes = segment(&[2, 3]);
+        bytes.truncate(bytes.len() - 4);
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
+        assert_eq!(scan.records, 4);
+        assert_eq!(scan.final_batch_start, Seq(12));
+        assert!(matches!(scan.damage, Some((_, Corruption::Truncated { .. }))));
     }
 
     #[test]
     fn damage_in_the_last_record_has_nothing_intact_after_it() {
-        let mut bytes = segment(&[b"aaaa", b"bbbb", b"cccc"]);
+        let mut bytes = segment(&[1, 1, 1]);
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
@@ -149,12 +187,12 @@ mod tests {
 
     #[test]
     fn damage_before_an_intact_record_is_found() {
-        let mut bytes = segment(&[b"aaaa", b"bbbb", b"cccc"]);
+        let mut bytes = segment(&[1, 1, 1]);
         bytes[SEGMENT_HEADER_LEN + FRAME_HEADER_LEN] ^= 0xff;
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
         let (offset, _) = scan.damage.clone().expect("damaged");
         assert_eq!(offset, SEGMENT_HEADER_LEN);
-        assert!(scan.frames.is_empty());
+        assert_eq!(scan.records, 0);
         assert!(intact_record_after(&bytes, offset, scan.next_seq()));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, ReplayError, ReplayOutcome, ReplayRange, replay};
+use airomem_journal::{JournalConfig, Repair, ReplayError, ReplayOutcome, ReplayRange, replay};
 
 use crate::Error;
 use crate::recover::{Base, base};
@@ -37,9 +37,10 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
     range: ReplayRange<'_>,
+    repair: Option<&mut Repair>,
     state: &mut S,
 ) -> Result<ReplayOutcome, ReplayError<Stop>> {
-    replay(config, range, |record| {
+    replay(config, range, repair, |record| {
         let command: S::Command = serializer.decode(record.payload).map_err(|e| Stop::Decode(record.seq, e))?;
         let context = CommitContext { seq: record.seq, unix_nanos: record.unix_nanos };
         execute(state, command, context).map_err(|message| Stop::Panicked {
@@ -61,7 +62,7 @@ pub(crate) fn rebuild<S: State, Z: Serializer>(
 ) -> Result<S, Error> {
     let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
     let range = ReplayRange { from: seq.next(), until: Some(until), skip };
-    replay_into(config, serializer, range, &mut state).map_err(stop_error)?;
+    replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
     Ok(state)
 }
 

@@ -77,11 +77,11 @@ pub use options::{Durability, StoreOptions};
 pub use stats::{RecoveryReport, Stats};
 pub use store::{Committed, Query, Store};
 
-#[cfg(feature = "snapshot")]
-pub use snapshots::SnapshotInfo;
 /// The snapshot crate, for tools that inspect snapshot files directly.
 #[cfg(feature = "snapshot")]
 pub use airomem_snapshot as snapshot;
+#[cfg(feature = "snapshot")]
+pub use snapshots::SnapshotInfo;
 
 /// The journal crate, for tools that inspect segments directly.
 pub use airomem_journal as journal;

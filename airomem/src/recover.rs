@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use airomem_core::{Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalError, ReplayError, ReplayOutcome, ReplayRange, repair};
+use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange};
 use tracing::{info, warn};
 
 use crate::apply::{Stop, replay_into, stop_error};
@@ -46,10 +46,10 @@ pub(crate) fn base<S: State, Z: Serializer>(
 
 pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serializer: &Z) -> Result<Recovered<S>, Error> {
     let started = Instant::now();
-    let repaired = repair(config)?;
+    let mut repaired = Repair::default();
     #[cfg(feature = "snapshot")]
-    let snapshot_temp_files_removed = airomem_snapshot::remove_temp_files(&*config.storage, &config.dir)
-        .map_err(crate::snapshots::snapshot_error)?;
+    let snapshot_temp_files_removed =
+        airomem_snapshot::remove_temp_files(&*config.storage, &config.dir).map_err(crate::snapshots::snapshot_error)?;
     #[cfg(not(feature = "snapshot"))]
     let snapshot_temp_files_removed = 0;
 
@@ -57,7 +57,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
     loop {
         let Base { mut state, seq: base, skipped } = base::<S, Z>(config, serializer, None)?;
         let range = ReplayRange { from: base.next(), until: None, skip: &aborted_now };
-        match replay_into(config, serializer, range, &mut state) {
+        match replay_into(config, serializer, range, Some(&mut repaired), &mut state) {
             Ok(outcome) => {
                 let report = RecoveryReport {
                     segments_read: outcome.segments_read,
@@ -69,7 +69,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                     snapshot: (base.0 > 0).then_some(base),
                     snapshots_skipped: skipped,
                     snapshot_temp_files_removed,
-                    torn_tail: repaired.torn_tail,
+                    torn_tail: repaired.torn_tail.take(),
                     next_seq: outcome.next_seq,
                     duration: started.elapsed(),
                 };

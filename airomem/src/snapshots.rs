@@ -81,8 +81,12 @@ impl Snapshotter {
                     drop(job.image);
                     match (job.reply, result) {
                         (Some(reply), result) => drop(reply.send(result)),
-                        (None, Ok(info)) => info!(seq = info.seq.0, bytes = info.file_len, "automatic snapshot written"),
-                        (None, Err(e)) => warn!(error = %e, "automatic snapshot failed; the journal still holds everything"),
+                        (None, Ok(info)) => {
+                            info!(seq = info.seq.0, bytes = info.file_len, "automatic snapshot written")
+                        }
+                        (None, Err(e)) => {
+                            warn!(error = %e, "automatic snapshot failed; the journal still holds everything")
+                        }
                     }
                 }
             })
@@ -151,7 +155,8 @@ fn publish(
     let started = Instant::now();
     let storage = &*config.storage;
     let header = SnapshotHeader { serializer: config.serializer, schema_version: config.schema_version, seq };
-    let published = airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
+    let published =
+        airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
     // Only now that the new snapshot is durable may older files go.
     let _guard = prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (snapshots_removed, segments_removed) = retain(storage, config, policy.retain).map_err(snapshot_error)?;

@@ -2,8 +2,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -135,8 +135,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let (sender, rx) = mpsc::channel();
         let prune = Arc::new(Mutex::new(()));
         #[cfg(feature = "snapshot")]
-        let snapshotter =
-            crate::snapshots::Snapshotter::start(options.snapshots, config.clone(), Arc::clone(&prune))?;
+        let snapshotter = crate::snapshots::Snapshotter::start(options.snapshots, config.clone(), Arc::clone(&prune))?;
         let writer = Writer {
             journal,
             config,

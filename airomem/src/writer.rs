@@ -202,6 +202,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
 
         let first_seq = Seq(self.journal.next_seq().0 - batch.len() as u64);
         let mut aborted = 0;
+        let mut queries = 0;
         {
             let shared = Arc::clone(&self.shared);
             let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -211,7 +212,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 match execute(&mut *state, request.command, context) {
                     Ok(()) => match request.reply {
                         Reply::Receipt(tx) => receipts.push((tx, committed)),
-                        Reply::Query(f) => f(Ok((&*state, committed))),
+                        Reply::Query(f) => {
+                            queries += 1;
+                            f(Ok((&*state, committed)));
+                        }
                     },
                     Err(message) => {
                         aborted += 1;
@@ -225,11 +229,12 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 }
             }
         }
-        let commits = receipts.len() as u64;
+        // Counted before anyone is told, so that `stats()` after an acknowledged commit includes it.
+        let commits = (receipts.len() + queries) as u64;
+        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
         for (tx, committed) in receipts.drain(..) {
             drop(tx.send(Ok(committed)));
         }
-        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
     }
 
     /// Writes the batch with one write and makes it as durable as the policy asks.
