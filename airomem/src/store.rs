@@ -130,6 +130,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             state: RwLock::new(recovered.state),
             counters: Counters::default(),
             broken: std::sync::OnceLock::new(),
+            submitted: std::sync::atomic::AtomicU64::new(0),
         });
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
@@ -149,6 +150,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             poisoned: None,
             carry: None,
             last_sync: Instant::now(),
+            last_sync_took: Duration::ZERO,
+            expected: 0,
+            taken: 0,
             prune,
             #[cfg(feature = "snapshot")]
             snapshotter,
@@ -225,6 +229,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
         let request = Request { payload, command, reply, _permit: permit };
+        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
         self.post(Message::Commit(request))
     }
 

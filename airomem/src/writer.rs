@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest a batch waits for expected callers, whatever the disk.
+const MAX_LINGER: Duration = Duration::from_micros(500);
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalWriter};
@@ -22,6 +25,8 @@ pub(crate) struct Shared<S> {
     /// Set if a panicking command left the state in a shape that could not be rebuilt:
     /// reads are refused from then on rather than show it.
     pub broken: std::sync::OnceLock<String>,
+    /// Commits handed to the writer so far (see [`Writer::linger`]).
+    pub submitted: std::sync::atomic::AtomicU64,
 }
 
 /// How the caller of one commit hears of its outcome.
@@ -76,6 +81,12 @@ pub(crate) struct Writer<S: State, Z> {
     pub poisoned: Option<String>,
     pub carry: Option<Message<S>>,
     pub last_sync: Instant,
+    /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
+    pub last_sync_took: Duration,
+    /// How many commits the next batch may expect: see [`Writer::linger`].
+    pub expected: usize,
+    /// Commits taken into batches so far; `Shared::submitted` minus this is the queue.
+    pub taken: u64,
     /// Held while files are removed by snapshot retention, and while the state is rebuilt
     /// from files after a panic.
     pub prune: Arc<std::sync::Mutex<()>>,
@@ -92,9 +103,11 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 Message::Commit(request) => {
                     batch.push(request);
                     self.fill(&mut batch);
+                    self.linger(&mut batch);
                     let bytes = self.journal.counters().bytes;
                     let commands = batch.len() as u64;
                     self.commit_batch(&mut batch, &mut receipts);
+                    self.expect_next(commands);
                     #[cfg(feature = "snapshot")]
                     if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) {
                         self.snapshot(None);
@@ -141,20 +154,65 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// Takes every commit already waiting, up to the batch limits. Anything else stops the
     /// batch and is handled next, in order.
     fn fill(&mut self, batch: &mut Vec<Request<S>>) {
-        let mut bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
-        while batch.len() < self.max_batch_commands {
+        while self.room(batch) {
             let Ok(message) = self.rx.try_recv() else { break };
-            match message {
-                Message::Commit(request) if bytes + request.payload.len() <= self.max_batch_bytes => {
-                    bytes += request.payload.len();
-                    batch.push(request);
-                }
-                other => {
-                    self.carry = Some(other);
-                    break;
-                }
+            if !self.add(batch, message) {
+                break;
             }
         }
+    }
+
+    /// Waits briefly for the callers acknowledged by the previous batch to come back.
+    ///
+    /// Without this, N callers that each commit in a loop split into two groups that take
+    /// turns: while one group's batch syncs, the other queues up, and the writer takes that
+    /// queue the moment the sync returns, just before the first group's callers resubmit.
+    /// Each sync then carries N/2 commands. Waiting for the expected callers (those just
+    /// acknowledged plus those that were queued meanwhile), but never longer than half the
+    /// last sync took, lets one sync carry all N. A caller that does not come back costs the
+    /// others that half-sync once, after which the expectation adjusts.
+    fn linger(&mut self, batch: &mut Vec<Request<S>>) {
+        if self.durability != Durability::Fsync || batch.len() >= self.expected {
+            return;
+        }
+        let deadline = Instant::now() + (self.last_sync_took / 2).min(MAX_LINGER);
+        while batch.len() < self.expected && self.room(batch) && self.carry.is_none() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let Ok(message) = self.rx.recv_timeout(wait) else { break };
+            if !self.add(batch, message) {
+                break;
+            }
+        }
+    }
+
+    /// After a batch of `done` commits was acknowledged: those callers, plus everyone who
+    /// queued meanwhile, are who the next batch can expect.
+    fn expect_next(&mut self, done: u64) {
+        self.taken += done;
+        let queued = self.shared.submitted.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.taken);
+        self.expected = usize::try_from(done + queued).unwrap_or(usize::MAX).min(self.max_batch_commands);
+    }
+
+    fn room(&self, batch: &[Request<S>]) -> bool {
+        batch.len() < self.max_batch_commands
+    }
+
+    /// Adds a commit to the batch if it fits; otherwise keeps the message for next time.
+    fn add(&mut self, batch: &mut Vec<Request<S>>, message: Message<S>) -> bool {
+        match message {
+            Message::Commit(request) if self.batch_bytes(batch) + request.payload.len() <= self.max_batch_bytes => {
+                batch.push(request);
+                true
+            }
+            other => {
+                self.carry = Some(other);
+                false
+            }
+        }
+    }
+
+    fn batch_bytes(&self, batch: &[Request<S>]) -> usize {
+        batch.iter().map(|r| r.payload.len()).sum()
     }
 
     /// Serializes the state for a snapshot, under the read lock, and hands the image to the
@@ -254,8 +312,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     }
 
     fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {
+        let started = Instant::now();
         self.journal.sync()?;
         self.last_sync = Instant::now();
+        self.last_sync_took = self.last_sync - started;
         Ok(())
     }
 
