@@ -67,14 +67,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = store.query()?.tokens.len();
     assert_eq!(live, before + created, "every acknowledged session is live");
     let expected = store.query()?.clone();
+
+    #[cfg(feature = "snapshot")]
+    {
+        let info = store.snapshot().await?;
+        println!(
+            "snapshot of record {}: {} bytes serialized, {} bytes on disk ({:.1}x smaller), \
+             serialized in {:.2?} under the read lock, written in {:.2?} without it",
+            info.seq,
+            info.raw_len,
+            info.file_len,
+            info.raw_len as f64 / info.file_len.max(1) as f64,
+            info.serialize_time,
+            info.write_time,
+        );
+    }
     store.close().await?;
 
     let started = Instant::now();
     let store: PostcardStore<Sessions> = Store::open(PostcardSerializer, &dir).await?;
     let report = store.recovery();
     println!(
-        "reopened in {:.2?}: {} records from {} segment(s), {} live sessions",
+        "reopened in {:.2?}: {} from snapshot, {} journal records from {} segment(s), {} live sessions",
         started.elapsed(),
+        report.snapshot.map_or_else(|| "nothing".to_string(), |s| format!("up to record {s}")),
         report.records_replayed,
         report.segments_read,
         store.query()?.tokens.len()

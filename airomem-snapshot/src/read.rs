@@ -49,7 +49,19 @@ pub fn load(
 ) -> Result<Vec<u8>, SnapshotError> {
     let file = path(dir, seq);
     let bytes = storage.read(&file).map_err(|e| SnapshotError::io("read", &file, e))?;
-    let header = SnapshotHeader::decode(&file, &bytes)?;
+    verify(&file, &bytes, seq, serializer, schema_version)
+}
+
+/// Verifies the content of a snapshot file named for `seq` and returns the serialized state.
+pub fn verify(
+    file: &Path,
+    bytes: &[u8],
+    seq: Seq,
+    serializer: SerializerId,
+    schema_version: u32,
+) -> Result<Vec<u8>, SnapshotError> {
+    let file = file.to_path_buf();
+    let header = SnapshotHeader::decode(&file, bytes)?;
     let damaged = |reason: String| SnapshotError::Damaged { file: file.clone(), reason };
     if header.seq != seq {
         return Err(damaged(format!("header names record {} but the file name says {}", header.seq, seq)));
@@ -60,7 +72,7 @@ pub fn load(
     if header.schema_version != schema_version {
         return Err(SnapshotError::SchemaMismatch { file, found: header.schema_version, expected: schema_version });
     }
-    let footer = Footer::decode(&file, &bytes)?;
+    let footer = Footer::decode(&file, bytes)?;
     let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
     let crc = crc32c::crc32c(body);
     if crc != footer.body_crc {

@@ -1,0 +1,23 @@
+//! Any bytes as a journal segment: verification must never panic, never allocate by a
+//! length field, and whatever it accepts must read back as the same records.
+#![no_main]
+
+use std::path::Path;
+
+use airomem_journal::scan::{SegmentScan, intact_record_after};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(scan) = SegmentScan::read(Path::new("fuzz.journal"), bytes) else { return };
+    assert!(scan.valid_len <= bytes.len());
+    let frames: Vec<_> = scan.frames(bytes).collect();
+    assert_eq!(frames.len() as u64, scan.records);
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(frame.seq.0, scan.header.first_seq.0 + i as u64);
+        assert!(frame.payload.end <= scan.valid_len);
+    }
+    if let Some((offset, _)) = scan.damage {
+        assert_eq!(offset, scan.valid_len);
+        let _ = intact_record_after(bytes, offset, scan.next_seq());
+    }
+});
