@@ -168,7 +168,9 @@ pub fn replay<E>(
             if range.until.is_some_and(|until| frame.seq > until) {
                 break;
             }
-            if scan.aborted.contains(&frame.seq) || range.skip.contains(&frame.seq) {
+            // Aborts are rare: skip the lookups (a hash per record) when there are none.
+            let aborted = !scan.aborted.is_empty() && scan.aborted.contains(&frame.seq);
+            if aborted || (!range.skip.is_empty() && range.skip.contains(&frame.seq)) {
                 outcome.records_skipped += 1;
                 continue;
             }
