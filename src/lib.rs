@@ -1,6 +1,8 @@
 //! Shared pieces of airomem's examples, integration tests and benchmarks; not part of the
 //! library. It holds the session store that the README's example is built around.
 
+pub mod sim;
+
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};

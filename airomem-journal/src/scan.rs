@@ -27,8 +27,9 @@ pub struct SegmentScan {
     /// writer never rolls over between a batch and the abort marker for it, so a marker
     /// always sits in the same segment as the command it cancels.
     pub aborted: HashSet<Seq>,
-    /// The first record of the last batch in this segment: the records a crash may have
-    /// caught before their batch was durable.
+    /// The first command of the last batch of commands in this segment: those a crash may
+    /// have caught before anyone was told their outcome. Abort markers do not count as
+    /// batches: a crash can fall between the markers of two commands of one batch.
     pub final_batch_start: Seq,
     /// The offset of the first record that did not verify, and why.
     pub damage: Option<(usize, Corruption)>,
@@ -46,24 +47,28 @@ impl SegmentScan {
             final_batch_start: header.first_seq,
             damage: None,
         };
-        // The two newest batch ends seen: the last batch starts after the older one if the
-        // newest record ends a batch, after the newer one otherwise.
+        // The two newest ends of command batches seen: the last batch starts after the older
+        // one if the newest command ends a batch, after the newer one otherwise.
         let (mut older_end, mut newer_end): (Option<Seq>, Option<Seq>) = (None, None);
-        let mut last: Option<Frame> = None;
+        let mut last_command: Option<Frame> = None;
         let mut expected = header.first_seq;
         while scan.valid_len < bytes.len() {
             match frame::decode(bytes, scan.valid_len).and_then(|f| check(bytes, f, expected)) {
                 Ok(f) => {
-                    if f.kind == RecordKind::Abort {
-                        scan.aborted.insert(abort_target(&bytes[f.payload.clone()]).expect("checked above"));
-                    }
-                    if f.batch_end {
-                        (older_end, newer_end) = (newer_end, Some(f.seq));
+                    match f.kind {
+                        RecordKind::Abort => {
+                            scan.aborted.insert(abort_target(&bytes[f.payload.clone()]).expect("checked above"));
+                        }
+                        RecordKind::Command => {
+                            if f.batch_end {
+                                (older_end, newer_end) = (newer_end, Some(f.seq));
+                            }
+                            last_command = Some(f.clone());
+                        }
                     }
                     scan.valid_len = f.end();
                     scan.records += 1;
                     expected = expected.next();
-                    last = Some(f);
                 }
                 Err(kind) => {
                     scan.damage = Some((scan.valid_len, kind));
@@ -71,7 +76,7 @@ impl SegmentScan {
                 }
             }
         }
-        let boundary = if last.is_some_and(|f| f.batch_end) { older_end } else { newer_end };
+        let boundary = if last_command.is_some_and(|f| f.batch_end) { older_end } else { newer_end };
         scan.final_batch_start = boundary.map_or(header.first_seq, Seq::next);
         Ok(scan)
     }
@@ -162,6 +167,15 @@ mod tests {
         assert!(scan.damage.is_none());
         let seqs: Vec<u64> = scan.frames(&bytes).map(|f| f.seq.0).collect();
         assert_eq!(seqs, (10..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn abort_markers_do_not_end_the_final_batch() {
+        let mut bytes = segment(&[2, 3]);
+        frame::encode(&mut bytes, Seq(15), 1, RecordKind::Abort, true, &13u64.to_le_bytes());
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("valid");
+        assert_eq!(scan.final_batch_start, Seq(12));
+        assert_eq!(scan.aborted, HashSet::from([Seq(13)]));
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl SnapshotError {
 
     /// Whether the failure was the disk running out of space.
     pub fn is_storage_full(&self) -> bool {
-        matches!(self, SnapshotError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+        matches!(self, SnapshotError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
 }

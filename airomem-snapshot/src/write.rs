@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use airomem_core::Seq;
 use airomem_core::storage::{Storage, StorageFile};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::format::{Footer, HEADER_LEN, FOOTER_LEN, SnapshotHeader};
 use crate::{SnapshotError, path, temp_path};
@@ -30,6 +30,9 @@ pub struct Published {
 }
 
 /// Writes `image`, the serialized state as of `header.seq`, as a snapshot in `dir`.
+///
+/// If anything fails before the rename, the temporary file is removed (best effort, so a
+/// retry can start afresh and a full disk gets its space back) and the error returned.
 pub fn write(
     storage: &dyn Storage,
     dir: &Path,
@@ -39,9 +42,44 @@ pub fn write(
 ) -> Result<Published, SnapshotError> {
     let temp = temp_path(dir, header.seq);
     let target = path(dir, header.seq);
-    let mut file = storage.create(&temp).map_err(|e| SnapshotError::io("create", &temp, e))?;
-    file.write_all(&header.encode()).map_err(|e| SnapshotError::io("write", &temp, e))?;
+    let file = match storage.create(&temp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Left by an earlier attempt at the same sequence number that could not clean up.
+            storage.remove(&temp).map_err(|e| SnapshotError::io("remove", &temp, e))?;
+            storage.create(&temp)
+        }
+        created => created,
+    }
+    .map_err(|e| SnapshotError::io("create", &temp, e))?;
+    let footer = match fill(file, &temp, header, image, level) {
+        Ok(footer) => footer,
+        Err(e) => {
+            if let Err(cleanup) = storage.remove(&temp) {
+                warn!(file = %temp.display(), error = %cleanup, "could not remove a failed snapshot's temporary file");
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = storage.rename(&temp, &target) {
+        drop(storage.remove(&temp));
+        return Err(SnapshotError::io("rename", &temp, e));
+    }
+    storage.sync_dir(dir).map_err(|e| SnapshotError::io("sync directory", dir, e))?;
 
+    let file_len = (HEADER_LEN + FOOTER_LEN) as u64 + footer.body_len;
+    debug!(file = %target.display(), seq = header.seq.0, raw = image.len(), compressed = file_len, "snapshot published");
+    Ok(Published { path: target, seq: header.seq, raw_len: image.len() as u64, file_len })
+}
+
+/// Writes header, compressed body and footer into the temporary file and makes it durable.
+fn fill(
+    mut file: Box<dyn StorageFile>,
+    temp: &Path,
+    header: SnapshotHeader,
+    image: &[u8],
+    level: i32,
+) -> Result<Footer, SnapshotError> {
+    file.write_all(&header.encode()).map_err(|e| SnapshotError::io("write", temp, e))?;
     let sink = Body { file, crc: 0, len: 0, buf: Vec::with_capacity(CHUNK) };
     let compress = || -> io::Result<Body> {
         let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
@@ -52,18 +90,12 @@ pub fn write(
         body.flush()?;
         Ok(body)
     };
-    let body = compress().map_err(|e| SnapshotError::io("write", &temp, e))?;
+    let body = compress().map_err(|e| SnapshotError::io("write", temp, e))?;
     let footer = Footer { raw_len: image.len() as u64, body_len: body.len, body_crc: body.crc };
     let mut file = body.file;
-    file.write_all(&footer.encode()).map_err(|e| SnapshotError::io("write", &temp, e))?;
-    file.sync_data().map_err(|e| SnapshotError::io("fdatasync", &temp, e))?;
-    drop(file);
-    storage.rename(&temp, &target).map_err(|e| SnapshotError::io("rename", &temp, e))?;
-    storage.sync_dir(dir).map_err(|e| SnapshotError::io("sync directory", dir, e))?;
-
-    let file_len = (HEADER_LEN + FOOTER_LEN) as u64 + footer.body_len;
-    debug!(file = %target.display(), seq = header.seq.0, raw = image.len(), compressed = file_len, "snapshot published");
-    Ok(Published { path: target, seq: header.seq, raw_len: image.len() as u64, file_len })
+    file.write_all(&footer.encode()).map_err(|e| SnapshotError::io("write", temp, e))?;
+    file.sync_data().map_err(|e| SnapshotError::io("fdatasync", temp, e))?;
+    Ok(footer)
 }
 
 /// Buffers compressed bytes into large writes and checksums them on the way.

@@ -100,6 +100,8 @@ impl Error {
             Error::StorageFull(_) => true,
             Error::Journal(e) => matches!(**e, JournalError::StorageFull { .. }),
             Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            #[cfg(feature = "snapshot")]
+            Error::Snapshot(e) => e.is_storage_full(),
             _ => false,
         }
     }
