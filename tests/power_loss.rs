@@ -22,7 +22,7 @@
 //!
 //! A failure prints its seed. Replay it (repeatedly, since thread interleavings are not
 //! part of the seed) with
-//! `AIROMEM_POWER_LOSS_SEED=<seed> cargo test --all-features --test power_loss replay -- --nocapture`
+//! `AIROMEM_POWER_LOSS_SEED=<seed> cargo test --all-features --test power_loss replay -- --ignored --nocapture`
 //! (`AIROMEM_POWER_LOSS_REPEAT` runs, default 200; the seed's scenario is the one in the
 //! message). The long run: `cargo test --all-features --release --test power_loss -- --ignored`.
 

@@ -3,7 +3,6 @@
 //! acknowledged only after its `fdatasync`.
 
 use std::collections::VecDeque;
-use std::error::Error;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use airomem::{PostcardSerializer, PostcardStore, Stats, Store, StoreOptions};
 use airomem_workspace::{Sessions, SessionsCommand, token};
 use tokio::task::JoinSet;
 
-use crate::measure::{REPETITIONS, Summary, per_second, percentile, sync_disks};
+use crate::measure::{BoxError, REPETITIONS, Summary, per_second, percentile, sync_disks};
 
 /// The session store every measurement uses.
 pub type SessionStore = PostcardStore<Sessions>;
@@ -78,14 +77,25 @@ pub struct Driven {
 
 /// Commits `total` commands from `writers` concurrent tasks, writer `i` running
 /// [`SessionWorkload::new`]`(i)`, and waits until all are acknowledged.
-pub async fn drive(store: &SessionStore, writers: usize, total: u64) -> Result<Driven, Box<dyn Error>> {
+pub async fn drive(store: &SessionStore, writers: usize, total: u64) -> Result<Driven, BoxError> {
+    drive_from(store, 0, writers, total).await
+}
+
+/// [`drive`] with writer `i` running stream `first_stream + i`: for adding commands to a
+/// store that already holds the sessions of streams below `first_stream`.
+pub async fn drive_from(
+    store: &SessionStore,
+    first_stream: u64,
+    writers: usize,
+    total: u64,
+) -> Result<Driven, BoxError> {
     let mut tasks = JoinSet::new();
     let started = Instant::now();
     for index in 0..writers {
         let store = store.clone();
         let count = share(total, writers, index);
         tasks.spawn(async move {
-            let mut workload = SessionWorkload::new(index as u64);
+            let mut workload = SessionWorkload::new(first_stream + index as u64);
             let mut latencies = Vec::with_capacity(count as usize);
             for command in workload.by_ref().take(count as usize) {
                 let sent = Instant::now();
@@ -149,7 +159,7 @@ pub fn summarise(writers: usize, commits: u64, runs: &[Run]) -> CommitResult {
 
 /// Runs repetition `rep`: `commits` durable commits from `writers` concurrent tasks, on a
 /// fresh store in `dir` that is removed afterwards.
-pub async fn run_once(dir: &Path, writers: usize, commits: u64, rep: usize) -> Result<Run, Box<dyn Error>> {
+pub async fn run_once(dir: &Path, writers: usize, commits: u64, rep: usize) -> Result<Run, BoxError> {
     eprintln!("commits: {writers} writer(s), repetition {}/{REPETITIONS}", rep + 1);
     let store_dir = dir.join(format!("commits-{writers}w-{rep}"));
     let run = measure(&store_dir, writers, commits).await?;
@@ -157,7 +167,7 @@ pub async fn run_once(dir: &Path, writers: usize, commits: u64, rep: usize) -> R
     Ok(run)
 }
 
-async fn measure(store_dir: &Path, writers: usize, commits: u64) -> Result<Run, Box<dyn Error>> {
+async fn measure(store_dir: &Path, writers: usize, commits: u64) -> Result<Run, BoxError> {
     let store: SessionStore = Store::open_with(PostcardSerializer, store_dir, StoreOptions::default()).await?;
     sync_disks()?;
     let driven = drive(&store, writers, commits).await?;

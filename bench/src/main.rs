@@ -1,13 +1,19 @@
-//! `airomem-bench`: measures airomem against the disk it runs on, in one run and on one
-//! file system.
+//! `airomem-bench`: measures airomem against the disk it runs on and against its peers, in
+//! one run and on one file system.
 //!
 //! 1. The disk's limits with plain `write` + `fdatasync` loops ([`raw_disk`]).
-//! 2. Durable commits per second with 1, 16 and 64 concurrent writers ([`commits`]).
-//! 3. Recovery speed of `Store::open` against an in-memory replay ([`recovery`]).
+//! 2. Durable commits per second with 1, 16 and 64 concurrent writers ([`commits`]), for
+//!    airomem and each peer ([`peers`]: airomem 0.7, prevayler-rs, SQLite, redb).
+//! 3. Recovery of a data set of the same commands ([`dataset`]): airomem's `Store::open`
+//!    against an in-memory replay, from the journal and from a snapshot plus a tail
+//!    ([`recovery`]); the peers' own recovery; lookups and disk use on the same data.
+//! 4. Commit stalls while a snapshot is written ([`snapshot_stall`]).
+//! 5. Which systems really sync, counted with strace ([`sync_probe`]).
 //!
 //! Every workload runs a fixed number of operations, three times (the disk and commit
-//! measurements in interleaved rounds); the report ([`report`]) gives medians with their
-//! min–max range, as markdown, on standard output. Progress goes to standard error.
+//! measurements in interleaved rounds); the report ([`report`], [`comparison`]) gives
+//! medians with their min–max range, as markdown, on standard output. Progress goes to
+//! standard error.
 //!
 //! ```text
 //! cargo run --release -p airomem-bench -- [--quick] [--dir DIR]
@@ -18,33 +24,58 @@
 //! removed at the end.
 
 mod commits;
+mod comparison;
+mod dataset;
 mod measure;
+mod peers;
 mod raw_disk;
 mod recovery;
 mod report;
+mod snapshot_stall;
+mod sync_probe;
 
-use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use crate::commits::CommitResult;
-use crate::measure::REPETITIONS;
+use airomem::{PostcardSerializer, Store};
+use airomem_workspace::{SessionsCommand, token};
+use tokio::runtime::Runtime;
+
+use crate::commits::{CommitResult, SessionStore};
+use crate::dataset::Dataset;
+use crate::measure::{BoxError, REPETITIONS};
+use crate::peers::{PeerCommits, PeerKind};
 use crate::raw_disk::{RawDiskPlan, RawDiskResults};
-use crate::report::{Results, Setting};
+use crate::report::{PeerResults, Results, Setting};
 
 const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
 
-  --quick    fewer commits and a 100,000-command recovery (under a minute)
+  --quick    fewer commits, 100,000-command data sets and snapshots (under a minute)
   --dir DIR  create the scratch directory inside DIR (default: the current directory);
-             DIR must be on the disk to measure, not a tmpfs";
+             DIR must be on the disk to measure, not a tmpfs
+
+internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
+             commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
+             prevayler, sqlite, redb) and exits: what the strace check runs";
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     mode: &'static str,
     raw: RawDiskPlan,
-    /// (writers, commits per repetition).
+    /// airomem's (writers, commits per repetition).
     commits: [(usize, u64); 3],
+    /// The peers' (writers, commits per repetition): they sync every commit on its own.
+    peer_commits: [(usize, u64); 3],
+    /// Commands in the recovery data set.
     recovery_records: u64,
+    /// Commands after the snapshot in the snapshot-recovery measurement.
+    tail: u64,
+    /// Journal segment size of the recovery store: the data set must fill several.
+    segment_size: u64,
+    /// Tokens looked up per repetition.
+    lookups: usize,
+    /// Sessions in the store during the snapshot-stall measurement.
+    snapshot_sessions: u64,
 }
 
 impl Plan {
@@ -53,7 +84,12 @@ impl Plan {
             mode: "quick",
             raw: RawDiskPlan { append_records: 1_000, group_writes: 300, overwrite_records: 1_000 },
             commits: [(1, 1_000), (16, 5_000), (64, 20_000)],
+            peer_commits: [(1, 300), (16, 640), (64, 1_280)],
             recovery_records: 100_000,
+            tail: 10_000,
+            segment_size: 1 << 20,
+            lookups: 20_000,
+            snapshot_sessions: 100_000,
         }
     }
 
@@ -62,7 +98,12 @@ impl Plan {
             mode: "full",
             raw: RawDiskPlan { append_records: 10_000, group_writes: 2_000, overwrite_records: 10_000 },
             commits: [(1, 10_000), (16, 50_000), (64, 200_000)],
+            peer_commits: [(1, 2_000), (16, 3_200), (64, 6_400)],
             recovery_records: 1_000_000,
+            tail: 10_000,
+            segment_size: 8 << 20,
+            lookups: 100_000,
+            snapshot_sessions: 1_000_000,
         }
     }
 }
@@ -72,16 +113,23 @@ impl Plan {
 struct Args {
     quick: bool,
     dir: Option<PathBuf>,
+    /// `--probe SYSTEM COMMITS`.
+    probe: Option<(String, u64)>,
 }
 
 impl Args {
     /// Parses the arguments; `Ok(None)` when help was asked for.
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed = Args { quick: false, dir: None };
+        let mut parsed = Args { quick: false, dir: None, probe: None };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
+                "--probe" => {
+                    let system = args.next().ok_or("--probe needs a system")?;
+                    let commits = args.next().and_then(|n| n.parse().ok()).ok_or("--probe needs a commit count")?;
+                    parsed.probe = Some((system, commits));
+                }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
             }
@@ -90,7 +138,7 @@ impl Args {
     }
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> Result<(), BoxError> {
     let Some(args) = Args::parse(std::env::args().skip(1))? else {
         println!("{USAGE}");
         return Ok(());
@@ -103,6 +151,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     std::fs::create_dir_all(&parent)?;
     let scratch = tempfile::Builder::new().prefix("airomem-bench-").tempdir_in(&parent)?;
     let dir = scratch.path();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some((system, commits)) = args.probe {
+        probe(&runtime, dir, &system, commits)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+
     let setting = Setting {
         mode: plan.mode,
         dir: dir.display().to_string(),
@@ -111,35 +167,92 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     eprintln!("scratch directory {} on {}", setting.dir, setting.filesystem);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (raw, commits) = disk_and_commits(&runtime, dir, &plan)?;
-    let recovery = runtime.block_on(recovery::run(dir, plan.recovery_records))?;
+    let (raw, commits, peer_commits) = disk_and_commits(&runtime, dir, &plan)?;
+    eprintln!("dataset: {} commands", plan.recovery_records);
+    let data = Dataset::new(plan.recovery_records, plan.lookups);
+    let recovery = runtime.block_on(recovery::run(dir, &data, plan.tail, plan.segment_size))?;
+    std::fs::remove_dir_all(dir.join("recovery"))?;
+    let mut peers = Vec::with_capacity(PeerKind::ALL.len());
+    for (kind, commits) in PeerKind::ALL.into_iter().zip(peer_commits) {
+        let recovery = kind.recovery(dir, runtime.handle(), &data, plan.tail)?;
+        peers.push(PeerResults { kind, commits, recovery });
+        remove_peer_dirs(dir, kind)?;
+    }
+    drop(data);
+    let stall = runtime.block_on(snapshot_stall::run(dir, plan.snapshot_sessions))?;
     drop(runtime);
+    eprintln!("sync check: strace on {} commits of each system", sync_probe::PROBE_COMMITS);
+    let syncs = sync_probe::systems().into_iter().map(|system| (system, sync_probe::probe(dir, system))).collect();
 
-    report::print(&setting, &Results { raw, commits, recovery });
+    report::print(&setting, &Results { raw, commits, recovery, peers, stall, lookups: plan.lookups, syncs });
     scratch.close()?;
     Ok(())
 }
 
+/// Removes what a peer's recovery measurement left in `dir`.
+fn remove_peer_dirs(dir: &Path, kind: PeerKind) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with(&format!("{}-", kind.id())) {
+            std::fs::remove_dir_all(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--probe`: commits `commits` commands to a fresh store of `system` in `dir`, one at a
+/// time, and closes it.
+fn probe(runtime: &Runtime, dir: &Path, system: &str, commits: u64) -> Result<(), BoxError> {
+    let store_dir = dir.join("probe");
+    if system == "airomem" {
+        return runtime.block_on(async {
+            let store: SessionStore = Store::open(PostcardSerializer, &store_dir).await?;
+            for n in 0..commits {
+                store.commit(SessionsCommand::CreateSession { token: token(n), user_id: n }).await?;
+            }
+            store.close().await?;
+            Ok(())
+        });
+    }
+    let kind = PeerKind::from_id(system).ok_or_else(|| format!("unknown system `{system}`\n\n{USAGE}"))?;
+    std::fs::create_dir_all(&store_dir)?;
+    kind.probe(&store_dir, runtime.handle(), commits)
+}
+
+/// airomem's commits, then each peer's at each writer count.
+type CommitFigures = (RawDiskResults, Vec<CommitResult>, Vec<Vec<PeerCommits>>);
+
 /// Measures the disk's limits and the durable commit rates in rounds: each round runs one
 /// repetition of every measurement, so that a slow spell of a shared disk shows in the
 /// ranges of all figures rather than skewing the ratios between them.
-fn disk_and_commits(
-    runtime: &tokio::runtime::Runtime,
-    dir: &Path,
-    plan: &Plan,
-) -> Result<(RawDiskResults, Vec<CommitResult>), Box<dyn Error>> {
+fn disk_and_commits(runtime: &Runtime, dir: &Path, plan: &Plan) -> Result<CommitFigures, BoxError> {
     let mut raw = Vec::with_capacity(REPETITIONS);
     let mut runs: Vec<Vec<commits::Run>> = plan.commits.iter().map(|_| Vec::with_capacity(REPETITIONS)).collect();
+    // By peer, then by writer count, then by repetition.
+    let mut peer_runs: Vec<Vec<Vec<commits::Driven>>> =
+        PeerKind::ALL.iter().map(|_| plan.peer_commits.iter().map(|_| Vec::new()).collect()).collect();
     for rep in 0..REPETITIONS {
         raw.push(raw_disk::run_once(dir, &plan.raw, rep)?);
         for (&(writers, count), runs) in plan.commits.iter().zip(&mut runs) {
             runs.push(runtime.block_on(commits::run_once(dir, writers, count, rep))?);
         }
+        for (kind, by_writers) in PeerKind::ALL.into_iter().zip(&mut peer_runs) {
+            for (&(writers, count), runs) in plan.peer_commits.iter().zip(by_writers) {
+                runs.push(kind.commits_once(dir, runtime.handle(), writers, count, rep)?);
+            }
+        }
     }
     let commits =
         plan.commits.iter().zip(&runs).map(|(&(writers, count), runs)| commits::summarise(writers, count, runs));
-    Ok((raw_disk::summarise(&raw), commits.collect()))
+    let peers = peer_runs
+        .iter()
+        .map(|by_writers| {
+            let summaries = plan.peer_commits.iter().zip(by_writers);
+            summaries.map(|(&(writers, count), runs)| PeerCommits::summarise(writers, count, runs)).collect()
+        })
+        .collect();
+    Ok((raw_disk::summarise(&raw), commits.collect(), peers))
 }
 
 /// "device (type, mounted at /point)" for the mount that holds `path`, from
@@ -171,6 +284,9 @@ mod tests {
         let args = parse(&["--quick", "--dir", "/data"]).expect("valid").expect("not help");
         assert!(args.quick);
         assert_eq!(args.dir, Some(PathBuf::from("/data")));
+        let args = parse(&["--probe", "sqlite", "200"]).expect("valid").expect("not help");
+        assert_eq!(args.probe, Some(("sqlite".to_string(), 200)));
+        assert!(parse(&["--probe", "sqlite"]).is_err());
         assert!(parse(&["--help"]).expect("valid").is_none());
         assert!(parse(&["--dir"]).is_err());
         assert!(parse(&["--fast"]).is_err());

@@ -1,9 +1,15 @@
 //! What every measurement shares: how many times it is repeated, how the repetitions are
-//! summarised, and the `sync` that starts each one on a quiet disk.
+//! summarised, the `sync` that starts each one on a quiet disk, and how disk use is counted.
 
+use std::error::Error;
 use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+/// The error type of every measurement: any error, sendable between threads.
+pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// Every timed figure is measured this many times; the median is reported, with the range.
 pub const REPETITIONS: usize = 3;
@@ -56,6 +62,37 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// What a directory takes on disk, counted over every file under it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUse {
+    /// The sum of the files' lengths.
+    pub apparent: u64,
+    /// The blocks allocated to them (`st_blocks` × 512): what `du` reports.
+    pub allocated: u64,
+    /// Files counted.
+    pub files: u64,
+}
+
+/// Counts what `dir` and everything under it takes on disk.
+pub fn disk_use(dir: &Path) -> io::Result<DiskUse> {
+    let mut total = DiskUse::default();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        if metadata.is_dir() {
+            let inner = disk_use(&entry.path())?;
+            total.apparent += inner.apparent;
+            total.allocated += inner.allocated;
+            total.files += inner.files;
+        } else {
+            total.apparent += metadata.len();
+            total.allocated += metadata.blocks() * 512;
+            total.files += 1;
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +102,17 @@ mod tests {
         let s = Summary::of([3.0, 1.0, 2.0]);
         assert_eq!(s, Summary { median: 2.0, min: 1.0, max: 3.0 });
         assert_eq!(Summary::of([4.0, 1.0]).median, 2.5);
+    }
+
+    #[test]
+    fn disk_use_counts_nested_files() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("a"), [0u8; 100]).expect("write a");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/b"), [0u8; 50]).expect("write b");
+        let used = disk_use(dir.path()).expect("disk use");
+        assert_eq!((used.apparent, used.files), (150, 2));
+        assert!(used.allocated >= 150);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Recovery speed: how fast `Store::open` rebuilds a session store from its journal,
 //! against the in-memory limit of decoding the same postcard payloads and executing them
 //! on a `Sessions` (a `HashMap` insert or remove each), with no I/O, framing or checksums.
+//!
+//! The same store then gives the lookup latency, its size on disk, and recovery from a
+//! snapshot plus a short journal tail, with the disk use left after snapshot retention.
 
-use std::error::Error;
 use std::hint::black_box;
 use std::ops::Range;
 use std::path::Path;
@@ -11,11 +13,12 @@ use std::time::{Duration, Instant};
 use airomem::{Durability, PostcardSerializer, Serializer, State, Store, StoreOptions};
 use airomem_workspace::{Sessions, SessionsCommand};
 
-use crate::commits::{SessionStore, SessionWorkload, drive, share};
-use crate::measure::{REPETITIONS, Summary, per_second, sync_disks};
+use crate::commits::{SessionStore, drive, drive_from};
+use crate::dataset::{BUILD_STREAMS, Dataset, commands};
+use crate::measure::{BoxError, DiskUse, REPETITIONS, Summary, disk_use, per_second, sync_disks};
 
-/// Writer tasks that build the journal. Building is not timed, only made quick.
-const BUILD_WRITERS: usize = 64;
+/// Writers that commit the tail after the snapshot, durably.
+const TAIL_WRITERS: usize = 64;
 
 /// Recovery and in-memory replay figures.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +29,8 @@ pub struct RecoveryResult {
     pub journal_bytes: u64,
     /// Journal segments.
     pub segments: u64,
+    /// The most bytes in a segment.
+    pub segment_size: u64,
     /// Commands per second while building the journal with `Durability::OsBuffered`.
     pub build_rate: f64,
     /// Wall time of `Store::open`, seconds.
@@ -39,16 +44,44 @@ pub struct RecoveryResult {
     pub memory_secs: Summary,
     /// Commands per second of the in-memory loop.
     pub memory_rate: Summary,
+    /// Nanoseconds per lookup of an existing token: `store.query()` guard + `HashMap::get`.
+    pub lookup_nanos: Summary,
+    /// The store directory on disk after the build, closed.
+    pub disk: DiskUse,
+    /// Recovery from a snapshot and a tail.
+    pub snapshot: SnapshotRecovery,
 }
 
-/// Builds a store of `records` commands in `dir`, then times reopening it and the
-/// in-memory loop.
-pub async fn run(dir: &Path, records: u64) -> Result<RecoveryResult, Box<dyn Error>> {
+/// A snapshot taken after the data set, `tail` more durable commands, then reopening.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotRecovery {
+    /// Commands after the snapshot.
+    pub tail: u64,
+    /// Bytes of the serialized state.
+    pub raw_len: u64,
+    /// Bytes of the snapshot file.
+    pub file_len: u64,
+    /// Journal segments that retention removed.
+    pub segments_removed: u64,
+    /// The store directory after the tail, closed.
+    pub disk: DiskUse,
+    /// Wall time of `Store::open`, seconds.
+    pub open_secs: Summary,
+    /// Records (the data set and the tail) per second of `Store::open` wall time.
+    pub open_rate: Summary,
+}
+
+/// Builds a store of the data set's commands in `dir` with segments of at most
+/// `segment_size` bytes (small enough that the data set fills several, so that snapshot
+/// retention has whole segments to remove), then times reopening it, lookups and the
+/// in-memory loop; then a snapshot, `tail` more commands and reopening.
+pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Result<RecoveryResult, BoxError> {
+    let records = data.records;
     let store_dir = dir.join("recovery");
     eprintln!("recovery: building a journal of {records} commands");
-    let options = StoreOptions::default().durability(Durability::OsBuffered);
+    let options = StoreOptions::default().durability(Durability::OsBuffered).segment_size(segment_size);
     let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options).await?;
-    let built = drive(&store, BUILD_WRITERS, records).await?;
+    let built = drive(&store, BUILD_STREAMS, records).await?;
     let probe = store.clone();
     store.close().await?;
     let stats = probe.stats();
@@ -56,48 +89,120 @@ pub async fn run(dir: &Path, records: u64) -> Result<RecoveryResult, Box<dyn Err
     if stats.commits != records {
         return Err(format!("built {records} commands but stats() counts {stats:?}").into());
     }
+    if built.expected_sessions != data.expected.len() {
+        return Err("the data set does not match the committed workload".into());
+    }
+    let disk = disk_use(&store_dir)?;
 
     let payloads = Payloads::encode(records)?;
-    if payloads.expected_sessions != built.expected_sessions {
-        return Err("the regenerated payloads do not match the committed workload".into());
-    }
 
     // Alternate the two, so that a slow spell of the machine skews neither alone.
     let mut opens = Vec::with_capacity(REPETITIONS);
     let mut memory = Vec::with_capacity(REPETITIONS);
+    let mut lookups = Vec::with_capacity(REPETITIONS);
     for rep in 0..REPETITIONS {
-        eprintln!("recovery: Store::open and in-memory replay, repetition {}/{REPETITIONS}", rep + 1);
+        eprintln!("recovery: Store::open, lookups and in-memory replay, repetition {}/{REPETITIONS}", rep + 1);
         sync_disks()?;
         let started = Instant::now();
         let store: SessionStore = Store::open(PostcardSerializer, &store_dir).await?;
         let elapsed = started.elapsed();
         let report = store.recovery().clone();
-        let sessions = store.query()?.tokens.len();
-        store.close().await?;
-        if report.records_replayed != records || sessions != payloads.expected_sessions {
+        if report.records_replayed != records || store.query()?.tokens != data.expected {
             return Err(format!(
-                "reopened store replayed {} records into {sessions} sessions; expected {records} into {}",
-                report.records_replayed, payloads.expected_sessions
+                "reopened store replayed {} records into {} sessions; expected {records} into {}",
+                report.records_replayed,
+                store.query()?.tokens.len(),
+                data.expected.len()
             )
             .into());
         }
         opens.push((elapsed, report));
+        lookups.push(lookup_nanos(&store, data)?);
+        store.close().await?;
 
         sync_disks()?;
-        memory.push(payloads.replay()?);
+        memory.push(payloads.replay(data.expected.len())?);
     }
+    let snapshot = snapshot_and_tail(&store_dir, data, tail, segment_size).await?;
 
     let last = &opens[opens.len() - 1].1;
     Ok(RecoveryResult {
         records,
         journal_bytes: last.bytes_read,
         segments: last.segments_read,
+        segment_size,
         build_rate: per_second(records, built.elapsed),
         open_secs: Summary::over(&opens, |(elapsed, _)| elapsed.as_secs_f64()),
         open_rate: Summary::over(&opens, |(elapsed, _)| per_second(records, *elapsed)),
         replay_rate: Summary::over(&opens, |(_, report)| per_second(report.records_replayed, report.duration)),
         memory_secs: Summary::over(&memory, Duration::as_secs_f64),
         memory_rate: Summary::over(&memory, |elapsed| per_second(records, *elapsed)),
+        lookup_nanos: Summary::of(lookups),
+        disk,
+        snapshot,
+    })
+}
+
+/// Times looking up every probe token, each through its own `store.query()` guard.
+fn lookup_nanos(store: &SessionStore, data: &Dataset) -> Result<f64, BoxError> {
+    sync_disks()?;
+    let started = Instant::now();
+    let mut sum = 0;
+    for token in &data.probes {
+        sum += store.query()?.tokens.get(token).copied().unwrap_or(0);
+    }
+    let elapsed = started.elapsed();
+    if sum != data.probe_sum {
+        return Err(format!("lookups summed to {sum}, expected {}", data.probe_sum).into());
+    }
+    Ok(elapsed.as_secs_f64() * 1e9 / data.probes.len() as f64)
+}
+
+/// Opens the store with one snapshot retained, takes a snapshot, commits `tail` more
+/// commands durably, closes it, and times reopening it.
+async fn snapshot_and_tail(
+    store_dir: &Path,
+    data: &Dataset,
+    tail: u64,
+    segment_size: u64,
+) -> Result<SnapshotRecovery, BoxError> {
+    eprintln!("recovery: snapshot, then {tail} more commands");
+    let options = StoreOptions::default().segment_size(segment_size).snapshots_retained(1);
+    let store: SessionStore = Store::open_with(PostcardSerializer, store_dir, options).await?;
+    let info = store.snapshot().await?;
+    let driven = drive_from(&store, BUILD_STREAMS as u64, TAIL_WRITERS, tail).await?;
+    store.close().await?;
+    let disk = disk_use(store_dir)?;
+    let expected = data.expected.len() + driven.expected_sessions;
+
+    let mut opens = Vec::with_capacity(REPETITIONS);
+    for rep in 0..REPETITIONS {
+        eprintln!("recovery: Store::open from the snapshot + tail, repetition {}/{REPETITIONS}", rep + 1);
+        sync_disks()?;
+        let started = Instant::now();
+        let store: SessionStore = Store::open(PostcardSerializer, store_dir).await?;
+        let elapsed = started.elapsed();
+        let report = store.recovery().clone();
+        let sessions = store.query()?.tokens.len();
+        store.close().await?;
+        if report.snapshot != Some(info.seq) || report.records_replayed != tail || sessions != expected {
+            return Err(format!(
+                "reopening after the snapshot at {:?} loaded {:?}, replayed {} records into {sessions} sessions; \
+                 expected {tail} records into {expected}",
+                info.seq, report.snapshot, report.records_replayed
+            )
+            .into());
+        }
+        opens.push(elapsed.as_secs_f64());
+    }
+    Ok(SnapshotRecovery {
+        tail,
+        raw_len: info.raw_len,
+        file_len: info.file_len,
+        segments_removed: info.segments_removed,
+        disk,
+        open_secs: Summary::of(opens.iter().copied()),
+        open_rate: Summary::of(opens.iter().map(|secs| (data.records + tail) as f64 / secs)),
     })
 }
 
@@ -106,28 +211,22 @@ pub async fn run(dir: &Path, records: u64) -> Result<RecoveryResult, Box<dyn Err
 struct Payloads {
     bytes: Vec<u8>,
     ranges: Vec<Range<usize>>,
-    expected_sessions: usize,
 }
 
 impl Payloads {
-    fn encode(records: u64) -> Result<Payloads, Box<dyn Error>> {
+    fn encode(records: u64) -> Result<Payloads, BoxError> {
         let mut bytes = Vec::new();
         let mut ranges = Vec::with_capacity(records as usize);
-        let mut expected_sessions = 0;
-        for stream in 0..BUILD_WRITERS {
-            let mut workload = SessionWorkload::new(stream as u64);
-            for command in workload.by_ref().take(share(records, BUILD_WRITERS, stream) as usize) {
-                let start = bytes.len();
-                PostcardSerializer.encode(&command, &mut bytes)?;
-                ranges.push(start..bytes.len());
-            }
-            expected_sessions += workload.live_sessions();
+        for command in commands(records) {
+            let start = bytes.len();
+            PostcardSerializer.encode(&command, &mut bytes)?;
+            ranges.push(start..bytes.len());
         }
-        Ok(Payloads { bytes, ranges, expected_sessions })
+        Ok(Payloads { bytes, ranges })
     }
 
     /// Decodes every payload and executes it on a fresh state; returns the time taken.
-    fn replay(&self) -> Result<Duration, Box<dyn Error>> {
+    fn replay(&self, expected_sessions: usize) -> Result<Duration, BoxError> {
         let started = Instant::now();
         let mut state = Sessions::default();
         for range in &self.ranges {
@@ -136,13 +235,10 @@ impl Payloads {
         }
         let state = black_box(state);
         let elapsed = started.elapsed();
-        if state.tokens.len() != self.expected_sessions {
-            return Err(format!(
-                "in-memory replay left {} sessions, {} expected",
-                state.tokens.len(),
-                self.expected_sessions
-            )
-            .into());
+        if state.tokens.len() != expected_sessions {
+            return Err(
+                format!("in-memory replay left {} sessions, {expected_sessions} expected", state.tokens.len()).into()
+            );
         }
         Ok(elapsed)
     }

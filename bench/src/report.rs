@@ -1,10 +1,14 @@
-//! Prints the results as markdown tables: medians with their min–max range, then the
-//! ratios that say how close airomem comes to the limits.
+//! Prints the results as markdown tables: medians with their min–max range, the ratios that
+//! say how close airomem comes to the limits, then the comparison with the peers
+//! ([`crate::comparison`]).
 
 use crate::commits::CommitResult;
-use crate::measure::{REPETITIONS, Summary};
+use crate::measure::{DiskUse, REPETITIONS, Summary};
+use crate::peers::{PeerCommits, PeerKind, PeerRecovery};
 use crate::raw_disk::{GROUP, RECORD_LEN, RawDiskResults};
 use crate::recovery::RecoveryResult;
+use crate::snapshot_stall::{SnapshotStall, WRITERS};
+use crate::sync_probe::SyncProbe;
 
 /// Where the run happened, for the header.
 #[derive(Debug)]
@@ -28,6 +32,25 @@ pub struct Results {
     pub commits: Vec<CommitResult>,
     /// Recovery speed.
     pub recovery: RecoveryResult,
+    /// The peers' figures, in [`PeerKind::ALL`] order.
+    pub peers: Vec<PeerResults>,
+    /// Commit stalls during a snapshot.
+    pub stall: SnapshotStall,
+    /// Tokens looked up per repetition.
+    pub lookups: usize,
+    /// Sync calls per commit, by `--probe` name, airomem first.
+    pub syncs: Vec<(&'static str, SyncProbe)>,
+}
+
+/// One peer's figures.
+#[derive(Debug)]
+pub struct PeerResults {
+    /// Which peer.
+    pub kind: PeerKind,
+    /// Durable commit throughput, by writer count, ascending.
+    pub commits: Vec<PeerCommits>,
+    /// Recovery, lookups and disk use.
+    pub recovery: PeerRecovery,
 }
 
 /// Prints the whole report to standard output.
@@ -42,8 +65,11 @@ pub fn print(setting: &Setting, results: &Results) {
     println!();
     disk_table(&results.raw).print();
     commit_table(&results.commits).print();
+    peer_commit_table(&results.peers).print();
     recovery_table(&results.recovery).print();
+    stall_table(&results.stall).print();
     ratio_table(results).print();
+    crate::comparison::print(results);
 }
 
 fn disk_table(raw: &RawDiskResults) -> Table {
@@ -80,12 +106,40 @@ fn commit_table(commits: &[CommitResult]) -> Table {
     table
 }
 
+fn peer_commit_table(peers: &[PeerResults]) -> Table {
+    let mut table = Table::new(
+        "Peers' durable commits (same workload, one OS thread per writer)",
+        &["system", "writers", "commits", "commits/s", "min–max", "p50 latency", "p99 latency"],
+    );
+    for peer in peers {
+        for c in &peer.commits {
+            table.row(vec![
+                peer.kind.name().into(),
+                c.writers.to_string(),
+                number(c.commits as f64),
+                number(c.rate.median),
+                range(c.rate, number),
+                micros(c.p50_micros),
+                micros(c.p99_micros),
+            ]);
+        }
+    }
+    table
+}
+
+/// A latency in microseconds with its range.
+fn micros(s: Summary) -> String {
+    format!("{} ({})", seconds(s.median / 1e6), range(s, |v| seconds(v / 1e6)))
+}
+
 fn recovery_table(r: &RecoveryResult) -> Table {
     let title = format!(
-        "Recovery of {} commands ({:.1} MB journal in {} segment(s), built at {} commands/s with OsBuffered)",
+        "Recovery of {} commands ({:.1} MB journal in {} segment(s) of at most {} MiB, built at {} commands/s with \
+         OsBuffered)",
         number(r.records as f64),
         r.journal_bytes as f64 / 1e6,
         r.segments,
+        r.segment_size >> 20,
         number(r.build_rate)
     );
     let mut table = Table::new(&title, &["replay", "records/s", "min–max", "time"]);
@@ -107,7 +161,57 @@ fn recovery_table(r: &RecoveryResult) -> Table {
         range(r.memory_rate, number),
         format!("{} ({})", seconds(r.memory_secs.median), range(r.memory_secs, seconds)),
     ]);
+    let snap = &r.snapshot;
+    table.row(vec![
+        format!("`Store::open` from a snapshot + {}-command tail, wall clock", number(snap.tail as f64)),
+        number(snap.open_rate.median),
+        range(snap.open_rate, number),
+        format!("{} ({})", seconds(snap.open_secs.median), range(snap.open_secs, seconds)),
+    ]);
     table
+}
+
+fn stall_table(stall: &SnapshotStall) -> Table {
+    let title = format!(
+        "Commit latency of {WRITERS} writers (Durability::Fsync) while a snapshot of {} sessions is written, vs the \
+         same load for as long without one ({} per window)",
+        number(stall.sessions as f64),
+        seconds(stall.window_secs.median)
+    );
+    let mut table = Table::new(&title, &["window", "p50", "p99", "max (longest stall)", "commits/s in window"]);
+    for (name, l) in [("no snapshot", stall.without), ("during `store.snapshot()`", stall.with)] {
+        table.row(vec![
+            name.into(),
+            micros(l.p50_micros),
+            micros(l.p99_micros),
+            micros(l.max_micros),
+            format!("{} ({})", number(l.rate.median), range(l.rate, number)),
+        ]);
+    }
+    table.row(vec![
+        format!(
+            "snapshot: {:.1} MB serialized → {:.1} MB file ({})",
+            stall.raw_len.median / 1e6,
+            stall.file_len.median / 1e6,
+            ratio(stall.file_len.median / stall.raw_len.median)
+        ),
+        format!("serialize {}", seconds(stall.serialize_secs.median)),
+        format!("({})", range(stall.serialize_secs, seconds)),
+        format!("write {}", seconds(stall.write_secs.median)),
+        format!("({})", range(stall.write_secs, seconds)),
+    ]);
+    table
+}
+
+/// Disk use as "12.3 MB" (allocated blocks), with the apparent size where it differs by
+/// more than a percent.
+pub(crate) fn megabytes(d: DiskUse) -> String {
+    let allocated = format!("{:.1} MB", d.allocated as f64 / 1e6);
+    if d.apparent.abs_diff(d.allocated) * 100 > d.allocated.max(1) {
+        format!("{allocated} ({:.1} MB apparent)", d.apparent as f64 / 1e6)
+    } else {
+        allocated
+    }
 }
 
 fn ratio_table(results: &Results) -> Table {
@@ -145,24 +249,24 @@ fn ratio_table(results: &Results) -> Table {
 }
 
 /// A markdown table with a bold title line.
-struct Table {
+pub(crate) struct Table {
     title: String,
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(title: &str, headers: &[&str]) -> Table {
+    pub(crate) fn new(title: &str, headers: &[&str]) -> Table {
         Table { title: title.into(), headers: headers.iter().map(|h| (*h).into()).collect(), rows: Vec::new() }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         assert_eq!(cells.len(), self.headers.len(), "a row has one cell per column");
         self.rows.push(cells);
     }
 
     /// Prints the table with padded columns: the first left-aligned, the rest right-aligned.
-    fn print(&self) {
+    pub(crate) fn print(&self) {
         let width = |i: usize| {
             let cells = self.rows.iter().map(|r| r[i].chars().count());
             cells.chain([self.headers[i].chars().count(), 3]).max().unwrap_or(3)
@@ -194,12 +298,12 @@ impl Table {
 }
 
 /// `min–max`, each formatted by `format`.
-fn range(s: Summary, format: impl Fn(f64) -> String) -> String {
+pub(crate) fn range(s: Summary, format: impl Fn(f64) -> String) -> String {
     format!("{}–{}", format(s.min), format(s.max))
 }
 
 /// A count or rate: whole with thousands separators from 100 up, one decimal below.
-fn number(value: f64) -> String {
+pub(crate) fn number(value: f64) -> String {
     if !value.is_finite() {
         return value.to_string();
     }
@@ -218,7 +322,7 @@ fn number(value: f64) -> String {
 }
 
 /// A time in seconds, in the unit that suits it.
-fn seconds(secs: f64) -> String {
+pub(crate) fn seconds(secs: f64) -> String {
     if secs >= 1.0 {
         format!("{secs:.2} s")
     } else if secs >= 1e-3 {
@@ -228,7 +332,7 @@ fn seconds(secs: f64) -> String {
     }
 }
 
-fn ratio(value: f64) -> String {
+pub(crate) fn ratio(value: f64) -> String {
     format!("{value:.2}×")
 }
 
