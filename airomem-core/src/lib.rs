@@ -8,6 +8,7 @@
 //! Nothing in this crate performs I/O except [`storage::StdStorage`].
 
 mod context;
+mod dir_lock;
 mod error;
 mod seq;
 mod serializer;

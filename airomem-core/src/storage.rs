@@ -42,7 +42,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Makes the entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive advisory lock on `path`, creating the file if needed. Fails with
-    /// [`io::ErrorKind::WouldBlock`] if another handle, in this process or another, holds it.
+    /// [`io::ErrorKind::WouldBlock`] if another handle, in this process or another, holds it;
+    /// once the holder releases it, taking it again succeeds.
     fn lock(&self, path: &Path) -> io::Result<LockGuard>;
 }
 
@@ -147,14 +148,7 @@ impl Storage for StdStorage {
     }
 
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        let file = self.options().read(true).write(true).create(true).truncate(false).open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(fs::TryLockError::WouldBlock) => {
-                Err(io::Error::new(io::ErrorKind::WouldBlock, "the lock is held by another handle"))
-            }
-            Err(fs::TryLockError::Error(e)) => Err(e),
-        }
+        Ok(Box::new(crate::dir_lock::lock(path, &self.options())?))
     }
 }
 

@@ -205,7 +205,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     .map_err(|_| Error::QueryPanicked),
                 Err(e) => Err(e),
             };
-            drop(tx.send(result));
+            Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
         }));
         self.send(command, reply).await?;
         rx.await.map_err(|_| Error::Closed)?

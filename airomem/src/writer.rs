@@ -37,20 +37,41 @@ pub(crate) enum Reply<S> {
     Query(QueryReply<S>),
 }
 
-/// The closure behind [`Reply::Query`]: handed the state right after the command, or the error.
-pub(crate) type QueryReply<S> = Box<dyn FnOnce(Result<(&S, Committed), Error>) + Send>;
+/// The closure behind [`Reply::Query`]: handed the state right after the command, or the
+/// error; computes the caller's result and returns the step that delivers it.
+pub(crate) type QueryReply<S> = Box<dyn FnOnce(Result<(&S, Committed), Error>) -> Deliver + Send>;
+
+/// Tells a caller its outcome.
+pub(crate) type Deliver = Box<dyn FnOnce() + Send>;
 
 impl<S> Reply<S> {
     fn fail(self, error: Error) {
+        self.prepare_failure(error).deliver();
+    }
+
+    fn prepare_failure(self, error: Error) -> Outcome {
         match self {
-            Reply::Receipt(tx) => drop(tx.send(Err(error))),
-            Reply::Query(f) => f(Err(error)),
+            Reply::Receipt(tx) => Outcome::Receipt(tx, Err(error)),
+            Reply::Query(f) => Outcome::Deliver(f(Err(error))),
         }
     }
 }
 
-/// An acknowledgement held back until the write lock is released.
-type Receipt = (oneshot::Sender<Result<Committed, Error>>, Committed);
+/// A caller's outcome, held back until the write lock is released and the counters are
+/// updated, so that `stats()` read by an answered caller includes its command.
+pub(crate) enum Outcome {
+    Receipt(oneshot::Sender<Result<Committed, Error>>, Result<Committed, Error>),
+    Deliver(Deliver),
+}
+
+impl Outcome {
+    fn deliver(self) {
+        match self {
+            Outcome::Receipt(tx, result) => drop(tx.send(result)),
+            Outcome::Deliver(deliver) => deliver(),
+        }
+    }
+}
 
 pub(crate) struct Request<S: State> {
     pub payload: Vec<u8>,
@@ -97,7 +118,7 @@ pub(crate) struct Writer<S: State, Z> {
 impl<S: State, Z: Serializer> Writer<S, Z> {
     pub(crate) fn run(mut self) {
         let mut batch: Vec<Request<S>> = Vec::new();
-        let mut receipts = Vec::new();
+        let mut outcomes = Vec::new();
         while let Some(message) = self.next_message() {
             match message {
                 Message::Commit(request) => {
@@ -106,7 +127,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     self.linger(&mut batch);
                     let bytes = self.journal.counters().bytes;
                     let commands = batch.len() as u64;
-                    self.commit_batch(&mut batch, &mut receipts);
+                    self.commit_batch(&mut batch, &mut outcomes);
                     self.expect_next(commands);
                     #[cfg(feature = "snapshot")]
                     if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) {
@@ -239,7 +260,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.snapshotter.take(&*self.serializer, &*state, seq, reply);
     }
 
-    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, receipts: &mut Vec<Receipt>) {
+    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, outcomes: &mut Vec<Outcome>) {
         if let Some(cause) = &self.poisoned {
             for request in batch.drain(..) {
                 request.reply.fail(Error::Poisoned { cause: cause.clone() });
@@ -260,7 +281,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
 
         let first_seq = Seq(self.journal.next_seq().0 - batch.len() as u64);
         let mut aborted = 0;
-        let mut queries = 0;
         {
             let shared = Arc::clone(&self.shared);
             let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -268,13 +288,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 let committed = Committed { seq: Seq(first_seq.0 + i as u64), unix_nanos };
                 let context = CommitContext { seq: committed.seq, unix_nanos };
                 match execute(&mut *state, request.command, context) {
-                    Ok(()) => match request.reply {
-                        Reply::Receipt(tx) => receipts.push((tx, committed)),
-                        Reply::Query(f) => {
-                            queries += 1;
-                            f(Ok((&*state, committed)));
-                        }
-                    },
+                    Ok(()) => outcomes.push(match request.reply {
+                        Reply::Receipt(tx) => Outcome::Receipt(tx, Ok(committed)),
+                        Reply::Query(f) => Outcome::Deliver(f(Ok((&*state, committed)))),
+                    }),
                     Err(message) => {
                         aborted += 1;
                         warn!(
@@ -282,16 +299,17 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                             message, "command panicked; aborting it and rolling the state back"
                         );
                         self.abort(&mut state, committed.seq);
-                        request.reply.fail(Error::CommandPanicked { seq: committed.seq, message });
+                        outcomes.push(
+                            request.reply.prepare_failure(Error::CommandPanicked { seq: committed.seq, message }),
+                        );
                     }
                 }
             }
         }
-        // Counted before anyone is told, so that `stats()` after an acknowledged commit includes it.
-        let commits = (receipts.len() + queries) as u64;
+        let commits = outcomes.len() as u64 - aborted;
         self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
-        for (tx, committed) in receipts.drain(..) {
-            drop(tx.send(Ok(committed)));
+        for outcome in outcomes.drain(..) {
+            outcome.deliver();
         }
     }
 
