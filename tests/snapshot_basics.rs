@@ -26,8 +26,7 @@ async fn snapshot_plus_tail_recovers_and_retention_prunes() {
     let options = || StoreOptions::default().segment_size(4096);
     let mut model = Sessions::default();
     {
-        let store: PostcardStore<Sessions> =
-            Store::open_with(PostcardSerializer, dir, options()).await.expect("open");
+        let store: PostcardStore<Sessions> = Store::open_with(PostcardSerializer, dir, options()).await.expect("open");
         for round in 0..3u64 {
             for i in 0..200 {
                 let n = round * 1000 + i;

@@ -76,7 +76,10 @@ pub fn verify(
     let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
     let crc = crc32c::crc32c(body);
     if crc != footer.body_crc {
-        return Err(damaged(format!("body checksum mismatch (stored {:#010x}, computed {crc:#010x})", footer.body_crc)));
+        return Err(damaged(format!(
+            "body checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+            footer.body_crc
+        )));
     }
     let mut image = Vec::new();
     let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(|e| damaged(e.to_string()))?;

@@ -10,7 +10,7 @@ use airomem_core::Seq;
 use airomem_core::storage::{Storage, StorageFile};
 use tracing::{debug, warn};
 
-use crate::format::{Footer, HEADER_LEN, FOOTER_LEN, SnapshotHeader};
+use crate::format::{FOOTER_LEN, Footer, HEADER_LEN, SnapshotHeader};
 use crate::{SnapshotError, path, temp_path};
 
 /// Compressed output is handed to the file in chunks of this size.
