@@ -72,8 +72,9 @@ fn apply(model: &mut HashMap<String, u64>, command: &SessionsCommand) {
 fn check_segments(dir: &Path, prediction: &Prediction, serializer_id: u16, total: u64) {
     let mut expected_files = prediction.names();
     expected_files.push(LOCK_FILE.to_string());
+    expected_files.push("journal.head".to_string());
     expected_files.sort();
-    assert_eq!(file_names(dir), expected_files, "exactly the predicted segments and the lock file");
+    assert_eq!(file_names(dir), expected_files, "exactly the predicted segments, the lock file and the journal head");
 
     let mut next_seq = 1;
     for &(first, len) in &prediction.segments {

@@ -94,6 +94,13 @@ pub enum JournalError {
         /// The sequence number found instead.
         found: Seq,
     },
+    /// The journal head names a segment newer than any present: the newest segment, and the
+    /// acknowledged commands in it, were deleted. Restore it from a backup.
+    #[error("the journal continues in {file}, which is missing")]
+    SegmentMissing {
+        /// The segment the journal head names.
+        file: PathBuf,
+    },
     /// A single command encodes to more bytes than a record may hold.
     #[error("a record of {len} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge {

@@ -13,6 +13,7 @@
 mod config;
 mod error;
 pub mod frame;
+pub mod head;
 pub mod recovery;
 pub mod scan;
 pub mod segment;

@@ -121,6 +121,11 @@ pub fn replay<E>(
     }
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
+    if let Some(head) = crate::head::read(config, &names)?
+        && segments.last().is_none_or(|&newest| newest < head)
+    {
+        return Err(JournalError::SegmentMissing { file: segment::path(dir, head) }.into());
+    }
 
     let mut outcome = ReplayOutcome {
         next_seq: range.from,

@@ -224,7 +224,7 @@ impl JournalWriter {
 
 /// Creates the segment that starts at `first`: prepared under a temporary name, made durable,
 /// then renamed into place and the directory synced, so a segment file never exists with a
-/// partial header.
+/// partial header. Then the head file is moved on to it.
 fn create_segment(config: &JournalConfig, first: Seq) -> Result<Box<dyn StorageFile>, JournalError> {
     let storage = &*config.storage;
     let temp = segment::temp_path(&config.dir, first);
@@ -236,5 +236,6 @@ fn create_segment(config: &JournalConfig, first: Seq) -> Result<Box<dyn StorageF
     file.sync_data().map_err(|e| JournalError::io("fdatasync", &temp, e))?;
     storage.rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;
     storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+    crate::head::write(config, first)?;
     Ok(file)
 }
