@@ -46,6 +46,22 @@ impl airomem::State for Sessions {
     }
 }
 
+/// An append-only log of numbers: recovery must give back exactly a prefix of what was
+/// committed, which makes "nothing lost, nothing invented, nothing reordered" checkable.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// The values, in commit order.
+    pub values: Vec<u64>,
+}
+
+impl airomem::State for Log {
+    type Command = u64;
+
+    fn execute(&mut self, value: u64) {
+        self.values.push(value);
+    }
+}
+
 /// A 32-character token derived from `n`: distinct for distinct `n`, cheap, deterministic.
 pub fn token(n: u64) -> String {
     // splitmix64, twice, so that neighbouring n give unrelated tokens.

@@ -17,21 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use airomem::{Error, JournalError, PostcardSerializer, PostcardStore, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
+use airomem_workspace::Log;
 
 const COMMANDS: u64 = 40;
-
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
-struct Log {
-    values: Vec<u64>,
-}
-
-impl airomem::State for Log {
-    type Command = u64;
-    fn execute(&mut self, value: u64) {
-        self.values.push(value);
-    }
-}
 
 fn options() -> StoreOptions {
     let options = StoreOptions::default().segment_size(400);

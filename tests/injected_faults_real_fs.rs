@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use airomem::{Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
+use airomem_workspace::Log;
 
 const CHILD_DIR: &str = "FIU_CHILD_DIR";
 const CHILD_POINT: &str = "FIU_CHILD_POINT";
@@ -25,18 +25,6 @@ const CHILD_ARM_AT: &str = "FIU_CHILD_ARM_AT";
 const COMMANDS: u64 = 50;
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
-
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
-struct Log {
-    values: Vec<u64>,
-}
-
-impl airomem::State for Log {
-    type Command = u64;
-    fn execute(&mut self, value: u64) {
-        self.values.push(value);
-    }
-}
 
 /// Rollovers every few commands, so that `rename` and directory `fsync` faults are met.
 fn options() -> StoreOptions {

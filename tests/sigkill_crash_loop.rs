@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use airomem::{PostcardSerializer, PostcardStore, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
+use airomem_workspace::Log;
 
 const CHILD_DIR: &str = "CRASH_CHILD_DIR";
 const CHILD_CYCLE: &str = "CRASH_CHILD_CYCLE";
@@ -26,19 +26,6 @@ const WRITERS: u64 = 4;
 /// Values encode who wrote them: cycle, writer, and the writer's own counter.
 const CYCLE_STRIDE: u64 = 1 << 40;
 const WRITER_STRIDE: u64 = 1 << 32;
-
-/// An append-only log: recovery must give back exactly a prefix of what was committed.
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
-struct Log {
-    values: Vec<u64>,
-}
-
-impl airomem::State for Log {
-    type Command = u64;
-    fn execute(&mut self, value: u64) {
-        self.values.push(value);
-    }
-}
 
 fn options() -> StoreOptions {
     let options = StoreOptions::default().segment_size(16 * 1024);
