@@ -112,6 +112,11 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             move |e: std::io::Error| Error::Io { op, path, source: Arc::new(e) }
         };
         storage.create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // A new store's directory entry must be durable before anything in it is; for
+            // an existing store this one fsync per open is cheap.
+            storage.sync_dir(parent).map_err(io("sync directory", parent))?;
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
