@@ -163,6 +163,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             last_sync_took: Duration::ZERO,
             expected: 0,
             taken: 0,
+            batch_bytes: 0,
             prune,
             #[cfg(feature = "snapshot")]
             snapshotter,

@@ -108,6 +108,8 @@ pub(crate) struct Writer<S: State, Z> {
     pub expected: usize,
     /// Commits taken into batches so far; `Shared::submitted` minus this is the queue.
     pub taken: u64,
+    /// Payload bytes in the batch being assembled.
+    pub batch_bytes: usize,
     /// Held while files are removed by snapshot retention, and while the state is rebuilt
     /// from files after a panic.
     pub prune: Arc<std::sync::Mutex<()>>,
@@ -122,6 +124,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         while let Some(message) = self.next_message() {
             match message {
                 Message::Commit(request) => {
+                    self.batch_bytes = request.payload.len();
                     batch.push(request);
                     self.fill(&mut batch);
                     self.linger(&mut batch);
@@ -221,7 +224,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// Adds a commit to the batch if it fits; otherwise keeps the message for next time.
     fn add(&mut self, batch: &mut Vec<Request<S>>, message: Message<S>) -> bool {
         match message {
-            Message::Commit(request) if self.batch_bytes(batch) + request.payload.len() <= self.max_batch_bytes => {
+            Message::Commit(request) if self.batch_bytes + request.payload.len() <= self.max_batch_bytes => {
+                self.batch_bytes += request.payload.len();
                 batch.push(request);
                 true
             }
@@ -230,10 +234,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 false
             }
         }
-    }
-
-    fn batch_bytes(&self, batch: &[Request<S>]) -> usize {
-        batch.iter().map(|r| r.payload.len()).sum()
     }
 
     /// Serializes the state for a snapshot, under the read lock, and hands the image to the
