@@ -134,18 +134,23 @@ impl JournalWriter {
         let fits = self.segment_len + self.batch.len() as u64 <= self.config.segment_size;
         if !fits && self.segment_len > SEGMENT_HEADER_LEN as u64 {
             let first = self.batch_first;
-            self.poison_on_err(|w| w.roll_over(first))?;
+            if let Err(e) = self.poison_on_err(|w| w.roll_over(first)) {
+                self.batch.clear();
+                return Err(e);
+            }
         }
         let mut batch = std::mem::take(&mut self.batch);
         let written = self.poison_on_err(|w| {
             let path = segment::path(&w.config.dir, w.segment_first);
             w.file.write_all(&batch).map_err(|e| JournalError::io("write", path, e))
         });
-        self.unsynced = true;
-        self.segment_len += batch.len() as u64;
-        self.counters.batches += 1;
-        self.counters.bytes += batch.len() as u64;
-        self.counters.records += self.next_seq.0 - self.batch_first.0;
+        if written.is_ok() {
+            self.unsynced = true;
+            self.segment_len += batch.len() as u64;
+            self.counters.batches += 1;
+            self.counters.bytes += batch.len() as u64;
+            self.counters.records += self.next_seq.0 - self.batch_first.0;
+        }
         batch.clear();
         self.batch = batch;
         written

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use airomem_core::storage::LockGuard;
 use airomem_core::{PostcardSerializer, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalWriter, MAX_PAYLOAD_LEN};
+use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::info;
 
@@ -228,13 +228,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         serializer.encode(&command, &mut payload).map_err(|e| Error::codec(None, e))?;
         drop(command);
         if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(Error::codec(
-                None,
-                airomem_core::CodecError::Encode {
-                    serializer: Z::NAME,
-                    message: format!("{} bytes exceed the record limit of {MAX_PAYLOAD_LEN}", payload.len()),
-                },
-            ));
+            // Refused here, before it takes a sequence number or reaches the writer, so the
+            // store stays usable.
+            return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
         }
         let command: S::Command = serializer.decode(&payload).map_err(|e| Error::codec(None, e))?;
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
