@@ -62,6 +62,40 @@ impl airomem::State for Log {
     }
 }
 
+/// Every command's sequence number (from [`airomem::CommitContext`]) and value, in the order
+/// executed: what the crash and fault tests compare with the commands they submitted.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+pub struct SeqLog {
+    /// `(sequence number, value)` of each applied command.
+    pub entries: Vec<(u64, u64)>,
+}
+
+/// Appends `value` to a [`SeqLog`]. `pad` only varies the record size, so that records
+/// straddle sector boundaries and segments fill at different points. With `panic`, the
+/// command panics after appending: the store must roll the append back.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Append {
+    /// The value appended.
+    pub value: u64,
+    /// Filler bytes.
+    pub pad: Vec<u8>,
+    /// Whether to panic after appending.
+    pub panic: bool,
+}
+
+/// The message of the panics [`Append`] raises on purpose, so a panic hook can keep them quiet.
+pub const DELIBERATE_PANIC: &str = "deliberate panic of a test command";
+
+impl airomem::State for SeqLog {
+    type Command = Append;
+
+    fn execute(&mut self, command: Append) {
+        let seq = airomem::CommitContext::current().map_or(0, |c| c.seq.0);
+        self.entries.push((seq, command.value));
+        assert!(!command.panic, "{DELIBERATE_PANIC}");
+    }
+}
+
 /// A 32-character token derived from `n`: distinct for distinct `n`, cheap, deterministic.
 pub fn token(n: u64) -> String {
     // splitmix64, twice, so that neighbouring n give unrelated tokens.

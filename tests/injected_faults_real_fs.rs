@@ -7,8 +7,8 @@
 //! success), and a reopened store holds exactly the acknowledged commands, plus at most the
 //! failed one.
 //!
-//! `.ci/run` installs libfiu (Debian packages fiu-utils, libfiu0); elsewhere the test prints
-//! why it is skipped. The child is this test binary itself, started again with
+//! `.ci/run` installs libfiu (Debian packages fiu-utils, libfiu0) and the test fails in CI
+//! without it; elsewhere it prints why it is skipped. The child is this test binary itself, started again with
 //! `FIU_CHILD_DIR` set.
 
 use std::io::{BufRead, BufReader, Write};
@@ -148,6 +148,8 @@ async fn run_case(point: &str, errno: i32, arm_at: u64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_injected_fault_fails_cleanly_and_loses_nothing_acknowledged() {
     if let Err(reason) = fiu_available() {
+        // .ci/run installs libfiu, so in CI a missing libfiu is a broken setup, not a skip.
+        assert!(std::env::var_os("CI").is_none(), "libfiu is required in CI: {reason}");
         eprintln!("skipped: {reason}");
         return;
     }

@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::sync::Arc;
 
-use airomem::{CommitContext, Error, PostcardSerializer, State, Store, StoreOptions};
+use airomem::{Error, PostcardSerializer, Store, StoreOptions};
 use airomem_workspace::sim::SimStorage;
-use serde::{Deserialize, Serialize};
+use airomem_workspace::{Append, SeqLog as Log};
 
 const DIR: &str = "/sim/store";
 const COMMANDS: u64 = 50;
@@ -28,32 +28,10 @@ const FAULTS: [ErrorKind; 2] = [ErrorKind::Other, ErrorKind::StorageFull];
 /// Crash images of each faulty disk that are reopened too.
 const CRASH_SEEDS: u64 = 3;
 
-/// Every command's sequence number and value, in the order executed.
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
-struct Log {
-    entries: Vec<(u64, u64)>,
-}
-
-/// Appends `value`; `pad` varies the record size.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct Append {
-    value: u64,
-    pad: Vec<u8>,
-}
-
-impl State for Log {
-    type Command = Append;
-
-    fn execute(&mut self, command: Append) {
-        let seq = CommitContext::current().map_or(0, |c| c.seq.0);
-        self.entries.push((seq, command.value));
-    }
-}
-
 type LogStore = Store<Log, PostcardSerializer>;
 
 fn append(value: u64) -> Append {
-    Append { value, pad: vec![value as u8; (value % 89) as usize] }
+    Append { value, pad: vec![value as u8; (value % 89) as usize], panic: false }
 }
 
 fn options(sim: &SimStorage) -> StoreOptions {

@@ -30,40 +30,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use airomem::{CommitContext, Error, PostcardSerializer, State, Store, StoreOptions};
+use airomem::{Error, PostcardSerializer, State, Store, StoreOptions};
+use airomem_workspace::DELIBERATE_PANIC;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
-use serde::{Deserialize, Serialize};
+use airomem_workspace::{Append, SeqLog as Log};
 
 const DIR: &str = "/sim/store";
-
-/// The state: every command's sequence number and value, in the order executed.
-#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
-struct Log {
-    entries: Vec<(u64, u64)>,
-}
-
-/// Appends `value`; `pad` only varies the record size, so that records straddle sector
-/// boundaries and segments fill at different points. With `panic`, the command panics after
-/// appending: the store must roll the append back.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct Append {
-    value: u64,
-    pad: Vec<u8>,
-    panic: bool,
-}
-
-/// The message of the panics commands raise on purpose; the panic hook keeps them quiet.
-const DELIBERATE: &str = "deliberate panic of a test command";
-
-impl State for Log {
-    type Command = Append;
-
-    fn execute(&mut self, command: Append) {
-        let seq = CommitContext::current().map_or(0, |c| c.seq.0);
-        self.entries.push((seq, command.value));
-        assert!(!command.panic, "{DELIBERATE}");
-    }
-}
 
 /// Silences the deliberate panics (thousands of them), and only those.
 fn quiet_deliberate_panics() {
@@ -72,7 +44,7 @@ fn quiet_deliberate_panics() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let message = info.payload().downcast_ref::<String>().map(String::as_str);
-            if message != Some(DELIBERATE) {
+            if message != Some(DELIBERATE_PANIC) {
                 default(info);
             }
         }));
