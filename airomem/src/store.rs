@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
@@ -141,6 +141,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             counters: Counters::default(),
             broken: std::sync::OnceLock::new(),
             submitted: std::sync::atomic::AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            spin_nanos: AtomicU64::new(0),
         });
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
@@ -161,6 +163,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             carry: None,
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
+            spin_limit: options.spin_limit,
             expected: 0,
             taken: 0,
             batch_bytes: 0,
@@ -197,8 +200,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// been polled, dropping it does not cancel the commit.
     pub async fn commit(&self, command: S::Command) -> Result<Committed, Error> {
         let (tx, rx) = oneshot::channel();
+        let _in_flight = InFlight::enter(&self.inner.shared);
         self.send(command, Reply::Receipt(tx)).await?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.receive(rx).await
     }
 
     /// Commits a command and runs `query` on the state right after it, under the same lock:
@@ -218,7 +222,32 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             };
             Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
         }));
+        let _in_flight = InFlight::enter(&self.inner.shared);
         self.send(command, reply).await?;
+        self.receive(rx).await
+    }
+
+    /// Waits for a commit's outcome. A lone commit polls for it while the disk is fast
+    /// enough (see [`StoreOptions::spin_limit`]); everything else sleeps until woken.
+    async fn receive<T>(&self, mut rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        let shared = &self.inner.shared;
+        let budget = Duration::from_nanos(shared.spin_nanos.load(Ordering::Relaxed));
+        if !budget.is_zero() && shared.in_flight.load(Ordering::Relaxed) <= 1 {
+            let started = Instant::now();
+            loop {
+                match rx.try_recv() {
+                    Ok(outcome) => return outcome,
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(Error::Closed),
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                }
+                // Another commit arriving means a batch will share the wake-ups: stop
+                // burning a core that its task may need.
+                if started.elapsed() >= budget || shared.in_flight.load(Ordering::Relaxed) > 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -321,5 +350,22 @@ impl<S: State, Z> Drop for Inner<S, Z> {
 impl<S: State, Z: Serializer> fmt::Debug for Store<S, Z> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store").field("dir", &self.inner.dir).field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Counts a commit as in flight from before it is queued until its caller has the outcome
+/// or gave up waiting.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter<S>(shared: &'a Shared<S>) -> InFlight<'a> {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&shared.in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

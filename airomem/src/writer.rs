@@ -2,7 +2,8 @@
 //! sync each), applies each batch under one write-lock acquisition, then acknowledges.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,11 @@ pub(crate) struct Shared<S> {
     pub broken: std::sync::OnceLock<String>,
     /// Commits handed to the writer so far (see [`Writer::linger`]).
     pub submitted: std::sync::atomic::AtomicU64,
+    /// Commits whose callers are waiting for their outcome.
+    pub in_flight: AtomicUsize,
+    /// How long a lone caller may poll for its outcome before sleeping, in nanoseconds: zero
+    /// when the disk is too slow for polling to pay (see [`crate::StoreOptions::spin_limit`]).
+    pub spin_nanos: AtomicU64,
 }
 
 /// How the caller of one commit hears of its outcome.
@@ -104,6 +110,8 @@ pub(crate) struct Writer<S: State, Z> {
     pub last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     pub last_sync_took: Duration,
+    /// The longest either side of a commit busy-waits (see [`crate::StoreOptions::spin_limit`]).
+    pub spin_limit: Duration,
     /// How many commits the next batch may expect: see [`Writer::linger`].
     pub expected: usize,
     /// Commits taken into batches so far; `Shared::submitted` minus this is the queue.
@@ -172,6 +180,19 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 }
             }
         }
+        if self.durability == Durability::Fsync {
+            // A lone committer comes back within microseconds of its receipt when it polls
+            // for it; catching it here saves waking this thread.
+            let spin = self.last_sync_took.min(self.spin_limit);
+            let started = Instant::now();
+            while started.elapsed() < spin {
+                match self.rx.try_recv() {
+                    Ok(message) => return Some(message),
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+        }
         self.rx.recv().ok()
     }
 
@@ -213,7 +234,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// queued meanwhile, are who the next batch can expect.
     fn expect_next(&mut self, done: u64) {
         self.taken += done;
-        let queued = self.shared.submitted.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.taken);
+        let queued = self.shared.submitted.load(Ordering::Relaxed).saturating_sub(self.taken);
         self.expected = usize::try_from(done + queued).unwrap_or(usize::MAX).min(self.max_batch_commands);
     }
 
@@ -334,6 +355,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.journal.sync()?;
         self.last_sync = Instant::now();
         self.last_sync_took = self.last_sync - started;
+        // A lone commit waits for about one sync, two if it just missed a batch.
+        let wait = self.last_sync_took * 2;
+        let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
+        self.shared.spin_nanos.store(spin, Ordering::Relaxed);
         Ok(())
     }
 
