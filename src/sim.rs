@@ -11,7 +11,10 @@
 //!   loss each of those pending writes, in order, is independently kept, dropped, or torn: a
 //!   prefix survives, cut at any byte or at a 512-byte sector boundary, and the rest of the
 //!   range the write extended the file by may read back as zeros (metadata committed before
-//!   the data, as ext4 can) or as garbage (stale blocks). A pending `set_len` is kept or lost.
+//!   the data, as ext4 can) or as garbage (stale blocks). A write that only overwrites
+//!   existing bytes changes no metadata, so nothing orders its sectors: it may also land
+//!   scattered, each 512-byte sector kept or lost on its own. A pending `set_len` is kept
+//!   or lost.
 //! * **Directory entries** (creations, renames, removals) are durable only once the directory
 //!   is synced ([`Storage::sync_dir`]). A journaling file system commits metadata in order, so
 //!   a power loss keeps an in-order prefix of each directory's pending entry operations and
@@ -101,7 +104,7 @@ type Ino = u64;
 /// A change to a file's content not yet made durable by `sync_data`.
 #[derive(Clone, Debug)]
 enum FileOp {
-    /// `data` written at `offset` (always the end of the file at the time: handles append).
+    /// `data` written at `offset`.
     Write { offset: u64, data: Vec<u8> },
     /// The file cut (or extended with zeros) to this length.
     SetLen(u64),
@@ -266,10 +269,11 @@ impl Disk {
         self.inodes.entry(ino).or_default()
     }
 
-    fn write(&mut self, ino: Ino, data: &[u8]) {
+    /// Writes `data` at `offset`, or at the end of the file.
+    fn write(&mut self, ino: Ino, offset: Option<u64>, data: &[u8]) {
         let inode = self.inode(ino);
-        let offset = inode.current.len() as u64;
-        inode.current.extend_from_slice(data);
+        let offset = offset.unwrap_or(inode.current.len() as u64);
+        write_at(&mut inode.current, offset, data);
         inode.pending.push(FileOp::Write { offset, data: data.to_vec() });
     }
 
@@ -328,11 +332,17 @@ fn crash_file(rng: &mut SplitMix64, inode: &Inode) -> Vec<u8> {
                     content.resize(*len as usize, 0);
                 }
             }
-            FileOp::Write { offset, data } => match rng.below(3) {
-                0 => write_at(&mut content, *offset, data),
-                1 => {}
-                _ => tear(rng, &mut content, *offset, data),
-            },
+            FileOp::Write { offset, data } => {
+                // An overwrite changes no metadata, so nothing orders its sectors: any of
+                // them may reach the platter without the others.
+                let overwrite = offset + data.len() as u64 <= content.len() as u64;
+                match rng.below(if overwrite { 4 } else { 3 }) {
+                    0 => write_at(&mut content, *offset, data),
+                    1 => {}
+                    2 => tear(rng, &mut content, *offset, data),
+                    _ => scatter(rng, &mut content, *offset, data),
+                }
+            }
         }
     }
     content
@@ -367,6 +377,21 @@ fn tear(rng: &mut SplitMix64, content: &mut Vec<u8>, offset: u64, data: &[u8]) {
                 content.extend_from_slice(&garbage);
             }
         }
+    }
+}
+
+/// Applies an overwrite sector by sector, each sector landing or not independently.
+fn scatter(rng: &mut SplitMix64, content: &mut [u8], offset: u64, data: &[u8]) {
+    let mut start = offset;
+    let end = offset + data.len() as u64;
+    while start < end {
+        let stop = ((start / SECTOR + 1) * SECTOR).min(end);
+        if rng.chance(1, 2) {
+            let from = (start - offset) as usize;
+            let to = (stop - offset) as usize;
+            content[start as usize..stop as usize].copy_from_slice(&data[from..to]);
+        }
+        start = stop;
     }
 }
 
@@ -551,10 +576,10 @@ impl Storage for SimStorage {
         Ok(Box::new(SimFile { disk: Arc::clone(&self.disk), ino }))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let mut disk = self.disk();
         let ino = disk.lookup(path).ok();
-        disk.check(|| format!("open_append {} (inode {ino:?})", path.display()))?;
+        disk.check(|| format!("open_write {} (inode {ino:?})", path.display()))?;
         let ino = disk.lookup(path)?;
         Ok(Box::new(SimFile { disk: Arc::clone(&self.disk), ino }))
     }
@@ -623,25 +648,34 @@ impl SimFile {
     fn disk(&self) -> MutexGuard<'_, Disk> {
         self.disk.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-impl StorageFile for SimFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write(&mut self, offset: Option<u64>, buf: &[u8]) -> io::Result<()> {
         let mut disk = self.disk();
         let ino = self.ino;
-        match disk.gate(|| format!("write {} bytes to inode {ino}", buf.len())) {
+        let at = offset.map(|o| format!(" at {o}")).unwrap_or_default();
+        match disk.gate(|| format!("write {} bytes{at} to inode {ino}", buf.len())) {
             Gate::Proceed => {
-                disk.write(self.ino, buf);
+                disk.write(ino, offset, buf);
                 Ok(())
             }
             Gate::Fault(e) => {
                 // The short write a full or failing disk makes before the error: what landed
                 // is in the file (unsynced), the caller cannot know how much.
-                disk.write(self.ino, &buf[..buf.len() / 2]);
+                disk.write(ino, offset, &buf[..buf.len() / 2]);
                 Err(e)
             }
             Gate::Dead(e) => Err(e),
         }
+    }
+}
+
+impl StorageFile for SimFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write(None, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write(Some(offset), buf)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -827,7 +861,7 @@ mod tests {
             Some(io::ErrorKind::AlreadyExists),
             "create never replaces"
         );
-        assert_eq!(sim.open_append(&dir().join("nope")).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        assert_eq!(sim.open_write(&dir().join("nope")).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Injected I/O faults on the real file system, with libfiu: a child process runs under
 //! `fiu-run -x` (libfiu's POSIX preload library), commits 50 commands from one writer, and
-//! before command N arms a one-time failure of the next `write`, `fdatasync`, `fsync` or
+//! before command N arms a one-time failure of the next `pwrite` (every file write is
+//! positioned), `fdatasync`, `fsync` or
 //! `rename` with EIO or ENOSPC, through libfiu's remote-control pipe. For every N, kind and
 //! errno: the failing commit returns an error (storage-full for ENOSPC) and is not
 //! acknowledged, every later commit is refused as poisoned (no retried sync pretends
@@ -153,7 +154,7 @@ async fn every_injected_fault_fails_cleanly_and_loses_nothing_acknowledged() {
         eprintln!("skipped: {reason}");
         return;
     }
-    let points = ["posix/io/rw/write", "posix/io/sync/fdatasync", "posix/io/sync/fsync", "posix/io/dir/rename"];
+    let points = ["posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync", "posix/io/dir/rename"];
     let mut runs = 0;
     let mut met = 0;
     for point in points {

@@ -123,6 +123,8 @@ async fn check_reopens(sim: &SimStorage, told: &Told) -> Result<(), String> {
 enum Struck {
     Open,
     Commit,
+    /// In `close`, which gives back the journal's zeroed space: it must report the fault.
+    Close,
     Nowhere,
 }
 
@@ -180,15 +182,18 @@ async fn single_writer(at: u64, kind: ErrorKind) -> Result<Struck, String> {
     if seen != told.acked {
         return Err(format!("reads show {seen:?}, acknowledged {:?}", told.acked));
     }
+    let before_close = sim.ops();
     let closed = store.close().await;
-    if failed_at.is_some() != closed.is_err() {
-        return Err(format!(
-            "close after {} returned {closed:?}",
-            if failed_at.is_some() { "a failure" } else { "none" }
-        ));
-    }
+    let in_close = (before_close..sim.ops()).contains(&at);
+    check_close(closed, failed_at.is_some(), in_close, kind)?;
     check_reopens(&sim, &told).await?;
-    Ok(if failed_at.is_some() { Struck::Commit } else { Struck::Nowhere })
+    Ok(if failed_at.is_some() {
+        Struck::Commit
+    } else if in_close {
+        Struck::Close
+    } else {
+        Struck::Nowhere
+    })
 }
 
 /// Operations a fault-free single-writer run takes: one batch per commit, the most any
@@ -282,12 +287,29 @@ async fn concurrent_writers(at: u64, kind: ErrorKind) -> Result<Struck, String> 
     if seen != told.acked {
         return Err(format!("reads show {seen:?}, acknowledged {:?}", told.acked));
     }
+    let before_close = sim.ops();
     let closed = store.close().await;
-    if struck != closed.is_err() {
-        return Err(format!("close returned {closed:?} (fault struck: {struck})"));
-    }
+    let in_close = (before_close..sim.ops()).contains(&at);
+    check_close(closed, struck, in_close, kind)?;
     check_reopens(&sim, &told).await?;
-    Ok(if struck { Struck::Commit } else { Struck::Nowhere })
+    Ok(if struck {
+        Struck::Commit
+    } else if in_close {
+        Struck::Close
+    } else {
+        Struck::Nowhere
+    })
+}
+
+/// `close` fails exactly when a commit already met the fault (the store is poisoned) or the
+/// fault struck one of its own operations, and then with the fault itself.
+fn check_close(closed: Result<(), Error>, poisoned: bool, in_close: bool, kind: ErrorKind) -> Result<(), String> {
+    match closed {
+        Ok(()) if !poisoned && !in_close => Ok(()),
+        Err(_) if poisoned => Ok(()),
+        Err(e) if in_close => is_the_fault(&e, kind).map_err(|m| format!("close: {m}")),
+        other => Err(format!("close returned {other:?} (poisoned: {poisoned}, fault in close: {in_close})")),
+    }
 }
 
 #[test]

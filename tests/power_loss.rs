@@ -472,7 +472,7 @@ fn describe(image: &SimStorage) -> String {
                 };
                 let (len, seq, kind) = (field(0, 4) as usize, field(8, 8), bytes[at + 24]);
                 let end = if kind & 0x80 != 0 { "!" } else { "" };
-                records.push(format!("{seq}{end}{}", if kind & 0x7f == 2 { "/abort" } else { "" }));
+                records.push(format!("{seq}{end}{}", if kind & 0x3f == 2 { "/abort" } else { "" }));
                 at += RECORD_HEADER + len;
             }
             if at != bytes.len() {
@@ -610,6 +610,7 @@ fn disk_with_one_batch(commands: &[(u64, bool)], aborted: &[u64]) -> SimStorage 
         serializer: PostcardSerializer::ID,
         schema_version: Log::SCHEMA_VERSION,
         segment_size: 1 << 20,
+        preallocate: 4096,
     };
     let nothing = BTreeSet::new();
     let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };

@@ -177,7 +177,8 @@ async fn every_truncation_inside_the_last_record_is_cut() {
 }
 
 /// Overwrites the last record from `from` on with `fill`, as a crash that extended the file
-/// but did not write its blocks (zeros) or wrote junk (garbage) can leave it.
+/// but did not write its blocks (zeros) or wrote junk (garbage) can leave it. Zeros over
+/// the whole record read as prepared space (see [`expect_prepared_space`]).
 async fn overwritten_tail(fill: impl Fn(usize, usize) -> Vec<u8>, what: &str) {
     let original = original().await;
     let scratch = tempfile::tempdir().expect("scratch");
@@ -193,6 +194,10 @@ async fn overwritten_tail(fill: impl Fn(usize, usize) -> Vec<u8>, what: &str) {
             let store = open(&dir).await;
             assert!(store.recovery().torn_tail.is_none(), "{what} from {from}: intact");
             assert_eq!(store.query().expect("query").tokens, model(COMMANDS));
+            continue;
+        }
+        if damaged[start..].iter().all(|&b| b == 0) {
+            expect_prepared_space(&dir).await;
             continue;
         }
         expect_torn_tail(&original, &dir, &newest, &damaged).await;
@@ -211,14 +216,35 @@ async fn garbage_filled_last_record_is_cut() {
     overwritten_tail(|from, len| garbage(from as u64 * 7919 + 1, len), "garbage").await;
 }
 
+/// Zeros from the start of the last record to the end of the file are what the writer
+/// prepares ahead of its records (a crash before any of the record's sectors were written
+/// leaves exactly this): the journal ends before them, nothing is torn, and the next
+/// commit is written over them.
+async fn expect_prepared_space(dir: &Path) {
+    let store = open(dir).await;
+    assert!(store.recovery().torn_tail.is_none(), "zeros are prepared space, not a torn write");
+    assert_eq!(store.recovery().records_replayed, COMMANDS - 1);
+    assert_eq!(store.query().expect("query").tokens, model(COMMANDS - 1));
+    go_on(store, dir).await;
+}
+
 #[tokio::test]
-async fn whole_last_record_zeroed_reports_checksum_of_zeros() {
+async fn whole_last_record_zeroed_reads_as_prepared_space() {
     let original = original().await;
     let scratch = tempfile::tempdir().expect("scratch");
     let start = original.last.offset;
+    for extra in [0, 1, 4096] {
+        let mut damaged = original.bytes.clone();
+        damaged[start..].fill(0);
+        damaged.resize(damaged.len() + extra, 0);
+        let (dir, _) = damaged_copy(&original, scratch.path(), &format!("zeroed-{extra}"), &damaged);
+        expect_prepared_space(&dir).await;
+    }
+    // One non-zero byte anywhere in those zeros makes them a torn write again.
     let mut damaged = original.bytes.clone();
     damaged[start..].fill(0);
-    let (dir, newest) = damaged_copy(&original, scratch.path(), "zeroed", &damaged);
+    *damaged.last_mut().expect("bytes") = 1;
+    let (dir, newest) = damaged_copy(&original, scratch.path(), "zeroed-but-one", &damaged);
     let tail = expect_torn_tail(&original, &dir, &newest, &damaged).await;
     // A zero length with a zero checksum: the header is complete but does not verify.
     assert!(matches!(tail.reason, Corruption::Checksum { stored: 0, .. }), "{:?}", tail.reason);

@@ -1,22 +1,26 @@
 //! The storage seam: every file-system operation of the journal and snapshot code passes
 //! through [`Storage`], so that tests can put a simulated power-losing disk in its place.
 //!
-//! The seam is deliberately small and speaks in whole-file and append-only terms, the only
-//! ways airomem touches its files.
+//! The seam is deliberately small and speaks in whole-file, append and positioned-write
+//! terms, the only ways airomem touches its files.
 
 use std::any::Any;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-/// A file opened for appending by [`Storage::create`] or [`Storage::open_append`].
+/// A file opened for writing by [`Storage::create`] or [`Storage::open_write`].
 pub trait StorageFile: Send {
     /// Writes all of `buf` at the end of the file.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, over what is there and past the end if it reaches
+    /// that far (`pwrite`). A gap between the end and `offset` reads back as zeros.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Makes the file's data (and the size, if it changed) durable: `fdatasync`.
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Cuts the file to `len` bytes; later writes go to the new end.
+    /// Cuts the file to `len` bytes (or extends it with zeros); later appends go to the new
+    /// end.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
 }
 
@@ -33,8 +37,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates a new, empty file; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
-    /// Opens an existing file for appending.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens an existing file for writing; appends go to its current end.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
     /// Atomically renames `from` to `to`, replacing `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
@@ -79,20 +83,39 @@ impl StdStorage {
     }
 }
 
-struct StdFile(File);
+/// A file and where its end is. Every write is positioned (`pwrite`), appends included:
+/// the file is never opened with `O_APPEND`, under which Linux ignores the offset of a
+/// positioned write.
+struct StdFile {
+    file: File,
+    end: u64,
+}
 
 impl StorageFile for StdFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        self.write_at(self.end, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let result = self.file.write_all_at(buf, offset);
+        // A failed write may still have written a prefix; a later append must not leave a
+        // gap of stale bytes, so the end is taken from the file itself then.
+        match &result {
+            Ok(()) => self.end = self.end.max(offset + buf.len() as u64),
+            Err(_) => self.end = self.file.metadata().map_or(self.end, |m| m.len()),
+        }
+        result
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        // The file is opened with O_APPEND, so writes follow the new end by themselves.
-        self.0.set_len(len)
+        self.file.set_len(len)?;
+        self.end = len;
+        Ok(())
     }
 }
 
@@ -126,13 +149,14 @@ impl Storage for StdStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = self.options().append(true).create_new(true).open(path)?;
-        Ok(Box::new(StdFile(file)))
+        let file = self.options().write(true).create_new(true).open(path)?;
+        Ok(Box::new(StdFile { file, end: 0 }))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = self.options().append(true).open(path)?;
-        Ok(Box::new(StdFile(file)))
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = self.options().write(true).open(path)?;
+        let end = file.metadata()?.len();
+        Ok(Box::new(StdFile { file, end }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -6,7 +6,8 @@
 //!  4     4    crc32c over bytes 0..4 and 8..(25 + length), u32 LE
 //!  8     8    sequence number, u64 LE
 //! 16     8    commit time, nanoseconds since the Unix epoch, u64 LE
-//! 24     1    kind: low bits the record type, bit 7 set on the last record of a batch
+//! 24     1    kind: low bits the record type, bit 6 set on the first record of a batch,
+//!             bit 7 on the last
 //! 25     n    payload
 //! ```
 
@@ -23,7 +24,26 @@ pub const MAX_PAYLOAD_LEN: usize = 256 * 1024 * 1024;
 
 const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);
 
+const BATCH_START: u8 = 0x40;
 const BATCH_END: u8 = 0x80;
+
+/// Where a record sits in the batch it was written with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchMark {
+    /// The first record of its batch.
+    pub start: bool,
+    /// The last record of its batch.
+    pub end: bool,
+}
+
+impl BatchMark {
+    /// A record written alone: first and last of its batch.
+    pub const ALONE: BatchMark = BatchMark { start: true, end: true };
+
+    fn bits(self) -> u8 {
+        (if self.start { BATCH_START } else { 0 }) | if self.end { BATCH_END } else { 0 }
+    }
+}
 
 /// What a record holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +83,8 @@ pub struct Frame {
     pub unix_nanos: u64,
     /// Record type.
     pub kind: RecordKind,
+    /// Whether this is the first record of a batch written with one write.
+    pub batch_start: bool,
     /// Whether this is the last record of a batch written with one write.
     pub batch_end: bool,
     /// The payload's position in the segment.
@@ -80,7 +102,7 @@ impl Frame {
 ///
 /// # Panics
 /// If `payload` is longer than [`MAX_PAYLOAD_LEN`]; callers check that first.
-pub fn encode(out: &mut Vec<u8>, seq: Seq, unix_nanos: u64, kind: RecordKind, batch_end: bool, payload: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, seq: Seq, unix_nanos: u64, kind: RecordKind, mark: BatchMark, payload: &[u8]) {
     assert!(payload.len() <= MAX_PAYLOAD_LEN, "payload length is checked before framing");
     let len = u32::try_from(payload.len()).expect("MAX_PAYLOAD_LEN fits in u32");
     let start = out.len();
@@ -88,7 +110,7 @@ pub fn encode(out: &mut Vec<u8>, seq: Seq, unix_nanos: u64, kind: RecordKind, ba
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.0.to_le_bytes());
     out.extend_from_slice(&unix_nanos.to_le_bytes());
-    out.push(kind.to_bits() | if batch_end { BATCH_END } else { 0 });
+    out.push(kind.to_bits() | mark.bits());
     out.extend_from_slice(payload);
     let crc = checksum(&out[start..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -132,12 +154,14 @@ pub fn decode(buf: &[u8], offset: usize) -> Result<Frame, Corruption> {
         return Err(Corruption::Checksum { stored, computed });
     }
     let kind_byte = header[24];
-    let kind = RecordKind::from_bits(kind_byte & !BATCH_END).ok_or(Corruption::UnknownKind(kind_byte))?;
+    let kind =
+        RecordKind::from_bits(kind_byte & !(BATCH_START | BATCH_END)).ok_or(Corruption::UnknownKind(kind_byte))?;
     Ok(Frame {
         offset,
         seq: Seq(read_u64(header, 8)),
         unix_nanos: read_u64(header, 16),
         kind,
+        batch_start: kind_byte & BATCH_START != 0,
         batch_end: kind_byte & BATCH_END != 0,
         payload: offset + FRAME_HEADER_LEN..end,
     })
@@ -153,7 +177,8 @@ pub fn peek(buf: &[u8], offset: usize) -> Frame {
         offset,
         seq: Seq(read_u64(header, 8)),
         unix_nanos: read_u64(header, 16),
-        kind: RecordKind::from_bits(kind_byte & !BATCH_END).expect("peek reads verified records only"),
+        kind: RecordKind::from_bits(kind_byte & !(BATCH_START | BATCH_END)).expect("peek reads verified records only"),
+        batch_start: kind_byte & BATCH_START != 0,
         batch_end: kind_byte & BATCH_END != 0,
         payload: offset + FRAME_HEADER_LEN..offset + FRAME_HEADER_LEN + len,
     };
@@ -177,14 +202,20 @@ mod tests {
     #[test]
     fn round_trip_and_batch_end() {
         let mut buf = Vec::new();
-        encode(&mut buf, Seq(5), 99, RecordKind::Command, false, b"hello");
-        encode(&mut buf, Seq(6), 100, RecordKind::Abort, false, &5u64.to_le_bytes());
+        encode(&mut buf, Seq(5), 99, RecordKind::Command, BatchMark { start: true, end: false }, b"hello");
+        encode(&mut buf, Seq(6), 100, RecordKind::Abort, BatchMark::default(), &5u64.to_le_bytes());
         set_batch_end(&mut buf, FRAME_HEADER_LEN + 5);
         let a = decode(&buf, 0).expect("first");
-        assert_eq!((a.seq, a.unix_nanos, a.kind, a.batch_end), (Seq(5), 99, RecordKind::Command, false));
+        assert_eq!(
+            (a.seq, a.unix_nanos, a.kind, a.batch_start, a.batch_end),
+            (Seq(5), 99, RecordKind::Command, true, false)
+        );
         assert_eq!(&buf[a.payload.clone()], b"hello");
         let b = decode(&buf, a.end()).expect("second");
-        assert_eq!((b.seq, b.kind, b.batch_end, b.end()), (Seq(6), RecordKind::Abort, true, buf.len()));
+        assert_eq!(
+            (b.seq, b.kind, b.batch_start, b.batch_end, b.end()),
+            (Seq(6), RecordKind::Abort, false, true, buf.len())
+        );
     }
 
     #[test]
@@ -200,7 +231,7 @@ mod tests {
         #[test]
         fn any_single_bit_flip_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..64), bit in 0usize..8 * 89) {
             let mut buf = Vec::new();
-            encode(&mut buf, Seq(1), 7, RecordKind::Command, true, &payload);
+            encode(&mut buf, Seq(1), 7, RecordKind::Command, BatchMark::ALONE, &payload);
             let bit = bit % (buf.len() * 8);
             buf[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(decode(&buf, 0).is_err());

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use crate::config::JournalConfig;
 use crate::error::Corruption;
 use crate::frame::RecordKind;
-use crate::scan::{SegmentScan, intact_record_after};
+use crate::scan::{SegmentScan, is_torn_tail};
 use crate::{JournalError, segment};
 
 /// Which commands to hand over.
@@ -63,8 +63,12 @@ pub struct ReplayOutcome {
     pub last_nanos: u64,
     /// First sequence numbers of all segments in the directory, oldest first.
     pub segments: Vec<Seq>,
-    /// Length of the newest segment after any repair.
+    /// Where the records of the newest segment end, after any repair: where the next
+    /// record goes.
     pub newest_len: u64,
+    /// The newest segment's file length after any repair: past `newest_len` when the writer
+    /// had prepared zeroed space ahead of its records.
+    pub newest_file_len: u64,
     /// Segments loaded and verified.
     pub segments_read: u64,
     /// Bytes loaded.
@@ -132,6 +136,7 @@ pub fn replay<E>(
         last_nanos: 0,
         segments: segments.clone(),
         newest_len: 0,
+        newest_file_len: 0,
         segments_read: 0,
         bytes_read: 0,
         records_replayed: 0,
@@ -153,10 +158,14 @@ pub fn replay<E>(
         if scan.header.first_seq > due || expected.is_some_and(|e| e != scan.header.first_seq) {
             return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
         }
+        let mut file_len = bytes.len() as u64;
         if let Some((offset, kind)) = scan.damage.clone() {
-            let torn = newest && !intact_record_after(&bytes, offset, scan.next_seq());
+            let torn = newest && is_torn_tail(&bytes, offset, scan.next_seq());
             match repair.as_deref_mut() {
-                Some(repair) if torn => repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?),
+                Some(repair) if torn => {
+                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
+                    file_len = offset as u64;
+                }
                 _ => {
                     let seq = scan.next_seq();
                     return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq, kind }.into());
@@ -191,6 +200,7 @@ pub fn replay<E>(
         expected = Some(scan.next_seq());
         outcome.next_seq = scan.next_seq();
         outcome.newest_len = scan.valid_len as u64;
+        outcome.newest_file_len = file_len;
         debug!(segment = %path.display(), records = scan.records, bytes = bytes.len(), "segment replayed");
     }
     if outcome.next_seq < range.from {
@@ -270,7 +280,7 @@ fn cut_torn_tail(
     drop(file);
     storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
 
-    let mut segment = storage.open_append(path).map_err(|e| JournalError::io("open", path, e))?;
+    let mut segment = storage.open_write(path).map_err(|e| JournalError::io("open", path, e))?;
     segment.set_len(offset as u64).map_err(|e| JournalError::io("truncate", path, e))?;
     segment.sync_data().map_err(|e| JournalError::io("fdatasync", path, e))?;
     let tail = TornTail {

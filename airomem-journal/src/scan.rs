@@ -23,6 +23,9 @@ pub struct SegmentScan {
     pub records: u64,
     /// Offset just past the last verified record.
     pub valid_len: usize,
+    /// Zero bytes after the last record, up to the end of the file: space the writer
+    /// prepared ahead of its records, not damage.
+    pub zero_tail: usize,
     /// Sequence numbers of the commands that abort markers in this segment cancel. The
     /// writer never rolls over between a batch and the abort marker for it, so a marker
     /// always sits in the same segment as the command it cancels.
@@ -43,6 +46,7 @@ impl SegmentScan {
             header,
             records: 0,
             valid_len: SEGMENT_HEADER_LEN,
+            zero_tail: 0,
             aborted: HashSet::new(),
             final_batch_start: header.first_seq,
             damage: None,
@@ -69,6 +73,10 @@ impl SegmentScan {
                     scan.valid_len = f.end();
                     scan.records += 1;
                     expected = expected.next();
+                }
+                Err(_) if bytes[scan.valid_len..].iter().all(|&b| b == 0) => {
+                    scan.zero_tail = bytes.len() - scan.valid_len;
+                    break;
                 }
                 Err(kind) => {
                     scan.damage = Some((scan.valid_len, kind));
@@ -116,30 +124,45 @@ pub fn abort_target(payload: &[u8]) -> Option<Seq> {
     Some(Seq(u64::from_le_bytes(bytes)))
 }
 
-/// Whether any record that verifies, and carries a sequence number at or after `expected`
-/// (the one due at `damaged`), starts after `damaged` in `bytes`.
+/// Whether the damage at `damaged` (where the record numbered `expected` is due) can be a
+/// write that a crash interrupted, rather than corruption of data that was once durable.
 ///
-/// Damage followed by an intact record is not a torn write at the end of the log: it is
-/// corruption of data that was once durable. The search is bounded by the bytes present
-/// and runs only when a segment is damaged.
-pub fn intact_record_after(bytes: &[u8], damaged: usize, expected: Seq) -> bool {
+/// Only the newest batch of the newest segment can have been caught unsynced by a crash,
+/// and, since it may overwrite space prepared with zeros, its sectors may have reached the
+/// disk in any order: some of its records may be intact after the damage. The damage is a
+/// torn write if every record that verifies after it could belong to that one batch, the
+/// batch the damage is in: none of them starts a batch (the first record of the damaged
+/// batch is at or before the damage), and none follows a batch end. A later batch was
+/// written after the damaged one was synced, so the damage was once durable. The search
+/// is bounded by the bytes present and runs only when a segment is damaged.
+pub fn is_torn_tail(bytes: &[u8], damaged: usize, expected: Seq) -> bool {
     let lowest = expected.0;
+    let mut batch_ended = false;
     let mut offset = damaged + 1;
     while offset + FRAME_HEADER_LEN <= bytes.len() {
         let seq = frame::read_u64(bytes, offset + 8);
         // A record at this offset could be at most this far past the one due at `damaged`.
         let highest = lowest.saturating_add(((offset - damaged) / FRAME_HEADER_LEN) as u64 + 1);
-        if seq >= lowest && seq <= highest && frame::decode(bytes, offset).is_ok() {
-            return true;
+        if seq >= lowest
+            && seq <= highest
+            && let Ok(found) = frame::decode(bytes, offset)
+        {
+            if batch_ended || found.batch_start {
+                return false;
+            }
+            batch_ended = found.batch_end;
+            offset = found.end();
+            continue;
         }
         offset += 1;
     }
-    false
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::BatchMark;
     use airomem_core::SerializerId;
 
     /// A segment from record 10 on, with batches of the given sizes.
@@ -149,7 +172,8 @@ mod tests {
         let mut seq = 10;
         for &size in batches {
             for i in 0..size {
-                frame::encode(&mut bytes, Seq(seq), 1, RecordKind::Command, i + 1 == size, b"abcd");
+                let mark = BatchMark { start: i == 0, end: i + 1 == size };
+                frame::encode(&mut bytes, Seq(seq), 1, RecordKind::Command, mark, b"abcd");
                 seq += 1;
             }
         }
@@ -172,7 +196,7 @@ mod tests {
     #[test]
     fn abort_markers_do_not_end_the_final_batch() {
         let mut bytes = segment(&[2, 3]);
-        frame::encode(&mut bytes, Seq(15), 1, RecordKind::Abort, true, &13u64.to_le_bytes());
+        frame::encode(&mut bytes, Seq(15), 1, RecordKind::Abort, BatchMark::ALONE, &13u64.to_le_bytes());
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("valid");
         assert_eq!(scan.final_batch_start, Seq(12));
         assert_eq!(scan.aborted, HashSet::from([Seq(13)]));
@@ -196,17 +220,66 @@ mod tests {
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
         let (offset, kind) = scan.damage.clone().expect("damaged");
         assert!(matches!(kind, Corruption::Checksum { .. }));
-        assert!(!intact_record_after(&bytes, offset, scan.next_seq()));
+        assert!(is_torn_tail(&bytes, offset, scan.next_seq()));
     }
 
     #[test]
-    fn damage_before_an_intact_record_is_found() {
+    fn damage_before_a_later_batch_is_corruption() {
         let mut bytes = segment(&[1, 1, 1]);
         bytes[SEGMENT_HEADER_LEN + FRAME_HEADER_LEN] ^= 0xff;
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
         let (offset, _) = scan.damage.clone().expect("damaged");
         assert_eq!(offset, SEGMENT_HEADER_LEN);
         assert_eq!(scan.records, 0);
-        assert!(intact_record_after(&bytes, offset, scan.next_seq()));
+        assert!(!is_torn_tail(&bytes, offset, scan.next_seq()));
+    }
+
+    /// The sectors of an unsynced overwrite land in any order: records of the last batch
+    /// may survive after a lost one, and that is still a torn write.
+    #[test]
+    fn intact_records_of_the_last_batch_after_the_damage_are_a_torn_write() {
+        let mut bytes = segment(&[2, 4]);
+        let record = FRAME_HEADER_LEN + 4;
+        let third = SEGMENT_HEADER_LEN + 2 * record;
+        bytes[third..third + record].fill(0);
+        bytes.extend_from_slice(&[0; 300]);
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
+        let (offset, _) = scan.damage.clone().expect("damaged");
+        assert_eq!((offset, scan.records), (third, 2));
+        assert!(is_torn_tail(&bytes, offset, scan.next_seq()));
+        // The same damage one batch earlier is followed by a whole later batch.
+        let mut bytes = segment(&[2, 4, 1]);
+        bytes[third..third + record].fill(0);
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
+        let (offset, _) = scan.damage.clone().expect("damaged");
+        assert!(!is_torn_tail(&bytes, offset, scan.next_seq()));
+    }
+
+    /// A damaged batch of one record followed by an intact batch: the later batch was
+    /// written after the damaged one was synced.
+    #[test]
+    fn damage_in_the_batch_before_the_last_is_corruption() {
+        let mut bytes = segment(&[1, 1, 1, 1]);
+        let record = FRAME_HEADER_LEN + 4;
+        let third = SEGMENT_HEADER_LEN + 2 * record;
+        bytes[third + FRAME_HEADER_LEN] ^= 1;
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
+        let (offset, _) = scan.damage.clone().expect("damaged");
+        assert_eq!(offset, third);
+        assert!(!is_torn_tail(&bytes, offset, scan.next_seq()));
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_prepared_space() {
+        let mut bytes = segment(&[1, 2]);
+        let records_end = bytes.len();
+        bytes.extend_from_slice(&[0; 1000]);
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("valid");
+        assert_eq!((scan.records, scan.valid_len, scan.zero_tail), (3, records_end, 1000));
+        assert!(scan.damage.is_none());
+        // One stray byte in the zeros is damage, not prepared space.
+        bytes[records_end + 700] = 1;
+        let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
+        assert_eq!(scan.damage.map(|d| d.0), Some(records_end));
     }
 }

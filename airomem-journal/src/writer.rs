@@ -9,7 +9,7 @@ use tracing::{debug, error, info};
 
 use crate::JournalError;
 use crate::config::JournalConfig;
-use crate::frame::{self, MAX_PAYLOAD_LEN, RecordKind};
+use crate::frame::{self, BatchMark, MAX_PAYLOAD_LEN, RecordKind};
 use crate::recovery::ReplayOutcome;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 
@@ -37,7 +37,10 @@ pub struct JournalWriter {
     config: JournalConfig,
     file: Box<dyn StorageFile>,
     segment_first: Seq,
+    /// Where the records of the active segment end: where the next one goes.
     segment_len: u64,
+    /// The active segment's file length: past `segment_len` by the zeroed space prepared.
+    file_len: u64,
     next_seq: Seq,
     last_nanos: u64,
     batch: Vec<u8>,
@@ -53,17 +56,26 @@ impl JournalWriter {
     /// the first segment if there is none.
     pub fn open(config: JournalConfig, outcome: &ReplayOutcome) -> Result<JournalWriter, JournalError> {
         let mut counters = WriterCounters::default();
-        let (file, segment_first, segment_len) = match outcome.segments.last() {
+        let (file, segment_first, segment_len, file_len) = match outcome.segments.last() {
             Some(&first) => {
                 let path = segment::path(&config.dir, first);
-                let file = config.storage.open_append(&path).map_err(|e| JournalError::io("open", &path, e))?;
-                (file, first, outcome.newest_len)
+                let mut file = config.storage.open_write(&path).map_err(|e| JournalError::io("open", &path, e))?;
+                let mut file_len = outcome.newest_file_len;
+                if config.preallocate == 0 && file_len > outcome.newest_len {
+                    // Without a sync after every batch, several batches could be caught
+                    // unsynced by a crash: they must be appended, not written over space
+                    // prepared by an earlier run.
+                    file.set_len(outcome.newest_len).map_err(|e| JournalError::io("truncate", &path, e))?;
+                    file.sync_data().map_err(|e| JournalError::io("fdatasync", &path, e))?;
+                    file_len = outcome.newest_len;
+                }
+                (file, first, outcome.newest_len, file_len)
             }
             None => {
-                let file = create_segment(&config, outcome.next_seq)?;
+                let (file, file_len) = create_segment(&config, outcome.next_seq)?;
                 counters.segments_created += 1;
                 counters.bytes += SEGMENT_HEADER_LEN as u64;
-                (file, outcome.next_seq, SEGMENT_HEADER_LEN as u64)
+                (file, outcome.next_seq, SEGMENT_HEADER_LEN as u64, file_len)
             }
         };
         Ok(JournalWriter {
@@ -71,6 +83,7 @@ impl JournalWriter {
             file,
             segment_first,
             segment_len,
+            file_len,
             next_seq: outcome.next_seq,
             last_nanos: outcome.last_nanos,
             batch: Vec::new(),
@@ -115,7 +128,8 @@ impl JournalWriter {
         }
         let seq = self.next_seq;
         self.last_frame = Some(self.batch.len());
-        frame::encode(&mut self.batch, seq, self.last_nanos, RecordKind::Command, false, payload);
+        let mark = BatchMark { start: self.batch.is_empty(), end: false };
+        frame::encode(&mut self.batch, seq, self.last_nanos, RecordKind::Command, mark, payload);
         self.next_seq = seq.next();
         Ok(seq)
     }
@@ -140,10 +154,7 @@ impl JournalWriter {
             }
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let written = self.poison_on_err(|w| {
-            let path = segment::path(&w.config.dir, w.segment_first);
-            w.file.write_all(&batch).map_err(|e| JournalError::io("write", path, e))
-        });
+        let written = self.poison_on_err(|w| w.write_records(&batch));
         if written.is_ok() {
             self.unsynced = true;
             self.segment_len += batch.len() as u64;
@@ -171,6 +182,21 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// Syncs, then gives back the zeroed space prepared ahead of the records, so that a
+    /// closed journal holds its records and nothing else. The writer stays usable.
+    pub fn trim(&mut self) -> Result<(), JournalError> {
+        self.sync()?;
+        if self.file_len > self.segment_len {
+            self.poison_on_err(|w| {
+                let path = segment::path(&w.config.dir, w.segment_first);
+                w.file.set_len(w.segment_len).map_err(|e| JournalError::io("truncate", &path, e))?;
+                w.file.sync_data().map_err(|e| JournalError::io("fdatasync", &path, e))
+            })?;
+            self.file_len = self.segment_len;
+        }
+        Ok(())
+    }
+
     /// Durably records that the command `target` is aborted. Never rolls over, so the marker
     /// lands in the same segment as the command it cancels.
     pub fn append_abort(&mut self, target: Seq) -> Result<Seq, JournalError> {
@@ -179,11 +205,8 @@ impl JournalWriter {
         assert!(target < self.next_seq, "only a written command can be aborted");
         let seq = self.next_seq;
         let mut record = Vec::new();
-        frame::encode(&mut record, seq, self.last_nanos, RecordKind::Abort, true, &target.0.to_le_bytes());
-        self.poison_on_err(|w| {
-            let path = segment::path(&w.config.dir, w.segment_first);
-            w.file.write_all(&record).map_err(|e| JournalError::io("write", path, e))
-        })?;
+        frame::encode(&mut record, seq, self.last_nanos, RecordKind::Abort, BatchMark::ALONE, &target.0.to_le_bytes());
+        self.poison_on_err(|w| w.write_records(&record))?;
         self.next_seq = seq.next();
         self.unsynced = true;
         self.segment_len += record.len() as u64;
@@ -194,9 +217,29 @@ impl JournalWriter {
         Ok(seq)
     }
 
+    /// Writes `records` where the active segment's records end, first preparing zeroed
+    /// space for them if the writer preallocates.
+    fn write_records(&mut self, records: &[u8]) -> Result<(), JournalError> {
+        let path = || segment::path(&self.config.dir, self.segment_first);
+        let end = self.segment_len + records.len() as u64;
+        if self.config.preallocate > 0 && end > self.file_len {
+            let target = (self.file_len + self.config.preallocate).min(self.config.segment_size).max(end);
+            write_zeros(&mut *self.file, self.file_len, target).map_err(|e| JournalError::io("write", path(), e))?;
+            self.file_len = target;
+        }
+        self.file.write_at(self.segment_len, records).map_err(|e| JournalError::io("write", path(), e))?;
+        self.file_len = self.file_len.max(end);
+        Ok(())
+    }
+
     fn roll_over(&mut self, first: Seq) -> Result<(), JournalError> {
+        // The closed segment keeps its unused zeros, which recovery reads as free space:
+        // fewer bytes than the batch that did not fit, since preparing stops at the
+        // segment size.
         self.sync()?;
-        self.file = create_segment(&self.config, first)?;
+        let (file, file_len) = create_segment(&self.config, first)?;
+        self.file = file;
+        self.file_len = file_len;
         debug!(
             previous = self.segment_first.0,
             next = first.0,
@@ -227,10 +270,11 @@ impl JournalWriter {
     }
 }
 
-/// Creates the segment that starts at `first`: prepared under a temporary name, made durable,
-/// then renamed into place and the directory synced, so a segment file never exists with a
-/// partial header. Then the head file is moved on to it.
-fn create_segment(config: &JournalConfig, first: Seq) -> Result<Box<dyn StorageFile>, JournalError> {
+/// Creates the segment that starts at `first`: prepared under a temporary name (with its
+/// first zeroed space, if the writer preallocates), made durable, then renamed into place
+/// and the directory synced, so a segment file never exists with a partial header. Then the
+/// head file is moved on to it. Returns the file and its length.
+fn create_segment(config: &JournalConfig, first: Seq) -> Result<(Box<dyn StorageFile>, u64), JournalError> {
     let storage = &*config.storage;
     let temp = segment::temp_path(&config.dir, first);
     let path = segment::path(&config.dir, first);
@@ -238,9 +282,23 @@ fn create_segment(config: &JournalConfig, first: Seq) -> Result<Box<dyn StorageF
         SegmentHeader { serializer: config.serializer, schema_version: config.schema_version, first_seq: first };
     let mut file = storage.create(&temp).map_err(|e| JournalError::io("create", &temp, e))?;
     file.write_all(&header.encode()).map_err(|e| JournalError::io("write", &temp, e))?;
+    let len = config.preallocate.min(config.segment_size).max(SEGMENT_HEADER_LEN as u64);
+    write_zeros(&mut *file, SEGMENT_HEADER_LEN as u64, len).map_err(|e| JournalError::io("write", &temp, e))?;
     file.sync_data().map_err(|e| JournalError::io("fdatasync", &temp, e))?;
     storage.rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;
     storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
     crate::head::write(config, first)?;
-    Ok(file)
+    Ok((file, len))
+}
+
+/// Fills `from..to` of `file` with zeros.
+fn write_zeros(file: &mut dyn StorageFile, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut offset = from;
+    while offset < to {
+        let len = (to - offset).min(ZEROS.len() as u64);
+        file.write_at(offset, &ZEROS[..len as usize])?;
+        offset += len;
+    }
+    Ok(())
 }

@@ -129,6 +129,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             serializer: Z::ID,
             schema_version: S::SCHEMA_VERSION,
             segment_size: options.segment_size,
+            preallocate: if options.durability == crate::Durability::Fsync { options.preallocate } else { 0 },
         };
         let recovered = recover::<S, Z>(&config, &serializer)?;
         let mut journal = JournalWriter::open(config.clone(), &recovered.outcome)?;

@@ -398,6 +398,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned { cause: cause.clone() });
         }
-        self.sync().map_err(Error::write_failed)
+        self.journal.trim().map_err(Error::write_failed)
     }
 }

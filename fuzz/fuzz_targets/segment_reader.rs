@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use airomem_journal::scan::{SegmentScan, intact_record_after};
+use airomem_journal::scan::{SegmentScan, is_torn_tail};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -18,6 +18,6 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Some((offset, _)) = scan.damage {
         assert_eq!(offset, scan.valid_len);
-        let _ = intact_record_after(bytes, offset, scan.next_seq());
+        let _ = is_torn_tail(bytes, offset, scan.next_seq());
     }
 });

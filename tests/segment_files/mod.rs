@@ -33,8 +33,10 @@ pub struct RawRecord {
     pub seq: u64,
     /// Commit time.
     pub unix_nanos: u64,
-    /// Kind byte without the batch-end bit (1 = command, 2 = abort marker).
+    /// Kind byte without the batch bits (1 = command, 2 = abort marker).
     pub kind: u8,
+    /// Whether the batch-start bit is set.
+    pub batch_start: bool,
     /// Whether the batch-end bit is set.
     pub batch_end: bool,
 }
@@ -53,6 +55,8 @@ pub struct RawSegment {
     pub first_seq: u64,
     /// Every record, in file order.
     pub records: Vec<RawRecord>,
+    /// Zero bytes after the last record: space prepared for records never written.
+    pub zero_tail: usize,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -67,14 +71,14 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Parses a whole, intact segment.
+/// Parses a whole, intact segment; zeros after the last record are free space.
 pub fn parse_segment(bytes: &[u8]) -> RawSegment {
     assert!(bytes.len() >= SEGMENT_HEADER_LEN, "segment shorter than its header");
     assert_eq!(&bytes[0..8], b"AIROMEMJ", "segment magic");
     assert_eq!(u32_at(bytes, 28), crc32c(&bytes[0..28]), "segment header checksum");
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_LEN;
-    while offset < bytes.len() {
+    while offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
         assert!(offset + FRAME_HEADER_LEN <= bytes.len(), "record header cut at {offset}");
         let len = u32_at(bytes, offset) as usize;
         let end = offset + FRAME_HEADER_LEN + len;
@@ -86,7 +90,8 @@ pub fn parse_segment(bytes: &[u8]) -> RawSegment {
             len,
             seq: u64_at(bytes, offset + 8),
             unix_nanos: u64_at(bytes, offset + 16),
-            kind: kind_byte & 0x7f,
+            kind: kind_byte & 0x3f,
+            batch_start: kind_byte & 0x40 != 0,
             batch_end: kind_byte & 0x80 != 0,
         });
         offset = end;
@@ -97,6 +102,7 @@ pub fn parse_segment(bytes: &[u8]) -> RawSegment {
         schema: u32_at(bytes, 12),
         first_seq: u64_at(bytes, 16),
         records,
+        zero_tail: bytes.len() - offset,
     }
 }
 
