@@ -29,10 +29,35 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
 /// Why a replay visitor stopped.
 pub(crate) enum Stop {
     Decode(Seq, airomem_core::CodecError),
-    Panicked { seq: Seq, message: String, in_final_batch: bool },
+    Panicked {
+        seq: Seq,
+        message: String,
+        in_final_batch: bool,
+    },
+    /// The applying side stopped first; its own reason is the one reported.
+    Abandoned,
+}
+
+/// Commands decoded ahead of the state, handed over in chunks of this many.
+const CHUNK: usize = 2048;
+/// Chunks decoded but not yet applied: bounds the memory the decoder can run ahead by.
+const CHUNKS_AHEAD: usize = 4;
+
+/// One decoded command and what executing it needs.
+struct Decoded<C> {
+    seq: Seq,
+    unix_nanos: u64,
+    in_final_batch: bool,
+    command: C,
 }
 
 /// Replays the journal into `state`, decoding each record with `serializer`.
+///
+/// Two threads share the work: a decoder reads, verifies and decodes the journal while this
+/// thread executes the commands, in order, as they arrive in chunks. The outcome is the
+/// serial one: commands are executed in sequence order, a decode error or journal error is
+/// reported only once every command before it has been executed, and a command that panics
+/// stops everything after it.
 pub(crate) fn replay_into<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
@@ -40,15 +65,63 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
     repair: Option<&mut Repair>,
     state: &mut S,
 ) -> Result<ReplayOutcome, ReplayError<Stop>> {
-    replay(config, range, repair, |record| {
-        let command: S::Command = serializer.decode(record.payload).map_err(|e| Stop::Decode(record.seq, e))?;
-        let context = CommitContext { seq: record.seq, unix_nanos: record.unix_nanos };
-        execute(state, command, context).map_err(|message| Stop::Panicked {
-            seq: record.seq,
-            message,
-            in_final_batch: record.in_final_batch,
-        })
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded<S::Command>>>(CHUNKS_AHEAD);
+    std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new().name("airomem-replay".into()).spawn_scoped(scope, move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let outcome = replay(config, range, repair, |record| {
+                let command = serializer.decode(record.payload).map_err(|e| Stop::Decode(record.seq, e))?;
+                chunk.push(Decoded {
+                    seq: record.seq,
+                    unix_nanos: record.unix_nanos,
+                    in_final_batch: record.in_final_batch,
+                    command,
+                });
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    tx.send(full).map_err(|_| Stop::Abandoned)?;
+                }
+                Ok(())
+            });
+            // What was decoded before an error precedes it, so it is applied first.
+            if !chunk.is_empty() {
+                drop(tx.send(chunk));
+            }
+            outcome
+        });
+        let decoder = match decoder {
+            Ok(decoder) => decoder,
+            Err(e) => {
+                let path = config.dir.clone();
+                return Err(ReplayError::Journal(airomem_journal::JournalError::Io {
+                    op: "spawn replay thread",
+                    path,
+                    source: e,
+                }));
+            }
+        };
+        let applied = apply_chunks(&rx, state);
+        // Dropping the receiver releases a decoder blocked on a full channel.
+        drop(rx);
+        let decoded = decoder.join().unwrap_or_else(|panic| panic::resume_unwind(panic));
+        applied?;
+        decoded
     })
+}
+
+fn apply_chunks<S: State>(
+    rx: &std::sync::mpsc::Receiver<Vec<Decoded<S::Command>>>,
+    state: &mut S,
+) -> Result<(), ReplayError<Stop>> {
+    for chunk in rx {
+        for item in chunk {
+            let context = CommitContext { seq: item.seq, unix_nanos: item.unix_nanos };
+            execute(state, item.command, context).map_err(|message| {
+                ReplayError::Visit(Stop::Panicked { seq: item.seq, message, in_final_batch: item.in_final_batch })
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the state as it was after `until`, skipping `skip`, from the newest snapshot at or
@@ -71,5 +144,6 @@ pub(crate) fn stop_error(e: ReplayError<Stop>) -> Error {
         ReplayError::Journal(e) => e.into(),
         ReplayError::Visit(Stop::Decode(seq, e)) => Error::codec(Some(seq), e),
         ReplayError::Visit(Stop::Panicked { seq, message, .. }) => Error::ReplayPanicked { seq, message },
+        ReplayError::Visit(Stop::Abandoned) => unreachable!("the applying side reports its own reason"),
     }
 }

@@ -46,6 +46,10 @@ pub struct RecoveryResult {
     pub memory_rate: Summary,
     /// Nanoseconds per lookup of an existing token: `store.query()` guard + `HashMap::get`.
     pub lookup_nanos: Summary,
+    /// The same lookups under one guard: the map alone.
+    pub lookup_map_nanos: Summary,
+    /// Nanoseconds per `store.query()` guard taken and dropped, with no lookup: the lock alone.
+    pub lookup_lock_nanos: Summary,
     /// The store directory on disk after the build, closed.
     pub disk: DiskUse,
     /// Recovery from a snapshot and a tail.
@@ -100,6 +104,8 @@ pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Re
     let mut opens = Vec::with_capacity(REPETITIONS);
     let mut memory = Vec::with_capacity(REPETITIONS);
     let mut lookups = Vec::with_capacity(REPETITIONS);
+    let mut map_lookups = Vec::with_capacity(REPETITIONS);
+    let mut locks = Vec::with_capacity(REPETITIONS);
     for rep in 0..REPETITIONS {
         eprintln!("recovery: Store::open, lookups and in-memory replay, repetition {}/{REPETITIONS}", rep + 1);
         sync_disks()?;
@@ -118,6 +124,8 @@ pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Re
         }
         opens.push((elapsed, report));
         lookups.push(lookup_nanos(&store, data)?);
+        map_lookups.push(map_lookup_nanos(&store, data)?);
+        locks.push(lock_nanos(&store, data.probes.len())?);
         store.close().await?;
 
         sync_disks()?;
@@ -138,9 +146,39 @@ pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Re
         memory_secs: Summary::over(&memory, Duration::as_secs_f64),
         memory_rate: Summary::over(&memory, |elapsed| per_second(records, *elapsed)),
         lookup_nanos: Summary::of(lookups),
+        lookup_map_nanos: Summary::of(map_lookups),
+        lookup_lock_nanos: Summary::of(locks),
         disk,
         snapshot,
     })
+}
+
+/// Times looking up every probe token under one `store.query()` guard: the map's share.
+fn map_lookup_nanos(store: &SessionStore, data: &Dataset) -> Result<f64, BoxError> {
+    sync_disks()?;
+    let state = store.query()?;
+    let started = Instant::now();
+    let mut sum = 0;
+    for token in &data.probes {
+        sum += state.tokens.get(token).copied().unwrap_or(0);
+    }
+    let elapsed = started.elapsed();
+    if sum != data.probe_sum {
+        return Err(format!("lookups summed to {sum}, expected {}", data.probe_sum).into());
+    }
+    Ok(elapsed.as_secs_f64() * 1e9 / data.probes.len() as f64)
+}
+
+/// Times taking and dropping `count` `store.query()` guards: the lock's share.
+fn lock_nanos(store: &SessionStore, count: usize) -> Result<f64, BoxError> {
+    let started = Instant::now();
+    let mut sessions = 0;
+    for _ in 0..count {
+        sessions += std::hint::black_box(store.query()?.tokens.len());
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(sessions);
+    Ok(elapsed.as_secs_f64() * 1e9 / count as f64)
 }
 
 /// Times looking up every probe token, each through its own `store.query()` guard.

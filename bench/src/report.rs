@@ -67,6 +67,7 @@ pub fn print(setting: &Setting, results: &Results) {
     commit_table(&results.commits).print();
     peer_commit_table(&results.peers).print();
     recovery_table(&results.recovery).print();
+    lookup_table(&results.recovery).print();
     stall_table(&results.stall).print();
     ratio_table(results).print();
     crate::comparison::print(results);
@@ -168,6 +169,25 @@ fn recovery_table(r: &RecoveryResult) -> Table {
         range(snap.open_rate, number),
         format!("{} ({})", seconds(snap.open_secs.median), range(snap.open_secs, seconds)),
     ]);
+    table
+}
+
+/// Where a point lookup's time goes: the read lock, the map, both.
+fn lookup_table(r: &RecoveryResult) -> Table {
+    let title = format!(
+        "Point lookups of existing tokens, random order, in the store recovered from {} commands",
+        number(r.records as f64)
+    );
+    let mut table = Table::new(&title, &["lookup", "ns each", "min–max"]);
+    let nanos = |s: Summary| (format!("{:.0}", s.median), range(s, |v| format!("{v:.0}")));
+    for (name, s) in [
+        ("`store.query()` guard + `tokens.get(token)` (the comparison row)", r.lookup_nanos),
+        ("`tokens.get(token)` under one guard: the map alone", r.lookup_map_nanos),
+        ("`store.query()` guard taken and dropped: the lock alone", r.lookup_lock_nanos),
+    ] {
+        let (median, range) = nanos(s);
+        table.row(vec![name.into(), median, range]);
+    }
     table
 }
 
