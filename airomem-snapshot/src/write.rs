@@ -80,7 +80,7 @@ fn fill(
     level: i32,
 ) -> Result<Footer, SnapshotError> {
     file.write_all(&header.encode()).map_err(|e| SnapshotError::io("write", temp, e))?;
-    let sink = Body { file, crc: 0, len: 0, buf: Vec::with_capacity(CHUNK) };
+    let sink = Body { file, crc: 0, len: 0, unsynced: 0, buf: Vec::with_capacity(CHUNK) };
     let compress = || -> io::Result<Body> {
         let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
         encoder.include_checksum(true)?;
@@ -103,8 +103,15 @@ struct Body {
     file: Box<dyn StorageFile>,
     crc: u32,
     len: u64,
+    /// Bytes written since the last sync.
+    unsynced: usize,
     buf: Vec<u8>,
 }
+
+/// The snapshot is synced every this many bytes as it is written, not only at the end: a
+/// device flushing tens of megabytes at once makes every journal `fdatasync` queued behind
+/// it wait, and those are commits waiting. Smaller bursts keep that wait short.
+const SYNC_EVERY: usize = 4 * CHUNK;
 
 impl Write for Body {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -120,7 +127,12 @@ impl Write for Body {
             self.file.write_all(&self.buf)?;
             self.crc = crc32c::crc32c_append(self.crc, &self.buf);
             self.len += self.buf.len() as u64;
+            self.unsynced += self.buf.len();
             self.buf.clear();
+            if self.unsynced >= SYNC_EVERY {
+                self.file.sync_data()?;
+                self.unsynced = 0;
+            }
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ mod commits;
 mod comparison;
 mod dataset;
 mod measure;
+mod memory;
 mod peers;
 mod raw_disk;
 mod recovery;
@@ -55,7 +56,10 @@ const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
 
 internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
-             prevayler, sqlite, redb) and exits: what the strace check runs";
+             prevayler, sqlite, redb) and exits: what the strace check runs
+           airomem-bench --memory DIR SEGMENT_SIZE
+             opens the store in DIR, snapshots it and floods it with commits, and prints
+             the resident memory each step used: what the memory measurement runs";
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug)]
@@ -115,12 +119,14 @@ struct Args {
     dir: Option<PathBuf>,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
+    /// `--memory DIR SEGMENT_SIZE`.
+    memory: Option<(PathBuf, u64)>,
 }
 
 impl Args {
     /// Parses the arguments; `Ok(None)` when help was asked for.
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed = Args { quick: false, dir: None, probe: None };
+        let mut parsed = Args { quick: false, dir: None, probe: None, memory: None };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
@@ -129,6 +135,11 @@ impl Args {
                     let system = args.next().ok_or("--probe needs a system")?;
                     let commits = args.next().and_then(|n| n.parse().ok()).ok_or("--probe needs a commit count")?;
                     parsed.probe = Some((system, commits));
+                }
+                "--memory" => {
+                    let dir = args.next().ok_or("--memory needs a store directory")?;
+                    let size = args.next().and_then(|n| n.parse().ok()).ok_or("--memory needs a segment size")?;
+                    parsed.memory = Some((dir.into(), size));
                 }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
@@ -144,6 +155,10 @@ fn main() -> Result<(), BoxError> {
         return Ok(());
     };
     let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    if let Some((dir, segment_size)) = &args.memory {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return memory::child(&runtime, dir, *segment_size);
+    }
     let parent = match args.dir {
         Some(dir) => dir,
         None => std::env::current_dir()?,
@@ -171,7 +186,9 @@ fn main() -> Result<(), BoxError> {
     eprintln!("dataset: {} commands", plan.recovery_records);
     let data = Dataset::new(plan.recovery_records, plan.lookups);
     let recovery = runtime.block_on(recovery::run(dir, &data, plan.tail, plan.segment_size))?;
+    let memory = memory::measure(&dir.join("recovery-journal"), plan.segment_size)?;
     std::fs::remove_dir_all(dir.join("recovery"))?;
+    std::fs::remove_dir_all(dir.join("recovery-journal"))?;
     let mut peers = Vec::with_capacity(PeerKind::ALL.len());
     for (kind, commits) in PeerKind::ALL.into_iter().zip(peer_commits) {
         let recovery = kind.recovery(dir, runtime.handle(), &data, plan.tail)?;
@@ -184,7 +201,7 @@ fn main() -> Result<(), BoxError> {
     eprintln!("sync check: strace on {} commits of each system", sync_probe::PROBE_COMMITS);
     let syncs = sync_probe::systems().into_iter().map(|system| (system, sync_probe::probe(dir, system))).collect();
 
-    report::print(&setting, &Results { raw, commits, recovery, peers, stall, lookups: plan.lookups, syncs });
+    report::print(&setting, &Results { raw, commits, recovery, peers, stall, memory, lookups: plan.lookups, syncs });
     scratch.close()?;
     Ok(())
 }

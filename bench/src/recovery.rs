@@ -131,6 +131,8 @@ pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Re
         sync_disks()?;
         memory.push(payloads.replay(data.expected.len())?);
     }
+    // The memory measurement needs the journal as it is now, before the snapshot.
+    crate::memory::copy_store(&store_dir, &dir.join("recovery-journal"))?;
     let snapshot = snapshot_and_tail(&store_dir, data, tail, segment_size).await?;
 
     let last = &opens[opens.len() - 1].1;

@@ -36,6 +36,8 @@ pub struct Results {
     pub peers: Vec<PeerResults>,
     /// Commit stalls during a snapshot.
     pub stall: SnapshotStall,
+    /// Memory beyond the state, measured in a fresh process.
+    pub memory: crate::memory::MemoryUse,
     /// Tokens looked up per repetition.
     pub lookups: usize,
     /// Sync calls per commit, by `--probe` name, airomem first.
@@ -69,6 +71,7 @@ pub fn print(setting: &Setting, results: &Results) {
     recovery_table(&results.recovery).print();
     lookup_table(&results.recovery).print();
     stall_table(&results.stall).print();
+    memory_table(&results.memory).print();
     ratio_table(results).print();
     crate::comparison::print(results);
 }
@@ -168,6 +171,35 @@ fn recovery_table(r: &RecoveryResult) -> Table {
         number(snap.open_rate.median),
         range(snap.open_rate, number),
         format!("{} ({})", seconds(snap.open_secs.median), range(snap.open_secs, seconds)),
+    ]);
+    table
+}
+
+/// Memory beyond the state, against the bound ARCHITECTURE.md states for it.
+fn memory_table(m: &crate::memory::MemoryUse) -> Table {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let title = format!(
+        "Memory (resident, one fresh process, the recovery data set's store): the recovered state took {}",
+        mb(m.state)
+    );
+    let mut table = Table::new(&title, &["step", "peak growth", "bound", "bound is"]);
+    table.row(vec![
+        "`Store::open`: replaying the journal".into(),
+        mb(m.recovery_peak),
+        mb(m.state + m.segment_size),
+        "the state + one segment (+ decoded commands in flight)".into(),
+    ]);
+    table.row(vec![
+        "`store.snapshot()`".into(),
+        mb(m.snapshot_transient),
+        mb(m.snapshot_image),
+        "one serialized image (+ zstd's window and tables, a 1 MiB buffer)".into(),
+    ]);
+    table.row(vec![
+        format!("{} commits from 64 writers (state kept steady)", number(m.flood_commits as f64)),
+        mb(m.flood_transient),
+        mb(m.queue_bound),
+        "`max_pending_bytes` + one batch".into(),
     ]);
     table
 }
