@@ -180,9 +180,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 }
             }
         }
-        if self.durability == Durability::Fsync {
+        if self.durability == Durability::Fsync && self.expected <= 1 {
             // A lone committer comes back within microseconds of its receipt when it polls
-            // for it; catching it here saves waking this thread.
+            // for it; catching it here saves waking this thread. With more callers, polling
+            // here would take the CPU they need to come back.
             let spin = self.last_sync_took.min(self.spin_limit);
             let started = Instant::now();
             while started.elapsed() < spin {
