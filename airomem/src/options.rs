@@ -107,8 +107,8 @@ impl StoreOptions {
     /// of the cost of a commit. So when a commit is the only one in flight and the disk's
     /// last sync was short enough that the whole wait fits within this limit, the committing
     /// task polls for its receipt (yielding to other tasks in between) instead of sleeping,
-    /// and the idle writer thread polls for the next commit for as long as the last sync
-    /// took. Concurrent commits never spin: group commit already shares the wake-ups.
+    /// and after it the idle writer thread polls for the next commit for as long as the last
+    /// sync took. Concurrent commits never spin: group commit already shares the wake-ups.
     #[must_use]
     pub fn spin_limit(mut self, limit: Duration) -> Self {
         self.spin_limit = limit;
