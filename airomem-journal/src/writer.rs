@@ -59,17 +59,8 @@ impl JournalWriter {
         let (file, segment_first, segment_len, file_len) = match outcome.segments.last() {
             Some(&first) => {
                 let path = segment::path(&config.dir, first);
-                let mut file = config.storage.open_write(&path).map_err(|e| JournalError::io("open", &path, e))?;
-                let mut file_len = outcome.newest_file_len;
-                if config.preallocate == 0 && file_len > outcome.newest_len {
-                    // Without a sync after every batch, several batches could be caught
-                    // unsynced by a crash: they must be appended, not written over space
-                    // prepared by an earlier run.
-                    file.set_len(outcome.newest_len).map_err(|e| JournalError::io("truncate", &path, e))?;
-                    file.sync_data().map_err(|e| JournalError::io("fdatasync", &path, e))?;
-                    file_len = outcome.newest_len;
-                }
-                (file, first, outcome.newest_len, file_len)
+                let file = config.storage.open_write(&path).map_err(|e| JournalError::io("open", &path, e))?;
+                (file, first, outcome.newest_len, outcome.newest_file_len)
             }
             None => {
                 let (file, file_len) = create_segment(&config, outcome.next_seq)?;
@@ -78,7 +69,7 @@ impl JournalWriter {
                 (file, outcome.next_seq, SEGMENT_HEADER_LEN as u64, file_len)
             }
         };
-        Ok(JournalWriter {
+        let mut writer = JournalWriter {
             config,
             file,
             segment_first,
@@ -92,7 +83,13 @@ impl JournalWriter {
             unsynced: false,
             poisoned: None,
             counters,
-        })
+        };
+        if writer.config.preallocate == 0 {
+            // Without a sync after every batch, several batches could be caught unsynced by
+            // a crash: they must be appended, not written over space an earlier run prepared.
+            writer.trim()?;
+        }
+        Ok(writer)
     }
 
     /// The sequence number the next record will carry.
@@ -173,10 +170,7 @@ impl JournalWriter {
         if !self.unsynced {
             return Ok(());
         }
-        self.poison_on_err(|w| {
-            let path = segment::path(&w.config.dir, w.segment_first);
-            w.file.sync_data().map_err(|e| JournalError::io("fdatasync", path, e))
-        })?;
+        self.poison_on_err(|w| w.file.sync_data().map_err(|e| JournalError::io("fdatasync", w.path(), e)))?;
         self.unsynced = false;
         self.counters.syncs += 1;
         Ok(())
@@ -188,9 +182,8 @@ impl JournalWriter {
         self.sync()?;
         if self.file_len > self.segment_len {
             self.poison_on_err(|w| {
-                let path = segment::path(&w.config.dir, w.segment_first);
-                w.file.set_len(w.segment_len).map_err(|e| JournalError::io("truncate", &path, e))?;
-                w.file.sync_data().map_err(|e| JournalError::io("fdatasync", &path, e))
+                w.file.set_len(w.segment_len).map_err(|e| JournalError::io("truncate", w.path(), e))?;
+                w.file.sync_data().map_err(|e| JournalError::io("fdatasync", w.path(), e))
             })?;
             self.file_len = self.segment_len;
         }
@@ -220,14 +213,14 @@ impl JournalWriter {
     /// Writes `records` where the active segment's records end, first preparing zeroed
     /// space for them if the writer preallocates.
     fn write_records(&mut self, records: &[u8]) -> Result<(), JournalError> {
-        let path = || segment::path(&self.config.dir, self.segment_first);
         let end = self.segment_len + records.len() as u64;
         if self.config.preallocate > 0 && end > self.file_len {
             let target = (self.file_len + self.config.preallocate).min(self.config.segment_size).max(end);
-            write_zeros(&mut *self.file, self.file_len, target).map_err(|e| JournalError::io("write", path(), e))?;
+            write_zeros(&mut *self.file, self.file_len, target)
+                .map_err(|e| JournalError::io("write", self.path(), e))?;
             self.file_len = target;
         }
-        self.file.write_at(self.segment_len, records).map_err(|e| JournalError::io("write", path(), e))?;
+        self.file.write_at(self.segment_len, records).map_err(|e| JournalError::io("write", self.path(), e))?;
         self.file_len = self.file_len.max(end);
         Ok(())
     }
@@ -251,6 +244,11 @@ impl JournalWriter {
         self.counters.segments_created += 1;
         self.counters.bytes += SEGMENT_HEADER_LEN as u64;
         Ok(())
+    }
+
+    /// The active segment's path, for errors.
+    fn path(&self) -> std::path::PathBuf {
+        segment::path(&self.config.dir, self.segment_first)
     }
 
     fn check_poisoned(&self) -> Result<(), JournalError> {
