@@ -157,12 +157,18 @@ pub async fn run(dir: &Path, data: &Dataset, tail: u64, segment_size: u64) -> Re
 
 /// Times looking up every probe token under one `store.query()` guard: the map's share.
 fn map_lookup_nanos(store: &SessionStore, data: &Dataset) -> Result<f64, BoxError> {
-    sync_disks()?;
     let state = store.query()?;
+    timed_lookups(data, |token| Ok(state.tokens.get(token).copied().unwrap_or(0)))
+}
+
+/// Times `lookup` of every probe token, checking that the results add up, in nanoseconds
+/// per lookup.
+fn timed_lookups(data: &Dataset, mut lookup: impl FnMut(&str) -> Result<u64, BoxError>) -> Result<f64, BoxError> {
+    sync_disks()?;
     let started = Instant::now();
     let mut sum = 0;
     for token in &data.probes {
-        sum += state.tokens.get(token).copied().unwrap_or(0);
+        sum += lookup(token)?;
     }
     let elapsed = started.elapsed();
     if sum != data.probe_sum {
@@ -185,17 +191,7 @@ fn lock_nanos(store: &SessionStore, count: usize) -> Result<f64, BoxError> {
 
 /// Times looking up every probe token, each through its own `store.query()` guard.
 fn lookup_nanos(store: &SessionStore, data: &Dataset) -> Result<f64, BoxError> {
-    sync_disks()?;
-    let started = Instant::now();
-    let mut sum = 0;
-    for token in &data.probes {
-        sum += store.query()?.tokens.get(token).copied().unwrap_or(0);
-    }
-    let elapsed = started.elapsed();
-    if sum != data.probe_sum {
-        return Err(format!("lookups summed to {sum}, expected {}", data.probe_sum).into());
-    }
-    Ok(elapsed.as_secs_f64() * 1e9 / data.probes.len() as f64)
+    timed_lookups(data, |token| Ok(store.query()?.tokens.get(token).copied().unwrap_or(0)))
 }
 
 /// Opens the store with one snapshot retained, takes a snapshot, commits `tail` more
