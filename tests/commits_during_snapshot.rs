@@ -140,8 +140,8 @@ async fn commits_continue_while_a_snapshot_is_taken() {
     drop(store);
 
     let segments = segment_firsts(dir);
-    assert!(segments[0] > 1, "retention removed the segments the snapshot covers: {segments:?}");
-    assert!(segments[0] <= snap + 1, "the journal still holds every record after the snapshot: {segments:?}");
+    // The only snapshot could be damaged: until a second one exists, the whole journal stays.
+    assert_eq!(segments[0], 1, "retention kept the journal behind the only snapshot: {segments:?}");
 
     let store: PostcardStore<Sessions> = Store::open_with(PostcardSerializer, dir, options()).await.expect("reopen");
     let report = store.recovery();

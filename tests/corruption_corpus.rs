@@ -234,7 +234,7 @@ async fn cut_zeroed_or_garbage_tails_of_the_last_three_records_are_torn_tails() 
                 let before_segment = model().len() - offsets.len();
                 assert_eq!(values, model()[..before_segment + whole], "{name} {how} at record boundary {at}");
                 assert!(store.recovery().torn_tail.is_none(), "nothing torn at a boundary");
-                drop(store);
+                store.close().await.expect("close");
                 std::fs::remove_dir_all(&dir).expect("clean up");
                 case += 1;
             }

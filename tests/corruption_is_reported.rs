@@ -113,7 +113,7 @@ async fn original() -> Original {
             break;
         }
     }
-    drop(store);
+    store.close().await.expect("close");
     let segments = segment_names(&dir)
         .into_iter()
         .map(|name| {
@@ -321,6 +321,6 @@ async fn undamaged_copy_opens_to_the_model() {
     assert!(store.recovery().torn_tail.is_none());
     assert_eq!(store.recovery().records_replayed, original.commands);
     assert_eq!(store.query().expect("query").tokens, model(original.commands));
-    drop(store);
+    store.close().await.expect("close");
     assert_eq!(snapshot(&dir), before, "opening and closing without commits changes no file");
 }

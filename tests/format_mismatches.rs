@@ -53,7 +53,7 @@ async fn written<Z: Serializer + Copy>(serializer: Z, tmp: &Path) -> (PathBuf, V
     for n in 0..COMMANDS {
         store.commit(SessionsCommand::CreateSession { token: token(n), user_id: n }).await.expect("commit");
     }
-    drop(store);
+    store.close().await.expect("close");
     let segments: Vec<PathBuf> = segment_names(&dir).into_iter().map(|n| dir.join(n)).collect();
     assert!(segments.len() >= 3, "several segments");
     (dir, segments)
@@ -222,7 +222,7 @@ async fn schema_version_1_refuses_a_version_2_journal() {
     let dir = tmp.path().join("v2");
     let store: PostcardStore<SessionsV2> = Store::open(PostcardSerializer, &dir).await.expect("open v2");
     store.commit(SessionsCommand::CreateSession { token: "t".into(), user_id: 1 }).await.expect("commit");
-    drop(store);
+    store.close().await.expect("close");
     let segment = dir.join(&segment_names(&dir)[0]);
     assert_eq!(segment_files::read_segment(&segment).schema, 2, "the header records the schema version");
     let error = postcard_open_fails(&dir).await;

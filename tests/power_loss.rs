@@ -254,7 +254,7 @@ async fn commit_all(
                 (Ok(seq), Some(e)) => {
                     return Err(format!("value {value:#x} acknowledged as {seq} after this caller got: {e}"));
                 }
-                (Err(e @ (Error::WriteFailed(_) | Error::Poisoned { .. })), _) => {
+                (Err(e @ (Error::WriteFailed(_) | Error::Poisoned { .. } | Error::Broken { .. })), _) => {
                     failed.get_or_insert(e);
                 }
                 (Err(e), _) => return Err(format!("commit of {value:#x} failed unexpectedly: {e}")),

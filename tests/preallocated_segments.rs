@@ -88,7 +88,7 @@ async fn a_copy_taken_while_running_opens_exactly_and_goes_on_writing_in_place()
     drop(recovered);
     let reopened = open(&crashed, options()).await;
     assert_eq!(sessions(&reopened), (0..400).collect::<Vec<_>>());
-    drop(store);
+    store.close().await.expect("close");
 }
 
 #[tokio::test]
@@ -124,5 +124,5 @@ async fn no_preallocation_appends_only() {
     create(&store, 0..50).await;
     let (file_len, records_end) = newest(&dir);
     assert_eq!(file_len, records_end, "nothing prepared");
-    drop(store);
+    store.close().await.expect("close");
 }

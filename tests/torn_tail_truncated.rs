@@ -70,7 +70,7 @@ async fn original() -> Original {
     for n in 0..COMMANDS {
         store.commit(command(n)).await.expect("commit");
     }
-    drop(store);
+    store.close().await.expect("close");
     let names = segment_names(&dir);
     assert!(names.len() >= 3, "several segments: {names:?}");
     let newest = dir.join(names.last().expect("segments"));
@@ -130,7 +130,7 @@ async fn go_on(store: PostcardStore<Sessions>, dir: &Path) {
     assert_eq!(store.commit(extra).await.expect("commit after repair").seq, seq);
     let mut expected = model(seq.0 - 1);
     expected.insert("after-repair".into(), 7);
-    drop(store);
+    store.close().await.expect("close");
     for _ in 0..2 {
         let store = open(dir).await;
         assert!(store.recovery().torn_tail.is_none(), "the repaired journal is clean");
@@ -304,7 +304,7 @@ async fn truncation_inside_a_group_committed_batch_keeps_its_intact_records() {
     for handle in handles {
         by_seq.extend(handle.await.expect("task"));
     }
-    drop(store);
+    store.close().await.expect("close");
     let model_before = |seq: u64| {
         let mut model = HashMap::new();
         for cmd in by_seq.range(..seq).map(|(_, c)| c) {
@@ -357,7 +357,7 @@ async fn truncation_inside_a_group_committed_batch_keeps_its_intact_records() {
             assert_eq!(store.query().expect("query").tokens, model_before(record.seq), "cut {cut}");
             let seq = store.commit(SessionsCommand::DeleteSession { token: token(0) }).await.expect("commit").seq;
             assert_eq!(seq, Seq(record.seq));
-            drop(store);
+            store.close().await.expect("close");
             let store: PostcardStore<Sessions> = Store::open(PostcardSerializer, &copy).await.expect("reopen");
             let mut expected = model_before(record.seq);
             expected.remove(&token(0));

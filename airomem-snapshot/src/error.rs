@@ -9,7 +9,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum SnapshotError {
     /// A file-system operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path} failed")]
     Io {
         /// The operation.
         op: &'static str,

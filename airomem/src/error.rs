@@ -20,13 +20,22 @@ pub enum Error {
     /// files, or I/O. The variant inside says which and what to do.
     #[error(transparent)]
     Journal(Arc<JournalError>),
-    /// The disk filled up while this command was being written. It was not acknowledged and
-    /// the store is poisoned; free space and reopen: every acknowledged command is kept.
-    #[error("the disk is full; the command was not committed: {0}")]
+    /// The disk filled up while this command's batch was being written. The store is
+    /// poisoned and acknowledges nothing more. **The command's outcome is unknown**: part or
+    /// all of its batch may have reached the disk, and a reopened store may replay it (see
+    /// [`Error::WriteFailed`] for how to retry safely). Free space and reopen: every
+    /// acknowledged command is kept.
+    #[error("the disk is full; the command's outcome is unknown (it may be replayed after a reopen): {0}")]
     StorageFull(Arc<JournalError>),
-    /// Writing or syncing this command's batch failed. It was not acknowledged and the store
-    /// is poisoned; reopen it to recover.
-    #[error("writing the journal failed; the command was not committed: {0}")]
+    /// Writing or syncing this command's batch failed. The store is poisoned and
+    /// acknowledges nothing more; reopen it to recover.
+    ///
+    /// **The command's outcome is unknown**: a `write` may have landed before its
+    /// `fdatasync` failed, and then the reopened store replays the command. A blind retry
+    /// can therefore apply it twice. To make retries safe, give each command an idempotency
+    /// key (a request id) and let `execute` ignore a key it has already applied; after the
+    /// reopen, query whether the key is there before retrying.
+    #[error("writing the journal failed; the command's outcome is unknown (it may be replayed after a reopen): {0}")]
     WriteFailed(Arc<JournalError>),
     /// An earlier write or sync failed, so the store acknowledges nothing more. Reads still
     /// show every acknowledged command. Reopen the store to recover.
@@ -75,14 +84,51 @@ pub enum Error {
         /// What the journal is missing.
         source: Arc<JournalError>,
     },
+    /// A command panicked, and the state it left half changed could not be rebuilt from
+    /// disk: reads and commits are refused rather than show it. The files are intact;
+    /// reopen the store.
+    #[error("the store's state is broken and is not served: {cause}")]
+    Broken {
+        /// Why the state could not be rebuilt.
+        cause: String,
+    },
+    /// The writer thread panicked: a bug in airomem. Reads and commits are refused; every
+    /// acknowledged command is on disk, so a reopened store has them all.
+    #[error("the store's writer thread panicked; reopen the store: {message}")]
+    WriterPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The newest snapshot includes commands the journal does not hold: the journal was
+    /// cut, replaced or lost after the snapshot was written (or restored from an older
+    /// backup than the snapshot). Replaying it would silently lose those commands'
+    /// successors, so the store does not open. Restore the journal segments that belong to
+    /// the snapshot, or move the snapshot away to open from the journal alone.
+    #[error(
+        "snapshot {} includes commands up to #{snapshot_seq}, but the journal ends at #{journal_ends}{}: \
+         the journal is behind its snapshot",
+        snapshot.display(),
+        newest_segment.as_ref().map(|s| format!(" (newest segment {})", s.display())).unwrap_or_else(|| " (no segment)".into())
+    )]
+    JournalBehindSnapshot {
+        /// The snapshot file.
+        snapshot: PathBuf,
+        /// The last command it includes.
+        snapshot_seq: Seq,
+        /// The last command the journal holds (0 if none).
+        journal_ends: Seq,
+        /// The newest journal segment, if there is one.
+        newest_segment: Option<PathBuf>,
+    },
     /// The closure given to `commit_with` panicked. The command itself was committed.
     #[error("the query passed to commit_with panicked; the command itself was committed")]
     QueryPanicked,
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
-    /// A file-system operation outside the journal failed (creating the directory, the lock file).
-    #[error("{op} {path}: {source}")]
+    /// A file-system operation outside the journal failed (creating the directory, the lock
+    /// file). The operating system's error is the [`std::error::Error::source`].
+    #[error("{op} {path} failed")]
     Io {
         /// The operation.
         op: &'static str,

@@ -59,6 +59,8 @@ struct ReadmeDoctests;
 
 mod apply;
 mod error;
+mod health;
+mod lifecycle;
 mod options;
 mod recover;
 #[cfg(feature = "snapshot")]

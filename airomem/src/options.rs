@@ -17,6 +17,10 @@ pub enum Durability {
     /// `fdatasync` runs at most this long after the first unsynced write. A process crash
     /// loses nothing; a power loss or kernel crash loses up to this much time of
     /// acknowledged commands.
+    ///
+    /// Any interval is accepted. An idle writer sleeps until the next commit (it wakes up
+    /// only while something is unsynced), so a zero or tiny interval costs no CPU: it syncs
+    /// after every batch, like `Fsync` but without prepared space.
     Periodic(Duration),
     /// `commit` returns once the bytes are written to the operating system, which writes
     /// them back when it likes (segments are synced on rollover and on close). A process
@@ -61,10 +65,12 @@ impl Default for StoreOptions {
 impl StoreOptions {
     /// A journal segment is closed and a new one started when the next batch would take it
     /// past this many bytes (default 64 MiB). Recovery holds one segment in memory at a time.
+    ///
+    /// Like every size and count setter here, a value below the least that works is raised
+    /// to it rather than refused: 0 becomes 1 (each batch then gets a segment of its own).
     #[must_use]
     pub fn segment_size(mut self, bytes: u64) -> Self {
-        assert!(bytes > 0, "a segment must hold something");
-        self.segment_size = bytes;
+        self.segment_size = bytes.max(1);
         self
     }
 
@@ -157,14 +163,15 @@ impl StoreOptions {
         self
     }
 
-    /// How many snapshots to keep (default 2, at least 1). Once a snapshot is durable, older
-    /// ones beyond this count are removed, and so are the journal segments that hold only
-    /// records the oldest kept snapshot includes. Keeping two lets recovery fall back to the
-    /// older one if the newest is damaged.
+    /// How many snapshots to keep (default 2; a smaller count is raised to 2). Once a
+    /// snapshot is durable, older ones beyond this count are removed, and so are the journal
+    /// segments that hold only records the oldest kept snapshot includes. Two is the least
+    /// that leaves a second way to rebuild the state when the newest snapshot is damaged;
+    /// while only one snapshot exists, no segment is removed.
     #[cfg(feature = "snapshot")]
     #[must_use]
     pub fn snapshots_retained(mut self, count: usize) -> Self {
-        self.snapshots.retain = count.max(1);
+        self.snapshots.retain = count.max(crate::snapshots::MIN_RETAINED);
         self
     }
 

@@ -94,10 +94,35 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                 warn!(seq = seq.0, message, "a command of the last batch panicked during recovery; aborting it");
                 aborted_now.insert(seq);
             }
+            // The journal ends before the snapshot does: it was cut or replaced after the
+            // snapshot was written. Saying that records are "missing before" the first
+            // segment would send the user looking for the wrong files.
+            Err(ReplayError::Journal(JournalError::MissingRecords { file, expected, found }))
+                if base.0 > 0 && found == base.next() && expected < found =>
+            {
+                return Err(Error::JournalBehindSnapshot {
+                    snapshot: snapshot_path(config, base),
+                    snapshot_seq: base,
+                    journal_ends: Seq(expected.0 - 1),
+                    newest_segment: Some(file),
+                });
+            }
             Err(ReplayError::Journal(e @ JournalError::MissingRecords { .. })) if !skipped.is_empty() => {
                 return Err(Error::NoUsableSnapshot { skipped, source: Arc::new(e) });
             }
             Err(e) => return Err(stop_error(e)),
         }
+    }
+}
+
+/// Where the snapshot that includes records up to `seq` lives.
+fn snapshot_path(config: &JournalConfig, seq: Seq) -> std::path::PathBuf {
+    #[cfg(feature = "snapshot")]
+    {
+        airomem_snapshot::path(&config.dir, seq)
+    }
+    #[cfg(not(feature = "snapshot"))]
+    {
+        config.dir.join(format!("{:020}.snapshot", seq.0))
     }
 }

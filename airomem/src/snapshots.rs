@@ -2,6 +2,7 @@
 //! publishes images, retention and journal pruning, and loading the newest valid snapshot.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::stats::Counters;
 
 /// When snapshots are taken and how many are kept.
 #[derive(Clone, Copy, Debug)]
@@ -62,44 +64,88 @@ struct Job {
 }
 
 /// The writer's side of snapshotting: triggers, and the worker that does the I/O.
+///
+/// Automatic snapshots: at most one is in flight (queued or being written) at a time, and
+/// after each consecutive failure the trigger doubles (up to 64 times the policy), so a
+/// full disk or a state that does not encode costs one attempt per (growing) interval, not a
+/// serialization of the whole state after every batch.
 pub(crate) struct Snapshotter {
     policy: SnapshotPolicy,
     jobs: Option<Sender<Job>>,
     worker: Option<JoinHandle<()>>,
     commands_since: u64,
     bytes_since: u64,
+    /// An automatic snapshot is queued or being written.
+    busy: Arc<AtomicBool>,
+    /// Automatic snapshots that failed in a row.
+    failures: Arc<AtomicU32>,
 }
 
+/// The most a failing automatic snapshot's trigger is stretched: 2^6 = 64 times.
+const MAX_BACKOFF_SHIFT: u32 = 6;
+
 impl Snapshotter {
-    pub(crate) fn start(policy: SnapshotPolicy, config: JournalConfig, prune: Arc<Mutex<()>>) -> Result<Self, Error> {
+    pub(crate) fn start(
+        policy: SnapshotPolicy,
+        config: JournalConfig,
+        prune: Arc<Mutex<()>>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, Error> {
         let (jobs, rx) = mpsc::channel::<Job>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicU32::new(0));
+        let (worker_busy, worker_failures) = (Arc::clone(&busy), Arc::clone(&failures));
         let worker = thread::Builder::new()
             .name("airomem-snapshot".into())
             .spawn(move || {
                 for job in rx {
                     let result = publish(&config, policy, &prune, job.seq, &job.image, job.serialize_time);
                     drop(job.image);
+                    if let Ok(info) = &result {
+                        counters.snapshot_published(info);
+                    }
                     match (job.reply, result) {
                         (Some(reply), result) => drop(reply.send(result)),
                         (None, Ok(info)) => {
+                            worker_failures.store(0, Ordering::Relaxed);
+                            worker_busy.store(false, Ordering::Release);
                             info!(seq = info.seq.0, bytes = info.file_len, "automatic snapshot written")
                         }
                         (None, Err(e)) => {
-                            warn!(error = %e, "automatic snapshot failed; the journal still holds everything")
+                            let failed = worker_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                            worker_busy.store(false, Ordering::Release);
+                            warn!(
+                                error = %e,
+                                failed_in_a_row = failed,
+                                "automatic snapshot failed; the journal still holds everything, and the next \
+                                 attempt waits longer"
+                            )
                         }
                     }
                 }
             })
             .map_err(|e| Error::Io { op: "spawn snapshot thread", path: PathBuf::new(), source: Arc::new(e) })?;
-        Ok(Snapshotter { policy, jobs: Some(jobs), worker: Some(worker), commands_since: 0, bytes_since: 0 })
+        Ok(Snapshotter {
+            policy,
+            jobs: Some(jobs),
+            worker: Some(worker),
+            commands_since: 0,
+            bytes_since: 0,
+            busy,
+            failures,
+        })
     }
 
-    /// Counts a written batch; true when the policy asks for an automatic snapshot.
+    /// Counts a written batch; true when the policy asks for an automatic snapshot now.
     pub(crate) fn due(&mut self, commands: u64, bytes: u64) -> bool {
         self.commands_since += commands;
         self.bytes_since += bytes;
-        self.policy.every_commands.is_some_and(|n| self.commands_since >= n)
-            || self.policy.every_bytes.is_some_and(|n| self.bytes_since >= n)
+        if self.busy.load(Ordering::Acquire) {
+            return false;
+        }
+        let stretch = 1u64 << self.failures.load(Ordering::Relaxed).min(MAX_BACKOFF_SHIFT);
+        self.policy.every_commands.is_some_and(|n| self.commands_since >= n.saturating_mul(stretch))
+            || self.policy.every_bytes.is_some_and(|n| self.bytes_since >= n.saturating_mul(stretch))
     }
 
     /// Serializes `state` (the caller holds the read lock) and queues the image for the worker.
@@ -112,20 +158,34 @@ impl Snapshotter {
     ) {
         let started = Instant::now();
         let mut image = Vec::new();
+        let automatic = reply.is_none();
+        if automatic || !self.busy.load(Ordering::Acquire) {
+            // An explicit snapshot also restarts the automatic count.
+            self.commands_since = 0;
+            self.bytes_since = 0;
+        }
         if let Err(e) = serializer.encode(state, &mut image) {
-            if let Some(reply) = reply {
-                drop(reply.send(Err(Error::codec(None, e))));
+            let error = Error::codec(None, e);
+            match reply {
+                Some(reply) => drop(reply.send(Err(error))),
+                None => {
+                    let failed = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(error = %error, failed_in_a_row = failed, "automatic snapshot: the state does not encode");
+                }
             }
             return;
         }
-        self.commands_since = 0;
-        self.bytes_since = 0;
+        if automatic {
+            self.busy.store(true, Ordering::Release);
+        }
         let job = Job { seq, image, serialize_time: started.elapsed(), reply };
         if let Some(jobs) = &self.jobs
             && let Err(mpsc::SendError(job)) = jobs.send(job)
-            && let Some(reply) = job.reply
         {
-            drop(reply.send(Err(Error::Closed)));
+            self.busy.store(false, Ordering::Release);
+            if let Some(reply) = job.reply {
+                drop(reply.send(Err(Error::Closed)));
+            }
         }
     }
 
@@ -172,16 +232,36 @@ fn publish(
     })
 }
 
-/// Keeps the newest `keep` snapshots and the segments holding records after the oldest of
-/// them; removes the rest. The newest segment is never removed: the writer appends to it.
+/// Keeps the newest `keep` snapshots (at least two) and the segments holding records after
+/// the oldest of them; removes the rest. The newest segment is never removed: the writer
+/// appends to it.
+///
+/// The rule that makes this safe: whatever single file is damaged, the state can still be
+/// rebuilt. While only one snapshot exists, no segment is removed (the whole journal is the
+/// second way); once two or more are kept, segments go only up to the oldest kept one, so a
+/// damaged newest snapshot leaves an older one plus the journal after it.
 fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<(u64, u64), SnapshotError> {
     let dir = &config.dir;
     let snapshots = airomem_snapshot::list(storage, dir)?;
-    let excess = snapshots.len().saturating_sub(keep.max(1));
+    let excess = snapshots.len().saturating_sub(keep.max(MIN_RETAINED));
     for &old in &snapshots[..excess] {
         airomem_snapshot::remove(storage, dir, old)?;
     }
-    let Some(&oldest) = snapshots.get(excess) else { return Ok((excess as u64, 0)) };
+    let kept = &snapshots[excess..];
+    let oldest = match kept {
+        [oldest, _, ..] => *oldest,
+        // One snapshot (or none): the journal is its fallback, so it stays whole.
+        _ => {
+            if excess > 0 {
+                storage.sync_dir(dir).map_err(|e| SnapshotError::Io {
+                    op: "sync directory",
+                    path: dir.clone(),
+                    source: e,
+                })?;
+            }
+            return Ok((excess as u64, 0));
+        }
+    };
     let names = storage.list(dir).map_err(|e| SnapshotError::Io { op: "list", path: dir.clone(), source: e })?;
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
@@ -199,6 +279,9 @@ fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<
     }
     Ok((excess as u64, removed))
 }
+
+/// Snapshots always kept, whatever the policy asks: the newest, and one to fall back on.
+pub(crate) const MIN_RETAINED: usize = 2;
 
 pub(crate) fn snapshot_error(e: SnapshotError) -> Error {
     Error::Snapshot(Arc::new(e))

@@ -34,14 +34,17 @@ pub struct RecoveryReport {
     pub duration: Duration,
 }
 
-/// Running totals of a store, from [`crate::Store::stats`].
+/// What a store holds and has done, from [`crate::Store::stats`].
+///
+/// Fields named after the store (`last_seq`, `segments`, `snapshot_seq`) describe the store
+/// on disk, also right after a reopen; the others count since this open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Commands committed (acknowledged) since open.
     pub commits: u64,
     /// Commands that panicked and were rolled back since open.
     pub aborted: u64,
-    /// Batches written: each is one write call.
+    /// Batches written since open: each is one write call.
     pub batches: u64,
     /// `fdatasync` calls on journal segments since open.
     pub syncs: u64,
@@ -49,14 +52,23 @@ pub struct Stats {
     pub journal_bytes: u64,
     /// Journal segments created since open.
     pub segments_created: u64,
-    /// The sequence number of the last journal record.
+    /// The sequence number of the store's last journal record (0 for an empty store).
     pub last_seq: u64,
+    /// Journal segments in the store's directory.
+    pub segments: u64,
+    /// The last command the newest snapshot includes (0 if there is none).
+    pub snapshot_seq: u64,
 }
 
 impl Stats {
     /// Average commands per batch: how well group commit is doing.
     pub fn average_batch(&self) -> f64 {
         if self.batches == 0 { 0.0 } else { self.commits as f64 / self.batches as f64 }
+    }
+
+    /// Journal records written after the newest snapshot: what the next open replays.
+    pub fn records_since_snapshot(&self) -> u64 {
+        self.last_seq.saturating_sub(self.snapshot_seq)
     }
 }
 
@@ -69,9 +81,22 @@ pub(crate) struct Counters {
     journal_bytes: AtomicU64,
     segments_created: AtomicU64,
     last_seq: AtomicU64,
+    segments_at_open: u64,
+    segments_removed: AtomicU64,
+    snapshot_seq: AtomicU64,
 }
 
 impl Counters {
+    /// The counters of a store just recovered as `report` says, with `segments` on disk.
+    pub(crate) fn at_open(report: &RecoveryReport, segments: u64) -> Counters {
+        Counters {
+            last_seq: AtomicU64::new(report.next_seq.0 - 1),
+            segments_at_open: segments,
+            snapshot_seq: AtomicU64::new(report.snapshot.map_or(0, |s| s.0)),
+            ..Counters::default()
+        }
+    }
+
     pub(crate) fn record(&self, commits: u64, aborted: u64, journal: WriterCounters, next_seq: Seq) {
         let relaxed = Ordering::Relaxed;
         self.commits.fetch_add(commits, relaxed);
@@ -83,16 +108,26 @@ impl Counters {
         self.last_seq.store(next_seq.0 - 1, relaxed);
     }
 
+    /// A snapshot became durable and retention ran.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn snapshot_published(&self, info: &crate::SnapshotInfo) {
+        self.snapshot_seq.fetch_max(info.seq.0, Ordering::Relaxed);
+        self.segments_removed.fetch_add(info.segments_removed, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let relaxed = Ordering::Relaxed;
+        let segments_created = self.segments_created.load(relaxed);
         Stats {
             commits: self.commits.load(relaxed),
             aborted: self.aborted.load(relaxed),
             batches: self.batches.load(relaxed),
             syncs: self.syncs.load(relaxed),
             journal_bytes: self.journal_bytes.load(relaxed),
-            segments_created: self.segments_created.load(relaxed),
+            segments_created,
             last_seq: self.last_seq.load(relaxed),
+            segments: (self.segments_at_open + segments_created).saturating_sub(self.segments_removed.load(relaxed)),
+            snapshot_seq: self.snapshot_seq.load(relaxed),
         }
     }
 }

@@ -2,21 +2,20 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
+use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use airomem_core::storage::LockGuard;
 use airomem_core::{PostcardSerializer, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN};
 use tokio::sync::{Semaphore, oneshot};
-use tracing::info;
+use tracing::{error, info};
 
 use crate::recover::recover;
 use crate::stats::Counters;
-use crate::writer::{Message, Reply, Request, Shared, Writer};
+use crate::writer::{Message, Reply, Request, Shared, Stopped, Writer};
 use crate::{Error, RecoveryReport, Stats, StoreOptions};
 
 const LOCK_FILE: &str = "airomem.lock";
@@ -46,10 +45,10 @@ struct Inner<S: State, Z> {
     closed: AtomicBool,
     pending: Arc<Semaphore>,
     max_pending: u32,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread's registration: marked closing when the last handle goes.
+    life: Option<Arc<crate::lifecycle::Life>>,
     dir: PathBuf,
     report: RecoveryReport,
-    _lock: LockGuard,
 }
 
 /// The receipt of a committed command.
@@ -111,12 +110,25 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             let path = path.to_path_buf();
             move |e: std::io::Error| Error::Io { op, path, source: Arc::new(e) }
         };
+        // Every directory this open creates must be durable before anything in it is: its
+        // entry lives in its parent, so each parent is synced, outermost first. For an
+        // existing store that is one fsync of the parent per open, which is cheap.
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| storage.list(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+            .collect();
         storage.create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // A new store's directory entry must be durable before anything in it is; for
-            // an existing store this one fsync per open is cheap.
+        let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
+        if missing.is_empty() {
+            parents.extend(dir.parent());
+        }
+        for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
             storage.sync_dir(parent).map_err(io("sync directory", parent))?;
         }
+        // The writer thread owns the lock and this registration from here on (see
+        // `crate::lifecycle`); until it is running, this function does.
+        let tenure = crate::lifecycle::enter(&dir);
         let lock_path = dir.join(LOCK_FILE);
         let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
@@ -137,44 +149,51 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             journal.append_abort(seq)?;
         }
 
-        let shared = Arc::new(Shared {
-            state: RwLock::new(recovered.state),
-            counters: Counters::default(),
-            broken: std::sync::OnceLock::new(),
-            submitted: std::sync::atomic::AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            spin_nanos: AtomicU64::new(0),
-        });
+        let counters = Arc::new(Counters::at_open(&recovered.report, recovered.outcome.segments.len() as u64));
+        counters.record(0, 0, journal.counters(), journal.next_seq());
+        let shared = Arc::new(Shared::new(recovered.state, counters));
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
         let prune = Arc::new(Mutex::new(()));
         #[cfg(feature = "snapshot")]
-        let snapshotter = crate::snapshots::Snapshotter::start(options.snapshots, config.clone(), Arc::clone(&prune))?;
-        let writer = Writer {
+        let snapshotter = crate::snapshots::Snapshotter::start(
+            options.snapshots,
+            config.clone(),
+            Arc::clone(&prune),
+            Arc::clone(&shared.counters),
+        )?;
+        let writer = Writer::new(
             journal,
             config,
-            serializer: Arc::clone(&serializer),
-            shared: Arc::clone(&shared),
+            Arc::clone(&serializer),
+            Arc::clone(&shared),
             rx,
-            durability: options.durability,
-            max_batch_bytes: options.max_batch_bytes,
-            max_batch_commands: options.max_batch_commands,
-            aborted: recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
-            poisoned: None,
-            carry: None,
-            last_sync: Instant::now(),
-            last_sync_took: Duration::ZERO,
-            spin_limit: options.spin_limit,
-            expected: 0,
-            taken: 0,
-            batch_bytes: 0,
+            &options,
+            recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
             prune,
             #[cfg(feature = "snapshot")]
             snapshotter,
-        };
-        let handle = thread::Builder::new()
+        );
+        let life = tenure.as_ref().map(crate::lifecycle::Tenure::life);
+        let health = Arc::clone(&shared);
+        thread::Builder::new()
             .name("airomem-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run()));
+                // The writer, its journal and its snapshot thread are gone: only now may
+                // another store take the directory.
+                drop(lock);
+                drop(tenure);
+                match stopped {
+                    Ok(Stopped { result, reply: Some(reply) }) => drop(reply.send(result)),
+                    Ok(Stopped { reply: None, .. }) => {}
+                    Err(panic) => {
+                        let message = crate::apply::panic_message(panic);
+                        error!(message, "the writer thread panicked; the store refuses reads and commits");
+                        health.health.writer_panicked(&message);
+                    }
+                }
+            })
             .map_err(io("spawn writer thread", &dir))?;
         info!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
         Ok(Store {
@@ -185,10 +204,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 closed: AtomicBool::new(false),
                 pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
                 max_pending: options.max_pending_bytes,
-                writer: Mutex::new(Some(handle)),
+                life,
                 dir,
                 report: recovered.report,
-                _lock: lock,
             }),
         })
     }
@@ -238,7 +256,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             loop {
                 match rx.try_recv() {
                     Ok(outcome) => return outcome,
-                    Err(oneshot::error::TryRecvError::Closed) => return Err(Error::Closed),
+                    Err(oneshot::error::TryRecvError::Closed) => return Err(self.gone()),
                     Err(oneshot::error::TryRecvError::Empty) => {}
                 }
                 // Another commit arriving means a batch will share the wake-ups: stop
@@ -249,7 +267,15 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 tokio::task::yield_now().await;
             }
         }
-        rx.await.map_err(|_| Error::Closed)?
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    /// Why the writer is no longer there to answer: it panicked, or the store was closed.
+    fn gone(&self) -> Error {
+        match self.inner.shared.health.check_read() {
+            Err(e @ Error::WriterPanicked { .. }) => e,
+            _ => Error::Closed,
+        }
     }
 
     async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
@@ -275,7 +301,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        self.inner.sender.send(message).map_err(|_| Error::Closed)
+        self.inner.sender.send(message).map_err(|_| self.gone())
     }
 
     /// Takes a snapshot now and returns once it is durable.
@@ -294,9 +320,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// A read lock on the state. Never waits for I/O; waits only while a batch of commands
     /// is being applied in memory.
     pub fn query(&self) -> Result<Query<'_, S>, Error> {
-        if let Some(cause) = self.inner.shared.broken.get() {
-            return Err(Error::Poisoned { cause: cause.clone() });
-        }
+        self.inner.shared.health.check_read()?;
         let guard = self.inner.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(Query(guard))
     }
@@ -316,35 +340,38 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         &self.inner.dir
     }
 
-    /// Stops accepting commits, waits for those already queued, syncs the journal and
-    /// reports any failure. Other clones get [`Error::Closed`] afterwards; the directory is
-    /// unlocked once every clone is dropped.
+    /// Stops accepting commits, waits for those already queued and for a snapshot being
+    /// written, syncs and trims the journal, releases the directory, and reports any failure.
+    /// Other clones get [`Error::Closed`] afterwards.
+    ///
+    /// This is the way to wait for a store to be closed. Dropping the last handle instead
+    /// only asks the writer thread to do the same and returns at once (so that dropping a
+    /// store never blocks an async runtime): the directory stays locked until the writer has
+    /// finished, and an open of the same directory in this process waits for that.
     pub async fn close(self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.post(Message::Close(tx))?;
         self.inner.closed.store(true, Ordering::Release);
-        rx.await.map_err(|_| Error::Closed)?
+        if let Some(life) = &self.inner.life {
+            life.closing();
+        }
+        rx.await.map_err(|_| self.gone())?
     }
 }
 
 impl<S: State, Z> Drop for Inner<S, Z> {
     fn drop(&mut self) {
+        // This can run on any thread, the writer's own included (a `commit_with` closure or
+        // an undeliverable result may own the last handle), so it never waits: the writer
+        // finishes what is queued, closes the journal and only then releases the directory.
+        if let Some(life) = &self.life {
+            life.closing();
+        }
         if !*self.closed.get_mut() {
-            // The writer finishes what is queued, syncs, and exits.
             let (tx, _rx) = oneshot::channel();
             drop(self.sender.send(Message::Close(tx)));
         }
         self.pending.close();
-        let handle = self.writer.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(handle) = handle {
-            // The last handle can be dropped on the writer thread itself, by a closure passed
-            // to `commit_with`; it exits on its own once the channel is empty.
-            if handle.thread().id() != thread::current().id() {
-                // Joining releases the directory lock only after the journal is closed, so a
-                // reopen right after the drop succeeds.
-                drop(handle.join());
-            }
-        }
     }
 }
 

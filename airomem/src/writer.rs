@@ -16,16 +16,16 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::apply::{execute, rebuild};
+use crate::health::Health;
 use crate::stats::Counters;
 use crate::{Committed, Durability, Error};
 
 /// What the writer shares with the `Store` handles.
 pub(crate) struct Shared<S> {
     pub state: RwLock<S>,
-    pub counters: Counters,
-    /// Set if a panicking command left the state in a shape that could not be rebuilt:
-    /// reads are refused from then on rather than show it.
-    pub broken: std::sync::OnceLock<String>,
+    pub counters: Arc<Counters>,
+    /// Whether commits and reads are still served (see [`crate::health`]).
+    pub health: Health,
     /// Commits handed to the writer so far (see [`Writer::linger`]).
     pub submitted: std::sync::atomic::AtomicU64,
     /// Commits whose callers are waiting for their outcome.
@@ -33,6 +33,19 @@ pub(crate) struct Shared<S> {
     /// How long a lone caller may poll for its outcome before sleeping, in nanoseconds: zero
     /// when the disk is too slow for polling to pay (see [`crate::StoreOptions::spin_limit`]).
     pub spin_nanos: AtomicU64,
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn new(state: S, counters: Arc<Counters>) -> Self {
+        Shared {
+            state: RwLock::new(state),
+            counters,
+            health: Health::default(),
+            submitted: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            spin_nanos: AtomicU64::new(0),
+        }
+    }
 }
 
 /// How the caller of one commit hears of its outcome.
@@ -94,45 +107,104 @@ pub(crate) enum Message<S: State> {
     Snapshot(crate::snapshots::SnapshotReply),
 }
 
-pub(crate) struct Writer<S: State, Z> {
-    pub journal: JournalWriter,
-    pub config: JournalConfig,
-    pub serializer: Arc<Z>,
-    pub shared: Arc<Shared<S>>,
-    pub rx: Receiver<Message<S>>,
-    pub durability: Durability,
-    pub max_batch_bytes: usize,
-    pub max_batch_commands: usize,
-    /// Every command aborted while this writer ran; recovery finds them by their markers.
-    pub aborted: BTreeSet<Seq>,
-    pub poisoned: Option<String>,
-    pub carry: Option<Message<S>>,
-    pub last_sync: Instant,
+/// How the writer paces batches and syncs: what it learned from the last ones.
+struct Pacing {
+    last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
-    pub last_sync_took: Duration,
-    /// The longest either side of a commit busy-waits (see [`crate::StoreOptions::spin_limit`]).
-    pub spin_limit: Duration,
+    last_sync_took: Duration,
+    /// Whether a batch was written since the last sync (the weaker policies).
+    unsynced: bool,
     /// How many commits the next batch may expect: see [`Writer::linger`].
-    pub expected: usize,
+    expected: usize,
     /// Commits taken into batches so far; `Shared::submitted` minus this is the queue.
-    pub taken: u64,
+    taken: u64,
     /// Payload bytes in the batch being assembled.
-    pub batch_bytes: usize,
+    batch_bytes: usize,
+}
+
+/// The writer thread's whole world. Built by [`Writer::new`] at open and consumed by
+/// [`Writer::run`] on its own thread.
+pub(crate) struct Writer<S: State, Z> {
+    journal: JournalWriter,
+    config: JournalConfig,
+    serializer: Arc<Z>,
+    shared: Arc<Shared<S>>,
+    rx: Receiver<Message<S>>,
+    durability: Durability,
+    max_batch_bytes: usize,
+    max_batch_commands: usize,
+    /// The longest either side of a commit busy-waits (see [`crate::StoreOptions::spin_limit`]).
+    spin_limit: Duration,
+    /// Every command aborted while this writer ran; recovery finds them by their markers.
+    aborted: BTreeSet<Seq>,
+    /// A message taken from the queue that did not fit the batch: handled next.
+    carry: Option<Message<S>>,
+    pacing: Pacing,
     /// Held while files are removed by snapshot retention, and while the state is rebuilt
     /// from files after a panic.
-    pub prune: Arc<std::sync::Mutex<()>>,
+    prune: Arc<std::sync::Mutex<()>>,
     #[cfg(feature = "snapshot")]
-    pub snapshotter: crate::snapshots::Snapshotter,
+    snapshotter: crate::snapshots::Snapshotter,
+}
+
+/// What the writer hands back when it stops: how closing went, and who asked for it (the
+/// answer is sent only once the directory is unlocked).
+pub(crate) struct Stopped {
+    pub result: Result<(), Error>,
+    pub reply: Option<oneshot::Sender<Result<(), Error>>>,
 }
 
 impl<S: State, Z: Serializer> Writer<S, Z> {
-    pub(crate) fn run(mut self) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        journal: JournalWriter,
+        config: JournalConfig,
+        serializer: Arc<Z>,
+        shared: Arc<Shared<S>>,
+        rx: Receiver<Message<S>>,
+        options: &crate::StoreOptions,
+        aborted: BTreeSet<Seq>,
+        prune: Arc<std::sync::Mutex<()>>,
+        #[cfg(feature = "snapshot")] snapshotter: crate::snapshots::Snapshotter,
+    ) -> Self {
+        Writer {
+            journal,
+            config,
+            serializer,
+            shared,
+            rx,
+            durability: options.durability,
+            max_batch_bytes: options.max_batch_bytes,
+            max_batch_commands: options.max_batch_commands,
+            spin_limit: options.spin_limit,
+            aborted,
+            carry: None,
+            pacing: Pacing {
+                last_sync: Instant::now(),
+                last_sync_took: Duration::ZERO,
+                unsynced: false,
+                expected: 0,
+                taken: 0,
+                batch_bytes: 0,
+            },
+            prune,
+            #[cfg(feature = "snapshot")]
+            snapshotter,
+        }
+    }
+
+    /// Handles messages until the store is closed or every handle is gone, then closes the
+    /// journal (and the snapshot thread). The caller releases the directory afterwards.
+    pub(crate) fn run(mut self) -> Stopped {
         let mut batch: Vec<Request<S>> = Vec::new();
         let mut outcomes = Vec::new();
+        // Declared after the batch, so dropped before it when a panic unwinds this thread:
+        // the callers whose answers are dropped with the batch then find the store marked.
+        let _unwinding = UnwindGuard(Arc::clone(&self.shared));
         while let Some(message) = self.next_message() {
             match message {
                 Message::Commit(request) => {
-                    self.batch_bytes = request.payload.len();
+                    self.pacing.batch_bytes = request.payload.len();
                     batch.push(request);
                     self.fill(&mut batch);
                     self.linger(&mut batch);
@@ -153,16 +225,17 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                         // Nobody awaits `close`: the store is being dropped.
                         error!(error = %e, "the journal could not be synced when the store was dropped");
                     }
-                    drop(tx.send(result));
-                    return;
+                    return Stopped { result, reply: Some(tx) };
                 }
                 #[cfg(feature = "snapshot")]
                 Message::Snapshot(tx) => self.snapshot(Some(tx)),
             }
         }
-        if let Err(e) = self.finish() {
+        let result = self.finish();
+        if let Err(e) = &result {
             error!(error = %e, "the journal could not be synced when the store was dropped");
         }
+        Stopped { result, reply: None }
     }
 
     /// Waits for the next message; with periodic durability, syncs when the interval ends.
@@ -171,20 +244,22 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             return Some(message);
         }
         if let Durability::Periodic(interval) = self.durability {
-            loop {
-                let wait = interval.saturating_sub(self.last_sync.elapsed());
+            // Nothing unsynced: nothing to wake up for until the next message.
+            while self.pacing.unsynced {
+                let wait = interval.saturating_sub(self.pacing.last_sync.elapsed());
                 match self.rx.recv_timeout(wait) {
                     Ok(message) => return Some(message),
                     Err(RecvTimeoutError::Timeout) => self.periodic_sync(),
                     Err(RecvTimeoutError::Disconnected) => return None,
                 }
             }
+            return self.rx.recv().ok();
         }
-        if self.durability == Durability::Fsync && self.expected <= 1 {
+        if self.durability == Durability::Fsync && self.pacing.expected <= 1 {
             // A lone committer comes back within microseconds of its receipt when it polls
             // for it; catching it here saves waking this thread. With more callers, polling
             // here would take the CPU they need to come back.
-            let spin = self.last_sync_took.min(self.spin_limit);
+            let spin = self.pacing.last_sync_took.min(self.spin_limit);
             let started = Instant::now();
             while started.elapsed() < spin {
                 match self.rx.try_recv() {
@@ -220,11 +295,11 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// was too short once prepared space made syncs fast: 64 callers on 2 cores need longer
     /// than that to come back, and batches averaged 53–59 instead of 63.)
     fn linger(&mut self, batch: &mut Vec<Request<S>>) {
-        if self.durability != Durability::Fsync || batch.len() >= self.expected {
+        if self.durability != Durability::Fsync || batch.len() >= self.pacing.expected {
             return;
         }
-        let deadline = Instant::now() + self.last_sync_took.min(MAX_LINGER);
-        while batch.len() < self.expected && self.room(batch) && self.carry.is_none() {
+        let deadline = Instant::now() + self.pacing.last_sync_took.min(MAX_LINGER);
+        while batch.len() < self.pacing.expected && self.room(batch) && self.carry.is_none() {
             let wait = deadline.saturating_duration_since(Instant::now());
             let Ok(message) = self.rx.recv_timeout(wait) else { break };
             if !self.add(batch, message) {
@@ -236,9 +311,9 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// After a batch of `done` commits was acknowledged: those callers, plus everyone who
     /// queued meanwhile, are who the next batch can expect.
     fn expect_next(&mut self, done: u64) {
-        self.taken += done;
-        let queued = self.shared.submitted.load(Ordering::Relaxed).saturating_sub(self.taken);
-        self.expected = usize::try_from(done + queued).unwrap_or(usize::MAX).min(self.max_batch_commands);
+        self.pacing.taken += done;
+        let queued = self.shared.submitted.load(Ordering::Relaxed).saturating_sub(self.pacing.taken);
+        self.pacing.expected = usize::try_from(done + queued).unwrap_or(usize::MAX).min(self.max_batch_commands);
     }
 
     fn room(&self, batch: &[Request<S>]) -> bool {
@@ -248,8 +323,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// Adds a commit to the batch if it fits; otherwise keeps the message for next time.
     fn add(&mut self, batch: &mut Vec<Request<S>>, message: Message<S>) -> bool {
         match message {
-            Message::Commit(request) if self.batch_bytes + request.payload.len() <= self.max_batch_bytes => {
-                self.batch_bytes += request.payload.len();
+            Message::Commit(request) if self.pacing.batch_bytes + request.payload.len() <= self.max_batch_bytes => {
+                self.pacing.batch_bytes += request.payload.len();
                 batch.push(request);
                 true
             }
@@ -265,15 +340,14 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// snapshot never includes a record that a crash could take out of the journal.
     #[cfg(feature = "snapshot")]
     fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
-        if let Some(cause) = &self.poisoned {
+        if let Err(error) = self.shared.health.check_commit() {
             if let Some(reply) = reply {
-                drop(reply.send(Err(Error::Poisoned { cause: cause.clone() })));
+                drop(reply.send(Err(error)));
             }
             return;
         }
         if let Err(e) = self.sync() {
-            let error = Error::write_failed(e);
-            self.poisoned = Some(error.to_string());
+            let error = self.poison(e);
             if let Some(reply) = reply {
                 drop(reply.send(Err(error)));
             }
@@ -284,18 +358,24 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.snapshotter.take(&*self.serializer, &*state, seq, reply);
     }
 
+    /// Marks the store poisoned by a failed write or sync, and returns the error its callers get.
+    fn poison(&self, e: airomem_journal::JournalError) -> Error {
+        let error = Error::write_failed(e);
+        self.shared.health.poison(&error.to_string());
+        error
+    }
+
     fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, outcomes: &mut Vec<Outcome>) {
-        if let Some(cause) = &self.poisoned {
+        if let Err(error) = self.shared.health.check_commit() {
             for request in batch.drain(..) {
-                request.reply.fail(Error::Poisoned { cause: cause.clone() });
+                request.reply.fail(error.clone());
             }
             return;
         }
         let unix_nanos = match self.write(batch) {
             Ok(nanos) => nanos,
             Err(e) => {
-                let error = Error::write_failed(e);
-                self.poisoned = Some(error.to_string());
+                let error = self.poison(e);
                 for request in batch.drain(..) {
                     request.reply.fail(error.clone());
                 }
@@ -310,6 +390,14 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (i, request) in batch.drain(..).enumerate() {
                 let committed = Committed { seq: Seq(first_seq.0 + i as u64), unix_nanos };
+                if let Err(error) = shared.health.check_read() {
+                    // The state could not be rebuilt after an earlier command of this batch
+                    // panicked: executing more commands on it, or computing `commit_with`
+                    // results from it, would hand out a half-applied state. The commands are
+                    // durable and the next open replays them.
+                    outcomes.push(request.reply.prepare_failure(error));
+                    continue;
+                }
                 let context = CommitContext { seq: committed.seq, unix_nanos };
                 match execute(&mut *state, request.command, context) {
                     Ok(()) => outcomes.push(match request.reply {
@@ -344,9 +432,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             self.journal.push(&request.payload)?;
         }
         self.journal.write_batch()?;
+        self.pacing.unsynced = true;
         match self.durability {
             Durability::Fsync => self.sync()?,
-            Durability::Periodic(interval) if self.last_sync.elapsed() >= interval => self.sync()?,
+            Durability::Periodic(interval) if self.pacing.last_sync.elapsed() >= interval => self.sync()?,
             Durability::Periodic(_) | Durability::OsBuffered => {}
         }
         debug!(commands = batch.len(), first_seq = self.journal.next_seq().0 - batch.len() as u64, "batch written");
@@ -356,23 +445,27 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {
         let started = Instant::now();
         self.journal.sync()?;
-        self.last_sync = Instant::now();
-        self.last_sync_took = self.last_sync - started;
+        let pacing = &mut self.pacing;
+        pacing.unsynced = false;
+        pacing.last_sync = Instant::now();
+        pacing.last_sync_took = pacing.last_sync - started;
         // A lone commit waits for about one sync, two if it just missed a batch.
-        let wait = self.last_sync_took * 2;
+        let wait = pacing.last_sync_took * 2;
         let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
         self.shared.spin_nanos.store(spin, Ordering::Relaxed);
         Ok(())
     }
 
     fn periodic_sync(&mut self) {
-        if self.poisoned.is_none()
-            && let Err(e) = self.sync()
-        {
-            self.poisoned = Some(Error::write_failed(e).to_string());
+        if self.shared.health.is_poisoned() {
+            // Nothing more will be written, so nothing to wait for.
+            self.pacing.unsynced = false;
+            return;
         }
-        // Nothing to do until the next write either way.
-        self.last_sync = Instant::now();
+        if let Err(e) = self.sync() {
+            self.poison(e);
+            self.pacing.unsynced = false;
+        }
     }
 
     /// Journals an abort marker for `seq` and rebuilds the state without it, holding the
@@ -381,7 +474,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         self.aborted.insert(seq);
         if let Err(e) = self.journal.append_abort(seq) {
             // The command stays in the final batch on disk, so recovery aborts it.
-            self.poisoned.get_or_insert_with(|| Error::write_failed(e).to_string());
+            self.poison(e);
         }
         let until = Seq(seq.0 - 1);
         let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -389,18 +482,28 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             Ok(rebuilt) => *state = rebuilt,
             Err(e) => {
                 error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
-                self.poisoned.get_or_insert_with(|| e.to_string());
-                drop(self.shared.broken.set(e.to_string()));
+                self.shared.health.mark_broken(&e.to_string());
             }
         }
     }
 
+    /// Closes the journal: waits for the snapshot thread, then syncs and trims the newest
+    /// segment. Reports an earlier failure instead when the store was poisoned.
     fn finish(&mut self) -> Result<(), Error> {
         #[cfg(feature = "snapshot")]
         self.snapshotter.shutdown();
-        if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned { cause: cause.clone() });
+        self.shared.health.check_commit()?;
+        self.journal.trim().map_err(|e| self.poison(e))
+    }
+}
+
+/// Marks the store as having lost its writer if dropped while the writer thread unwinds.
+struct UnwindGuard<S>(Arc<Shared<S>>);
+
+impl<S> Drop for UnwindGuard<S> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.health.writer_unwinding();
         }
-        self.journal.trim().map_err(Error::write_failed)
     }
 }

@@ -1,0 +1,106 @@
+//! Who owns a store's directory, and until when.
+//!
+//! The directory lock is owned by the **writer thread**, not by the `Store` handles: the
+//! thread takes it over at open and drops it as the very last thing it does, after its last
+//! batch, its closing sync and trim, and after the snapshot thread has finished (retention
+//! included). Dropping the last handle therefore never unlocks a directory that a writer
+//! still writes to, whichever thread drops it: that can be the writer thread itself, when a
+//! `commit_with` closure owns the last handle or returns it to a caller who stopped waiting.
+//!
+//! Dropping the last handle only asks the writer to finish; it does not wait. So that a
+//! program that drops a store and opens it again at once (in the same process) is not told
+//! `Locked`, every writer thread of this process registers its directory here: an open of a
+//! directory whose store is *closing* waits for that writer to finish; an open of a
+//! directory whose store is still *open* fails with `Locked` as before.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+/// How long an open waits for a closing store of the same directory before it gives up and
+/// reports `Locked`: longer than any sane final batch and snapshot, short of a hang.
+const CLOSING_PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Registry {
+    writers: HashMap<PathBuf, Arc<Life>>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static FINISHED: Condvar = Condvar::new();
+
+/// One writer thread's tenure of a directory.
+#[derive(Debug, Default)]
+pub(crate) struct Life {
+    /// Set once the store was asked to close (last handle dropped, or `close`).
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Life {
+    /// The store will take no more commits; the writer is finishing.
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The registration of a running writer thread; dropping it (on that thread, after the lock)
+/// tells waiting opens that the directory is free.
+pub(crate) struct Tenure {
+    key: PathBuf,
+    life: Arc<Life>,
+}
+
+impl Tenure {
+    pub(crate) fn life(&self) -> Arc<Life> {
+        Arc::clone(&self.life)
+    }
+}
+
+impl Drop for Tenure {
+    fn drop(&mut self) {
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        let writers = &mut registry.get_or_insert_with(Registry::default).writers;
+        if writers.get(&self.key).is_some_and(|life| Arc::ptr_eq(life, &self.life)) {
+            writers.remove(&self.key);
+        }
+        FINISHED.notify_all();
+    }
+}
+
+/// The key a directory is registered under: its canonical path when the real file system has
+/// it, else the path as given (a simulated disk).
+fn key(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Waits until no closing store of this process holds `dir` (bounded), then registers the
+/// writer that is about to take it. Returns `None` when an open store is registered under
+/// the same path: the directory lock then decides (it reports `Locked`, unless the path names
+/// a directory of another storage, such as a second simulated disk).
+pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
+    let key = key(dir);
+    let deadline = Instant::now() + CLOSING_PATIENCE;
+    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let writers = &mut registry.get_or_insert_with(Registry::default).writers;
+        match writers.get(&key) {
+            None => {
+                let life = Arc::new(Life::default());
+                writers.insert(key.clone(), Arc::clone(&life));
+                return Some(Tenure { key, life });
+            }
+            Some(life) if life.closing.load(std::sync::atomic::Ordering::Acquire) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                debug!(dir = %dir.display(), "waiting for the closing store of this directory to finish");
+                registry = FINISHED.wait_timeout(registry, left).unwrap_or_else(PoisonError::into_inner).0;
+            }
+            Some(_) => return None,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! What a store reports about itself when things go wrong, and what it costs when nothing
+//! happens: a writer thread that panics, a snapshot that is ahead of its journal, automatic
+//! snapshots that keep failing, the only snapshot damaged, and `stats()` right after a reopen.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile};
+use airomem::{Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
+use airomem_workspace::Log;
+use serde::{Deserialize, Serialize};
+
+type LogStore = PostcardStore<Log>;
+
+/// The real file system, with a switch that makes the next journal write panic: a bug in a
+/// storage implementation, met on the writer thread.
+#[derive(Debug, Default)]
+struct PanickingStorage {
+    armed: Arc<AtomicBool>,
+}
+
+struct PanickingFile {
+    file: Box<dyn StorageFile>,
+    armed: Arc<AtomicBool>,
+}
+
+impl StorageFile for PanickingFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
+        self.file.write_at(offset, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+impl Storage for PanickingStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdStorage::default().create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdStorage::default().list(dir)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdStorage::default().read(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = StdStorage::default().create(path)?;
+        Ok(Box::new(PanickingFile { file, armed: Arc::clone(&self.armed) }))
+    }
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = StdStorage::default().open_write(path)?;
+        Ok(Box::new(PanickingFile { file, armed: Arc::clone(&self.armed) }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdStorage::default().rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdStorage::default().remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdStorage::default().sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+        StdStorage::default().lock(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_writer_thread_marks_the_store_broken_for_reads_and_commits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let storage = PanickingStorage::default();
+    let armed = Arc::clone(&storage.armed);
+    let options = StoreOptions::default().storage(Arc::new(storage));
+    let store: LogStore = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
+    for value in 0..10 {
+        store.commit(value).await.expect("commit");
+    }
+    armed.store(true, Ordering::SeqCst);
+    match store.commit(10).await {
+        // The first callers may hear of it while the thread still unwinds, before its message
+        // is known.
+        Err(Error::WriterPanicked { message }) => {
+            assert!(message.contains("storage bug") || message.contains("writer thread panicked"), "{message}")
+        }
+        other => panic!("the commit that met the panic got {other:?}"),
+    }
+    assert!(matches!(store.commit(11).await, Err(Error::WriterPanicked { .. })), "later commits");
+    assert!(matches!(store.query(), Err(Error::WriterPanicked { .. })), "reads");
+    drop(store);
+
+    let store: LogStore = Store::open(PostcardSerializer, &dir).await.expect("reopen after the writer panicked");
+    let values = store.query().expect("query").values.clone();
+    assert_eq!(&values[..10], &(0..10).collect::<Vec<_>>()[..], "every acknowledged command");
+    assert!(values.len() <= 11, "nothing but the unacknowledged command may follow: {values:?}");
+}
+
+/// The journal is cut back behind a snapshot (a restore of an older journal backup): the
+/// error names the snapshot, the last record the journal holds and its newest segment.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_behind_its_snapshot_is_named_as_such() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store: LogStore = Store::open(PostcardSerializer, &dir).await.expect("open");
+    for value in 0..20 {
+        store.commit(value).await.expect("commit");
+    }
+    let segment = dir.join(format!("{:020}.journal", 1));
+    let journal_at_10 = {
+        // The journal as a backup taken after command 10 would hold it.
+        let bytes = std::fs::read(&segment).expect("read the segment");
+        let scan = airomem::journal::scan::SegmentScan::read(&segment, &bytes).expect("scan");
+        let end = scan.frames(&bytes).nth(9).map(|f| f.payload.end).expect("ten records");
+        bytes[..end].to_vec()
+    };
+    let snapshot = store.snapshot().await.expect("snapshot");
+    store.close().await.expect("close");
+    std::fs::write(&segment, journal_at_10).expect("restore the older journal");
+
+    match Store::<Log, PostcardSerializer>::open(PostcardSerializer, &dir).await {
+        Err(e @ Error::JournalBehindSnapshot { .. }) => {
+            let Error::JournalBehindSnapshot { snapshot: file, snapshot_seq, journal_ends, newest_segment } = &e else {
+                unreachable!()
+            };
+            assert_eq!(file, &snapshot.path);
+            assert_eq!((snapshot_seq.get(), journal_ends.get()), (20, 10));
+            assert_eq!(newest_segment.as_deref(), Some(segment.as_path()));
+            let text = e.to_string();
+            assert!(text.contains("behind its snapshot") && text.contains("#20") && text.contains("#10"), "{text}");
+        }
+        other => panic!("expected JournalBehindSnapshot, got {:?}", other.map(|_| "an open store")),
+    }
+}
+
+/// A state whose every encoding fails, counting the attempts.
+#[derive(Default, Debug, Deserialize)]
+struct Unencodable {
+    count: u64,
+}
+
+static ENCODE_ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        ENCODE_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+        Err(serde::ser::Error::custom("this state never encodes"))
+    }
+}
+
+impl airomem::State for Unencodable {
+    type Command = u64;
+    fn execute(&mut self, _: u64) {
+        self.count += 1;
+    }
+}
+
+/// An automatic snapshot every command, and the state never encodes: each failure doubles
+/// the trigger, so 100 commits cost a handful of attempts, not one full serialization each.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_automatic_snapshots_back_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions::default().snapshot_every_commands(1);
+    let store: PostcardStore<Unencodable> =
+        Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
+    for value in 0..100 {
+        store.commit(value).await.expect("commits go on while snapshots fail");
+    }
+    let attempts = ENCODE_ATTEMPTS.load(Ordering::SeqCst);
+    // Triggers after 1, 2, 4, ..., 64 commands since the last attempt: 1+2+4+8+16+32+64 > 100.
+    assert!((1..=7).contains(&attempts), "{attempts} encode attempts for 100 commits");
+    assert_eq!(store.query().expect("query").count, 100);
+}
+
+/// The first snapshot must not take the only other way to rebuild the state with it: with a
+/// single snapshot, no segment is removed, and a damaged snapshot falls back to the journal.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_only_snapshot_falls_back_to_the_whole_journal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = || StoreOptions::default().segment_size(4096);
+    let store: LogStore = Store::open_with(PostcardSerializer, &dir, options()).await.expect("open");
+    for value in 0..2000 {
+        store.commit(value).await.expect("commit");
+    }
+    let info = store.snapshot().await.expect("the first snapshot");
+    assert_eq!(info.segments_removed, 0, "the journal is the only fallback of the only snapshot");
+    store.close().await.expect("close");
+
+    let mut bytes = std::fs::read(&info.path).expect("read the snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&info.path, bytes).expect("damage the snapshot");
+
+    let store: LogStore = Store::open_with(PostcardSerializer, &dir, options()).await.expect("reopen");
+    assert_eq!(store.recovery().snapshots_skipped.len(), 1, "the damaged snapshot was passed over");
+    assert_eq!(store.recovery().snapshot, None);
+    assert_eq!(store.query().expect("query").values, (0..2000).collect::<Vec<_>>());
+}
+
+/// `stats()` describes the store, not just this open: after a reopen, the last sequence
+/// number, the segments in the directory and the newest snapshot are the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_after_a_reopen_describe_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = || StoreOptions::default().segment_size(4096);
+    let store: LogStore = Store::open_with(PostcardSerializer, &dir, options()).await.expect("open");
+    for value in 0..1000 {
+        store.commit(value).await.expect("commit");
+    }
+    #[cfg(feature = "snapshot")]
+    let snapshot_seq = store.snapshot().await.expect("snapshot").seq.get();
+    #[cfg(not(feature = "snapshot"))]
+    let snapshot_seq = 0;
+    let segments = store.stats().segments;
+    store.close().await.expect("close");
+    let on_disk = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".journal")))
+        .count() as u64;
+    assert_eq!(segments, on_disk, "segments before closing");
+
+    let store: LogStore = Store::open_with(PostcardSerializer, &dir, options()).await.expect("reopen");
+    let stats = store.stats();
+    assert_eq!(stats.last_seq, 1000);
+    assert_eq!(stats.commits, 0, "counters of this open start at zero");
+    assert_eq!(stats.segments, on_disk);
+    assert_eq!(stats.snapshot_seq, snapshot_seq);
+    assert_eq!(stats.records_since_snapshot(), 1000 - snapshot_seq);
+}
