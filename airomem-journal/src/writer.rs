@@ -84,6 +84,17 @@ impl JournalWriter {
             poisoned: None,
             counters,
         };
+        if outcome.segments.last().is_some() {
+            // A crashed process leaves its unsynced writes in the page cache, where recovery
+            // just read them: they are not durable, yet the store is about to serve them,
+            // snapshot them and write after them. One fdatasync of the newest segment (every
+            // older one was synced before the next was created) and one of the directory
+            // (an interrupted rollover, snapshot or head rename) make them so.
+            writer.unsynced = true;
+            writer.sync()?;
+            let dir = writer.config.dir.clone();
+            writer.config.storage.sync_dir(&dir).map_err(|e| JournalError::io("sync directory", &dir, e))?;
+        }
         if writer.config.preallocate == 0 {
             // Without a sync after every batch, several batches could be caught unsynced by
             // a crash: they must be appended, not written over space an earlier run prepared.
