@@ -29,6 +29,17 @@
 //! Whatever was synced survives every crash; [`SimStorage::crash`] returns the disk image one
 //! power loss leaves, chosen by a seed, as a new, independent storage.
 //!
+//! # Process crashes
+//!
+//! A process killed at any instant (SIGKILL, `abort`) loses nothing the kernel already took:
+//! its writes stay in the page cache, readable by the next process, but they are no more
+//! durable than before, and a power loss later can still drop, tear or scatter them unless
+//! someone syncs them first. [`SimStorage::process_crash`] returns the disk as such a death
+//! leaves it: every pending write, `set_len` and directory entry operation is still there and
+//! still pending, and the dead process's locks are released. Chaining the two,
+//! `sim.process_crash()` then `.crash(seed)` on what the next process left, tests that a
+//! store does not serve (or build snapshots on) what a power cut can still take back.
+//!
 //! # Faults
 //!
 //! Every storage operation (each method of [`Storage`] and [`StorageFile`]) gets an index,
@@ -277,6 +288,22 @@ impl Disk {
         inode.pending.push(FileOp::Write { offset, data: data.to_vec() });
     }
 
+    /// The disk as a dying process leaves it: the same content, durable and pending alike,
+    /// and none of the process's locks, faults or counters.
+    fn process_crash(&self) -> Disk {
+        Disk {
+            // Every inode, also those no entry names now: a pending unlink or rename that a
+            // later power loss drops can bring one back under its old name.
+            inodes: self.inodes.clone(),
+            next_ino: self.next_ino,
+            dirs: self.dirs.clone(),
+            locks: BTreeSet::new(),
+            ops: 0,
+            faults: Faults::default(),
+            trace: None,
+        }
+    }
+
     /// The disk as one power loss leaves it.
     fn crash(&self, seed: u64) -> Disk {
         let mut rng = SplitMix64::new(seed);
@@ -496,6 +523,22 @@ impl SimStorage {
     /// synced after the image was taken could be acknowledged without being in it.
     pub fn crash(&self, seed: u64) -> SimStorage {
         let image = self.disk().crash(seed);
+        SimStorage { disk: Arc::new(Mutex::new(image)) }
+    }
+
+    /// The disk a killed process leaves to the next one (see *Process crashes* in the module
+    /// docs): a new storage, independent of this one, holding the same files with the same
+    /// content, where every write, `set_len` and directory entry operation not yet synced is
+    /// still pending, so that a later [`SimStorage::crash`] of it can still lose, tear or
+    /// scatter them. No lock is held on it, no fault is injected, and its operation counter
+    /// is at 0.
+    ///
+    /// As with [`SimStorage::crash`], cut the power of this storage first
+    /// ([`SimStorage::power_cut`], or a [`SimStorage::freeze_after`] that has struck) when
+    /// the dead process's threads may still be running against it: the new storage is a copy
+    /// taken at one instant, and a dead process must change nothing after it.
+    pub fn process_crash(&self) -> SimStorage {
+        let image = self.disk().process_crash();
         SimStorage { disk: Arc::new(Mutex::new(image)) }
     }
 
@@ -830,6 +873,74 @@ mod tests {
             assert!(count > SEEDS / 50, "{what} happened only {count} times in {SEEDS} crashes");
         }
         assert!(sector > SEEDS / 50, "cuts at sector boundaries: {sector}");
+    }
+
+    #[test]
+    fn a_process_crash_keeps_pending_writes_pending_for_a_later_power_loss() {
+        let (sim, synced) = busy_disk();
+        sim.power_cut();
+        let image = sim.process_crash();
+        assert_eq!(image.contents(), sim.contents(), "the next process reads what the dead one wrote");
+        assert_eq!(image.unsynced(), sim.unsynced(), "and none of it became durable");
+        assert!(!image.is_frozen(), "the power is on for the next process");
+        assert_eq!(image.ops(), 0);
+        let full = sim.contents().remove(&dir().join("a")).expect("a, with its unsynced writes");
+        let (mut lost, mut kept) = (0, 0);
+        let mut prefixes = BTreeSet::new();
+        for seed in 0..SEEDS {
+            // The same disk state and the same seed: the power loss decides exactly as it
+            // would have without the process crash.
+            let power_loss = image.crash(seed);
+            assert_eq!(power_loss.contents(), sim.crash(seed).contents(), "seed {seed}");
+            let content = power_loss.read(&dir().join("a")).expect("a was synced, entry and data");
+            assert_eq!(&content[..synced.len()], &synced[..], "seed {seed}: synced bytes survive both crashes");
+            if content == full {
+                kept += 1;
+            } else {
+                lost += 1;
+            }
+            prefixes.insert(names(&power_loss).into_iter().collect::<Vec<_>>());
+        }
+        assert!(kept > SEEDS / 50 && lost > SEEDS / 50, "unsynced writes kept {kept} times, not {lost} times");
+        assert_eq!(prefixes.len(), 3, "the pending create and rename are still pending: {prefixes:?}");
+    }
+
+    #[test]
+    fn a_sync_after_a_process_crash_makes_the_dead_process_writes_durable() {
+        let (sim, _) = busy_disk();
+        let image = sim.process_crash();
+        let before = image.contents();
+        // As fdatasync flushes every dirty page of the inode, whoever dirtied it.
+        image.open_write(&dir().join("a")).expect("open a").sync_data().expect("sync a");
+        image.sync_dir(&dir()).expect("sync dir");
+        assert_eq!(image.unsynced(), 1, "only c's data is left, never synced");
+        for seed in 0..100 {
+            let after = image.crash(seed).contents();
+            assert_eq!(after.get(&dir().join("a")), before.get(&dir().join("a")), "seed {seed}");
+            assert!(after.contains_key(&dir().join("c")), "seed {seed}: the rename was synced");
+        }
+    }
+
+    #[test]
+    fn a_process_crash_releases_locks_and_leaves_an_independent_disk() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(&dir()).expect("mkdir");
+        let path = dir().join("LOCK");
+        let held = sim.lock(&path).expect("the dead process's lock");
+        let mut file = sim.create(&dir().join("f")).expect("create");
+        sim.fail_at(sim.ops() + 5, io::ErrorKind::Other);
+        let image = sim.process_crash();
+        drop(image.lock(&path).expect("a dead process holds no lock"));
+        assert!(sim.lock(&path).is_err(), "the old disk keeps its own lock");
+        drop(held);
+
+        file.write_all(b"old").expect("the old disk goes on alone");
+        assert!(image.read(&dir().join("f")).expect("read").is_empty(), "copied at one instant");
+        let mut again = image.open_write(&dir().join("f")).expect("open");
+        for _ in 0..8 {
+            again.write_all(b"new").expect("no fault carried over");
+        }
+        assert_eq!(sim.read(&dir().join("f")).expect("read"), b"old");
     }
 
     #[test]
