@@ -57,12 +57,12 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-mod apply;
 mod error;
+mod execute;
 mod health;
 mod lifecycle;
 mod options;
-mod recover;
+mod rebuild;
 #[cfg(feature = "snapshot")]
 mod snapshots;
 mod stats;

@@ -13,7 +13,7 @@ use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LE
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{error, info};
 
-use crate::recover::recover;
+use crate::rebuild::recover;
 use crate::stats::Counters;
 use crate::writer::{Message, Reply, Request, Shared, Stopped, Writer};
 use crate::{Error, RecoveryReport, Stats, StoreOptions};
@@ -188,7 +188,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     Ok(Stopped { result, reply: Some(reply) }) => drop(reply.send(result)),
                     Ok(Stopped { reply: None, .. }) => {}
                     Err(panic) => {
-                        let message = crate::apply::panic_message(panic);
+                        let message = crate::execute::panic_message(panic);
                         error!(message, "the writer thread panicked; the store refuses reads and commits");
                         health.health.writer_panicked(&message);
                     }

@@ -15,8 +15,9 @@ use airomem_journal::{JournalConfig, JournalWriter};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{debug, error, warn};
 
-use crate::apply::{execute, rebuild};
+use crate::execute::execute;
 use crate::health::Health;
+use crate::rebuild::rebuild;
 use crate::stats::Counters;
 use crate::{Committed, Durability, Error};
 

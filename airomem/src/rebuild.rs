@@ -1,6 +1,7 @@
-//! Open-time recovery: repair the journal after a crash, load the newest valid snapshot (with
-//! the `snapshot` feature), then replay the journal after it, aborting a command that panics
-//! if (and only if) a crash may have stopped it from being aborted when it was committed.
+//! Building the state from the files: at open (`recover`: repair the journal after a crash,
+//! load the newest valid snapshot with the `snapshot` feature, replay the journal after it,
+//! aborting a command that panics if and only if a crash may have stopped it from being
+//! aborted when it was committed), and after a live command panicked (`rebuild`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use airomem_core::{Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange};
 use tracing::{info, warn};
 
-use crate::apply::{Stop, replay_into, stop_error};
+use crate::execute::{Stop, replay_into, stop_error};
 use crate::{Error, RecoveryReport};
 
 pub(crate) struct Recovered<S> {
@@ -125,4 +126,19 @@ fn snapshot_path(config: &JournalConfig, seq: Seq) -> std::path::PathBuf {
     {
         config.dir.join(format!("{:020}.snapshot", seq.0))
     }
+}
+
+/// Builds the state as it was after `until`, skipping `skip`, from the newest snapshot at or
+/// before `until` and the journal. Used after a live command panicked, while the writer
+/// still holds the journal; the caller keeps snapshot retention from removing files meanwhile.
+pub(crate) fn rebuild<S: State, Z: Serializer>(
+    config: &JournalConfig,
+    serializer: &Z,
+    until: Seq,
+    skip: &BTreeSet<Seq>,
+) -> Result<S, Error> {
+    let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
+    let range = ReplayRange { from: seq.next(), until: Some(until), skip };
+    replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
+    Ok(state)
 }

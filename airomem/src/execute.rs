@@ -1,15 +1,14 @@
-//! Executing commands: live, at recovery, and when rebuilding after a panic. All three go
-//! through here so that a command sees the same [`CommitContext`] every time.
+//! Executing commands: live on the writer thread, and replayed from the journal (decoding on a
+//! second thread while the state executes). Both go through here so that a command sees the
+//! same [`CommitContext`] every time.
 
 use std::any::Any;
-use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, Repair, ReplayError, ReplayOutcome, ReplayRange, replay};
 
 use crate::Error;
-use crate::recover::{Base, base};
 
 /// Executes one command, catching a panic. After a panic the state may be half changed and
 /// must not be shown to anyone: the caller rebuilds it.
@@ -122,21 +121,6 @@ fn apply_chunks<S: State>(
         }
     }
     Ok(())
-}
-
-/// Builds the state as it was after `until`, skipping `skip`, from the newest snapshot at or
-/// before `until` and the journal. Used after a live command panicked, while the writer
-/// still holds the journal; the caller keeps snapshot retention from removing files meanwhile.
-pub(crate) fn rebuild<S: State, Z: Serializer>(
-    config: &JournalConfig,
-    serializer: &Z,
-    until: Seq,
-    skip: &BTreeSet<Seq>,
-) -> Result<S, Error> {
-    let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
-    let range = ReplayRange { from: seq.next(), until: Some(until), skip };
-    replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
-    Ok(state)
 }
 
 pub(crate) fn stop_error(e: ReplayError<Stop>) -> Error {
