@@ -26,7 +26,7 @@ fn open_cost_of_a_million_command_store() {
             tasks.push(tokio::spawn(async move {
                 let mut n = writer;
                 while n < commands {
-                    let command = SessionsCommand::CreateSession { token: token(n), user_id: n as usize };
+                    let command = SessionsCommand::CreateSession { token: token(n), user_id: n };
                     store.commit(command).await.expect("commit");
                     n += 64;
                 }
