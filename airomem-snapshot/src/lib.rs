@@ -1,7 +1,7 @@
 //! airomem's snapshots: compressed images of the state, each named by the last sequence
 //! number it includes.
 //!
-//! * [`format`]: the header and footer around the zstd body.
+//! * [`format`](mod@format): the header and footer around the zstd body.
 //! * [`write`](mod@write): streaming an image to a temporary file and publishing it atomically.
 //! * [`read`](mod@read): listing, verifying and loading snapshots.
 //!
