@@ -1,0 +1,86 @@
+//! How long readers wait while a panicking command is rolled back on a store of a million
+//! commands: a measurement, not a check. Run it in release:
+//! `cargo test --release --all-features --test rollback_stall -- --ignored --nocapture`
+//! (`AIROMEM_STALL_COMMANDS` changes the count).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use airomem::{Durability, Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
+use airomem_workspace::{Append, DELIBERATE_PANIC, SeqLog};
+
+fn measure(commands: u64, snapshot_every: Option<u64>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    runtime.block_on(async {
+        let mut options = StoreOptions::default().durability(Durability::OsBuffered);
+        #[cfg(feature = "snapshot")]
+        if let Some(n) = snapshot_every {
+            options = options.snapshot_every_commands(n);
+        }
+        #[cfg(not(feature = "snapshot"))]
+        let _ = snapshot_every;
+        let store: PostcardStore<SeqLog> =
+            Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
+        let mut tasks = Vec::new();
+        for writer in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = writer;
+                while n < commands {
+                    store.commit(Append { value: n, pad: Vec::new(), panic: false }).await.expect("commit");
+                    n += 64;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("writer");
+        }
+
+        // A reader that measures its longest wait for the read lock.
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let store = store.clone();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut longest = Duration::ZERO;
+                while !done.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let len = store.query().map(|s| s.entries.len()).unwrap_or(0);
+                    longest = longest.max(started.elapsed());
+                    std::hint::black_box(len);
+                }
+                longest
+            })
+        };
+        let started = Instant::now();
+        let outcome = store.commit(Append { value: u64::MAX, pad: Vec::new(), panic: true }).await;
+        let rollback = started.elapsed();
+        assert!(matches!(outcome, Err(Error::CommandPanicked { .. })), "{outcome:?}");
+        done.store(true, Ordering::Relaxed);
+        let longest = reader.join().expect("reader");
+        assert_eq!(store.query().expect("query").entries.len() as u64, commands);
+        println!(
+            "{commands} commands, automatic snapshots {snapshot_every:?}: the panicking commit returned after {:.1} ms; \
+             the longest read waited {:.1} ms",
+            rollback.as_secs_f64() * 1000.0,
+            longest.as_secs_f64() * 1000.0
+        );
+        store.close().await.expect("close");
+    });
+}
+
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn rollback_stall_of_a_million_command_store() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(DELIBERATE_PANIC) {
+            default(info);
+        }
+    }));
+    let commands: u64 = std::env::var("AIROMEM_STALL_COMMANDS").map_or(1_000_000, |n| n.parse().expect("a count"));
+    measure(commands, None);
+    measure(commands, Some(100_000));
+}
