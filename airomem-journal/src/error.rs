@@ -161,6 +161,20 @@ pub enum Corruption {
     UnknownKind(u8),
     /// An abort marker's payload is not a sequence number.
     BadAbortMarker,
+    /// The segment's records end here (the rest is zeros, or nothing), but the journal head
+    /// records that records up to a later sequence number were synced.
+    SyncedRecordsMissing {
+        /// The last record the head records as synced.
+        synced_through: Seq,
+    },
+}
+
+impl Corruption {
+    /// Whether the record's checksum verified, so that it was written whole and only a later
+    /// check failed: a crash cannot leave such a record, so it is never a torn write.
+    pub fn record_verified(&self) -> bool {
+        matches!(self, Corruption::SequenceOutOfOrder { .. } | Corruption::UnknownKind(_) | Corruption::BadAbortMarker)
+    }
 }
 
 impl fmt::Display for Corruption {
@@ -176,6 +190,12 @@ impl fmt::Display for Corruption {
             Corruption::SequenceOutOfOrder { found } => write!(f, "found record {found} instead"),
             Corruption::UnknownKind(kind) => write!(f, "unknown record kind {kind:#04x}"),
             Corruption::BadAbortMarker => f.write_str("malformed abort marker"),
+            Corruption::SyncedRecordsMissing { synced_through } => {
+                write!(
+                    f,
+                    "the records end here, but the journal head records records through {synced_through} as synced"
+                )
+            }
         }
     }
 }
