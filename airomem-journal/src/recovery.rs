@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use airomem_core::Seq;
 use tracing::{debug, error, info, warn};
 
-use crate::config::JournalConfig;
+use crate::config::{JournalConfig, SyncMode};
 use crate::error::Corruption;
 use crate::frame::RecordKind;
 use crate::head::Watermark;
@@ -59,6 +59,10 @@ pub struct TornTail {
     pub quarantine: PathBuf,
     /// What was wrong at `offset`.
     pub reason: Corruption,
+    /// Records lost with the cut: the damaged one and every one found intact after it, up
+    /// to the highest sequence number among those. At least this many; a record torn beyond
+    /// recognition cannot be counted. Abort markers count too.
+    pub records_lost: u64,
 }
 
 /// What a replay found and did.
@@ -178,7 +182,8 @@ pub fn replay<E>(
             };
             match (judged, repair.as_deref_mut()) {
                 (Ok(after), Some(repair)) => {
-                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
+                    let records_lost = after.highest_seq.map_or(1, |h| h.0 - seq.0 + 1);
+                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind, records_lost)?);
                     file_len = offset as u64;
                     final_batch = final_batch_after_cut(&scan, &bytes, offset, &after);
                 }
@@ -264,11 +269,13 @@ fn judge(
         return Err("the journal head records it as synced");
     }
     let after = AfterDamage::find(bytes, offset, seq);
-    // Each batch was synced before the next was written: only the last can be torn.
-    if after.later_batch {
-        return Err("a later batch follows it, written after it was synced");
+    match watermark.map(|m| m.mode) {
+        // Batches after the watermark may reach the disk in any order or not at all.
+        Some(SyncMode::Deferred) => Ok(after),
+        // Each batch was synced before the next was written: only the last can be torn.
+        Some(SyncMode::EveryBatch) | None if !after.later_batch => Ok(after),
+        _ => Err("a later batch follows it, written after it was synced"),
     }
-    Ok(after)
 }
 
 /// The first command of the batch that is final once the bytes from `offset` on are cut,
@@ -341,6 +348,7 @@ fn cut_torn_tail(
     bytes: &[u8],
     offset: usize,
     reason: Corruption,
+    records_lost: u64,
 ) -> Result<TornTail, JournalError> {
     let storage = &*config.storage;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -361,11 +369,13 @@ fn cut_torn_tail(
         bytes: (bytes.len() - offset) as u64,
         quarantine,
         reason,
+        records_lost,
     };
     warn!(
         segment = %tail.segment.display(),
         offset = tail.offset,
         bytes = tail.bytes,
+        records_lost,
         quarantine = %tail.quarantine.display(),
         reason = %tail.reason,
         "cut a torn write from the end of the journal"

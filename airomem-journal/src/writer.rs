@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use airomem_core::Seq;
 use airomem_core::storage::StorageFile;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::JournalError;
 use crate::config::{JournalConfig, SyncMode};
@@ -203,6 +203,11 @@ impl JournalWriter {
     }
 
     /// Makes everything written so far durable with one `fdatasync`.
+    ///
+    /// Under [`SyncMode::Deferred`] it then records in the journal head, without syncing
+    /// that, how far the journal is synced: recovery cuts damage after that point as the
+    /// unsynced tail. (Under [`SyncMode::EveryBatch`] only the last batch can be torn, which
+    /// needs no watermark, so the head is left alone and a sync costs no more.)
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.check_poisoned()?;
         if !self.unsynced {
@@ -211,6 +216,13 @@ impl JournalWriter {
         self.poison_on_err(|w| w.file.sync_data().map_err(|e| JournalError::io("fdatasync", w.path(), e)))?;
         self.unsynced = false;
         self.counters.syncs += 1;
+        if self.mode == SyncMode::Deferred
+            && let Err(e) = self.head.record(&self.config, self.watermark(), false)
+        {
+            // The watermark is only evidence: the head keeps an older one, which is still a
+            // lower bound, and the journal itself is synced.
+            warn!(error = %e, "could not record the synced watermark in the journal head");
+        }
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use airomem_core::storage::LockGuard;
 use airomem_core::{PostcardSerializer, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN};
+use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN, SyncMode};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::info;
 
@@ -132,7 +132,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             preallocate: if options.durability == crate::Durability::Fsync { options.preallocate } else { 0 },
         };
         let recovered = recover::<S, Z>(&config, &serializer)?;
-        let mut journal = JournalWriter::open(config.clone(), &recovered.outcome)?;
+        let mode =
+            if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
+        let mut journal = JournalWriter::open_with(config.clone(), &recovered.outcome, mode)?;
         for &seq in &recovered.report.aborted_now {
             journal.append_abort(seq)?;
         }
