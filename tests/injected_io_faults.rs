@@ -49,7 +49,13 @@ fn fault_name(kind: ErrorKind) -> &'static str {
 /// Whether `e` reports the injected fault `kind`, and says so in its message.
 fn is_the_fault(e: &Error, kind: ErrorKind) -> Result<(), String> {
     let errno = if kind == ErrorKind::StorageFull { 28 } else { 5 };
-    let message = e.to_string();
+    // The OS error is either in the message or, for errors that wrap it, its source.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
     if !message.contains(&format!("os error {errno}")) {
         return Err(format!("the error does not name the {} it stems from: {message}", fault_name(kind)));
     }

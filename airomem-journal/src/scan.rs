@@ -387,4 +387,52 @@ mod tests {
         assert!(judge(&[&marker[..10], &[0xab; 23]].concat(), 0));
         assert!(!judge(&[&marker[..10], &[0xab; 24]].concat(), 0));
     }
+
+    /// A header can claim any first sequence number; counting records on from one near
+    /// the end of `u64` must not overflow.
+    #[test]
+    fn a_first_sequence_number_near_the_end_of_u64_is_a_bad_header() {
+        for first in [u64::MAX, u64::MAX - 1, u64::MAX / 2 + 1] {
+            let header = SegmentHeader { serializer: SerializerId(1), schema_version: 1, first_seq: Seq(first) };
+            let mut bytes = header.encode().to_vec();
+            for seq in first..=first.saturating_add(1) {
+                frame::encode(&mut bytes, Seq(seq), 1, RecordKind::Command, BatchMark::ALONE, b"x");
+            }
+            match SegmentScan::read(Path::new("s"), &bytes) {
+                Err(JournalError::BadHeader { reason, .. }) => assert!(reason.contains("sequence"), "{reason}"),
+                other => panic!("first seq {first}: {other:?}"),
+            }
+        }
+    }
+
+    /// The committed fuzz corpus as a regression suite in every `cargo test`: the checks of
+    /// `fuzz/fuzz_targets/segment_reader.rs`, on every input.
+    #[test]
+    fn the_segment_reader_fuzz_corpus_reads_without_panicking() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/segment_reader");
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
+            let path = entry.expect("corpus entry").path();
+            let bytes = std::fs::read(&path).expect("corpus input");
+            let checked = std::panic::catch_unwind(|| {
+                let Ok(scan) = SegmentScan::read(Path::new("fuzz.journal"), &bytes) else { return };
+                assert!(scan.valid_len <= bytes.len());
+                for (i, frame) in scan.frames(&bytes).enumerate() {
+                    assert_eq!(frame.seq.0, scan.header.first_seq.0 + i as u64);
+                }
+                if let Some((offset, _)) = scan.damage {
+                    let after = AfterDamage::find(&bytes, offset, scan.next_seq());
+                    assert_eq!(is_torn_tail(&bytes, offset, scan.next_seq()), !after.later_batch);
+                    if let Some(last) = &scan.last_command {
+                        let targets = scan.final_batch_start.0..=last.seq.0;
+                        let _ =
+                            could_be_abort_marker(&bytes, offset, &after, scan.next_seq(), last.unix_nanos, targets);
+                    }
+                }
+            });
+            assert!(checked.is_ok(), "{} panicked", path.display());
+            inputs += 1;
+        }
+        assert!(inputs > 100, "the corpus has {inputs} inputs");
+    }
 }

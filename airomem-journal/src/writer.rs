@@ -221,7 +221,7 @@ impl JournalWriter {
         {
             // The watermark is only evidence: the head keeps an older one, which is still a
             // lower bound, and the journal itself is synced.
-            warn!(error = %e, "could not record the synced watermark in the journal head");
+            warn!(error = %e.with_sources(), "could not record the synced watermark in the journal head");
         }
         Ok(())
     }
@@ -330,8 +330,9 @@ impl JournalWriter {
     fn poison_on_err<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, JournalError>) -> Result<T, JournalError> {
         let result = f(self);
         if let Err(e) = &result {
-            error!(error = %e, "journal write failed; the writer is poisoned and acknowledges nothing more");
-            self.poisoned.get_or_insert_with(|| e.to_string());
+            let cause = e.with_sources();
+            error!(error = %cause, "journal write failed; the writer is poisoned and acknowledges nothing more");
+            self.poisoned.get_or_insert(cause);
         }
         result
     }

@@ -22,11 +22,11 @@ pub enum Error {
     Journal(Arc<JournalError>),
     /// The disk filled up while this command was being written. It was not acknowledged and
     /// the store is poisoned; free space and reopen: every acknowledged command is kept.
-    #[error("the disk is full; the command was not committed: {0}")]
+    #[error("the disk is full; the command was not committed: {}", .0.with_sources())]
     StorageFull(Arc<JournalError>),
     /// Writing or syncing this command's batch failed. It was not acknowledged and the store
     /// is poisoned; reopen it to recover.
-    #[error("writing the journal failed; the command was not committed: {0}")]
+    #[error("writing the journal failed; the command was not committed: {}", .0.with_sources())]
     WriteFailed(Arc<JournalError>),
     /// An earlier write or sync failed, so the store acknowledges nothing more. Reads still
     /// show every acknowledged command. Reopen the store to recover.
