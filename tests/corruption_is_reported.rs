@@ -248,6 +248,8 @@ async fn four_gib_length_in_the_last_record_is_a_torn_tail_without_allocating_it
         let (dir, path) = damaged_copy(&original, scratch.path(), &case, newest, |b| {
             b[last.offset..last.offset + 4].copy_from_slice(&claim.to_le_bytes());
         });
+        // As a crash would leave it: a clean close makes damage to the last record corruption.
+        segment_files::as_if_crashed(&dir);
         let store = open(&dir).await.expect("a damaged last record is a torn tail: the store opens");
         let tail = store.recovery().torn_tail.clone().expect("torn tail reported");
         assert_eq!(tail.segment, path, "{case}");

@@ -251,7 +251,7 @@ async fn a_crash_before_the_abort_marker_aborts_the_command_at_the_next_open() {
         apply(&mut model, &deposit(key, false));
     }
     let seq = expect_panicked(store.commit(deposit(5, true)).await, 5);
-    drop(store);
+    store.close().await.expect("close");
 
     // Cut the abort marker off, as if the process had died right after the batch was synced.
     let newest = segment_files::newest_segment(&dir);
@@ -266,6 +266,7 @@ async fn a_crash_before_the_abort_marker_aborts_the_command_at_the_next_open() {
     );
     let bytes = fs::read(&newest).expect("read");
     fs::write(&newest, &bytes[..marker.offset]).expect("cut the marker");
+    segment_files::as_if_crashed(&dir);
 
     let store = open(&dir).await;
     assert_eq!(store.recovery().aborted_now, vec![seq], "the panicking command is aborted at open");
@@ -292,7 +293,7 @@ async fn a_torn_abort_marker_is_cut_and_the_command_aborted_again() {
         apply(&mut model, &deposit(key, false));
     }
     let seq = expect_panicked(store.commit(deposit(5, true)).await, 5);
-    drop(store);
+    store.close().await.expect("close");
     let newest = segment_files::newest_segment(&original);
     let marker = segment_files::read_segment(&newest).records.last().expect("records").clone();
     assert_eq!(marker.kind, 2, "the last record is the abort marker");
@@ -303,6 +304,7 @@ async fn a_torn_abort_marker_is_cut_and_the_command_aborted_again() {
         segment_files::copy_dir(&original, &dir);
         let segment = dir.join(newest.file_name().expect("name"));
         fs::write(&segment, &bytes[..cut]).expect("tear the marker");
+        segment_files::as_if_crashed(&dir);
 
         let store = open(&dir).await;
         let report = store.recovery().clone();

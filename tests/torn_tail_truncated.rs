@@ -71,6 +71,8 @@ async fn original() -> Original {
         store.commit(command(n)).await.expect("commit");
     }
     store.close().await.expect("close");
+    // The damage below stands for what a crash leaves.
+    segment_files::as_if_crashed(&dir);
     let names = segment_names(&dir);
     assert!(names.len() >= 3, "several segments: {names:?}");
     let newest = dir.join(names.last().expect("segments"));
@@ -305,6 +307,7 @@ async fn truncation_inside_a_group_committed_batch_keeps_its_intact_records() {
         by_seq.extend(handle.await.expect("task"));
     }
     store.close().await.expect("close");
+    segment_files::as_if_crashed(&dir);
     let model_before = |seq: u64| {
         let mut model = HashMap::new();
         for cmd in by_seq.range(..seq).map(|(_, c)| c) {

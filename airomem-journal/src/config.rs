@@ -41,3 +41,17 @@ impl fmt::Debug for JournalConfig {
             .finish_non_exhaustive()
     }
 }
+
+/// How the journal's user syncs the batches it writes, and so what a crash can leave
+/// unsynced. Recorded in `journal.head` with each watermark, because recovery tells a torn
+/// write from corruption by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Each batch is `fdatasync`ed before the next one is written (`Durability::Fsync`): a
+    /// crash can only have caught the last batch unsynced.
+    EveryBatch,
+    /// Batches are synced later, periodically or when the operating system writes them back
+    /// (`Durability::Periodic`, `Durability::OsBuffered`): a crash can leave any of the
+    /// batches written since the last sync missing or damaged, in any order.
+    Deferred,
+}

@@ -10,8 +10,9 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum JournalError {
     /// A file-system operation failed. Retrying may help if the cause was transient; the
-    /// writer does not retry by itself and is poisoned afterwards.
-    #[error("{op} {path}: {source}")]
+    /// writer does not retry by itself and is poisoned afterwards. The operating system's
+    /// error is the [`source`](std::error::Error::source).
+    #[error("could not {op} {path}")]
     Io {
         /// The operation, e.g. "fdatasync".
         op: &'static str,
@@ -21,8 +22,9 @@ pub enum JournalError {
         source: io::Error,
     },
     /// The disk is full (`ENOSPC`, or a quota). Free space, then reopen the store: every
-    /// acknowledged command is still there.
-    #[error("no space left for {op} {path}: {source}")]
+    /// acknowledged command is still there. The operating system's error is the
+    /// [`source`](std::error::Error::source).
+    #[error("no space left to {op} {path}")]
     StorageFull {
         /// The operation that ran out of space.
         op: &'static str,
@@ -106,7 +108,7 @@ pub enum JournalError {
     RecordTooLarge {
         /// Encoded size.
         len: usize,
-        /// The limit, [`crate::MAX_PAYLOAD_LEN`].
+        /// The limit, [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN).
         max: usize,
     },
     /// An earlier write or fsync failed, so the writer no longer knows what is on disk and
@@ -119,6 +121,18 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The message followed by those of the errors it stems from, for a log line or a
+    /// stored cause: the operating system's error is a source, not part of the message.
+    pub fn with_sources(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> JournalError {
         let path = path.into();
         if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
@@ -161,6 +175,20 @@ pub enum Corruption {
     UnknownKind(u8),
     /// An abort marker's payload is not a sequence number.
     BadAbortMarker,
+    /// The segment's records end here (the rest is zeros, or nothing), but the journal head
+    /// records that records up to a later sequence number were synced.
+    SyncedRecordsMissing {
+        /// The last record the head records as synced.
+        synced_through: Seq,
+    },
+}
+
+impl Corruption {
+    /// Whether the record's checksum verified, so that it was written whole and only a later
+    /// check failed: a crash cannot leave such a record, so it is never a torn write.
+    pub fn record_verified(&self) -> bool {
+        matches!(self, Corruption::SequenceOutOfOrder { .. } | Corruption::UnknownKind(_) | Corruption::BadAbortMarker)
+    }
 }
 
 impl fmt::Display for Corruption {
@@ -176,6 +204,36 @@ impl fmt::Display for Corruption {
             Corruption::SequenceOutOfOrder { found } => write!(f, "found record {found} instead"),
             Corruption::UnknownKind(kind) => write!(f, "unknown record kind {kind:#04x}"),
             Corruption::BadAbortMarker => f.write_str("malformed abort marker"),
+            Corruption::SyncedRecordsMissing { synced_through } => {
+                write!(
+                    f,
+                    "the records end here, but the journal head records records through {synced_through} as synced"
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// An error reporter prints the chain of `source()`s: a message that also printed its
+    /// source would show the operating system's words twice.
+    #[test]
+    fn io_errors_are_exposed_as_the_source_and_not_printed_twice() {
+        for e in [
+            JournalError::io("fdatasync", "/s/1.journal", io::Error::other("disk on fire")),
+            JournalError::io("write", "/s/1.journal", io::Error::from(io::ErrorKind::StorageFull)),
+        ] {
+            let source = e.source().expect("the I/O error is the source");
+            assert!(source.downcast_ref::<io::Error>().is_some(), "{e:?}");
+            let shown = e.to_string();
+            assert!(!shown.contains(&source.to_string()), "{shown:?} repeats its source {source:?}");
+            assert!(shown.contains("/s/1.journal"), "{shown:?} names the file");
+            assert!(e.with_sources().ends_with(&source.to_string()), "a log line or stored cause keeps it");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! * [`segment`]: segment file names and headers.
 //! * [`scan`]: reading a whole segment from memory.
 //! * [`recovery`]: replaying a directory of segments, repairing a torn tail.
+//! * [`head`]: the newest segment's name and how far the journal is known to be synced.
 //! * [`writer`]: batches, one write and one sync each, and rollover.
 //!
 //! The journal knows bytes and sequence numbers, not the user's types; the `airomem` facade
@@ -19,7 +20,7 @@ pub mod scan;
 pub mod segment;
 pub mod writer;
 
-pub use config::JournalConfig;
+pub use config::{JournalConfig, SyncMode};
 pub use error::{Corruption, JournalError};
 pub use frame::MAX_PAYLOAD_LEN;
 pub use recovery::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};

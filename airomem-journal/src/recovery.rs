@@ -6,18 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use airomem_core::Seq;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::config::JournalConfig;
+use crate::config::{JournalConfig, SyncMode};
 use crate::error::Corruption;
 use crate::frame::RecordKind;
-use crate::scan::{SegmentScan, is_torn_tail};
+use crate::head::Watermark;
+use crate::scan::{AfterDamage, SegmentScan, could_be_abort_marker};
 use crate::{JournalError, segment};
 
 /// Which commands to hand over.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayRange<'a> {
-    /// First sequence number wanted; earlier ones are covered by a snapshot.
+    /// First sequence number wanted; earlier ones are covered by a snapshot. A snapshot is
+    /// taken only of synced records, so damage to a record before `from` is corruption,
+    /// never a torn write.
     pub from: Seq,
     /// Last sequence number wanted, if not the end of the journal.
     pub until: Option<Seq>,
@@ -34,8 +37,12 @@ pub struct Record<'a> {
     pub unix_nanos: u64,
     /// The serialized command.
     pub payload: &'a [u8],
-    /// Whether it belongs to the last batch of the journal, which a crash may have caught
-    /// before it was durable, and so before any caller was told of its outcome.
+    /// Whether it belongs to the last batch of commands the journal holds, and nothing shows
+    /// that a later batch was written: then a crash may have stopped the writer before any
+    /// caller was told of its outcome (before it was durable, or while an abort marker for
+    /// one of its commands was being written). A batch followed by damage that cannot be an
+    /// abort marker was followed by the next batch, written only after its callers were
+    /// answered: it is not final.
     pub in_final_batch: bool,
 }
 
@@ -52,6 +59,10 @@ pub struct TornTail {
     pub quarantine: PathBuf,
     /// What was wrong at `offset`.
     pub reason: Corruption,
+    /// Records lost with the cut: the damaged one and every one found intact after it, up
+    /// to the highest sequence number among those. At least this many; a record torn beyond
+    /// recognition cannot be counted. Abort markers count too.
+    pub records_lost: u64,
 }
 
 /// What a replay found and did.
@@ -125,11 +136,13 @@ pub fn replay<E>(
     }
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
-    if let Some(head) = crate::head::read(config, &names)?
-        && segments.last().is_none_or(|&newest| newest < head)
+    let head = crate::head::read(config, &names)?;
+    if let Some(head) = head
+        && segments.last().is_none_or(|&newest| newest < head.newest)
     {
-        return Err(JournalError::SegmentMissing { file: segment::path(dir, head) }.into());
+        return Err(JournalError::SegmentMissing { file: segment::path(dir, head.newest) }.into());
     }
+    let watermark = head.and_then(|h| h.watermark);
 
     let mut outcome = ReplayOutcome {
         next_seq: range.from,
@@ -159,21 +172,36 @@ pub fn replay<E>(
             return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
         }
         let mut file_len = bytes.len() as u64;
+        let mut final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
         if let Some((offset, kind)) = scan.damage.clone() {
-            let torn = newest && is_torn_tail(&bytes, offset, scan.next_seq());
-            match repair.as_deref_mut() {
-                Some(repair) if torn => {
-                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind)?);
+            let seq = scan.next_seq();
+            let judged = if newest {
+                judge(&bytes, offset, &kind, seq, range.from, watermark)
+            } else {
+                Err("it is not in the newest segment")
+            };
+            match (judged, repair.as_deref_mut()) {
+                (Ok(after), Some(repair)) => {
+                    let records_lost = after.highest_seq.map_or(1, |h| h.0 - seq.0 + 1);
+                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind, records_lost)?);
                     file_len = offset as u64;
+                    final_batch = final_batch_after_cut(&scan, &bytes, offset, &after);
                 }
-                _ => {
-                    let seq = scan.next_seq();
+                (judged, _) => {
+                    let why = judged.err().unwrap_or("nothing may be repaired");
+                    error!(file = %path.display(), offset, seq = seq.0, why, "damage in the journal is not a torn write");
                     return Err(JournalError::Corrupt { file: path, offset: offset as u64, seq, kind }.into());
                 }
             }
         }
+        if let Some(mark) = watermark.filter(|m| newest && scan.next_seq() <= m.synced_through) {
+            // Zeros over the last records read like space prepared for records never written.
+            let kind = Corruption::SyncedRecordsMissing { synced_through: mark.synced_through };
+            let (offset, seq) = (scan.valid_len as u64, scan.next_seq());
+            error!(file = %path.display(), offset, seq = seq.0, "the journal ends before records it had synced");
+            return Err(JournalError::Corrupt { file: path, offset, seq, kind }.into());
+        }
 
-        let final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
         for frame in scan.frames(&bytes) {
             outcome.last_nanos = outcome.last_nanos.max(frame.unix_nanos);
             if frame.kind != RecordKind::Command || frame.seq < range.from {
@@ -218,6 +246,57 @@ pub fn replay<E>(
         "journal replayed"
     );
     Ok(outcome)
+}
+
+/// Whether damage at `offset` of the newest segment, where record `seq` was due, can be a
+/// write a crash interrupted (`Ok`, with what lies after it) or must be corruption (`Err`,
+/// with the evidence).
+fn judge(
+    bytes: &[u8],
+    offset: usize,
+    kind: &Corruption,
+    seq: Seq,
+    from: Seq,
+    watermark: Option<Watermark>,
+) -> Result<AfterDamage, &'static str> {
+    if kind.record_verified() {
+        return Err("the record's checksum verifies: it was written whole");
+    }
+    if seq < from {
+        return Err("the snapshot loaded covers it, and snapshots are taken of synced records only");
+    }
+    if watermark.is_some_and(|m| seq <= m.synced_through) {
+        return Err("the journal head records it as synced");
+    }
+    let after = AfterDamage::find(bytes, offset, seq);
+    match watermark.map(|m| m.mode) {
+        // Batches after the watermark may reach the disk in any order or not at all.
+        Some(SyncMode::Deferred) => Ok(after),
+        // Each batch was synced before the next was written: only the last can be torn.
+        Some(SyncMode::EveryBatch) | None if !after.later_batch => Ok(after),
+        _ => Err("a later batch follows it, written after it was synced"),
+    }
+}
+
+/// The first command of the batch that is final once the bytes from `offset` on are cut,
+/// or the sequence number after the kept records if none is.
+///
+/// A batch is final when nothing shows that a later write began after its callers were
+/// answered. If the damage is inside a batch, that batch was being written, unless an
+/// intact later batch follows the damage (possible when batches are synced later). If the
+/// damage starts right after a whole batch, what was being written there was either an
+/// abort marker for one of that batch's commands (its callers were not answered yet: the
+/// batch is final) or the next batch (they were: it is not); only bytes that cannot be an
+/// abort marker tell the second case apart.
+fn final_batch_after_cut(scan: &SegmentScan, bytes: &[u8], offset: usize, after: &AfterDamage) -> Seq {
+    let Some(last) = &scan.last_command else { return scan.next_seq() };
+    let candidate = scan.final_batch_start;
+    let is_final = if scan.ends_at_batch_boundary() {
+        could_be_abort_marker(bytes, offset, after, scan.next_seq(), last.unix_nanos, candidate.0..=last.seq.0)
+    } else {
+        !after.later_batch
+    };
+    if is_final { candidate } else { scan.next_seq() }
 }
 
 fn check_header(config: &JournalConfig, path: &Path, scan: &SegmentScan, named: Seq) -> Result<(), JournalError> {
@@ -269,6 +348,7 @@ fn cut_torn_tail(
     bytes: &[u8],
     offset: usize,
     reason: Corruption,
+    records_lost: u64,
 ) -> Result<TornTail, JournalError> {
     let storage = &*config.storage;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -289,11 +369,13 @@ fn cut_torn_tail(
         bytes: (bytes.len() - offset) as u64,
         quarantine,
         reason,
+        records_lost,
     };
     warn!(
         segment = %tail.segment.display(),
         offset = tail.offset,
         bytes = tail.bytes,
+        records_lost,
         quarantine = %tail.quarantine.display(),
         reason = %tail.reason,
         "cut a torn write from the end of the journal"

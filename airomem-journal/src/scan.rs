@@ -11,7 +11,7 @@ use airomem_core::Seq;
 
 use crate::JournalError;
 use crate::error::Corruption;
-use crate::frame::{self, FRAME_HEADER_LEN, Frame, RecordKind};
+use crate::frame::{self, BatchMark, FRAME_HEADER_LEN, Frame, RecordKind};
 use crate::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 
 /// What verifying a segment found.
@@ -31,9 +31,12 @@ pub struct SegmentScan {
     /// always sits in the same segment as the command it cancels.
     pub aborted: HashSet<Seq>,
     /// The first command of the last batch of commands in this segment: those a crash may
-    /// have caught before anyone was told their outcome. Abort markers do not count as
-    /// batches: a crash can fall between the markers of two commands of one batch.
+    /// have caught before anyone was told their outcome, if nothing was written after them.
+    /// Abort markers do not count as batches: a crash can fall between the markers of two
+    /// commands of one batch.
     pub final_batch_start: Seq,
+    /// The last command that verified.
+    pub last_command: Option<Frame>,
     /// The offset of the first record that did not verify, and why.
     pub damage: Option<(usize, Corruption)>,
 }
@@ -49,12 +52,12 @@ impl SegmentScan {
             zero_tail: 0,
             aborted: HashSet::new(),
             final_batch_start: header.first_seq,
+            last_command: None,
             damage: None,
         };
         // The two newest ends of command batches seen: the last batch starts after the older
         // one if the newest command ends a batch, after the newer one otherwise.
         let (mut older_end, mut newer_end): (Option<Seq>, Option<Seq>) = (None, None);
-        let mut last_command: Option<Frame> = None;
         let mut expected = header.first_seq;
         while scan.valid_len < bytes.len() {
             match frame::decode(bytes, scan.valid_len).and_then(|f| check(bytes, f, expected)) {
@@ -67,7 +70,7 @@ impl SegmentScan {
                             if f.batch_end {
                                 (older_end, newer_end) = (newer_end, Some(f.seq));
                             }
-                            last_command = Some(f.clone());
+                            scan.last_command = Some(f.clone());
                         }
                     }
                     scan.valid_len = f.end();
@@ -84,7 +87,7 @@ impl SegmentScan {
                 }
             }
         }
-        let boundary = if last_command.is_some_and(|f| f.batch_end) { older_end } else { newer_end };
+        let boundary = if scan.ends_at_batch_boundary() { older_end } else { newer_end };
         scan.final_batch_start = boundary.map_or(header.first_seq, Seq::next);
         Ok(scan)
     }
@@ -92,6 +95,12 @@ impl SegmentScan {
     /// The sequence number after the last verified record.
     pub fn next_seq(&self) -> Seq {
         Seq(self.header.first_seq.0 + self.records)
+    }
+
+    /// Whether the verified records end where a batch of commands ended (its batch-end bit
+    /// is set, possibly followed by abort markers), rather than inside one.
+    pub fn ends_at_batch_boundary(&self) -> bool {
+        self.last_command.as_ref().is_none_or(|f| f.batch_end)
     }
 
     /// The verified records, reading headers only (they were checked by [`Self::read`]).
@@ -107,6 +116,9 @@ impl SegmentScan {
         })
     }
 }
+
+/// The length of an abort marker record: a frame header and the sequence number it cancels.
+pub const ABORT_MARKER_LEN: usize = FRAME_HEADER_LEN + 8;
 
 fn check(bytes: &[u8], f: Frame, expected: Seq) -> Result<Frame, Corruption> {
     if f.seq != expected {
@@ -124,45 +136,107 @@ pub fn abort_target(payload: &[u8]) -> Option<Seq> {
     Some(Seq(u64::from_le_bytes(bytes)))
 }
 
-/// Whether the damage at `damaged` (where the record numbered `expected` is due) can be a
-/// write that a crash interrupted, rather than corruption of data that was once durable.
-///
-/// Only the newest batch of the newest segment can have been caught unsynced by a crash,
-/// and, since it may overwrite space prepared with zeros, its sectors may have reached the
-/// disk in any order: some of its records may be intact after the damage. The damage is a
-/// torn write if every record that verifies after it could belong to that one batch, the
-/// batch the damage is in: none of them starts a batch (the first record of the damaged
-/// batch is at or before the damage), and none follows a batch end. A later batch was
-/// written after the damaged one was synced, so the damage was once durable. The search
-/// is bounded by the bytes present and runs only when a segment is damaged.
-pub fn is_torn_tail(bytes: &[u8], damaged: usize, expected: Seq) -> bool {
-    let lowest = expected.0;
-    let mut batch_ended = false;
-    let mut offset = damaged + 1;
-    while offset + FRAME_HEADER_LEN <= bytes.len() {
-        let seq = frame::read_u64(bytes, offset + 8);
-        // A record at this offset could be at most this far past the one due at `damaged`.
-        let highest = lowest.saturating_add(((offset - damaged) / FRAME_HEADER_LEN) as u64 + 1);
-        if seq >= lowest
-            && seq <= highest
-            && let Ok(found) = frame::decode(bytes, offset)
-        {
-            if batch_ended || found.batch_start {
-                return false;
+/// What lies after damage at offset `damaged`, where the record numbered `expected` was
+/// due: the evidence that tells a write a crash interrupted from corruption of bytes that
+/// were once durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AfterDamage {
+    /// A record that verifies after the damage starts a batch, or follows one that ends a
+    /// batch: a batch was written after the damaged one.
+    pub later_batch: bool,
+    /// Some record after the damage verifies.
+    pub intact: bool,
+    /// The highest sequence number of a record that verifies after the damage.
+    pub highest_seq: Option<Seq>,
+    /// Offset just past the last byte that is not zero.
+    pub data_end: usize,
+}
+
+impl AfterDamage {
+    /// Looks at every byte offset after `damaged` for a record that verifies, with a
+    /// plausible-sequence-number filter before the checksum. Bounded by the bytes present;
+    /// runs only when a segment is damaged.
+    pub fn find(bytes: &[u8], damaged: usize, expected: Seq) -> AfterDamage {
+        let lowest = expected.0;
+        let mut after = AfterDamage {
+            data_end: bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+            ..AfterDamage::default()
+        };
+        let mut batch_ended = false;
+        let mut offset = damaged + 1;
+        while offset + FRAME_HEADER_LEN <= bytes.len() {
+            let seq = frame::read_u64(bytes, offset + 8);
+            // A record at this offset could be at most this far past the one due at `damaged`.
+            let highest = lowest.saturating_add(((offset - damaged) / FRAME_HEADER_LEN) as u64 + 1);
+            if seq >= lowest
+                && seq <= highest
+                && let Ok(found) = frame::decode(bytes, offset)
+            {
+                after.later_batch |= batch_ended || found.batch_start;
+                after.intact = true;
+                after.highest_seq = Some(after.highest_seq.map_or(found.seq, |h| h.max(found.seq)));
+                batch_ended = found.batch_end;
+                offset = found.end();
+                continue;
             }
-            batch_ended = found.batch_end;
-            offset = found.end();
-            continue;
+            offset += 1;
         }
-        offset += 1;
+        after
     }
-    true
+}
+
+/// Whether the damage at `damaged` (where the record numbered `expected` is due) can be a
+/// write that a crash interrupted when every batch is synced before the next is written.
+///
+/// Then only the newest batch of the newest segment can have been caught unsynced by a
+/// crash, and, since it may overwrite space prepared with zeros, its sectors may have
+/// reached the disk in any order: some of its records may be intact after the damage. The
+/// damage is a torn write if every record that verifies after it could belong to that one
+/// batch, the batch the damage is in: none of them starts a batch (the first record of the
+/// damaged batch is at or before the damage), and none follows a batch end. A later batch
+/// was written after the damaged one was synced, so the damage was once durable.
+pub fn is_torn_tail(bytes: &[u8], damaged: usize, expected: Seq) -> bool {
+    !AfterDamage::find(bytes, damaged, expected).later_batch
+}
+
+/// Whether the damaged bytes at `at`, right after a whole batch, can be what is left of an
+/// abort marker numbered `seq` with commit time `unix_nanos` that cancels one of the
+/// commands `targets`, rather than of the next batch's first record.
+///
+/// The writer writes an abort marker alone, never over newly prepared zeros, and nothing
+/// after it until it is synced. So a torn marker leaves no byte that is not zero past its
+/// 33 bytes, and no intact record after it. If the file goes on past the marker, the
+/// marker was written over zeros that were already durable: each of its bytes then either
+/// landed or is still zero, and the bytes that landed must be the marker's. (A marker that
+/// extended the file may have left junk in the rest of its range, so then only the length
+/// tells.)
+pub fn could_be_abort_marker(
+    bytes: &[u8],
+    at: usize,
+    after: &AfterDamage,
+    seq: Seq,
+    unix_nanos: u64,
+    targets: std::ops::RangeInclusive<u64>,
+) -> bool {
+    let end = at + ABORT_MARKER_LEN;
+    if after.intact || after.data_end > end {
+        return false;
+    }
+    if bytes.len() <= end {
+        return true;
+    }
+    let landed = &bytes[at..end];
+    let mut marker = Vec::with_capacity(ABORT_MARKER_LEN);
+    targets.into_iter().any(|target| {
+        marker.clear();
+        frame::encode(&mut marker, seq, unix_nanos, RecordKind::Abort, BatchMark::ALONE, &target.to_le_bytes());
+        landed.iter().zip(&marker).all(|(&b, &m)| b == 0 || b == m)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::BatchMark;
     use airomem_core::SerializerId;
 
     /// A segment from record 10 on, with batches of the given sizes.
@@ -281,5 +355,84 @@ mod tests {
         bytes[records_end + 700] = 1;
         let scan = SegmentScan::read(Path::new("s"), &bytes).expect("header ok");
         assert_eq!(scan.damage.map(|d| d.0), Some(records_end));
+    }
+
+    /// Right after a whole batch, what a torn write left must be able to be an abort marker
+    /// for one of that batch's commands, or it started the next batch.
+    #[test]
+    fn a_torn_abort_marker_is_told_from_a_torn_next_batch() {
+        let records = segment(&[2, 1]);
+        let at = records.len();
+        let mut marker = Vec::new();
+        frame::encode(&mut marker, Seq(13), 1, RecordKind::Abort, BatchMark::ALONE, &12u64.to_le_bytes());
+        assert_eq!(marker.len(), ABORT_MARKER_LEN);
+        let mut next = Vec::new();
+        frame::encode(&mut next, Seq(13), 1, RecordKind::Command, BatchMark::ALONE, b"12345678");
+        let judge = |tail: &[u8], prepared: usize| {
+            let mut bytes = [&records[..], tail].concat();
+            bytes.resize(bytes.len().max(at + prepared), 0);
+            let after = AfterDamage::find(&bytes, at, Seq(13));
+            could_be_abort_marker(&bytes, at, &after, Seq(13), 1, 12..=12)
+        };
+        // Over zeros prepared earlier: each byte landed or is still zero.
+        assert!(judge(&marker[..20], 200));
+        assert!(judge(&[&marker[..8], &[0; 9], &marker[17..30]].concat(), 200));
+        // A record of the next batch, as long as a marker: its checksum bytes differ.
+        assert!(!judge(&next[..20], 200));
+        // The marker names a command of another batch.
+        assert!(!judge(&[&marker[..25], &[11]].concat(), 200));
+        // Something landed past a marker's length.
+        assert!(!judge(&[&marker[..20], &[0; 30], &[1]].concat(), 200));
+        // An append torn short may leave junk in the rest of its range: only the length tells.
+        assert!(judge(&[&marker[..10], &[0xab; 23]].concat(), 0));
+        assert!(!judge(&[&marker[..10], &[0xab; 24]].concat(), 0));
+    }
+
+    /// A header can claim any first sequence number; counting records on from one near
+    /// the end of `u64` must not overflow.
+    #[test]
+    fn a_first_sequence_number_near_the_end_of_u64_is_a_bad_header() {
+        for first in [u64::MAX, u64::MAX - 1, u64::MAX / 2 + 1] {
+            let header = SegmentHeader { serializer: SerializerId(1), schema_version: 1, first_seq: Seq(first) };
+            let mut bytes = header.encode().to_vec();
+            for seq in first..=first.saturating_add(1) {
+                frame::encode(&mut bytes, Seq(seq), 1, RecordKind::Command, BatchMark::ALONE, b"x");
+            }
+            match SegmentScan::read(Path::new("s"), &bytes) {
+                Err(JournalError::BadHeader { reason, .. }) => assert!(reason.contains("sequence"), "{reason}"),
+                other => panic!("first seq {first}: {other:?}"),
+            }
+        }
+    }
+
+    /// The committed fuzz corpus as a regression suite in every `cargo test`: the checks of
+    /// `fuzz/fuzz_targets/segment_reader.rs`, on every input.
+    #[test]
+    fn the_segment_reader_fuzz_corpus_reads_without_panicking() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/segment_reader");
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).expect("the fuzz corpus") {
+            let path = entry.expect("corpus entry").path();
+            let bytes = std::fs::read(&path).expect("corpus input");
+            let checked = std::panic::catch_unwind(|| {
+                let Ok(scan) = SegmentScan::read(Path::new("fuzz.journal"), &bytes) else { return };
+                assert!(scan.valid_len <= bytes.len());
+                for (i, frame) in scan.frames(&bytes).enumerate() {
+                    assert_eq!(frame.seq.0, scan.header.first_seq.0 + i as u64);
+                }
+                if let Some((offset, _)) = scan.damage {
+                    let after = AfterDamage::find(&bytes, offset, scan.next_seq());
+                    assert_eq!(is_torn_tail(&bytes, offset, scan.next_seq()), !after.later_batch);
+                    if let Some(last) = &scan.last_command {
+                        let targets = scan.final_batch_start.0..=last.seq.0;
+                        let _ =
+                            could_be_abort_marker(&bytes, offset, &after, scan.next_seq(), last.unix_nanos, targets);
+                    }
+                }
+            });
+            assert!(checked.is_ok(), "{} panicked", path.display());
+            inputs += 1;
+        }
+        assert!(inputs > 100, "the corpus has {inputs} inputs");
     }
 }

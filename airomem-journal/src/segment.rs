@@ -22,6 +22,10 @@ use crate::frame::{read_u32, read_u64};
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// The journal format this build reads and writes.
 pub const FORMAT_VERSION: u16 = 1;
+/// The highest first sequence number a segment header may carry. No store gets near it
+/// (2^63 records), and it keeps every count of records from a header's number far from
+/// overflowing `u64`, whatever a damaged or hostile header claims.
+pub const MAX_FIRST_SEQ: u64 = u64::MAX / 2;
 
 const MAGIC: &[u8; 8] = b"AIROMEMJ";
 const EXTENSION: &str = ".journal";
@@ -72,10 +76,14 @@ impl SegmentHeader {
                 supported: FORMAT_VERSION,
             });
         }
+        let first_seq = read_u64(bytes, 16);
+        if first_seq > MAX_FIRST_SEQ {
+            return Err(bad("first sequence number out of range"));
+        }
         Ok(SegmentHeader {
             serializer: SerializerId(u16::from_le_bytes([bytes[10], bytes[11]])),
             schema_version: read_u32(bytes, 12),
-            first_seq: Seq(read_u64(bytes, 16)),
+            first_seq: Seq(first_seq),
         })
     }
 }

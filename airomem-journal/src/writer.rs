@@ -5,11 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use airomem_core::Seq;
 use airomem_core::storage::StorageFile;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::JournalError;
-use crate::config::JournalConfig;
+use crate::config::{JournalConfig, SyncMode};
 use crate::frame::{self, BatchMark, MAX_PAYLOAD_LEN, RecordKind};
+use crate::head::{self, HeadFile, Watermark};
 use crate::recovery::ReplayOutcome;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 
@@ -22,7 +23,8 @@ pub struct WriterCounters {
     pub records: u64,
     /// Bytes written to segments, headers included.
     pub bytes: u64,
-    /// `fdatasync` calls on segments.
+    /// `fdatasync` calls on segments after writes (not the one that makes what recovery
+    /// replayed durable at open).
     pub syncs: u64,
     /// Segments created.
     pub segments_created: u64,
@@ -35,13 +37,17 @@ pub struct WriterCounters {
 /// for data the kernel already dropped.
 pub struct JournalWriter {
     config: JournalConfig,
+    mode: SyncMode,
     file: Box<dyn StorageFile>,
+    head: HeadFile,
     segment_first: Seq,
     /// Where the records of the active segment end: where the next one goes.
     segment_len: u64,
     /// The active segment's file length: past `segment_len` by the zeroed space prepared.
     file_len: u64,
     next_seq: Seq,
+    /// The sequence number after the last record written (not just framed).
+    written: Seq,
     last_nanos: u64,
     batch: Vec<u8>,
     batch_first: Seq,
@@ -53,29 +59,60 @@ pub struct JournalWriter {
 
 impl JournalWriter {
     /// Opens the newest segment that `replay` left in `outcome` for appending, or creates
-    /// the first segment if there is none.
+    /// the first segment if there is none, for a caller that syncs every batch before it
+    /// writes the next: [`Self::open_with`] with [`SyncMode::EveryBatch`].
     pub fn open(config: JournalConfig, outcome: &ReplayOutcome) -> Result<JournalWriter, JournalError> {
+        JournalWriter::open_with(config, outcome, SyncMode::EveryBatch)
+    }
+
+    /// Opens the newest segment that `replay` left in `outcome` for appending, or creates
+    /// the first segment if there is none. `mode` says how the caller will sync the batches
+    /// it writes; the journal head records it, with how far the journal is synced, because
+    /// recovery needs both to tell a torn write from corruption.
+    pub fn open_with(
+        config: JournalConfig,
+        outcome: &ReplayOutcome,
+        mode: SyncMode,
+    ) -> Result<JournalWriter, JournalError> {
         let mut counters = WriterCounters::default();
-        let (file, segment_first, segment_len, file_len) = match outcome.segments.last() {
+        let (file, segment_first, segment_len, file_len, head) = match outcome.segments.last() {
             Some(&first) => {
                 let path = segment::path(&config.dir, first);
-                let file = config.storage.open_write(&path).map_err(|e| JournalError::io("open", &path, e))?;
-                (file, first, outcome.newest_len, outcome.newest_file_len)
+                let mut file = config.storage.open_write(&path).map_err(|e| JournalError::io("open", &path, e))?;
+                // A crashed process leaves its unsynced writes in the page cache, where recovery
+                // just read them: they are not durable, yet the store is about to serve them,
+                // snapshot them and write after them. One fdatasync of the newest segment (every
+                // older one was synced before the next was created) and one of the directory
+                // (an interrupted rollover, snapshot or head rename) make them so. (Not counted
+                // in `counters.syncs`, which counts the syncs of written batches.)
+                file.sync_data().map_err(|e| JournalError::io("fdatasync", &path, e))?;
+                config.storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+                // Everything replayed is synced now. Recording that durably also records, before
+                // this writer writes anything, how it syncs: recovery judges damage after the
+                // watermark by the mode of the writer that wrote it.
+                let names = config.storage.list(&config.dir).map_err(|e| JournalError::io("list", &config.dir, e))?;
+                let existing = head::read(&config, &names)?;
+                let mark = Watermark { synced_through: Seq(outcome.next_seq.0.saturating_sub(1)), mode };
+                let head = HeadFile::open(&config, existing, first, mark)?;
+                (file, first, outcome.newest_len, outcome.newest_file_len, head)
             }
             None => {
-                let (file, file_len) = create_segment(&config, outcome.next_seq)?;
+                let (file, file_len, head) = create_segment(&config, outcome.next_seq, mode, 0)?;
                 counters.segments_created += 1;
                 counters.bytes += SEGMENT_HEADER_LEN as u64;
-                (file, outcome.next_seq, SEGMENT_HEADER_LEN as u64, file_len)
+                (file, outcome.next_seq, SEGMENT_HEADER_LEN as u64, file_len, head)
             }
         };
         let mut writer = JournalWriter {
             config,
+            mode,
             file,
+            head,
             segment_first,
             segment_len,
             file_len,
             next_seq: outcome.next_seq,
+            written: outcome.next_seq,
             last_nanos: outcome.last_nanos,
             batch: Vec::new(),
             batch_first: outcome.next_seq,
@@ -84,21 +121,10 @@ impl JournalWriter {
             poisoned: None,
             counters,
         };
-        if outcome.segments.last().is_some() {
-            // A crashed process leaves its unsynced writes in the page cache, where recovery
-            // just read them: they are not durable, yet the store is about to serve them,
-            // snapshot them and write after them. One fdatasync of the newest segment (every
-            // older one was synced before the next was created) and one of the directory
-            // (an interrupted rollover, snapshot or head rename) make them so.
-            writer.unsynced = true;
-            writer.sync()?;
-            let dir = writer.config.dir.clone();
-            writer.config.storage.sync_dir(&dir).map_err(|e| JournalError::io("sync directory", &dir, e))?;
-        }
         if writer.config.preallocate == 0 {
             // Without a sync after every batch, several batches could be caught unsynced by
             // a crash: they must be appended, not written over space an earlier run prepared.
-            writer.trim()?;
+            writer.give_back_prepared_space()?;
         }
         Ok(writer)
     }
@@ -162,9 +188,10 @@ impl JournalWriter {
             }
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let written = self.poison_on_err(|w| w.write_records(&batch));
+        let written = self.poison_on_err(|w| w.write_records(&batch, true));
         if written.is_ok() {
             self.unsynced = true;
+            self.written = self.next_seq;
             self.segment_len += batch.len() as u64;
             self.counters.batches += 1;
             self.counters.bytes += batch.len() as u64;
@@ -176,6 +203,11 @@ impl JournalWriter {
     }
 
     /// Makes everything written so far durable with one `fdatasync`.
+    ///
+    /// Under [`SyncMode::Deferred`] it then records in the journal head, without syncing
+    /// that, how far the journal is synced: recovery cuts damage after that point as the
+    /// unsynced tail. (Under [`SyncMode::EveryBatch`] only the last batch can be torn, which
+    /// needs no watermark, so the head is left alone and a sync costs no more.)
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.check_poisoned()?;
         if !self.unsynced {
@@ -184,12 +216,34 @@ impl JournalWriter {
         self.poison_on_err(|w| w.file.sync_data().map_err(|e| JournalError::io("fdatasync", w.path(), e)))?;
         self.unsynced = false;
         self.counters.syncs += 1;
+        if self.mode == SyncMode::Deferred
+            && let Err(e) = self.head.record(&self.config, self.watermark(), false)
+        {
+            // The watermark is only evidence: the head keeps an older one, which is still a
+            // lower bound, and the journal itself is synced.
+            warn!(error = %e.with_sources(), "could not record the synced watermark in the journal head");
+        }
         Ok(())
     }
 
-    /// Syncs, then gives back the zeroed space prepared ahead of the records, so that a
-    /// closed journal holds its records and nothing else. The writer stays usable.
+    /// Syncs, gives back the zeroed space prepared ahead of the records, so that a closed
+    /// journal holds its records and nothing else, and durably records in the journal head
+    /// that every record is synced: damage to any of them is then corruption, never taken
+    /// for a torn write. Called when the journal is closed; the writer stays usable.
     pub fn trim(&mut self) -> Result<(), JournalError> {
+        self.sync()?;
+        self.give_back_prepared_space()?;
+        let mark = self.watermark();
+        self.poison_on_err(|w| w.head.record(&w.config, mark, true))
+    }
+
+    /// Every record written so far is synced: the watermark that says so.
+    fn watermark(&self) -> Watermark {
+        Watermark { synced_through: Seq(self.written.0.saturating_sub(1)), mode: self.mode }
+    }
+
+    /// Syncs, then cuts the zeroed space prepared ahead of the records.
+    fn give_back_prepared_space(&mut self) -> Result<(), JournalError> {
         self.sync()?;
         if self.file_len > self.segment_len {
             self.poison_on_err(|w| {
@@ -210,8 +264,11 @@ impl JournalWriter {
         let seq = self.next_seq;
         let mut record = Vec::new();
         frame::encode(&mut record, seq, self.last_nanos, RecordKind::Abort, BatchMark::ALONE, &target.0.to_le_bytes());
-        self.poison_on_err(|w| w.write_records(&record))?;
+        // Never over newly prepared zeros: recovery recognises a torn marker by its bytes
+        // and by nothing landing past them, which a torn write of zeros could break.
+        self.poison_on_err(|w| w.write_records(&record, false))?;
         self.next_seq = seq.next();
+        self.written = self.next_seq;
         self.unsynced = true;
         self.segment_len += record.len() as u64;
         self.counters.records += 1;
@@ -222,10 +279,10 @@ impl JournalWriter {
     }
 
     /// Writes `records` where the active segment's records end, first preparing zeroed
-    /// space for them if the writer preallocates.
-    fn write_records(&mut self, records: &[u8]) -> Result<(), JournalError> {
+    /// space for them if the writer preallocates and `prepare` allows.
+    fn write_records(&mut self, records: &[u8], prepare: bool) -> Result<(), JournalError> {
         let end = self.segment_len + records.len() as u64;
-        if self.config.preallocate > 0 && end > self.file_len {
+        if prepare && self.config.preallocate > 0 && end > self.file_len {
             let target = (self.file_len + self.config.preallocate).min(self.config.segment_size).max(end);
             write_zeros(&mut *self.file, self.file_len, target)
                 .map_err(|e| JournalError::io("write", self.path(), e))?;
@@ -241,9 +298,10 @@ impl JournalWriter {
         // fewer bytes than the batch that did not fit, since preparing stops at the
         // segment size.
         self.sync()?;
-        let (file, file_len) = create_segment(&self.config, first)?;
+        let (file, file_len, head) = create_segment(&self.config, first, self.mode, self.head.counter())?;
         self.file = file;
         self.file_len = file_len;
+        self.head = head;
         debug!(
             previous = self.segment_first.0,
             next = first.0,
@@ -272,8 +330,9 @@ impl JournalWriter {
     fn poison_on_err<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, JournalError>) -> Result<T, JournalError> {
         let result = f(self);
         if let Err(e) = &result {
-            error!(error = %e, "journal write failed; the writer is poisoned and acknowledges nothing more");
-            self.poisoned.get_or_insert_with(|| e.to_string());
+            let cause = e.with_sources();
+            error!(error = %cause, "journal write failed; the writer is poisoned and acknowledges nothing more");
+            self.poisoned.get_or_insert(cause);
         }
         result
     }
@@ -282,8 +341,15 @@ impl JournalWriter {
 /// Creates the segment that starts at `first`: prepared under a temporary name (with its
 /// first zeroed space, if the writer preallocates), made durable, then renamed into place
 /// and the directory synced, so a segment file never exists with a partial header. Then the
-/// head file is moved on to it. Returns the file and its length.
-fn create_segment(config: &JournalConfig, first: Seq) -> Result<(Box<dyn StorageFile>, u64), JournalError> {
+/// head file is moved on to it, saying that every record before it is synced (older
+/// segments are synced before a new one is created). Returns the file, its length and the
+/// new head.
+fn create_segment(
+    config: &JournalConfig,
+    first: Seq,
+    mode: SyncMode,
+    counter: u64,
+) -> Result<(Box<dyn StorageFile>, u64, HeadFile), JournalError> {
     let storage = &*config.storage;
     let temp = segment::temp_path(&config.dir, first);
     let path = segment::path(&config.dir, first);
@@ -296,8 +362,9 @@ fn create_segment(config: &JournalConfig, first: Seq) -> Result<(Box<dyn Storage
     file.sync_data().map_err(|e| JournalError::io("fdatasync", &temp, e))?;
     storage.rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;
     storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
-    crate::head::write(config, first)?;
-    Ok((file, len))
+    let mark = Watermark { synced_through: Seq(first.0.saturating_sub(1)), mode };
+    let head = HeadFile::create(config, first, mark, counter)?;
+    Ok((file, len, head))
 }
 
 /// Fills `from..to` of `file` with zeros.

@@ -25,7 +25,7 @@ pub enum Error {
     /// all of its batch may have reached the disk, and a reopened store may replay it (see
     /// [`Error::WriteFailed`] for how to retry safely). Free space and reopen: every
     /// acknowledged command is kept.
-    #[error("the disk is full; the command's outcome is unknown (it may be replayed after a reopen): {0}")]
+    #[error("the disk is full; the command's outcome is unknown (it may be replayed after a reopen): {}", .0.with_sources())]
     StorageFull(Arc<JournalError>),
     /// Writing or syncing this command's batch failed. The store is poisoned and
     /// acknowledges nothing more; reopen it to recover.
@@ -35,7 +35,7 @@ pub enum Error {
     /// can therefore apply it twice. To make retries safe, give each command an idempotency
     /// key (a request id) and let `execute` ignore a key it has already applied; after the
     /// reopen, query whether the key is there before retrying.
-    #[error("writing the journal failed; the command's outcome is unknown (it may be replayed after a reopen): {0}")]
+    #[error("writing the journal failed; the command's outcome is unknown (it may be replayed after a reopen): {}", .0.with_sources())]
     WriteFailed(Arc<JournalError>),
     /// An earlier write or sync failed, so the store acknowledges nothing more. Reads still
     /// show every acknowledged command. Reopen the store to recover.

@@ -108,6 +108,21 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                     newest_segment: Some(file),
                 });
             }
+            // The same, caught by the journal head: the segment's records end before what the
+            // head records as synced, and the snapshot is past that end too.
+            Err(ReplayError::Journal(JournalError::Corrupt {
+                file,
+                seq,
+                kind: airomem_journal::Corruption::SyncedRecordsMissing { .. },
+                ..
+            })) if base.0 > 0 && seq <= base => {
+                return Err(Error::JournalBehindSnapshot {
+                    snapshot: snapshot_path(config, base),
+                    snapshot_seq: base,
+                    journal_ends: Seq(seq.0 - 1),
+                    newest_segment: Some(file),
+                });
+            }
             Err(ReplayError::Journal(e @ JournalError::MissingRecords { .. })) if !skipped.is_empty() => {
                 return Err(Error::NoUsableSnapshot { skipped, source: Arc::new(e) });
             }

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use airomem_core::{PostcardSerializer, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN};
+use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN, SyncMode};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{error, info};
 
@@ -113,11 +113,14 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         // Every directory this open creates must be durable before anything in it is: its
         // entry lives in its parent, so each parent is synced, outermost first. For an
         // existing store that is one fsync of the parent per open, which is cheap.
-        let missing: Vec<&Path> = dir
-            .ancestors()
-            .filter(|a| !a.as_os_str().is_empty())
-            .take_while(|a| storage.list(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
-            .collect();
+        let mut missing: Vec<&Path> = Vec::new();
+        for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            match storage.list(ancestor) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(ancestor),
+                Err(e) => return Err(io("list", ancestor)(e)),
+            }
+        }
         storage.create_dir_all(&dir).map_err(io("create directory", &dir))?;
         let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
         if missing.is_empty() {
@@ -144,7 +147,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             preallocate: if options.durability == crate::Durability::Fsync { options.preallocate } else { 0 },
         };
         let recovered = recover::<S, Z>(&config, &serializer)?;
-        let mut journal = JournalWriter::open(config.clone(), &recovered.outcome)?;
+        let mode =
+            if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
+        let mut journal = JournalWriter::open_with(config.clone(), &recovered.outcome, mode)?;
         for &seq in &recovered.report.aborted_now {
             journal.append_abort(seq)?;
         }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use airomem_journal::scan::{SegmentScan, is_torn_tail};
+use airomem_journal::scan::{AfterDamage, SegmentScan, could_be_abort_marker, is_torn_tail};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -18,6 +18,13 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Some((offset, _)) = scan.damage {
         assert_eq!(offset, scan.valid_len);
-        let _ = is_torn_tail(bytes, offset, scan.next_seq());
+        let after = AfterDamage::find(bytes, offset, scan.next_seq());
+        assert!(after.data_end <= bytes.len());
+        assert!(after.highest_seq.is_none_or(|h| h >= scan.next_seq()));
+        assert_eq!(is_torn_tail(bytes, offset, scan.next_seq()), !after.later_batch);
+        if let Some(last) = &scan.last_command {
+            let targets = scan.final_batch_start.0..=last.seq.0;
+            let _ = could_be_abort_marker(bytes, offset, &after, scan.next_seq(), last.unix_nanos, targets);
+        }
     }
 });
