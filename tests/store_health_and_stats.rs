@@ -240,3 +240,93 @@ async fn stats_after_a_reopen_describe_the_store() {
     assert_eq!(stats.snapshot_seq, snapshot_seq);
     assert_eq!(stats.records_since_snapshot(), 1000 - snapshot_seq);
 }
+
+/// A failed `fdatasync` leaves the command's outcome unknown (its `write` may have landed),
+/// and the error says so instead of "not committed"; a reopen may indeed replay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_says_the_outcome_is_unknown() {
+    use airomem_workspace::sim::SimStorage;
+    let sim = SimStorage::new();
+    let options = || StoreOptions::default().storage(Arc::new(sim.clone()));
+    let store: LogStore = Store::open_with(PostcardSerializer, "/sim/store", options()).await.expect("open");
+    store.commit(1).await.expect("commit");
+    // The next operations are the batch's write, then its fdatasync: fail the sync.
+    sim.trace();
+    let before = sim.ops();
+    sim.fail_at(before + 1, io::ErrorKind::Other);
+    let error = store.commit(2).await.expect_err("the sync failed");
+    let traced = sim.traced();
+    assert!(traced.iter().any(|op| op.contains("sync_data") && op.contains("injected fault")), "{traced:?}");
+    assert!(matches!(error, Error::WriteFailed(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("outcome is unknown") && !text.contains("not committed"), "{text}");
+    drop(store);
+    sim.clear_faults();
+    // The write landed (only the sync failed): the reopened store replays the command.
+    let store: LogStore = Store::open_with(PostcardSerializer, "/sim/store", options()).await.expect("reopen");
+    assert_eq!(store.query().expect("query").values, vec![1, 2], "the unacknowledged command is there");
+}
+
+/// Dropping the last handle inside a single-threaded runtime returns at once, even while the
+/// writer is busy (here: held inside a `commit_with` closure until after the drop): the
+/// writer finishes on its own, and `close().await` is the way to wait for it.
+#[test]
+fn dropping_the_last_handle_never_waits_for_the_writer() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store: LogStore = runtime.block_on(Store::open(PostcardSerializer, &dir)).expect("open");
+    let (running_tx, running_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+    // Releases the writer once the drop returned; if the drop blocks instead, it gives up
+    // after a while (so the test ends) and reports that the drop never returned on its own.
+    let releaser = std::thread::spawn(move || {
+        let returned = dropped_rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok();
+        let _ = go_tx.send(());
+        returned
+    });
+    runtime.block_on(async {
+        let caller = store.clone();
+        let pending = tokio::spawn(async move {
+            caller
+                .commit_with(1, move |_| {
+                    let _ = running_tx.send(());
+                    let _ = go_rx.recv();
+                })
+                .await
+        });
+        running_rx.await.expect("the writer runs the closure");
+        pending.abort();
+        let _ = pending.await;
+    });
+    drop(store);
+    let _ = dropped_tx.send(());
+    assert!(releaser.join().expect("releaser"), "dropping the last handle blocked until the writer was released");
+    // The writer finishes and releases the directory; an open waits for that.
+    let store: LogStore = runtime.block_on(Store::open(PostcardSerializer, &dir)).expect("reopen");
+    assert_eq!(store.query().expect("query").values, vec![1]);
+}
+
+/// Every directory an open creates is made durable (its parent synced), outermost first;
+/// and a zero segment size is raised to the least that works, like every other size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_syncs_every_directory_it_creates() {
+    use airomem_workspace::sim::SimStorage;
+    let sim = SimStorage::new();
+    sim.trace();
+    let options = StoreOptions::default().storage(Arc::new(sim.clone())).segment_size(0);
+    let store: LogStore = Store::open_with(PostcardSerializer, "/sim/a/b/store", options).await.expect("open");
+    for value in 0..3 {
+        store.commit(value).await.expect("commit with segment_size(0)");
+    }
+    store.close().await.expect("close");
+    let synced: Vec<String> = sim
+        .traced()
+        .iter()
+        .filter_map(|op| op.split_once(' ').map(|(_, rest)| rest.to_string()))
+        .filter_map(|op| op.strip_prefix("sync_dir ").map(str::to_string))
+        .take(4)
+        .collect();
+    assert_eq!(synced, ["/", "/sim", "/sim/a", "/sim/a/b"], "the parents of the created directories, outermost first");
+}

@@ -3,7 +3,7 @@
 //! * [`frame`]: the byte layout of one record, and its verification.
 //! * [`segment`]: segment file names and headers.
 //! * [`scan`]: reading a whole segment from memory.
-//! * [`recovery`]: replaying a directory of segments, repairing a torn tail.
+//! * [`replay`](mod@replay): replaying a directory of segments, repairing a torn tail.
 //! * [`head`]: the newest segment's name and how far the journal is known to be synced.
 //! * [`writer`]: batches, one write and one sync each, and rollover.
 //!
@@ -15,7 +15,7 @@ mod config;
 mod error;
 pub mod frame;
 pub mod head;
-pub mod recovery;
+pub mod replay;
 pub mod scan;
 pub mod segment;
 pub mod writer;
@@ -23,5 +23,5 @@ pub mod writer;
 pub use config::{JournalConfig, SyncMode};
 pub use error::{Corruption, JournalError};
 pub use frame::MAX_PAYLOAD_LEN;
-pub use recovery::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};
+pub use replay::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};
 pub use writer::{JournalWriter, WriterCounters};

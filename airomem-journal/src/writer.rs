@@ -11,7 +11,7 @@ use crate::JournalError;
 use crate::config::{JournalConfig, SyncMode};
 use crate::frame::{self, BatchMark, MAX_PAYLOAD_LEN, RecordKind};
 use crate::head::{self, HeadFile, Watermark};
-use crate::recovery::ReplayOutcome;
+use crate::replay::ReplayOutcome;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 
 /// Running totals of what a writer did.

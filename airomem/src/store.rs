@@ -220,8 +220,17 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// [`crate::Durability`]), applies it to the state, and returns its receipt.
     ///
     /// The command is encoded here, in the caller's task, and the state executes the copy
-    /// decoded from those bytes: exactly what recovery will execute. Once this future has
-    /// been polled, dropping it does not cancel the commit.
+    /// decoded from those bytes: exactly what recovery will execute.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping this future (a timeout, a `select!`, an aborted task) cancels the commit only
+    /// while it still waits for back-pressure (more than `max_pending_bytes` queued): the
+    /// command was never handed to the writer, and it will not be written. Once it is handed
+    /// over (the first poll, unless the queue is full), dropping the future no longer cancels
+    /// anything: the command is written, synced and executed as usual, and only its receipt
+    /// is lost, so **its outcome is unknown to the caller**. Find out by reading the state
+    /// (an idempotency key in the command makes that, and a retry, safe).
     pub async fn commit(&self, command: S::Command) -> Result<Committed, Error> {
         let (tx, rx) = oneshot::channel();
         let _in_flight = InFlight::enter(&self.inner.shared);
