@@ -325,3 +325,42 @@ async fn a_torn_abort_marker_is_cut_and_the_command_aborted_again() {
         assert_eq!(*store.query().expect("query"), expected, "cut {cut}");
     }
 }
+
+/// A rollback that had to replay a long journal leaves a snapshot behind (feature `snapshot`),
+/// so that the next rollback, and the next open, start near the end instead.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_rollback_leaves_a_snapshot_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("books");
+    let store: PostcardStore<Books> =
+        Store::open_with(PostcardSerializer, &dir, StoreOptions::default()).await.expect("open");
+    quiet_expected_panics();
+    let mut model = Books::default();
+    let mut tasks = Vec::new();
+    for writer in 0..8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1500u64 {
+                store.commit(deposit(writer * 10_000 + i, false)).await.expect("commit");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    for writer in 0..8u64 {
+        for i in 0..1500u64 {
+            apply(&mut model, &deposit(writer * 10_000 + i, false));
+        }
+    }
+    let seq = expect_panicked(store.commit(deposit(5, true)).await, 5);
+    assert_eq!(*store.query().expect("query"), model);
+    // Closing waits for the snapshot thread.
+    store.close().await.expect("close");
+    let store: PostcardStore<Books> =
+        Store::open_with(PostcardSerializer, &dir, StoreOptions::default()).await.expect("reopen");
+    let from = store.recovery().snapshot.expect("the rollback left a snapshot behind");
+    assert!(from > seq, "the snapshot was taken after the rollback: {from} > {seq}");
+    assert_eq!(*store.query().expect("query"), model);
+}

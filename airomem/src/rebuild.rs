@@ -143,7 +143,7 @@ fn snapshot_path(config: &JournalConfig, seq: Seq) -> std::path::PathBuf {
     }
 }
 
-/// Builds the state as it was after `until`, skipping `skip`, from the newest snapshot at or
+/// Builds the state as it was after `until` (and says how many commands it replayed), skipping `skip`, from the newest snapshot at or
 /// before `until` and the journal. Used after a live command panicked, while the writer
 /// still holds the journal; the caller keeps snapshot retention from removing files meanwhile.
 pub(crate) fn rebuild<S: State, Z: Serializer>(
@@ -151,9 +151,9 @@ pub(crate) fn rebuild<S: State, Z: Serializer>(
     serializer: &Z,
     until: Seq,
     skip: &BTreeSet<Seq>,
-) -> Result<S, Error> {
+) -> Result<(S, u64), Error> {
     let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
     let range = ReplayRange { from: seq.next(), until: Some(until), skip };
-    replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
-    Ok(state)
+    let outcome = replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
+    Ok((state, outcome.records_replayed))
 }

@@ -146,7 +146,15 @@ pub(crate) struct Writer<S: State, Z> {
     prune: Arc<std::sync::Mutex<()>>,
     #[cfg(feature = "snapshot")]
     snapshotter: crate::snapshots::Snapshotter,
+    /// A rollback replayed a long journal tail: snapshot once the batch is done.
+    #[cfg(feature = "snapshot")]
+    snapshot_after_batch: bool,
 }
+
+/// A rollback that replays more commands than this leaves a snapshot behind, so that the next
+/// one starts from it.
+#[cfg(feature = "snapshot")]
+const REBUILD_SNAPSHOT_AFTER: u64 = 10_000;
 
 /// What the writer hands back when it stops: how closing went, and who asked for it (the
 /// answer is sent only once the directory is unlocked).
@@ -191,6 +199,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             prune,
             #[cfg(feature = "snapshot")]
             snapshotter,
+            #[cfg(feature = "snapshot")]
+            snapshot_after_batch: false,
         }
     }
 
@@ -214,7 +224,9 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     self.commit_batch(&mut batch, &mut outcomes);
                     self.expect_next(commands);
                     #[cfg(feature = "snapshot")]
-                    if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) {
+                    if self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
+                        | std::mem::take(&mut self.snapshot_after_batch)
+                    {
                         self.snapshot(None);
                     }
                     #[cfg(not(feature = "snapshot"))]
@@ -480,7 +492,17 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         let until = Seq(seq.0 - 1);
         let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
-            Ok(rebuilt) => *state = rebuilt,
+            Ok((rebuilt, replayed)) => {
+                *state = rebuilt;
+                // The next rollback should not replay this tail again: with snapshots, one is
+                // taken right after this batch, so a rebuild starts near the end.
+                #[cfg(feature = "snapshot")]
+                if replayed > REBUILD_SNAPSHOT_AFTER {
+                    self.snapshot_after_batch = true;
+                }
+                #[cfg(not(feature = "snapshot"))]
+                let _ = replayed;
+            }
             Err(e) => {
                 error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
                 self.shared.health.mark_broken(&e.to_string());
