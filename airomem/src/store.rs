@@ -25,8 +25,12 @@ const REQUEST_OVERHEAD: usize = 64;
 /// A durable, in-memory prevalent system.
 ///
 /// Cheap to clone: clones share one store. Commits from any number of tasks are written in
-/// batches with one `fdatasync` each; reads never wait for the disk. The directory stays
-/// locked until the last clone is dropped (or [`Store::close`] is awaited).
+/// batches with one `fdatasync` each; reads never wait for the disk.
+///
+/// The directory stays locked while the store's writer thread runs: until [`Store::close`]
+/// returns, or, once the last clone is dropped, until the writer has written what was
+/// queued and closed the journal (a drop never waits for that; an open of the same
+/// directory in this process does).
 pub struct Store<S: State, Z: Serializer = PostcardSerializer> {
     inner: Arc<Inner<S, Z>>,
 }
