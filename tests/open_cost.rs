@@ -38,7 +38,7 @@ fn open_cost_of_a_million_command_store() {
         store.close().await.expect("close");
 
         let mut opens = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..9 {
             let started = Instant::now();
             let store: PostcardStore<Sessions> = Store::open(PostcardSerializer, &dir).await.expect("reopen");
             opens.push(started.elapsed());
