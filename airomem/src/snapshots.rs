@@ -313,7 +313,9 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
                 Ok(state) => return Ok(Loaded { state, seq, skipped }),
                 Err(e) => format!("{}: {e}", airomem_snapshot::path(&config.dir, seq).display()),
             },
-            Err(e @ (SnapshotError::Damaged { .. } | SnapshotError::Io { .. })) => e.to_string(),
+            Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
+            // The reason is kept as text: the operating system's error goes into it too.
+            Err(SnapshotError::Io { op, path, source }) => format!("{op} {}: {source}", path.display()),
             Err(e) => return Err(snapshot_error(e)),
         };
         warn!(reason, "skipping a snapshot that does not verify; falling back to an older one");
