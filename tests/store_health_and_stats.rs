@@ -330,3 +330,80 @@ async fn open_syncs_every_directory_it_creates() {
         .collect();
     assert_eq!(synced, ["/", "/sim", "/sim/a", "/sim/a/b"], "the parents of the created directories, outermost first");
 }
+
+/// A command panics, and the state cannot be rebuilt (the disk fails the rebuild's first
+/// read): the commands after it in the same batch are not executed on the half-applied state
+/// and their callers get `Broken`, as does every later reader; a reopen has every command.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_rollback_the_rest_of_the_batch_is_refused() {
+    use airomem_workspace::sim::SimStorage;
+    use airomem_workspace::{Append, DELIBERATE_PANIC, SeqLog};
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(DELIBERATE_PANIC) {
+            default_hook(info);
+        }
+    }));
+    let sim = SimStorage::new();
+    let options = || StoreOptions::default().storage(Arc::new(sim.clone()));
+    let store: PostcardStore<SeqLog> =
+        Store::open_with(PostcardSerializer, "/sim/store", options()).await.expect("open");
+    let append = |value, panic| Append { value, pad: Vec::new(), panic };
+    store.commit(append(1, false)).await.expect("commit");
+
+    // Hold the writer inside a closure while two more commands queue: they form one batch.
+    let (running_tx, running_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = store.clone();
+    let held = tokio::spawn(async move {
+        holder
+            .commit_with(append(2, false), move |_| {
+                let _ = running_tx.send(());
+                let _ = go_rx.recv();
+            })
+            .await
+    });
+    running_rx.await.expect("the writer is held");
+    // Polled once each, in order: a first poll encodes the command and hands it to the
+    // writer's queue (the permits are free), so both wait behind the held batch, together.
+    {
+        let (first, second) = (store.clone(), store.clone());
+        let mut panicking = std::pin::pin!(first.commit(append(3, true)));
+        let mut after = std::pin::pin!(second.commit_with(append(4, false), |state: &SeqLog| state.entries.len()));
+        assert!(poll_once(panicking.as_mut()).await.is_none(), "the writer is held");
+        assert!(poll_once(after.as_mut()).await.is_none(), "the writer is held");
+        // The next batch: write, fdatasync, the abort marker's write and fdatasync, then the
+        // rebuild's first operation (listing snapshots) fails.
+        sim.trace();
+        sim.fail_at(sim.ops() + 4, io::ErrorKind::Other);
+        go_tx.send(()).expect("release the writer");
+        held.await.expect("task").expect("the held commit");
+        assert!(matches!(panicking.await, Err(Error::CommandPanicked { .. })));
+        let traced = sim.traced();
+        assert!(
+            traced.iter().any(|op| op.starts_with("#") && op.contains("list") && op.contains("injected")),
+            "{traced:#?}"
+        );
+        match after.await {
+            Err(Error::Broken { .. }) => {}
+            other => panic!("a command after the failed rollback in its batch got {other:?}"),
+        }
+        assert!(matches!(store.query(), Err(Error::Broken { .. })), "reads are refused");
+    }
+    drop(store);
+    sim.clear_faults();
+    let store: PostcardStore<SeqLog> =
+        Store::open_with(PostcardSerializer, "/sim/store", options()).await.expect("reopen");
+    let values: Vec<u64> = store.query().expect("query").entries.iter().map(|&(_, v)| v).collect();
+    assert_eq!(values, vec![1, 2, 4], "the panicking command stays aborted; the refused one is durable");
+}
+
+/// Polls `future` once: its output if it is ready at once, `None` otherwise.
+async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
