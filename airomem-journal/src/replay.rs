@@ -33,6 +33,8 @@ pub struct ReplayRange<'a> {
 pub struct Record<'a> {
     /// Its sequence number.
     pub seq: Seq,
+    /// The segment file that holds it, for errors about it.
+    pub segment: &'a Path,
     /// Its recorded commit time, nanoseconds since the Unix epoch.
     pub unix_nanos: u64,
     /// The serialized command.
@@ -218,6 +220,7 @@ pub fn replay<E>(
             }
             visit(Record {
                 seq: frame.seq,
+                segment: &path,
                 unix_nanos: frame.unix_nanos,
                 payload: &bytes[frame.payload.clone()],
                 in_final_batch: frame.seq >= final_batch,

@@ -44,10 +44,30 @@ pub enum Error {
         /// The failure that poisoned the store.
         cause: String,
     },
-    /// A command could not be encoded, or a journaled one could not be decoded.
-    #[error("serialization failed{}: {source}", seq.map(|s| format!(" for record {s}")).unwrap_or_default())]
-    Codec {
-        /// The record being decoded, when decoding.
+    /// A command or the state could not be encoded by the serializer (a type it cannot
+    /// represent, e.g. a map with non-string keys under JSON). Nothing was written.
+    #[error("could not encode the {what}: {source}")]
+    Encode {
+        /// What was being encoded: "command" or "state".
+        what: &'static str,
+        /// The serializer's error.
+        source: Arc<CodecError>,
+    },
+    /// Bytes that verify (their checksum is right) do not decode with the current types:
+    /// the command or state types changed without a new `State::SCHEMA_VERSION` (or the
+    /// serializer does not read back what it wrote). This is not damage: nothing is skipped
+    /// or repaired. Restore the types the file was written with, or give the change its own
+    /// schema version.
+    #[error(
+        "{} does not decode with the current types ({source}): the types changed without a new \
+         State::SCHEMA_VERSION, or the serializer does not read back what it wrote",
+        describe_decoded(file.as_deref(), *seq)
+    )]
+    Decode {
+        /// The journal segment or snapshot holding the bytes (none for a command that does not
+        /// decode from its own fresh encoding).
+        file: Option<PathBuf>,
+        /// The journal record (for a snapshot: the last record it includes).
         seq: Option<Seq>,
         /// The serializer's error.
         source: Arc<CodecError>,
@@ -152,8 +172,12 @@ impl Error {
         }
     }
 
-    pub(crate) fn codec(seq: Option<Seq>, source: CodecError) -> Error {
-        Error::Codec { seq, source: Arc::new(source) }
+    pub(crate) fn encode(what: &'static str, source: CodecError) -> Error {
+        Error::Encode { what, source: Arc::new(source) }
+    }
+
+    pub(crate) fn decode(file: Option<PathBuf>, seq: Option<Seq>, source: CodecError) -> Error {
+        Error::Decode { file, seq, source: Arc::new(source) }
     }
 
     /// The error for the callers of a batch whose write or sync failed.
@@ -169,5 +193,18 @@ impl Error {
 impl From<JournalError> for Error {
     fn from(e: JournalError) -> Self {
         Error::Journal(Arc::new(e))
+    }
+}
+
+/// Names what did not decode, for [`Error::Decode`].
+fn describe_decoded(file: Option<&std::path::Path>, seq: Option<Seq>) -> String {
+    match (file, seq) {
+        (Some(file), Some(seq)) if file.extension().is_some_and(|e| e == "snapshot") => {
+            format!("snapshot {} (through record {seq})", file.display())
+        }
+        (Some(file), Some(seq)) => format!("record {seq} of {}", file.display()),
+        (Some(file), None) => file.display().to_string(),
+        (None, Some(seq)) => format!("record {seq}"),
+        (None, None) => "a command, re-read from its own encoding,".to_string(),
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// Why a replay visitor stopped.
 pub(crate) enum Stop {
-    Decode(Seq, airomem_core::CodecError),
+    Decode(Seq, std::path::PathBuf, airomem_core::CodecError),
     Panicked {
         seq: Seq,
         message: String,
@@ -69,7 +69,9 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
         let decoder = std::thread::Builder::new().name("airomem-replay".into()).spawn_scoped(scope, move || {
             let mut chunk = Vec::with_capacity(CHUNK);
             let outcome = replay(config, range, repair, |record| {
-                let command = serializer.decode(record.payload).map_err(|e| Stop::Decode(record.seq, e))?;
+                let command = serializer
+                    .decode(record.payload)
+                    .map_err(|e| Stop::Decode(record.seq, record.segment.to_path_buf(), e))?;
                 chunk.push(Decoded {
                     seq: record.seq,
                     unix_nanos: record.unix_nanos,
@@ -126,7 +128,7 @@ fn apply_chunks<S: State>(
 pub(crate) fn stop_error(e: ReplayError<Stop>) -> Error {
     match e {
         ReplayError::Journal(e) => e.into(),
-        ReplayError::Visit(Stop::Decode(seq, e)) => Error::codec(Some(seq), e),
+        ReplayError::Visit(Stop::Decode(seq, file, e)) => Error::decode(Some(file), Some(seq), e),
         ReplayError::Visit(Stop::Panicked { seq, message, .. }) => Error::ReplayPanicked { seq, message },
         ReplayError::Visit(Stop::Abandoned) => unreachable!("the applying side reports its own reason"),
     }

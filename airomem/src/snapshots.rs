@@ -165,7 +165,7 @@ impl Snapshotter {
             self.bytes_since = 0;
         }
         if let Err(e) = serializer.encode(state, &mut image) {
-            let error = Error::codec(None, e);
+            let error = Error::encode("state", e);
             match reply {
                 Some(reply) => drop(reply.send(Err(error))),
                 None => {
@@ -297,7 +297,8 @@ pub(crate) struct Loaded<S> {
 
 /// Loads the newest snapshot that verifies and decodes, with a sequence number no higher
 /// than `until`. Damaged snapshots are passed over with a warning; a snapshot written with
-/// another serializer, schema or format version is an error, since older ones would be too.
+/// another serializer, schema or format version, or one that verifies but does not decode
+/// with the current types, is an error, since older ones would be too.
 pub(crate) fn load_newest<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
@@ -309,9 +310,12 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
     for &seq in candidates.iter().rev().filter(|&&s| until.is_none_or(|u| s <= u)) {
         let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer, config.schema_version);
         let reason = match loaded {
+            // The image verified (checksums, lengths, zstd's own checksum): bytes that do not
+            // decode are a type change, not damage, and an older snapshot written by the same
+            // types would not decode either.
             Ok(image) => match serializer.decode::<S>(&image) {
                 Ok(state) => return Ok(Loaded { state, seq, skipped }),
-                Err(e) => format!("{}: {e}", airomem_snapshot::path(&config.dir, seq).display()),
+                Err(e) => return Err(Error::decode(Some(airomem_snapshot::path(&config.dir, seq)), Some(seq), e)),
             },
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
             // The reason is kept as text: the operating system's error goes into it too.

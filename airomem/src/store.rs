@@ -299,14 +299,14 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
         let serializer = &*self.inner.serializer;
         let mut payload = Vec::new();
-        serializer.encode(&command, &mut payload).map_err(|e| Error::codec(None, e))?;
+        serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
         drop(command);
         if payload.len() > MAX_PAYLOAD_LEN {
             // Refused here, before it takes a sequence number or reaches the writer, so the
             // store stays usable.
             return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
         }
-        let command: S::Command = serializer.decode(&payload).map_err(|e| Error::codec(None, e))?;
+        let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
         let request = Request { payload, command, reply, _permit: permit };
