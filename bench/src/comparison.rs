@@ -243,7 +243,8 @@ fn footnotes(results: &Results) {
     );
     println!(
         "- **Disk use**: blocks allocated (`du`), store closed. SQLite after close has checkpointed and removed its \
-         WAL. After the snapshot, airomem's retention (`snapshots_retained(1)`) removed {} of its {} segment(s); \
+         WAL. After the snapshot, airomem's retention (`snapshots_retained(1)`, raised to 2: a first snapshot \
+         keeps the journal as its fallback) removed {} of its {} segment(s); \
          airomem 0.7 never removes a journal or a snapshot (with its defaults it writes a full snapshot every \
          65,535 commands and keeps them all).",
         r.snapshot.segments_removed, r.segments
