@@ -67,6 +67,8 @@ mod rebuild;
 mod snapshots;
 mod stats;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod writer;
 
 #[cfg(feature = "json")]
