@@ -407,3 +407,33 @@ async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) ->
     })
     .await
 }
+
+/// A snapshot that verifies but claims a sequence number no journal can reach (`u64::MAX`,
+/// a crafted or corrupted file) is passed over as damaged, not trusted: trusting it made the
+/// open overflow computing the record after it.
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_claiming_the_last_possible_sequence_number_is_passed_over() {
+    use airomem::Serializer;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store: LogStore = Store::open(PostcardSerializer, &dir).await.expect("open");
+    for value in 0..10 {
+        store.commit(value).await.expect("commit");
+    }
+    let mut image = Vec::new();
+    PostcardSerializer.encode(&*store.query().expect("query"), &mut image).expect("encode");
+    store.close().await.expect("close");
+    let header = airomem::snapshot::SnapshotHeader {
+        serializer: PostcardSerializer::ID,
+        schema_version: <Log as airomem::State>::SCHEMA_VERSION,
+        seq: airomem::Seq(u64::MAX),
+    };
+    airomem::snapshot::write(&StdStorage::default(), &dir, header, &image, 3).expect("write the crafted snapshot");
+
+    let store: LogStore = Store::open(PostcardSerializer, &dir).await.expect("open past the crafted snapshot");
+    let skipped = &store.recovery().snapshots_skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("out of range"), "{skipped:?}");
+    assert_eq!(store.query().expect("query").values, (0..10).collect::<Vec<_>>());
+}

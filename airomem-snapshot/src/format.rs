@@ -44,6 +44,10 @@ pub struct SnapshotHeader {
     pub seq: Seq,
 }
 
+/// The highest sequence number a snapshot may include: half the `u64` range, the same bound
+/// the journal puts on segment headers.
+pub const MAX_SEQ: u64 = u64::MAX / 2;
+
 impl SnapshotHeader {
     /// The header's bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -78,10 +82,16 @@ impl SnapshotHeader {
                 supported: FORMAT_VERSION,
             });
         }
+        let seq = Seq(u64_at(bytes, 16));
+        if seq.0 > MAX_SEQ {
+            // No journal gets there (the journal refuses first sequence numbers past the same
+            // bound), and trusting it would overflow the record after it.
+            return Err(damaged("sequence number out of range"));
+        }
         Ok(SnapshotHeader {
             serializer: SerializerId(u16::from_le_bytes([bytes[10], bytes[11]])),
             schema_version: u32_at(bytes, 12),
-            seq: Seq(u64_at(bytes, 16)),
+            seq,
         })
     }
 }
