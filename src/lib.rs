@@ -107,3 +107,50 @@ pub fn token(n: u64) -> String {
     };
     format!("{:016x}{:016x}", mix(n), mix(!n))
 }
+
+/// Keeps the panics of [`Append`] commands with `panic` set (and only those) out of the test
+/// output: crash tests raise thousands of them on purpose. Installed once per process.
+pub fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.payload().downcast_ref::<String>().map(String::as_str);
+            if message != Some(DELIBERATE_PANIC) {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Polls `future` once: its output if it is ready at once, `None` otherwise. A commit polled
+/// once has been handed to the store's writer (unless back-pressure holds it), which lets a
+/// test queue commands in a known order without spawning them.
+pub async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// Commits the commands `command(0)` to `command(count - 1)` from 64 concurrent tasks (so in
+/// batches, and not in order): how the measurements fill a store quickly.
+pub async fn commit_from_64_tasks<S: airomem::State, Z: airomem::Serializer>(
+    store: &airomem::Store<S, Z>,
+    count: u64,
+    command: fn(u64) -> S::Command,
+) {
+    let mut tasks = Vec::new();
+    for first in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in (first..count).step_by(64) {
+                store.commit(command(n)).await.expect("commit");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a committing task");
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airomem::{Error, PostcardSerializer, PostcardStore, Store};
-use airomem_workspace::Log;
+use airomem_workspace::{Log, poll_once};
 
 type LogStore = PostcardStore<Log>;
 
@@ -50,6 +50,33 @@ async fn second_store(dir: &Path, count: u64) -> (LogStore, Vec<u64>) {
         acked.push(value);
     }
     (store, acked)
+}
+
+/// Opens `dir` again and commits 300 commands while the old writer is held, then lets the
+/// old writer go with `release`. Returns whether the old writer had been let go when the
+/// second store was open and done, that store, and what it acknowledged. The second store is
+/// given a bounded time to (wrongly) finish before the release: a slow machine can only make
+/// this miss the bug, never fail a correct store.
+async fn open_while_the_old_writer_runs(dir: &Path, release: impl FnOnce()) -> (bool, LogStore, Vec<u64>) {
+    let released = Arc::new(AtomicBool::new(false));
+    let mut second = tokio::spawn({
+        let dir = dir.to_path_buf();
+        let released = Arc::clone(&released);
+        async move {
+            let (store, acked) = second_store(&dir, 300).await;
+            (released.load(Ordering::SeqCst), store, acked)
+        }
+    });
+    let early = tokio::select! {
+        joined = &mut second => Some(joined.expect("second store task")),
+        () = tokio::time::sleep(Duration::from_millis(500)) => None,
+    };
+    released.store(true, Ordering::SeqCst);
+    release();
+    match early {
+        Some(done) => done,
+        None => second.await.expect("second store task"),
+    }
 }
 
 /// Reopens `dir` and checks that it holds every value of `acked`, in order, after `before`.
@@ -104,25 +131,8 @@ async fn last_handle_dropped_inside_a_commit_with_closure() {
     drop_tx.send(()).expect("the closure waits");
     dropped_rx.await.expect("the closure dropped the last handle");
 
-    let released = Arc::new(AtomicBool::new(false));
-    let mut second = tokio::spawn({
-        let dir = dir.clone();
-        let released = Arc::clone(&released);
-        async move {
-            let opened = second_store(&dir, 300).await;
-            (released.load(Ordering::SeqCst), opened)
-        }
-    });
-    let early = tokio::select! {
-        joined = &mut second => Some(joined.expect("second store task")),
-        () = tokio::time::sleep(Duration::from_millis(500)) => None,
-    };
-    released.store(true, Ordering::SeqCst);
-    go_tx.send(()).expect("the old writer waits for the go");
-    let (released_when_opened, (second_store, acked)) = match early {
-        Some(done) => done,
-        None => second.await.expect("second store task"),
-    };
+    let (released_when_opened, second_store, acked) =
+        open_while_the_old_writer_runs(&dir, || go_tx.send(()).expect("the old writer waits for the go")).await;
     assert!(
         released_when_opened,
         "a second store opened the directory and committed while the old writer was still running"
@@ -170,7 +180,7 @@ async fn last_handle_dropped_with_an_abandoned_result() {
         });
         let mut commit = std::pin::pin!(commit);
         // Polled once: the command is in the writer's queue.
-        assert!(futures_poll_once(commit.as_mut()).await.is_none(), "the writer is held");
+        assert!(poll_once(commit.as_mut()).await.is_none(), "the writer is held");
         let _ = queued_tx.send(());
         commit.await
     });
@@ -183,39 +193,13 @@ async fn last_handle_dropped_with_an_abandoned_result() {
     go_tx.send(()).expect("the first closure waits for the go");
     busy_rx.await.expect("the writer runs the second closure after dropping the last handle");
 
-    let released = Arc::new(AtomicBool::new(false));
-    let mut second = tokio::spawn({
-        let dir = dir.clone();
-        let released = Arc::clone(&released);
-        async move {
-            let opened = second_store(&dir, 300).await;
-            (released.load(Ordering::SeqCst), opened)
-        }
-    });
-    let early = tokio::select! {
-        joined = &mut second => Some(joined.expect("second store task")),
-        () = tokio::time::sleep(Duration::from_millis(500)) => None,
-    };
-    released.store(true, Ordering::SeqCst);
-    release_tx.send(()).expect("the old writer waits for the release");
-    let (released_when_opened, (second_store, acked)) = match early {
-        Some(done) => done,
-        None => second.await.expect("second store task"),
-    };
+    let (released_when_opened, second_store, acked) =
+        open_while_the_old_writer_runs(&dir, || release_tx.send(()).expect("the old writer waits for the release"))
+            .await;
     second_store.close().await.expect("close the second store");
     assert_survived(&dir, &before, &acked).await;
     assert!(
         released_when_opened,
         "a second store opened the directory and committed while the old writer was still running"
     );
-}
-
-/// Polls `future` once: its output if it is ready at once, `None` otherwise.
-async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
-    let mut future = future;
-    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut future).poll(cx) {
-        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await
 }

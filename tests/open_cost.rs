@@ -20,21 +20,11 @@ fn open_cost_of_a_million_command_store() {
     runtime.block_on(async {
         let options = StoreOptions::default().durability(Durability::OsBuffered);
         let store: PostcardStore<Sessions> = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
-        let mut tasks = Vec::new();
-        for writer in 0..64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = writer;
-                while n < commands {
-                    let command = SessionsCommand::CreateSession { token: token(n), user_id: n };
-                    store.commit(command).await.expect("commit");
-                    n += 64;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("writer");
-        }
+        airomem_workspace::commit_from_64_tasks(&store, commands, |n| SessionsCommand::CreateSession {
+            token: token(n),
+            user_id: n,
+        })
+        .await;
         store.close().await.expect("close");
 
         let mut opens = Vec::new();

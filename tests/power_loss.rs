@@ -45,25 +45,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use airomem::{Durability, Error, PostcardSerializer, State, Store, StoreOptions};
-use airomem_workspace::DELIBERATE_PANIC;
+use airomem_workspace::quiet_deliberate_panics;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 use airomem_workspace::{Append, SeqLog as Log};
 
 const DIR: &str = "/sim/store";
-
-/// Silences the deliberate panics (thousands of them), and only those.
-fn quiet_deliberate_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload().downcast_ref::<String>().map(String::as_str);
-            if message != Some(DELIBERATE_PANIC) {
-                default(info);
-            }
-        }));
-    });
-}
 
 type LogStore = Store<Log, PostcardSerializer>;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use airomem::{Durability, Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
-use airomem_workspace::{Append, DELIBERATE_PANIC, SeqLog};
+use airomem_workspace::{Append, DELIBERATE_PANIC, SeqLog, quiet_deliberate_panics};
 use serde::{Deserialize, Serialize};
 
 /// A small state with a long history: counters over a thousand keys.
@@ -43,20 +43,7 @@ fn measure_long_history(commands: u64) {
         let options = StoreOptions::default().durability(Durability::OsBuffered);
         let store: PostcardStore<Counters> =
             Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
-        let mut tasks = Vec::new();
-        for writer in 0..64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = writer;
-                while n < commands {
-                    store.commit(Bump { key: n % 1000, panic: false }).await.expect("commit");
-                    n += 64;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("writer");
-        }
+        airomem_workspace::commit_from_64_tasks(&store, commands, |n| Bump { key: n % 1000, panic: false }).await;
         let mut stalls = Vec::new();
         for _ in 0..2 {
             let started = Instant::now();
@@ -94,20 +81,7 @@ fn measure(commands: u64, snapshot_every: Option<u64>) {
         let _ = snapshot_every;
         let store: PostcardStore<SeqLog> =
             Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
-        let mut tasks = Vec::new();
-        for writer in 0..64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = writer;
-                while n < commands {
-                    store.commit(Append { value: n, pad: Vec::new(), panic: false }).await.expect("commit");
-                    n += 64;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.expect("writer");
-        }
+        airomem_workspace::commit_from_64_tasks(&store, commands, |n| Append { value: n, pad: Vec::new(), panic: false }).await;
 
         // A reader that measures its longest wait for the read lock.
         let done = Arc::new(AtomicBool::new(false));
@@ -145,12 +119,7 @@ fn measure(commands: u64, snapshot_every: Option<u64>) {
 #[test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 fn rollback_stall_of_a_million_command_store() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(DELIBERATE_PANIC) {
-            default(info);
-        }
-    }));
+    quiet_deliberate_panics();
     let commands: u64 = std::env::var("AIROMEM_STALL_COMMANDS").map_or(1_000_000, |n| n.parse().expect("a count"));
     measure(commands, None);
     measure(commands, Some(100_000));

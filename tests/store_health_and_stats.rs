@@ -338,13 +338,8 @@ async fn open_syncs_every_directory_it_creates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failed_rollback_the_rest_of_the_batch_is_refused() {
     use airomem_workspace::sim::SimStorage;
-    use airomem_workspace::{Append, DELIBERATE_PANIC, SeqLog};
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(DELIBERATE_PANIC) {
-            default_hook(info);
-        }
-    }));
+    use airomem_workspace::{Append, SeqLog, quiet_deliberate_panics};
+    quiet_deliberate_panics();
     let sim = SimStorage::new();
     let options = || StoreOptions::default().storage(Arc::new(sim.clone()));
     let store: PostcardStore<SeqLog> =
@@ -371,8 +366,8 @@ async fn after_a_failed_rollback_the_rest_of_the_batch_is_refused() {
         let (first, second) = (store.clone(), store.clone());
         let mut panicking = std::pin::pin!(first.commit(append(3, true)));
         let mut after = std::pin::pin!(second.commit_with(append(4, false), |state: &SeqLog| state.entries.len()));
-        assert!(poll_once(panicking.as_mut()).await.is_none(), "the writer is held");
-        assert!(poll_once(after.as_mut()).await.is_none(), "the writer is held");
+        assert!(airomem_workspace::poll_once(panicking.as_mut()).await.is_none(), "the writer is held");
+        assert!(airomem_workspace::poll_once(after.as_mut()).await.is_none(), "the writer is held");
         // The next batch: write, fdatasync, the abort marker's write and fdatasync, then the
         // rebuild's first operation (listing snapshots) fails.
         sim.trace();
@@ -397,15 +392,6 @@ async fn after_a_failed_rollback_the_rest_of_the_batch_is_refused() {
         Store::open_with(PostcardSerializer, "/sim/store", options()).await.expect("reopen");
     let values: Vec<u64> = store.query().expect("query").entries.iter().map(|&(_, v)| v).collect();
     assert_eq!(values, vec![1, 2, 4], "the panicking command stays aborted; the refused one is durable");
-}
-
-/// Polls `future` once: its output if it is ready at once, `None` otherwise.
-async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
-    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
-        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await
 }
 
 /// A snapshot that verifies but claims a sequence number no journal can reach (`u64::MAX`,

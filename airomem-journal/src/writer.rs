@@ -129,6 +129,11 @@ impl JournalWriter {
         Ok(writer)
     }
 
+    /// Whether something was written since the last sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
     /// The sequence number the next record will carry.
     pub fn next_seq(&self) -> Seq {
         self.next_seq

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -24,12 +24,9 @@ use tracing::debug;
 /// reports `Locked`: longer than any sane final batch and snapshot, short of a hang.
 const CLOSING_PATIENCE: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
-struct Registry {
-    writers: HashMap<PathBuf, Arc<Life>>,
-}
-
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+/// The running writer threads of this process, by directory.
+static WRITERS: LazyLock<Mutex<HashMap<PathBuf, Arc<Life>>>> = LazyLock::new(Mutex::default);
+/// Notified whenever a writer thread leaves `WRITERS`.
 static FINISHED: Condvar = Condvar::new();
 
 /// One writer thread's tenure of a directory.
@@ -61,8 +58,7 @@ impl Tenure {
 
 impl Drop for Tenure {
     fn drop(&mut self) {
-        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        let writers = &mut registry.get_or_insert_with(Registry::default).writers;
+        let mut writers = WRITERS.lock().unwrap_or_else(PoisonError::into_inner);
         if writers.get(&self.key).is_some_and(|life| Arc::ptr_eq(life, &self.life)) {
             writers.remove(&self.key);
         }
@@ -83,9 +79,8 @@ fn key(dir: &Path) -> PathBuf {
 pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
     let key = key(dir);
     let deadline = Instant::now() + CLOSING_PATIENCE;
-    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut writers = WRITERS.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
-        let writers = &mut registry.get_or_insert_with(Registry::default).writers;
         match writers.get(&key) {
             None => {
                 let life = Arc::new(Life::default());
@@ -98,7 +93,7 @@ pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
                     return None;
                 }
                 debug!(dir = %dir.display(), "waiting for the closing store of this directory to finish");
-                registry = FINISHED.wait_timeout(registry, left).unwrap_or_else(PoisonError::into_inner).0;
+                writers = FINISHED.wait_timeout(writers, left).unwrap_or_else(PoisonError::into_inner).0;
             }
             Some(_) => return None,
         }

@@ -87,10 +87,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// The counters of a store just recovered as `report` says, with `segments` on disk.
+    /// The counters of a store just recovered as `report` says, with `segments` on disk; the
+    /// caller then [`Counters::record`]s its journal writer, which sets the last sequence
+    /// number (abort markers written at open included).
     pub(crate) fn at_open(report: &RecoveryReport, segments: u64) -> Counters {
         Counters {
-            last_seq: AtomicU64::new(report.next_seq.0 - 1),
             segments_at_open: segments,
             snapshot_seq: AtomicU64::new(report.snapshot.map_or(0, |s| s.0)),
             ..Counters::default()

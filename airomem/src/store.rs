@@ -184,7 +184,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             snapshotter,
         );
         let life = tenure.as_ref().map(crate::lifecycle::Tenure::life);
-        let health = Arc::clone(&shared);
+        let watched = Arc::clone(&shared);
         thread::Builder::new()
             .name("airomem-writer".into())
             .spawn(move || {
@@ -199,7 +199,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     Err(panic) => {
                         let message = crate::execute::panic_message(panic);
                         error!(message, "the writer thread panicked; the store refuses reads and commits");
-                        health.health.writer_panicked(&message);
+                        watched.health.writer_panicked(&message);
                     }
                 }
             })

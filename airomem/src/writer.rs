@@ -113,8 +113,6 @@ struct Pacing {
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
-    /// Whether a batch was written since the last sync (the weaker policies).
-    unsynced: bool,
     /// How many commits the next batch may expect: see [`Writer::linger`].
     expected: usize,
     /// Commits taken into batches so far; `Shared::submitted` minus this is the queue.
@@ -191,7 +189,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             pacing: Pacing {
                 last_sync: Instant::now(),
                 last_sync_took: Duration::ZERO,
-                unsynced: false,
                 expected: 0,
                 taken: 0,
                 batch_bytes: 0,
@@ -224,6 +221,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     self.commit_batch(&mut batch, &mut outcomes);
                     self.expect_next(commands);
                     #[cfg(feature = "snapshot")]
+                    // `|`, not `||`: the trigger counts every batch, and the flag is reset either way.
                     if self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
                         | std::mem::take(&mut self.snapshot_after_batch)
                     {
@@ -257,8 +255,9 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             return Some(message);
         }
         if let Durability::Periodic(interval) = self.durability {
-            // Nothing unsynced: nothing to wake up for until the next message.
-            while self.pacing.unsynced {
+            // Nothing unsynced (or nothing more that can be synced, once poisoned): nothing to
+            // wake up for until the next message.
+            while self.journal.has_unsynced() && !self.shared.health.is_poisoned() {
                 let wait = interval.saturating_sub(self.pacing.last_sync.elapsed());
                 match self.rx.recv_timeout(wait) {
                     Ok(message) => return Some(message),
@@ -445,7 +444,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             self.journal.push(&request.payload)?;
         }
         self.journal.write_batch()?;
-        self.pacing.unsynced = true;
         match self.durability {
             Durability::Fsync => self.sync()?,
             Durability::Periodic(interval) if self.pacing.last_sync.elapsed() >= interval => self.sync()?,
@@ -459,7 +457,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         let started = Instant::now();
         self.journal.sync()?;
         let pacing = &mut self.pacing;
-        pacing.unsynced = false;
         pacing.last_sync = Instant::now();
         pacing.last_sync_took = pacing.last_sync - started;
         // A lone commit waits for about one sync, two if it just missed a batch.
@@ -470,14 +467,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     }
 
     fn periodic_sync(&mut self) {
-        if self.shared.health.is_poisoned() {
-            // Nothing more will be written, so nothing to wait for.
-            self.pacing.unsynced = false;
-            return;
-        }
         if let Err(e) = self.sync() {
             self.poison(e);
-            self.pacing.unsynced = false;
         }
     }
 
