@@ -76,6 +76,8 @@ pub struct ReplayOutcome {
     pub last_nanos: u64,
     /// First sequence numbers of all segments in the directory, oldest first.
     pub segments: Vec<Seq>,
+    /// What `journal.head` said, read once here for the writer that opens after the replay.
+    pub head: Option<crate::head::Head>,
     /// Where the records of the newest segment end, after any repair: where the next
     /// record goes.
     pub newest_len: u64,
@@ -150,6 +152,7 @@ pub fn replay<E>(
         next_seq: range.from,
         last_nanos: 0,
         segments: segments.clone(),
+        head,
         newest_len: 0,
         newest_file_len: 0,
         segments_read: 0,

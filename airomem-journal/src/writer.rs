@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 use crate::JournalError;
 use crate::config::{JournalConfig, SyncMode};
 use crate::frame::{self, BatchMark, MAX_PAYLOAD_LEN, RecordKind};
-use crate::head::{self, HeadFile, Watermark};
+use crate::head::{HeadFile, Watermark};
 use crate::replay::ReplayOutcome;
 use crate::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 
@@ -90,10 +90,8 @@ impl JournalWriter {
                 // Everything replayed is synced now. Recording that durably also records, before
                 // this writer writes anything, how it syncs: recovery judges damage after the
                 // watermark by the mode of the writer that wrote it.
-                let names = config.storage.list(&config.dir).map_err(|e| JournalError::io("list", &config.dir, e))?;
-                let existing = head::read(&config, &names)?;
                 let mark = Watermark { synced_through: Seq(outcome.next_seq.0.saturating_sub(1)), mode };
-                let head = HeadFile::open(&config, existing, first, mark)?;
+                let head = HeadFile::open(&config, outcome.head, first, mark)?;
                 (file, first, outcome.newest_len, outcome.newest_file_len, head)
             }
             None => {
