@@ -26,9 +26,11 @@
 //! reaching its timer) or `Fsync` (killed anywhere, so also between a batch's write and its
 //! `fdatasync`) is killed; a new store opens what it left with the default policy, serves
 //! reads, takes a snapshot, commits a few commands and closes, and the power is cut at every
-//! one of that run's operations in turn. Each crash image must open and hold everything the
-//! reopened store served, read or acknowledged (DESIGN.md: "process killed, then reopened,
-//! then the power fails"), as a prefix of the history; and the reopened store itself must have
+//! one of that run's operations in turn; at each of those operations the reopened process is
+//! also killed instead, a third one opens and serves, and then the power is cut. Each crash
+//! image must open and hold everything the reopened stores served, read or acknowledged
+//! (DESIGN.md: "process killed, then reopened, then the power fails"), as a prefix of the
+//! history; and the reopened store itself must have
 //! served every command the killed one acknowledged, whatever its policy. A cut before the
 //! reopened store's `open` returned is a plain power loss of the killed weak-policy run: its
 //! unsynced appends may land out of order, and the store must still open, losing only
@@ -457,8 +459,8 @@ async fn interrupt_recovery(image: &SimStorage, work: &Workload, rng: &mut Split
 const PROCESS_CRASH_SEEDS: u64 = 30;
 
 /// About how many power-loss images one `ProcessCrash*` seed checks: (operations of the
-/// reopened run + 1) × [`IMAGES_PER_CUT`], measured.
-const PROCESS_CRASH_CUTS_PER_SEED: u64 = 200;
+/// reopened run + 1) × ([`IMAGES_PER_CUT`] + [`IMAGES_AFTER_TWO_KILLS`]), measured.
+const PROCESS_CRASH_CUTS_PER_SEED: u64 = 300;
 
 /// How many power-loss images each cut of a reopened store is checked with.
 const IMAGES_PER_CUT: u64 = 4;
@@ -482,7 +484,7 @@ struct Served {
 /// Opens what a killed process left, as the next process would (the default policy), and
 /// serves: a read, a snapshot (feature `snapshot`), `reopened.per_writer` commits, close. An
 /// error from the storage is expected only once the power is off; the run is then over.
-async fn serve_after_process_crash(image: &SimStorage, reopened: &Workload) -> Result<Served, String> {
+async fn serve_after_process_crash(image: &SimStorage, reopened: &Workload, writer: u64) -> Result<Served, String> {
     let mut served = Served::default();
     let store = match LogStore::open_with(PostcardSerializer, DIR, reopened.options(image)).await {
         Ok(store) => store,
@@ -497,7 +499,7 @@ async fn serve_after_process_crash(image: &SimStorage, reopened: &Workload) -> R
         Err(_) => {}
     }
     for i in 0..reopened.per_writer {
-        let value = Workload::value(REOPEN_WRITER, i);
+        let value = Workload::value(writer, i);
         // Fixed by `i`, not drawn: every cut of one seed must replay the same operations.
         let pad = vec![i as u8; (i * 97 % (reopened.pad_max + 1)) as usize];
         served.acks.submitted.insert(value);
@@ -521,16 +523,19 @@ async fn serve_after_process_crash(image: &SimStorage, reopened: &Workload) -> R
 /// read, in full and in order, and its acknowledged commits), and with `Durability::Fsync`
 /// everything the killed process acknowledged. `OsBuffered` and `Periodic` acknowledgements
 /// of the killed process are not durable by themselves: only serving them makes them so.
-fn must_survive(killed: &Acks, durability: Durability, served: &Served) -> Result<Acks, String> {
+fn must_survive(killed: &Acks, durability: Durability, served: &[&Served]) -> Result<Acks, String> {
     let mut acked = if durability == Durability::Fsync { killed.acked.clone() } else { BTreeMap::new() };
-    for (&seq, &value) in served.state.iter().map(|(seq, value)| (seq, value)).chain(&served.acks.acked) {
-        if let Some(other) = acked.insert(seq, value)
-            && other != value
-        {
-            return Err(format!("seq {seq} was served as {value:#x} and acknowledged as {other:#x}"));
+    let mut submitted = killed.submitted.clone();
+    for served in served {
+        for (&seq, &value) in served.state.iter().map(|(seq, value)| (seq, value)).chain(&served.acks.acked) {
+            if let Some(other) = acked.insert(seq, value)
+                && other != value
+            {
+                return Err(format!("seq {seq} was served as {value:#x} and acknowledged as {other:#x}"));
+            }
         }
+        submitted.extend(&served.acks.submitted);
     }
-    let submitted = killed.submitted.union(&served.acks.submitted).copied().collect();
     Ok(Acks { acked, submitted, ..Acks::default() })
 }
 
@@ -557,7 +562,7 @@ async fn reopen_after_process_crash(
     // A process crash of a process-crash image is a copy that keeps the pending writes
     // pending: the probe counts the reopened run's operations on it, with the power on.
     let probe = image.process_crash();
-    let served = serve_after_process_crash(&probe, &reopened).await?;
+    let served = serve_after_process_crash(&probe, &reopened, REOPEN_WRITER).await?;
     check_log(&served.state, killed).map_err(|e| format!("the store reopened after a process crash served: {e}"))?;
     let ops = probe.ops();
     let mut stats = CutStats::default();
@@ -567,9 +572,9 @@ async fn reopen_after_process_crash(
             copy.trace();
         }
         copy.freeze_after(cut);
-        let served = serve_after_process_crash(&copy, &reopened).await?;
+        let served = serve_after_process_crash(&copy, &reopened, REOPEN_WRITER).await?;
         copy.power_cut();
-        let expected = must_survive(killed, work.durability, &served)?;
+        let expected = must_survive(killed, work.durability, &[&served])?;
         for _ in 0..IMAGES_PER_CUT {
             let crash_seed = rng.next_u64();
             let disk = copy.crash(crash_seed);
@@ -603,9 +608,37 @@ async fn reopen_after_process_crash(
             })?;
             stats.add(&CutStats { cuts: 1, acked: expected.acked.len() as u64, ..recovered });
         }
+
+        // The reopened process is killed at the same point instead (its unsynced writes stay
+        // in the page cache), a third process opens what it left and serves, and only then
+        // is the power cut: whatever either of them served must survive.
+        let twice = image.process_crash();
+        twice.freeze_after(cut);
+        let second = serve_after_process_crash(&twice, &reopened, REOPEN_WRITER).await?;
+        twice.power_cut();
+        let third_disk = twice.process_crash();
+        let third = serve_after_process_crash(&third_disk, &reopened, REOPEN_WRITER + 1)
+            .await
+            .map_err(|e| format!("the store killed at operation {cut} of {ops} while reopened: {e}"))?;
+        third_disk.power_cut();
+        let expected = must_survive(killed, work.durability, &[&second, &third])?;
+        for _ in 0..IMAGES_AFTER_TWO_KILLS {
+            let crash_seed = rng.next_u64();
+            let recovered =
+                recover_and_check(&third_disk.crash(crash_seed), &reopened, &expected).await.map_err(|message| {
+                    format!(
+                        "killed again at operation {cut} of {ops} of the reopened store, opened a third time, \
+                         then the power was cut; crash seed {crash_seed}: {message}"
+                    )
+                })?;
+            stats.add(&CutStats { cuts: 1, acked: expected.acked.len() as u64, ..recovered });
+        }
     }
     Ok(stats)
 }
+
+/// Power-loss images taken of each cut's second process crash and third open.
+const IMAGES_AFTER_TWO_KILLS: u64 = 2;
 
 /// Runs one seed; the error names what went wrong.
 /// With `verbose`, a failure also shows the operations before the cut, what the callers
