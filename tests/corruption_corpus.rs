@@ -96,12 +96,13 @@ fn names_the_damage(error: &Error, name: &str) -> bool {
             | JournalError::BadHeader { file, .. }
             | JournalError::UnsupportedVersion { file, .. }
             | JournalError::SerializerMismatch { file, .. }
-            | JournalError::SchemaMismatch { file, .. }
+            | JournalError::SchemaOrder { file, .. }
             | JournalError::SegmentMissing { file } => names(file),
             // A deleted or unreadable older segment shows as a gap before the next one.
             JournalError::MissingRecords { .. } => name.ends_with(".journal") || name.ends_with(".snapshot"),
             _ => false,
         },
+        Error::SchemaNewer { file, .. } | Error::SchemaUnknown { file, .. } => names(file),
         Error::NoUsableSnapshot { skipped, .. } => {
             skipped.iter().any(|s| s.contains(name)) || name.ends_with(".journal")
         }

@@ -197,27 +197,29 @@ async fn opening_json_journal_with_postcard_is_a_serializer_mismatch() {
 }
 
 #[tokio::test]
-async fn schema_version_2_refuses_a_version_1_journal() {
+async fn schema_version_2_without_a_predecessor_refuses_a_version_1_journal() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, segments) = written(PostcardSerializer, tmp.path()).await;
     let before = snapshot(&dir);
-    let error =
-        journal_error(Store::<SessionsV2, PostcardSerializer>::open_with(PostcardSerializer, &dir, options()).await);
-    match &*error {
-        JournalError::SchemaMismatch { file, found, expected } => {
+    let result = Store::<SessionsV2, PostcardSerializer>::open_with(PostcardSerializer, &dir, options()).await;
+    match &result {
+        Err(Error::SchemaUnknown { file, found, current, known, .. }) => {
             assert_eq!(file, &segments[0]);
-            assert_eq!((*found, *expected), (1, 2));
+            assert_eq!((*found, *current), (1, 2));
+            assert!(known.is_empty(), "SessionsV2 names no predecessor");
         }
-        other => panic!("expected SchemaMismatch, got {other:?}"),
+        other => panic!("expected SchemaUnknown, got {other:?}"),
     }
-    assert_eq!(snapshot(&dir), before);
+    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("schema version 1") && message.contains("fn previous()"), "{message}");
+    assert_eq!(snapshot(&dir), before, "a refused open changes no file");
     let store: PostcardStore<Sessions> =
         Store::open_with(PostcardSerializer, &dir, options()).await.expect("version 1 still opens it");
     assert_eq!(store.recovery().records_replayed, COMMANDS);
 }
 
 #[tokio::test]
-async fn schema_version_1_refuses_a_version_2_journal() {
+async fn schema_version_1_refuses_a_version_2_journal_as_newer() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("v2");
     let store: PostcardStore<SessionsV2> = Store::open(PostcardSerializer, &dir).await.expect("open v2");
@@ -225,14 +227,18 @@ async fn schema_version_1_refuses_a_version_2_journal() {
     store.close().await.expect("close");
     let segment = dir.join(&segment_names(&dir)[0]);
     assert_eq!(segment_files::read_segment(&segment).schema, 2, "the header records the schema version");
-    let error = postcard_open_fails(&dir).await;
-    match &*error {
-        JournalError::SchemaMismatch { file, found, expected } => {
+    let before = snapshot(&dir);
+    let result = Store::<Sessions, PostcardSerializer>::open_with(PostcardSerializer, &dir, options()).await;
+    match &result {
+        Err(Error::SchemaNewer { file, found, current }) => {
             assert_eq!(file, &segment);
-            assert_eq!((*found, *expected), (2, 1));
+            assert_eq!((*found, *current), (2, 1));
         }
-        other => panic!("expected SchemaMismatch, got {other:?}"),
+        other => panic!("expected SchemaNewer, got {other:?}"),
     }
+    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("newer build"), "{message}");
+    assert_eq!(snapshot(&dir), before, "a refused open changes no file");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 mod context;
 mod dir_lock;
 mod error;
+pub mod migration;
 mod seq;
 mod serializer;
 mod state;
@@ -17,6 +18,7 @@ pub mod storage;
 
 pub use context::CommitContext;
 pub use error::CodecError;
+pub use migration::{Ancestor, Previous};
 pub use seq::Seq;
 #[cfg(feature = "json")]
 pub use serializer::JsonSerializer;

@@ -1,4 +1,6 @@
 use serde::Serialize;
+
+use crate::{Previous, Serializer};
 use serde::de::DeserializeOwned;
 
 /// The application's whole prevalent system: a value that lives in memory and changes only
@@ -15,12 +17,61 @@ pub trait State: Default + Serialize + DeserializeOwned + Send + Sync + 'static 
     /// The commands that change this state.
     type Command: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Version of the command and state types, recorded in every journal segment.
+    /// Version of the command and state types (and of `execute`'s behaviour), recorded in
+    /// every journal segment and snapshot.
     ///
-    /// Opening a store written under another version fails with an error naming both, so
-    /// bump it whenever a change to the types would make old bytes decode differently.
+    /// Bump it whenever old bytes would decode differently under the new types, or old
+    /// commands would do something else under the new `execute`, and name the schema it
+    /// replaces with [`State::previous`]. Files written under a version the chain does not
+    /// reach, or under a newer one, are refused with an error naming both versions.
     const SCHEMA_VERSION: u32 = 1;
 
     /// Applies one command to the state.
     fn execute(&mut self, command: Self::Command);
+
+    /// The schema this one replaced, if any: a frozen copy of the older state type (with its
+    /// own command type and `execute`) that this state converts from.
+    ///
+    /// At open, history written under an older schema is replayed with that schema's types
+    /// and `execute`, then the state is converted at each version boundary. The predecessor's
+    /// own `previous` continues the chain; versions must strictly decrease along it.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use airomem_core::{Previous, Serializer, State};
+    /// mod v1 {
+    ///     # use serde::{Deserialize, Serialize};
+    ///     #[derive(Default, Serialize, Deserialize)]
+    ///     pub struct Counter { pub hits: u32 }
+    ///     #[derive(Serialize, Deserialize)]
+    ///     pub enum Command { Hit }
+    ///     impl airomem_core::State for Counter {
+    ///         type Command = Command;
+    ///         fn execute(&mut self, Command::Hit: Command) { self.hits += 1 }
+    ///     }
+    /// }
+    ///
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// pub struct Counter { pub hits: u64, pub misses: u64 }
+    /// #[derive(Serialize, Deserialize)]
+    /// pub enum Command { Hit, Miss }
+    ///
+    /// impl From<v1::Counter> for Counter {
+    ///     fn from(old: v1::Counter) -> Self { Counter { hits: old.hits.into(), misses: 0 } }
+    /// }
+    ///
+    /// impl State for Counter {
+    ///     type Command = Command;
+    ///     const SCHEMA_VERSION: u32 = 2;
+    ///     fn execute(&mut self, command: Command) {
+    ///         match command { Command::Hit => self.hits += 1, Command::Miss => self.misses += 1 }
+    ///     }
+    ///     fn previous<Z: Serializer>() -> Previous<Self, Z> {
+    ///         Previous::from::<v1::Counter>()
+    ///     }
+    /// }
+    /// ```
+    fn previous<Z: Serializer>() -> Previous<Self, Z> {
+        Previous::none()
+    }
 }

@@ -35,6 +35,13 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file, read with as few system calls as possible.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The first `len` bytes of a file (fewer if it is shorter): file headers, without
+    /// reading what follows them.
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = self.read(path)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
     /// Creates a new, empty file; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
     /// Opens an existing file for writing; appends go to its current end.
@@ -148,6 +155,13 @@ impl Storage for StdStorage {
         fs::read(path)
     }
 
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::with_capacity(len);
+        File::open(path)?.take(len as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = self.options().write(true).create_new(true).open(path)?;
         Ok(Box::new(StdFile { file, end: 0 }))
@@ -210,6 +224,8 @@ mod tests {
         assert_eq!(mode(&sub) & !0o700, 0);
         assert_eq!(mode(&sub.join("f")) & !0o600, 0);
         assert_eq!(storage.read(&sub.join("f")).expect("read"), b"abc");
+        assert_eq!(storage.read_prefix(&sub.join("f"), 2).expect("read prefix"), b"ab");
+        assert_eq!(storage.read_prefix(&sub.join("f"), 9).expect("read prefix"), b"abc");
         assert_eq!(storage.list(&sub).expect("list"), vec!["f".to_string()]);
     }
 }

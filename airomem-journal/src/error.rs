@@ -75,15 +75,37 @@ pub enum JournalError {
         /// Serializer the store was opened with.
         expected: SerializerId,
     },
-    /// The journal was written under another `State::SCHEMA_VERSION`.
-    #[error("{file} was written with schema version {found}, but the state's schema version is {expected}")]
-    SchemaMismatch {
+    /// A segment was written under a newer `State::SCHEMA_VERSION` than the one the store
+    /// is opened with: by a newer build of the application. Going back to older types is
+    /// not supported; run the newer build.
+    #[error(
+        "{file} was written with schema version {found}, newer than the state's schema version {current}: \
+         it was written by a newer build of the application, and opening it with older types is not supported"
+    )]
+    SchemaNewer {
         /// The file.
         file: PathBuf,
         /// Schema version recorded in the file.
         found: u32,
-        /// The state's current schema version.
-        expected: u32,
+        /// The state's schema version.
+        current: u32,
+    },
+    /// A segment's schema version is lower than that of the segment before it. Each open
+    /// writes only at its own version, after every older one, so this is not something the
+    /// store writes: files from another store were mixed in.
+    #[error(
+        "{file} was written with schema version {found}, but the segment before it, {previous_file}, with \
+         version {previous}: schema versions never decrease along a journal, so the files do not belong together"
+    )]
+    SchemaOrder {
+        /// The segment whose version is lower.
+        file: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The segment before it.
+        previous_file: PathBuf,
+        /// That segment's schema version.
+        previous: u32,
     },
     /// Records are missing between two segments (or before the first one): a segment file was
     /// deleted or renamed. Restore it from a backup.

@@ -35,6 +35,8 @@ pub struct Record<'a> {
     pub seq: Seq,
     /// The segment file that holds it, for errors about it.
     pub segment: &'a Path,
+    /// The schema version its segment was written under.
+    pub schema_version: u32,
     /// Its recorded commit time, nanoseconds since the Unix epoch.
     pub unix_nanos: u64,
     /// The serialized command.
@@ -78,6 +80,9 @@ pub struct ReplayOutcome {
     pub segments: Vec<Seq>,
     /// What `journal.head` said, read once here for the writer that opens after the replay.
     pub head: Option<crate::head::Head>,
+    /// The schema version of the newest segment, if there is one: the writer starts a new
+    /// segment rather than append to one of another version.
+    pub newest_schema: Option<u32>,
     /// Where the records of the newest segment end, after any repair: where the next
     /// record goes.
     pub newest_len: u64,
@@ -94,14 +99,47 @@ pub struct ReplayOutcome {
     pub records_skipped: u64,
 }
 
-/// What replay repaired after a crash. Owned by the caller, so that a replay that is
-/// restarted (after a command panicked) still reports the repair of the first pass.
+/// What replay found to repair after a crash, and later repaired.
+///
+/// Replay only plans: it reads the journal as if the repair were done and changes nothing,
+/// so that an open that fails later (a state that does not convert, a command that panics)
+/// leaves the directory exactly as it found it. [`Repair::apply`] then carries the plan
+/// out, before anything is written.
 #[derive(Clone, Debug, Default)]
 pub struct Repair {
-    /// Temporary files of interrupted segment creations that were removed.
+    /// Temporary files of interrupted segment creations, removed (or to be removed).
     pub temp_files_removed: u64,
-    /// The torn tail that was cut, if there was one.
+    /// The torn tail cut (or to be cut), if there was one.
     pub torn_tail: Option<TornTail>,
+    /// Temporary files still to remove.
+    temp_files: Vec<PathBuf>,
+    /// The bytes of `torn_tail` still to move into its quarantine file.
+    cut: Option<Vec<u8>>,
+}
+
+impl Repair {
+    /// Whether something is planned and not yet done.
+    pub fn is_pending(&self) -> bool {
+        !self.temp_files.is_empty() || self.cut.is_some()
+    }
+
+    /// Carries out what replay planned: removes the temporary files and cuts the torn tail,
+    /// keeping the cut bytes in a durable quarantine file first. Doing it twice does it once.
+    pub fn apply(&mut self, config: &JournalConfig) -> Result<(), JournalError> {
+        if !self.temp_files.is_empty() {
+            for path in &self.temp_files {
+                warn!(file = %path.display(), "removing an unfinished segment left by an interrupted rollover");
+                config.storage.remove(path).map_err(|e| JournalError::io("remove", path, e))?;
+            }
+            config.storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+            self.temp_files.clear();
+        }
+        if let (Some(bytes), Some(tail)) = (&self.cut, &self.torn_tail) {
+            cut_torn_tail(config, tail, bytes)?;
+            self.cut = None;
+        }
+        Ok(())
+    }
 }
 
 /// A replay failure: the journal's, or the one the caller's visitor returned.
@@ -121,10 +159,15 @@ impl<E> From<JournalError> for ReplayError<E> {
 
 /// Replays the journal in `config.dir`, calling `visit` for each live command in `range`.
 ///
-/// With `repair`, the directory is made safe to append to after a crash: segments whose
-/// creation was interrupted are removed, and a torn write at the end of the newest segment
-/// is cut (the cut bytes are kept in a quarantine file). Without it nothing is changed and
-/// any damage is an error. Damage that is not a torn tail is an error either way.
+/// With `repair`, replay plans what makes the directory safe to append to after a crash
+/// (removing segments whose creation was interrupted, cutting a torn write at the end of the
+/// newest segment) and reads the journal as if it were done; [`Repair::apply`] does it.
+/// Without it any damage is an error. Damage that is not a torn tail is an error either
+/// way. Replay itself never changes a file.
+///
+/// Segments may have been written under older schema versions than `config`'s (each
+/// [`Record`] says which); a newer one, or one older than the segment before it, is an
+/// error.
 pub fn replay<E>(
     config: &JournalConfig,
     range: ReplayRange<'_>,
@@ -136,7 +179,11 @@ pub fn replay<E>(
     let dir = &config.dir;
     let names = storage.list(dir).map_err(|e| JournalError::io("list", dir, e))?;
     if let Some(repair) = repair.as_deref_mut() {
-        repair.temp_files_removed += remove_temp_files(config, &names)?;
+        // Planned afresh by every pass, so a replay started over plans the same repair.
+        repair.temp_files = names.iter().filter(|n| segment::is_temp_file_name(n)).map(|n| dir.join(n)).collect();
+        repair.temp_files_removed = repair.temp_files.len() as u64;
+        repair.torn_tail = None;
+        repair.cut = None;
     }
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
@@ -153,6 +200,7 @@ pub fn replay<E>(
         last_nanos: 0,
         segments: segments.clone(),
         head,
+        newest_schema: None,
         newest_len: 0,
         newest_file_len: 0,
         segments_read: 0,
@@ -164,6 +212,7 @@ pub fn replay<E>(
     // Segments wholly before `from` are not needed: segment i ends where segment i + 1 begins.
     let first_needed = segments.partition_point(|&s| s <= range.from).saturating_sub(1);
     let mut expected: Option<Seq> = None;
+    let mut previous: Option<(PathBuf, u32)> = None;
     for (index, &first) in segments.iter().enumerate().skip(first_needed) {
         let path = segment::path(dir, first);
         let newest = index + 1 == segments.len();
@@ -172,6 +221,10 @@ pub fn replay<E>(
         outcome.bytes_read += bytes.len() as u64;
         let scan = SegmentScan::read(&path, &bytes)?;
         check_header(config, &path, &scan, first)?;
+        let version = scan.header.schema_version;
+        if let Some((previous_file, previous)) = previous.take().filter(|&(_, v)| version < v) {
+            return Err(JournalError::SchemaOrder { file: path, found: version, previous_file, previous }.into());
+        }
         let due = expected.unwrap_or(range.from);
         if scan.header.first_seq > due || expected.is_some_and(|e| e != scan.header.first_seq) {
             return Err(JournalError::MissingRecords { file: path, expected: due, found: scan.header.first_seq }.into());
@@ -188,7 +241,8 @@ pub fn replay<E>(
             match (judged, repair.as_deref_mut()) {
                 (Ok(after), Some(repair)) => {
                     let records_lost = after.highest_seq.map_or(1, |h| h.0 - seq.0 + 1);
-                    repair.torn_tail = Some(cut_torn_tail(config, &path, &bytes, offset, kind, records_lost)?);
+                    repair.torn_tail = Some(plan_cut(config, &path, &bytes, offset, kind, records_lost));
+                    repair.cut = Some(bytes[offset..].to_vec());
                     file_len = offset as u64;
                     final_batch = final_batch_after_cut(&scan, &bytes, offset, &after);
                 }
@@ -224,6 +278,7 @@ pub fn replay<E>(
             visit(Record {
                 seq: frame.seq,
                 segment: &path,
+                schema_version: version,
                 unix_nanos: frame.unix_nanos,
                 payload: &bytes[frame.payload.clone()],
                 in_final_batch: frame.seq >= final_batch,
@@ -234,8 +289,10 @@ pub fn replay<E>(
         expected = Some(scan.next_seq());
         outcome.next_seq = scan.next_seq();
         outcome.newest_len = scan.valid_len as u64;
+        outcome.newest_schema = Some(version);
         outcome.newest_file_len = file_len;
         debug!(segment = %path.display(), records = scan.records, bytes = bytes.len(), "segment replayed");
+        previous = Some((path, version));
     }
     if outcome.next_seq < range.from {
         let file = segment::path(dir, segments.last().copied().unwrap_or(range.from));
@@ -320,71 +377,61 @@ fn check_header(config: &JournalConfig, path: &Path, scan: &SegmentScan, named: 
             expected: config.serializer,
         });
     }
-    if header.schema_version != config.schema_version {
-        return Err(JournalError::SchemaMismatch {
+    // Older versions are the caller's to judge: it may know how to migrate them.
+    if header.schema_version > config.schema_version {
+        return Err(JournalError::SchemaNewer {
             file: path.to_path_buf(),
             found: header.schema_version,
-            expected: config.schema_version,
+            current: config.schema_version,
         });
     }
     Ok(())
 }
 
-/// Removes segments whose creation was interrupted: they were never renamed into place, so
-/// no record was ever written to them.
-fn remove_temp_files(config: &JournalConfig, names: &[String]) -> Result<u64, JournalError> {
-    let mut removed = 0;
-    for name in names.iter().filter(|n| segment::is_temp_file_name(n)) {
-        let path = config.dir.join(name);
-        warn!(file = %path.display(), "removing an unfinished segment left by an interrupted rollover");
-        config.storage.remove(&path).map_err(|e| JournalError::io("remove", &path, e))?;
-        removed += 1;
-    }
-    if removed > 0 {
-        config.storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
-    }
-    Ok(removed)
-}
-
-/// Copies the bytes from `offset` to the end into a quarantine file, makes that durable,
-/// and only then cuts the segment.
-fn cut_torn_tail(
+/// Describes the cut of the bytes from `offset` to the end, and where they will be kept.
+fn plan_cut(
     config: &JournalConfig,
     path: &Path,
     bytes: &[u8],
     offset: usize,
     reason: Corruption,
     records_lost: u64,
-) -> Result<TornTail, JournalError> {
-    let storage = &*config.storage;
+) -> TornTail {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let quarantine = config.dir.join(format!("{name}.torn-at-{offset}-{stamp}"));
-    let mut file = storage.create(&quarantine).map_err(|e| JournalError::io("create", &quarantine, e))?;
-    file.write_all(&bytes[offset..]).map_err(|e| JournalError::io("write", &quarantine, e))?;
-    file.sync_data().map_err(|e| JournalError::io("fdatasync", &quarantine, e))?;
-    drop(file);
-    storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
-
-    let mut segment = storage.open_write(path).map_err(|e| JournalError::io("open", path, e))?;
-    segment.set_len(offset as u64).map_err(|e| JournalError::io("truncate", path, e))?;
-    segment.sync_data().map_err(|e| JournalError::io("fdatasync", path, e))?;
-    let tail = TornTail {
+    TornTail {
         segment: path.to_path_buf(),
         offset: offset as u64,
         bytes: (bytes.len() - offset) as u64,
         quarantine,
         reason,
         records_lost,
-    };
+    }
+}
+
+/// Copies the cut bytes into the quarantine file, makes that durable, and only then cuts
+/// the segment.
+fn cut_torn_tail(config: &JournalConfig, tail: &TornTail, cut: &[u8]) -> Result<(), JournalError> {
+    let storage = &*config.storage;
+    let (path, quarantine) = (&tail.segment, &tail.quarantine);
+    let mut file = storage.create(quarantine).map_err(|e| JournalError::io("create", quarantine, e))?;
+    file.write_all(cut).map_err(|e| JournalError::io("write", quarantine, e))?;
+    file.sync_data().map_err(|e| JournalError::io("fdatasync", quarantine, e))?;
+    drop(file);
+    storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
+
+    let mut segment = storage.open_write(path).map_err(|e| JournalError::io("open", path, e))?;
+    segment.set_len(tail.offset).map_err(|e| JournalError::io("truncate", path, e))?;
+    segment.sync_data().map_err(|e| JournalError::io("fdatasync", path, e))?;
     warn!(
-        segment = %tail.segment.display(),
+        segment = %path.display(),
         offset = tail.offset,
         bytes = tail.bytes,
-        records_lost,
-        quarantine = %tail.quarantine.display(),
+        records_lost = tail.records_lost,
+        quarantine = %quarantine.display(),
         reason = %tail.reason,
         "cut a torn write from the end of the journal"
     );
-    Ok(tail)
+    Ok(())
 }

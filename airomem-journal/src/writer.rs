@@ -66,7 +66,8 @@ impl JournalWriter {
     }
 
     /// Opens the newest segment that `replay` left in `outcome` for appending, or creates
-    /// the first segment if there is none. `mode` says how the caller will sync the batches
+    /// the first segment if there is none, or a new one if the newest was written under
+    /// another schema version. `mode` says how the caller will sync the batches
     /// it writes; the journal head records it, with how far the journal is synced, because
     /// recovery needs both to tell a torn write from corruption.
     pub fn open_with(
@@ -123,6 +124,12 @@ impl JournalWriter {
             // Without a sync after every batch, several batches could be caught unsynced by
             // a crash: they must be appended, not written over space an earlier run prepared.
             writer.give_back_prepared_space()?;
+        }
+        if outcome.newest_schema.is_some_and(|v| v != writer.config.schema_version) {
+            // A segment holds one schema version: records of this one go into a segment of
+            // their own. An old segment with no record is replaced (by an atomic rename), since
+            // the new one starts at the same sequence number and so takes the same name.
+            writer.roll_over(outcome.next_seq)?;
         }
         Ok(writer)
     }

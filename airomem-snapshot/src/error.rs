@@ -47,16 +47,6 @@ pub enum SnapshotError {
         /// Serializer the store was opened with.
         expected: SerializerId,
     },
-    /// The snapshot was written under another `State::SCHEMA_VERSION`.
-    #[error("{file} was written with schema version {found}, but the state's schema version is {expected}")]
-    SchemaMismatch {
-        /// The file.
-        file: PathBuf,
-        /// Schema version recorded in the file.
-        found: u32,
-        /// The state's current schema version.
-        expected: u32,
-    },
 }
 
 impl SnapshotError {

@@ -64,9 +64,19 @@ impl SnapshotHeader {
 
     /// Reads and verifies the header at the start of `bytes`, the content of `file`.
     pub fn decode(file: &Path, bytes: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
-        let damaged = |reason: &str| SnapshotError::Damaged { file: file.to_path_buf(), reason: reason.to_string() };
         if bytes.len() < HEADER_LEN + FOOTER_LEN {
-            return Err(damaged("file is shorter than a header and a footer"));
+            let reason = "file is shorter than a header and a footer".to_string();
+            return Err(SnapshotError::Damaged { file: file.to_path_buf(), reason });
+        }
+        SnapshotHeader::decode_alone(file, bytes)
+    }
+
+    /// Reads and verifies a header from `bytes`, the first bytes of `file`, without
+    /// looking for the rest of the file.
+    pub fn decode_alone(file: &Path, bytes: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
+        let damaged = |reason: &str| SnapshotError::Damaged { file: file.to_path_buf(), reason: reason.to_string() };
+        if bytes.len() < HEADER_LEN {
+            return Err(damaged("file is shorter than a header"));
         }
         if &bytes[0..8] != MAGIC {
             return Err(damaged("wrong magic bytes"));

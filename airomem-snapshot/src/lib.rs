@@ -15,7 +15,7 @@ pub mod write;
 
 pub use error::SnapshotError;
 pub use format::SnapshotHeader;
-pub use read::{list, load, remove, remove_temp_files, verify};
+pub use read::{list, load, read_header, remove, remove_temp_files, verify};
 pub use write::{Published, write};
 
 use std::path::{Path, PathBuf};

@@ -35,7 +35,8 @@ pub fn remove_temp_files(storage: &dyn Storage, dir: &Path) -> Result<u64, Snaps
     Ok(removed)
 }
 
-/// Loads and verifies the snapshot of `seq` and returns the serialized state.
+/// Loads and verifies the snapshot of `seq` and returns its header and the serialized
+/// state. The schema version is the caller's to judge: it may know how to read older ones.
 ///
 /// Verification covers the header and footer checksums, the body's crc32c before anything
 /// is decompressed, zstd's own content checksum, and the decompressed length. Decompression
@@ -45,21 +46,28 @@ pub fn load(
     dir: &Path,
     seq: Seq,
     serializer: SerializerId,
-    schema_version: u32,
-) -> Result<Vec<u8>, SnapshotError> {
+) -> Result<(SnapshotHeader, Vec<u8>), SnapshotError> {
     let file = path(dir, seq);
     let bytes = storage.read(&file).map_err(|e| SnapshotError::io("read", &file, e))?;
-    verify(&file, &bytes, seq, serializer, schema_version)
+    verify(&file, &bytes, seq, serializer)
 }
 
-/// Verifies the content of a snapshot file named for `seq` and returns the serialized state.
+/// Reads only the header of the snapshot of `seq`: which serializer and schema version
+/// wrote it. Nothing after the header is read or verified.
+pub fn read_header(storage: &dyn Storage, dir: &Path, seq: Seq) -> Result<SnapshotHeader, SnapshotError> {
+    let file = path(dir, seq);
+    let bytes = storage.read_prefix(&file, HEADER_LEN).map_err(|e| SnapshotError::io("read", &file, e))?;
+    SnapshotHeader::decode_alone(&file, &bytes)
+}
+
+/// Verifies the content of a snapshot file named for `seq` and returns its header and the
+/// serialized state.
 pub fn verify(
     file: &Path,
     bytes: &[u8],
     seq: Seq,
     serializer: SerializerId,
-    schema_version: u32,
-) -> Result<Vec<u8>, SnapshotError> {
+) -> Result<(SnapshotHeader, Vec<u8>), SnapshotError> {
     let file = file.to_path_buf();
     let header = SnapshotHeader::decode(&file, bytes)?;
     let damaged = |reason: String| SnapshotError::Damaged { file: file.clone(), reason };
@@ -68,9 +76,6 @@ pub fn verify(
     }
     if header.serializer != serializer {
         return Err(SnapshotError::SerializerMismatch { file, found: header.serializer, expected: serializer });
-    }
-    if header.schema_version != schema_version {
-        return Err(SnapshotError::SchemaMismatch { file, found: header.schema_version, expected: schema_version });
     }
     let footer = Footer::decode(&file, bytes)?;
     let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
@@ -87,7 +92,7 @@ pub fn verify(
     if image.len() as u64 != footer.raw_len {
         return Err(damaged(format!("decompressed to {} bytes, the footer says {}", image.len(), footer.raw_len)));
     }
-    Ok(image)
+    Ok((header, image))
 }
 
 /// Removes the snapshot of `seq`. The caller syncs the directory.
@@ -120,14 +125,12 @@ mod tests {
         publish(dir.path(), 7, b"");
         let storage = StdStorage::default();
         assert_eq!(list(&storage, dir.path()).expect("list"), vec![Seq(7), Seq(42)]);
-        assert_eq!(load(&storage, dir.path(), Seq(42), ID, 3).expect("load"), image);
-        assert_eq!(load(&storage, dir.path(), Seq(7), ID, 3).expect("load"), b"");
+        let (header, loaded) = load(&storage, dir.path(), Seq(42), ID).expect("load");
+        assert_eq!((header.schema_version, header.seq, loaded), (3, Seq(42), image));
+        assert_eq!(load(&storage, dir.path(), Seq(7), ID).expect("load").1, b"");
+        assert_eq!(read_header(&storage, dir.path(), Seq(42)).expect("header"), header);
         assert!(matches!(
-            load(&storage, dir.path(), Seq(42), ID, 4),
-            Err(SnapshotError::SchemaMismatch { found: 3, expected: 4, .. })
-        ));
-        assert!(matches!(
-            load(&storage, dir.path(), Seq(42), SerializerId(2), 3),
+            load(&storage, dir.path(), Seq(42), SerializerId(2)),
             Err(SnapshotError::SerializerMismatch { .. })
         ));
     }
@@ -141,13 +144,13 @@ mod tests {
         let file = path(dir.path(), Seq(5));
         for len in 0..bytes.len() {
             std::fs::write(&file, &bytes[..len]).expect("truncate");
-            assert!(load(&storage, dir.path(), Seq(5), ID, 3).is_err(), "truncated to {len} bytes");
+            assert!(load(&storage, dir.path(), Seq(5), ID).is_err(), "truncated to {len} bytes");
         }
         for bit in (0..bytes.len() * 8).step_by(7) {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
             std::fs::write(&file, &flipped).expect("flip");
-            assert!(load(&storage, dir.path(), Seq(5), ID, 3).is_err(), "bit {bit} flipped");
+            assert!(load(&storage, dir.path(), Seq(5), ID).is_err(), "bit {bit} flipped");
         }
     }
 

@@ -72,6 +72,80 @@ pub enum Error {
         /// The serializer's error.
         source: Arc<CodecError>,
     },
+    /// A file was written under a schema version that the state's chain of predecessors
+    /// ([`crate::State::previous`]) does not reach. Nothing was changed.
+    #[error(
+        "{file} was written with schema version {found}, but {state} ({current}) {}; add `fn previous()` to \
+         {oldest} naming the frozen schema-{found} types it replaced",
+        describe_known(known)
+    )]
+    SchemaUnknown {
+        /// The file.
+        file: PathBuf,
+        /// The schema version recorded in it.
+        found: u32,
+        /// The state's schema version.
+        current: u32,
+        /// The state's type.
+        state: &'static str,
+        /// The older versions the chain reaches, newest first.
+        known: Vec<u32>,
+        /// The oldest type of the chain: the one whose `previous` would have to name it.
+        oldest: &'static str,
+    },
+    /// A file was written under a newer schema version than the state's: by a newer build
+    /// of the application. Opening it with older types is refused. Nothing was changed.
+    #[error(
+        "{file} was written with schema version {found}, newer than the state's schema version {current}: it was \
+         written by a newer build of the application, and going back to older types is not supported"
+    )]
+    SchemaNewer {
+        /// The file.
+        file: PathBuf,
+        /// The schema version recorded in it.
+        found: u32,
+        /// The state's schema version.
+        current: u32,
+    },
+    /// A record was written under an older schema than the state replay had already
+    /// reached (a snapshot, or records, of a newer schema come before it): files of
+    /// different stores were mixed. Nothing was changed.
+    #[error(
+        "{file} holds records of schema version {found} after files of a newer schema: schema versions never \
+         decrease along a store's history, so the files do not belong together"
+    )]
+    SchemaDecreases {
+        /// The file holding the older records.
+        file: PathBuf,
+        /// Their schema version.
+        found: u32,
+    },
+    /// Converting the state to a newer schema failed: its `TryFrom` returned an error, or
+    /// the conversion panicked. Nothing was changed; the store opens again once the
+    /// conversion accepts the state.
+    #[error(
+        "converting the state from schema version {from} to {to} ({conversion}) after record {after} failed: \
+         {reason}; nothing on disk was changed"
+    )]
+    MigrationFailed {
+        /// The schema converted from.
+        from: u32,
+        /// The schema converted to.
+        to: u32,
+        /// The last record the converted state includes.
+        after: Seq,
+        /// The two types, `Old -> New`.
+        conversion: String,
+        /// The conversion's error (with its sources) or the panic's message.
+        reason: String,
+    },
+    /// The chain of predecessors named by [`crate::State::previous`] does not strictly
+    /// decrease in schema version. Nothing was read or changed.
+    #[error("schema versions must strictly decrease along State::previous, but the chain is {chain}")]
+    InvalidMigrationChain {
+        /// The chain as walked, `Type (version) -> ...`, up to the offending link.
+        chain: String,
+    },
     /// The command panicked in `State::execute`. It was journaled, then cancelled with an
     /// abort marker, and the state was rolled back to what it was before it: it had no effect.
     #[error("command {seq} panicked and was rolled back: {message}")]
@@ -192,7 +266,22 @@ impl Error {
 
 impl From<JournalError> for Error {
     fn from(e: JournalError) -> Self {
-        Error::Journal(Arc::new(e))
+        match e {
+            // Whichever file says so, a newer schema is the same error for the user.
+            JournalError::SchemaNewer { file, found, current } => Error::SchemaNewer { file, found, current },
+            e => Error::Journal(Arc::new(e)),
+        }
+    }
+}
+
+fn describe_known(known: &[u32]) -> String {
+    match known {
+        [] => "migrates from no older schema".to_string(),
+        [one] => format!("migrates only from {one}"),
+        more => {
+            let list: Vec<String> = more.iter().map(u32::to_string).collect();
+            format!("migrates only from {}", list.join(", "))
+        }
     }
 }
 

@@ -4,11 +4,15 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, Repair, ReplayError, ReplayOutcome, ReplayRange, replay};
 
 use crate::Error;
+use crate::migrate::{Chain, Command, Held};
+use crate::stats::Migration;
 
 /// Executes one command, catching a panic. After a panic the state may be half changed and
 /// must not be shown to anyone: the caller rebuilds it.
@@ -27,7 +31,9 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
 
 /// Why a replay visitor stopped.
 pub(crate) enum Stop {
-    Decode(Seq, std::path::PathBuf, airomem_core::CodecError),
+    /// A record did not decode, was of a schema the chain does not reach, or the state did
+    /// not convert.
+    Failed(Error),
     Panicked {
         seq: Seq,
         message: String,
@@ -47,10 +53,15 @@ struct Decoded<C> {
     seq: Seq,
     unix_nanos: u64,
     in_final_batch: bool,
-    command: C,
+    version: u32,
+    /// The segment, on the first record of each (for errors about the schema).
+    segment: Option<Arc<Path>>,
+    command: Command<C>,
 }
 
-/// Replays the journal into `state`, decoding each record with `serializer`.
+/// Replays the journal into `held`, decoding each record with `serializer` and the types of
+/// the schema that wrote it, and converting the state up `chain` at schema boundaries (each
+/// conversion is pushed onto `migrations`).
 ///
 /// Two threads share the work: a decoder reads, verifies and decodes the journal while this
 /// thread executes the commands, in order, as they arrive in chunks. The outcome is the
@@ -60,22 +71,32 @@ struct Decoded<C> {
 pub(crate) fn replay_into<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
+    chain: &Chain<S, Z>,
     range: ReplayRange<'_>,
     repair: Option<&mut Repair>,
-    state: &mut S,
+    held: &mut Held<S>,
+    migrations: &mut Vec<Migration>,
 ) -> Result<ReplayOutcome, ReplayError<Stop>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded<S::Command>>>(CHUNKS_AHEAD);
     std::thread::scope(|scope| {
         let decoder = std::thread::Builder::new().name("airomem-replay".into()).spawn_scoped(scope, move || {
             let mut chunk = Vec::with_capacity(CHUNK);
+            let mut segment: Option<Arc<Path>> = None;
             let outcome = replay(config, range, repair, |record| {
-                let command = serializer
-                    .decode(record.payload)
-                    .map_err(|e| Stop::Decode(record.seq, record.segment.to_path_buf(), e))?;
+                let version = record.schema_version;
+                let command = chain
+                    .decode_command(serializer, version, record.payload, record.segment, record.seq)
+                    .map_err(Stop::Failed)?;
+                let new_segment = segment.as_deref().is_none_or(|s| s != record.segment);
+                if new_segment {
+                    segment = Some(Arc::from(record.segment));
+                }
                 chunk.push(Decoded {
                     seq: record.seq,
                     unix_nanos: record.unix_nanos,
                     in_final_batch: record.in_final_batch,
+                    version,
+                    segment: if new_segment { segment.clone() } else { None },
                     command,
                 });
                 if chunk.len() == CHUNK {
@@ -101,7 +122,7 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
                 }));
             }
         };
-        let applied = apply_chunks(&rx, state);
+        let applied = apply_chunks(&rx, chain, held, migrations);
         // Dropping the receiver releases a decoder blocked on a full channel.
         drop(rx);
         let decoded = decoder.join().unwrap_or_else(|panic| panic::resume_unwind(panic));
@@ -110,14 +131,23 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
     })
 }
 
-fn apply_chunks<S: State>(
+fn apply_chunks<S: State, Z: Serializer>(
     rx: &std::sync::mpsc::Receiver<Vec<Decoded<S::Command>>>,
-    state: &mut S,
+    chain: &Chain<S, Z>,
+    held: &mut Held<S>,
+    migrations: &mut Vec<Migration>,
 ) -> Result<(), ReplayError<Stop>> {
+    let mut segment: Arc<Path> = Arc::from(Path::new(""));
     for chunk in rx {
         for item in chunk {
+            if let Some(s) = item.segment {
+                segment = s;
+            }
             let context = CommitContext { seq: item.seq, unix_nanos: item.unix_nanos };
-            execute(state, item.command, context).map_err(|message| {
+            let executed = chain
+                .execute(held, item.version, item.command, context, &segment, migrations)
+                .map_err(|e| ReplayError::Visit(Stop::Failed(e)))?;
+            executed.map_err(|message| {
                 ReplayError::Visit(Stop::Panicked { seq: item.seq, message, in_final_batch: item.in_final_batch })
             })?;
         }
@@ -128,7 +158,7 @@ fn apply_chunks<S: State>(
 pub(crate) fn stop_error(e: ReplayError<Stop>) -> Error {
     match e {
         ReplayError::Journal(e) => e.into(),
-        ReplayError::Visit(Stop::Decode(seq, file, e)) => Error::decode(Some(file), Some(seq), e),
+        ReplayError::Visit(Stop::Failed(e)) => e,
         ReplayError::Visit(Stop::Panicked { seq, message, .. }) => Error::ReplayPanicked { seq, message },
         ReplayError::Visit(Stop::Abandoned) => unreachable!("the applying side reports its own reason"),
     }

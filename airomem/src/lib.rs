@@ -61,6 +61,7 @@ mod error;
 mod execute;
 mod health;
 mod lifecycle;
+mod migrate;
 mod options;
 mod rebuild;
 #[cfg(feature = "snapshot")]
@@ -73,12 +74,13 @@ mod writer;
 
 #[cfg(feature = "json")]
 pub use airomem_core::JsonSerializer;
+pub use airomem_core::migration;
 pub use airomem_core::storage;
-pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Seq, Serializer, SerializerId, State};
+pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, Seq, Serializer, SerializerId, State};
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
 pub use options::{Durability, StoreOptions};
-pub use stats::{RecoveryReport, Stats};
+pub use stats::{Migration, RecoveryReport, Stats};
 pub use store::{Committed, Query, Store};
 
 /// The snapshot crate, for tools that inspect snapshot files directly.

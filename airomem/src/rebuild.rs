@@ -1,28 +1,51 @@
-//! Building the state from the files: at open (`recover`: repair the journal after a crash,
-//! load the newest valid snapshot with the `snapshot` feature, replay the journal after it,
-//! aborting a command that panics if and only if a crash may have stopped it from being
-//! aborted when it was committed), and after a live command panicked (`rebuild`).
+//! Building the state from the files: at open (`recover`: plan the repair of the journal
+//! after a crash, load the newest valid snapshot with the `snapshot` feature, replay the
+//! journal after it through the schema chain, aborting a command that panics if and only if
+//! a crash may have stopped it from being aborted when it was committed), and after a live
+//! command panicked (`rebuild`).
+//!
+//! Neither changes a file: `recover` returns the repair it planned, and the caller carries
+//! it out ([`Recovered::apply_repair`]) once the state is built, so a failed open leaves the
+//! directory as it found it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use airomem_core::{Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange};
+use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange, segment};
 use tracing::{info, warn};
 
 use crate::execute::{Stop, replay_into, stop_error};
+use crate::migrate::{Chain, Held};
 use crate::{Error, RecoveryReport};
 
 pub(crate) struct Recovered<S> {
     pub state: S,
     pub outcome: ReplayOutcome,
     pub report: RecoveryReport,
+    /// What replay planned to repair; not done yet.
+    pub repair: Repair,
+}
+
+impl<S> Recovered<S> {
+    /// Carries out the planned repair: unfinished segment and snapshot files removed, a torn
+    /// tail cut into quarantine. Must run before anything is written.
+    pub(crate) fn apply_repair(&mut self, config: &JournalConfig) -> Result<(), Error> {
+        self.repair.apply(config)?;
+        #[cfg(feature = "snapshot")]
+        {
+            self.report.snapshot_temp_files_removed =
+                airomem_snapshot::remove_temp_files(&*config.storage, &config.dir)
+                    .map_err(crate::snapshots::snapshot_error)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where replay starts: a state and the last record it includes (`Seq(0)` for none).
 pub(crate) struct Base<S> {
-    pub state: S,
+    pub state: Held<S>,
     pub seq: Seq,
     pub skipped: Vec<String>,
 }
@@ -31,35 +54,41 @@ pub(crate) struct Base<S> {
 pub(crate) fn base<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
+    chain: &Chain<S, Z>,
     until: Option<Seq>,
 ) -> Result<Base<S>, Error> {
     #[cfg(feature = "snapshot")]
     {
-        let loaded = crate::snapshots::load_newest::<S, Z>(config, serializer, until)?;
+        let loaded = crate::snapshots::load_newest::<S, Z>(config, serializer, chain, until)?;
         Ok(Base { state: loaded.state, seq: loaded.seq, skipped: loaded.skipped })
     }
     #[cfg(not(feature = "snapshot"))]
     {
-        let _ = (config, serializer, until);
-        Ok(Base { state: S::default(), seq: Seq(0), skipped: Vec::new() })
+        let _ = (config, serializer, chain, until);
+        Ok(Base { state: Held::Empty, seq: Seq(0), skipped: Vec::new() })
     }
 }
 
 pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serializer: &Z) -> Result<Recovered<S>, Error> {
     let started = Instant::now();
+    let chain = Chain::<S, Z>::new()?;
     let mut repaired = Repair::default();
-    #[cfg(feature = "snapshot")]
-    let snapshot_temp_files_removed =
-        airomem_snapshot::remove_temp_files(&*config.storage, &config.dir).map_err(crate::snapshots::snapshot_error)?;
-    #[cfg(not(feature = "snapshot"))]
-    let snapshot_temp_files_removed = 0;
-
     let mut aborted_now = BTreeSet::new();
     loop {
-        let Base { mut state, seq: base, skipped } = base::<S, Z>(config, serializer, None)?;
+        let Base { state: mut held, seq: base, skipped } = base::<S, Z>(config, serializer, &chain, None)?;
         let range = ReplayRange { from: base.next(), until: None, skip: &aborted_now };
-        match replay_into(config, serializer, range, Some(&mut repaired), &mut state) {
-            Ok(outcome) => {
+        let mut migrations = Vec::new();
+        let replayed = replay_into(config, serializer, &chain, range, Some(&mut repaired), &mut held, &mut migrations);
+        let finished = replayed.and_then(|outcome| {
+            let last = Seq(outcome.next_seq.0.saturating_sub(1));
+            let newest = outcome.segments.last().map_or(config.dir.clone(), |&s| segment::path(&config.dir, s));
+            chain
+                .finish(held, last, &newest, &mut migrations)
+                .map(|state| (outcome, state))
+                .map_err(|e| ReplayError::Visit(Stop::Failed(e)))
+        });
+        match finished {
+            Ok((outcome, state)) => {
                 let report = RecoveryReport {
                     segments_read: outcome.segments_read,
                     bytes_read: outcome.bytes_read,
@@ -69,10 +98,12 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                     temp_files_removed: repaired.temp_files_removed,
                     snapshot: (base.0 > 0).then_some(base),
                     snapshots_skipped: skipped,
-                    snapshot_temp_files_removed,
-                    torn_tail: repaired.torn_tail.take(),
+                    snapshot_temp_files_removed: 0,
+                    torn_tail: repaired.torn_tail.clone(),
                     next_seq: outcome.next_seq,
                     duration: started.elapsed(),
+                    migrations,
+                    sealed: None,
                 };
                 info!(
                     dir = %config.dir.display(),
@@ -83,9 +114,10 @@ pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serialize
                     next_seq = report.next_seq.0,
                     elapsed_ms = report.duration.as_millis() as u64,
                     torn_tail = report.torn_tail.is_some(),
+                    migrations = report.migrations.len(),
                     "store recovered"
                 );
-                return Ok(Recovered { state, outcome, report });
+                return Ok(Recovered { state, outcome, report, repair: repaired });
             }
             // A crash can come after a batch is durable but before the abort marker of a
             // command in it that panicked: no caller heard of that command, so aborting it
@@ -152,8 +184,12 @@ pub(crate) fn rebuild<S: State, Z: Serializer>(
     until: Seq,
     skip: &BTreeSet<Seq>,
 ) -> Result<(S, u64), Error> {
-    let Base { mut state, seq, .. } = base::<S, Z>(config, serializer, Some(until))?;
+    let chain = Chain::<S, Z>::new()?;
+    let Base { state: mut held, seq, .. } = base::<S, Z>(config, serializer, &chain, Some(until))?;
     let range = ReplayRange { from: seq.next(), until: Some(until), skip };
-    let outcome = replay_into(config, serializer, range, None, &mut state).map_err(stop_error)?;
+    let mut migrations = Vec::new();
+    let outcome =
+        replay_into(config, serializer, &chain, range, None, &mut held, &mut migrations).map_err(stop_error)?;
+    let state = chain.finish(held, until, &config.dir, &mut migrations)?;
     Ok((state, outcome.records_replayed))
 }

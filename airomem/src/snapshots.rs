@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::migrate::{Chain, Held};
 use crate::stats::Counters;
 
 /// When snapshots are taken and how many are kept.
@@ -101,9 +102,10 @@ impl Snapshotter {
                 for job in rx {
                     let result = publish(&config, policy, &prune, job.seq, &job.image, job.serialize_time);
                     drop(job.image);
-                    if let Ok(info) = &result {
-                        counters.snapshot_published(info);
-                    }
+                    let result = result.map(|(info, changed)| {
+                        counters.snapshot_published(&info, &changed);
+                        info
+                    });
                     match (job.reply, result) {
                         (Some(reply), result) => drop(reply.send(result)),
                         (None, Ok(info)) => {
@@ -211,7 +213,7 @@ fn publish(
     seq: Seq,
     image: &[u8],
     serialize_time: Duration,
-) -> Result<SnapshotInfo, Error> {
+) -> Result<(SnapshotInfo, Vec<PathBuf>), Error> {
     let started = Instant::now();
     let storage = &*config.storage;
     let header = SnapshotHeader { serializer: config.serializer, schema_version: config.schema_version, seq };
@@ -219,8 +221,12 @@ fn publish(
         airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
     // Only now that the new snapshot is durable may older files go.
     let _guard = prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (snapshots_removed, segments_removed) = retain(storage, config, policy.retain).map_err(snapshot_error)?;
-    Ok(SnapshotInfo {
+    let removed = retain(storage, config, policy.retain).map_err(snapshot_error)?;
+    let segments_removed = removed.iter().filter(|p| p.extension().is_some_and(|e| e == "journal")).count() as u64;
+    let snapshots_removed = removed.len() as u64 - segments_removed;
+    let mut changed = removed;
+    changed.push(published.path.clone());
+    let info = SnapshotInfo {
         path: published.path,
         seq,
         raw_len: published.raw_len,
@@ -229,23 +235,26 @@ fn publish(
         write_time: started.elapsed(),
         snapshots_removed,
         segments_removed,
-    })
+    };
+    Ok((info, changed))
 }
 
 /// Keeps the newest `keep` snapshots (at least two) and the segments holding records after
-/// the oldest of them; removes the rest. The newest segment is never removed: the writer
-/// appends to it.
+/// the oldest of them; removes the rest, and returns the files removed. The newest segment
+/// is never removed: the writer appends to it.
 ///
 /// The rule that makes this safe: whatever single file is damaged, the state can still be
 /// rebuilt. While only one snapshot exists, no segment is removed (the whole journal is the
 /// second way); once two or more are kept, segments go only up to the oldest kept one, so a
 /// damaged newest snapshot leaves an older one plus the journal after it.
-fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<(u64, u64), SnapshotError> {
+fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<Vec<PathBuf>, SnapshotError> {
     let dir = &config.dir;
     let snapshots = airomem_snapshot::list(storage, dir)?;
     let excess = snapshots.len().saturating_sub(keep.max(MIN_RETAINED));
+    let mut removed = Vec::new();
     for &old in &snapshots[..excess] {
         airomem_snapshot::remove(storage, dir, old)?;
+        removed.push(airomem_snapshot::path(dir, old));
     }
     let kept = &snapshots[excess..];
     let oldest = match kept {
@@ -259,25 +268,24 @@ fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<
                     source: e,
                 })?;
             }
-            return Ok((excess as u64, 0));
+            return Ok(removed);
         }
     };
     let names = storage.list(dir).map_err(|e| SnapshotError::Io { op: "list", path: dir.clone(), source: e })?;
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
-    let mut removed = 0;
     for pair in segments.windows(2) {
         // A segment holds the records up to the next segment's first one.
         if pair[1].0 - 1 <= oldest.0 {
             let file = segment::path(dir, pair[0]);
-            storage.remove(&file).map_err(|e| SnapshotError::Io { op: "remove", path: file, source: e })?;
-            removed += 1;
+            storage.remove(&file).map_err(|e| SnapshotError::Io { op: "remove", path: file.clone(), source: e })?;
+            removed.push(file);
         }
     }
-    if excess > 0 || removed > 0 {
+    if !removed.is_empty() {
         storage.sync_dir(dir).map_err(|e| SnapshotError::Io { op: "sync directory", path: dir.clone(), source: e })?;
     }
-    Ok((excess as u64, removed))
+    Ok(removed)
 }
 
 /// Snapshots always kept, whatever the policy asks: the newest, and one to fall back on.
@@ -287,36 +295,39 @@ pub(crate) fn snapshot_error(e: SnapshotError) -> Error {
     Error::Snapshot(Arc::new(e))
 }
 
-/// A state loaded from a snapshot (or the default state and `Seq(0)` if none verified),
-/// and what was passed over to find it.
+/// A state loaded from a snapshot (or nothing and `Seq(0)` if none verified), and what was
+/// passed over to find it.
 pub(crate) struct Loaded<S> {
-    pub state: S,
+    pub state: Held<S>,
     pub seq: Seq,
     pub skipped: Vec<String>,
 }
 
 /// Loads the newest snapshot that verifies and decodes, with a sequence number no higher
-/// than `until`. Damaged snapshots are passed over with a warning; a snapshot written with
-/// another serializer, schema or format version, or one that verifies but does not decode
-/// with the current types, is an error, since older ones would be too.
+/// than `until`, whichever schema of `chain` wrote it. Damaged snapshots are passed over
+/// with a warning; a snapshot written with another serializer or format version, under a
+/// schema the chain does not reach, or one that verifies but does not decode with the
+/// types of its schema, is an error, since older ones would be too.
 pub(crate) fn load_newest<S: State, Z: Serializer>(
     config: &JournalConfig,
     serializer: &Z,
+    chain: &Chain<S, Z>,
     until: Option<Seq>,
 ) -> Result<Loaded<S>, Error> {
     let storage = &*config.storage;
     let mut skipped = Vec::new();
     let candidates = airomem_snapshot::list(storage, &config.dir).map_err(snapshot_error)?;
     for &seq in candidates.iter().rev().filter(|&&s| until.is_none_or(|u| s <= u)) {
-        let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer, config.schema_version);
+        let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer);
         let reason = match loaded {
             // The image verified (checksums, lengths, zstd's own checksum): bytes that do not
             // decode are a type change, not damage, and an older snapshot written by the same
             // types would not decode either.
-            Ok(image) => match serializer.decode::<S>(&image) {
-                Ok(state) => return Ok(Loaded { state, seq, skipped }),
-                Err(e) => return Err(Error::decode(Some(airomem_snapshot::path(&config.dir, seq)), Some(seq), e)),
-            },
+            Ok((header, image)) => {
+                let file = airomem_snapshot::path(&config.dir, seq);
+                let state = chain.decode_state(serializer, header.schema_version, &image, &file, seq)?;
+                return Ok(Loaded { state, seq, skipped });
+            }
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
             // The reason is kept as text: the operating system's error goes into it too.
             Err(SnapshotError::Io { op, path, source }) => format!("{op} {}: {source}", path.display()),
@@ -326,5 +337,25 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
         skipped.push(reason);
     }
     // No snapshot verified (or there is none): replay from the start.
-    Ok(Loaded { state: S::default(), seq: Seq(0), skipped })
+    Ok(Loaded { state: Held::Empty, seq: Seq(0), skipped })
+}
+
+/// Writes the snapshot that seals a migration: the state, converted to the current schema,
+/// as of `seq`, the journal's last record (synced). Retention then runs as after any
+/// snapshot. If a snapshot of an older schema already sits at `seq`, this one replaces it
+/// (atomically, by rename): it holds the same history, converted, and the fallback that
+/// retention keeps (an older snapshot, or the whole journal) is unchanged. Returns the
+/// snapshot and the files it changed (itself, and those retention removed).
+pub(crate) fn seal<S: State, Z: Serializer>(
+    config: &JournalConfig,
+    policy: SnapshotPolicy,
+    prune: &Mutex<()>,
+    serializer: &Z,
+    state: &S,
+    seq: Seq,
+) -> Result<(SnapshotInfo, Vec<PathBuf>), Error> {
+    let started = Instant::now();
+    let mut image = Vec::new();
+    serializer.encode(state, &mut image).map_err(|e| Error::encode("state", e))?;
+    publish(config, policy, prune, seq, &image, started.elapsed())
 }

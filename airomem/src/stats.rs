@@ -1,3 +1,6 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +35,26 @@ pub struct RecoveryReport {
     pub next_seq: Seq,
     /// Time spent recovering.
     pub duration: Duration,
+    /// Conversions of the state to a newer schema, oldest first: history written under
+    /// older schemas was replayed with their own types and converted at each boundary.
+    pub migrations: Vec<Migration>,
+    /// After a migration: the snapshot written at the current schema before any commit,
+    /// so that the next open starts from it instead of migrating again (feature
+    /// `snapshot`). `None` if nothing was migrated, or if writing it failed (logged; the
+    /// next open migrates again).
+    pub sealed: Option<Seq>,
+}
+
+/// One conversion of the state from a schema to the next newer one, in a
+/// [`RecoveryReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The schema version converted from.
+    pub from: u32,
+    /// The schema version converted to.
+    pub to: u32,
+    /// The last record the converted state includes (`Seq(0)`: none).
+    pub after: Seq,
 }
 
 /// What a store holds and has done, from [`crate::Store::stats`].
@@ -58,6 +81,11 @@ pub struct Stats {
     pub segments: u64,
     /// The last command the newest snapshot includes (0 if there is none).
     pub snapshot_seq: u64,
+    /// The oldest schema version any journal segment or snapshot in the directory was
+    /// written under: once it equals the state's own `SCHEMA_VERSION`, nothing on disk needs
+    /// an older schema, and the frozen modules of older schemas (with `fn previous`) can be
+    /// deleted.
+    pub oldest_schema_on_disk: u32,
 }
 
 impl Stats {
@@ -84,18 +112,38 @@ pub(crate) struct Counters {
     segments_at_open: u64,
     segments_removed: AtomicU64,
     snapshot_seq: AtomicU64,
+    /// The state's schema version.
+    schema: u32,
+    /// Segments and snapshots in the directory written under an older schema, from the
+    /// survey at open, less those removed since.
+    older_files: Mutex<BTreeMap<PathBuf, u32>>,
 }
 
 impl Counters {
     /// The counters of a store just recovered as `report` says, with `segments` on disk; the
     /// caller then [`Counters::record`]s its journal writer, which sets the last sequence
     /// number (abort markers written at open included).
-    pub(crate) fn at_open(report: &RecoveryReport, segments: u64) -> Counters {
+    pub(crate) fn at_open(
+        report: &RecoveryReport,
+        segments: u64,
+        schema: u32,
+        on_disk: Vec<(PathBuf, u32)>,
+    ) -> Counters {
         Counters {
             segments_at_open: segments,
+            schema,
+            older_files: Mutex::new(on_disk.into_iter().filter(|&(_, v)| v < schema).collect()),
             snapshot_seq: AtomicU64::new(report.snapshot.map_or(0, |s| s.0)),
             ..Counters::default()
         }
+    }
+
+    fn older_files(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, u32>> {
+        self.older_files.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn oldest_schema_on_disk(&self) -> u32 {
+        self.older_files().values().copied().min().map_or(self.schema, |v| v.min(self.schema))
     }
 
     pub(crate) fn record(&self, commits: u64, aborted: u64, journal: WriterCounters, next_seq: Seq) {
@@ -111,9 +159,14 @@ impl Counters {
 
     /// A snapshot became durable and retention ran.
     #[cfg(feature = "snapshot")]
-    pub(crate) fn snapshot_published(&self, info: &crate::SnapshotInfo) {
+    pub(crate) fn snapshot_published(&self, info: &crate::SnapshotInfo, changed: &[PathBuf]) {
         self.snapshot_seq.fetch_max(info.seq.0, Ordering::Relaxed);
         self.segments_removed.fetch_add(info.segments_removed, Ordering::Relaxed);
+        // Removed, or (the new snapshot) written under the current schema.
+        let mut older = self.older_files();
+        for path in changed {
+            older.remove(path);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -129,6 +182,7 @@ impl Counters {
             last_seq: self.last_seq.load(relaxed),
             segments: (self.segments_at_open + segments_created).saturating_sub(self.segments_removed.load(relaxed)),
             snapshot_seq: self.snapshot_seq.load(relaxed),
+            oldest_schema_on_disk: self.oldest_schema_on_disk(),
         }
     }
 }

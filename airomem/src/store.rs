@@ -150,20 +150,55 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             segment_size: options.segment_size,
             preallocate: if options.durability == crate::Durability::Fsync { options.preallocate } else { 0 },
         };
-        let recovered = recover::<S, Z>(&config, &serializer)?;
+        // Nothing in the directory changes until the state is built: a failed recovery (a
+        // state that does not convert, a schema the chain does not reach) leaves it as it was.
+        let mut recovered = recover::<S, Z>(&config, &serializer)?;
+        recovered.apply_repair(&config)?;
         let mode =
             if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
-        let mut journal = JournalWriter::open_with(config.clone(), &recovered.outcome, mode)?;
+        // Opening the writer syncs what recovery read, and starts a segment of the current
+        // schema if the newest was written under another (replacing it if it holds no
+        // record: both would carry the same first sequence number).
+        let outcome = &recovered.outcome;
+        let replaced = outcome.newest_schema.is_some_and(|v| v != S::SCHEMA_VERSION)
+            && outcome.segments.last() == Some(&outcome.next_seq);
+        let mut journal = JournalWriter::open_with(config.clone(), outcome, mode)?;
         for &seq in &recovered.report.aborted_now {
             journal.append_abort(seq)?;
         }
+        let prune = Arc::new(Mutex::new(()));
+        #[cfg(feature = "snapshot")]
+        let mut sealed = None;
+        #[cfg(feature = "snapshot")]
+        if !recovered.report.migrations.is_empty() {
+            // Sealed before any commit, so that the next open starts at the current schema.
+            // Only synced records may be in a snapshot: the writer's open synced the journal
+            // and each abort marker was synced as it was written.
+            journal.sync()?;
+            let seq = Seq(journal.next_seq().0 - 1);
+            match crate::snapshots::seal(&config, options.snapshots, &prune, &serializer, &recovered.state, seq) {
+                Ok((info, changed)) => {
+                    info!(seq = info.seq.0, bytes = info.file_len, "migration sealed with a snapshot");
+                    recovered.report.sealed = Some(info.seq);
+                    sealed = Some((info, changed));
+                }
+                // The journal still holds everything, and the next open migrates again.
+                Err(e) => tracing::warn!(error = %e, "could not write the snapshot sealing the migration"),
+            }
+        }
 
-        let counters = Arc::new(Counters::at_open(&recovered.report, recovered.outcome.segments.len() as u64));
+        let segments = recovered.outcome.segments.len() as u64 - u64::from(replaced);
+        // Read after the seal, which may have removed or replaced files of older schemas.
+        let on_disk = crate::migrate::schemas_on_disk(&*config.storage, &config.dir)?;
+        let counters = Arc::new(Counters::at_open(&recovered.report, segments, S::SCHEMA_VERSION, on_disk));
         counters.record(0, 0, journal.counters(), journal.next_seq());
+        #[cfg(feature = "snapshot")]
+        if let Some((info, changed)) = &sealed {
+            counters.snapshot_published(info, changed);
+        }
         let shared = Arc::new(Shared::new(recovered.state, counters));
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
-        let prune = Arc::new(Mutex::new(()));
         #[cfg(feature = "snapshot")]
         let snapshotter = crate::snapshots::Snapshotter::start(
             options.snapshots,
