@@ -1,6 +1,7 @@
 //! Shared pieces of airomem's examples, integration tests and benchmarks; not part of the
 //! library. It holds the session store that the README's example is built around.
 
+pub mod migration;
 pub mod sim;
 
 use std::collections::HashMap;
