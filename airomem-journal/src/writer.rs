@@ -41,6 +41,8 @@ pub struct JournalWriter {
     file: Box<dyn StorageFile>,
     head: HeadFile,
     segment_first: Seq,
+    /// The schema version the active segment was written under.
+    segment_schema: u32,
     /// Where the records of the active segment end: where the next one goes.
     segment_len: u64,
     /// The active segment's file length: past `segment_len` by the zeroed space prepared.
@@ -66,8 +68,7 @@ impl JournalWriter {
     }
 
     /// Opens the newest segment that `replay` left in `outcome` for appending, or creates
-    /// the first segment if there is none, or a new one if the newest was written under
-    /// another schema version. `mode` says how the caller will sync the batches
+    /// the first segment if there is none. `mode` says how the caller will sync the batches
     /// it writes; the journal head records it, with how far the journal is synced, because
     /// recovery needs both to tell a torn write from corruption.
     pub fn open_with(
@@ -76,6 +77,7 @@ impl JournalWriter {
         mode: SyncMode,
     ) -> Result<JournalWriter, JournalError> {
         let mut counters = WriterCounters::default();
+        let config_schema = config.schema_version;
         let (file, segment_first, segment_len, file_len, head) = match outcome.segments.last() {
             Some(&first) => {
                 let path = segment::path(&config.dir, first);
@@ -108,6 +110,10 @@ impl JournalWriter {
             file,
             head,
             segment_first,
+            segment_schema: match outcome.segments.last() {
+                Some(_) => outcome.newest_schema.unwrap_or(config_schema),
+                None => config_schema,
+            },
             segment_len,
             file_len,
             next_seq: outcome.next_seq,
@@ -124,12 +130,6 @@ impl JournalWriter {
             // Without a sync after every batch, several batches could be caught unsynced by
             // a crash: they must be appended, not written over space an earlier run prepared.
             writer.give_back_prepared_space()?;
-        }
-        if outcome.newest_schema.is_some_and(|v| v != writer.config.schema_version) {
-            // A segment holds one schema version: records of this one go into a segment of
-            // their own. An old segment with no record is replaced (by an atomic rename), since
-            // the new one starts at the same sequence number and so takes the same name.
-            writer.roll_over(outcome.next_seq)?;
         }
         Ok(writer)
     }
@@ -183,14 +183,35 @@ impl JournalWriter {
         self.batch.len()
     }
 
+    /// Starts a segment of the configured schema version if the active one was written under
+    /// another, as after a migration, so that a segment holds one version. Returns whether
+    /// the old segment held no record and was replaced: the new one starts at the same
+    /// sequence number and so takes the same name (by an atomic rename).
+    ///
+    /// [`Self::write_batch`] does it too, before the first batch; calling it earlier lets the
+    /// caller first append abort markers to the old segment, where replay looks for them
+    /// (with the commands they cancel).
+    pub fn start_current_schema(&mut self) -> Result<bool, JournalError> {
+        self.check_poisoned()?;
+        if self.segment_schema == self.config.schema_version {
+            return Ok(false);
+        }
+        let replaced = self.segment_first == self.next_seq;
+        let first = self.next_seq;
+        self.poison_on_err(|w| w.roll_over(first))?;
+        Ok(replaced)
+    }
+
     /// Writes the current batch with one write call, rolling over first if the batch would
-    /// take the segment past its size. The batch is not durable until [`Self::sync`].
+    /// take the segment past its size (or the segment is of another schema version). The
+    /// batch is not durable until [`Self::sync`].
     pub fn write_batch(&mut self) -> Result<(), JournalError> {
         self.check_poisoned()?;
         let Some(last) = self.last_frame.take() else { return Ok(()) };
         frame::set_batch_end(&mut self.batch, last);
         let fits = self.segment_len + self.batch.len() as u64 <= self.config.segment_size;
-        if !fits && self.segment_len > SEGMENT_HEADER_LEN as u64 {
+        let other_schema = self.segment_schema != self.config.schema_version;
+        if (!fits && self.segment_len > SEGMENT_HEADER_LEN as u64) || other_schema {
             let first = self.batch_first;
             if let Err(e) = self.poison_on_err(|w| w.roll_over(first)) {
                 self.batch.clear();
@@ -319,6 +340,7 @@ impl JournalWriter {
             "journal segment rolled over"
         );
         self.segment_first = first;
+        self.segment_schema = self.config.schema_version;
         self.segment_len = SEGMENT_HEADER_LEN as u64;
         self.counters.segments_created += 1;
         self.counters.bytes += SEGMENT_HEADER_LEN as u64;

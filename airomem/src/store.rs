@@ -156,16 +156,14 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         recovered.apply_repair(&config)?;
         let mode =
             if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
-        // Opening the writer syncs what recovery read, and starts a segment of the current
-        // schema if the newest was written under another (replacing it if it holds no
-        // record: both would carry the same first sequence number).
-        let outcome = &recovered.outcome;
-        let replaced = outcome.newest_schema.is_some_and(|v| v != S::SCHEMA_VERSION)
-            && outcome.segments.last() == Some(&outcome.next_seq);
-        let mut journal = JournalWriter::open_with(config.clone(), outcome, mode)?;
+        // Opening the writer syncs what recovery read. Abort markers go next to the commands
+        // they cancel, in the newest segment whatever its schema; only then does a segment of
+        // the current schema start, if the newest was written under another.
+        let mut journal = JournalWriter::open_with(config.clone(), &recovered.outcome, mode)?;
         for &seq in &recovered.report.aborted_now {
             journal.append_abort(seq)?;
         }
+        let replaced = journal.start_current_schema()?;
         let prune = Arc::new(Mutex::new(()));
         #[cfg(feature = "snapshot")]
         let mut sealed = None;
