@@ -28,6 +28,7 @@ mod comparison;
 mod dataset;
 mod measure;
 mod memory;
+mod migration;
 mod peers;
 mod raw_disk;
 mod recovery;
@@ -59,7 +60,10 @@ internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              prevayler, sqlite, redb) and exits: what the strace check runs
            airomem-bench --memory DIR SEGMENT_SIZE
              opens the store in DIR, snapshots it and floods it with commits, and prints
-             the resident memory each step used: what the memory measurement runs";
+             the resident memory each step used: what the memory measurement runs
+           airomem-bench --migration-memory DIR SEGMENT_SIZE
+             opens the schema-1 store in DIR with schema-2 types (a migrating open) and
+             prints the resident memory it left and its peak";
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug)]
@@ -121,12 +125,14 @@ struct Args {
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
     memory: Option<(PathBuf, u64)>,
+    /// `--migration-memory DIR SEGMENT_SIZE`.
+    migration_memory: Option<(PathBuf, u64)>,
 }
 
 impl Args {
     /// Parses the arguments; `Ok(None)` when help was asked for.
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed = Args { quick: false, dir: None, probe: None, memory: None };
+        let mut parsed = Args { quick: false, dir: None, probe: None, memory: None, migration_memory: None };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
@@ -140,6 +146,12 @@ impl Args {
                     let dir = args.next().ok_or("--memory needs a store directory")?;
                     let size = args.next().and_then(|n| n.parse().ok()).ok_or("--memory needs a segment size")?;
                     parsed.memory = Some((dir.into(), size));
+                }
+                "--migration-memory" => {
+                    let dir = args.next().ok_or("--migration-memory needs a store directory")?;
+                    let size =
+                        args.next().and_then(|n| n.parse().ok()).ok_or("--migration-memory needs a segment size")?;
+                    parsed.migration_memory = Some((dir.into(), size));
                 }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
@@ -158,6 +170,10 @@ fn main() -> Result<(), BoxError> {
     if let Some((dir, segment_size)) = &args.memory {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return memory::child(&runtime, dir, *segment_size);
+    }
+    if let Some((dir, segment_size)) = &args.migration_memory {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return migration::child(&runtime, dir, *segment_size);
     }
     let parent = match args.dir {
         Some(dir) => dir,
@@ -187,6 +203,7 @@ fn main() -> Result<(), BoxError> {
     let data = Dataset::new(plan.recovery_records, plan.lookups);
     let recovery = runtime.block_on(recovery::run(dir, &data, plan.tail, plan.segment_size))?;
     let memory = memory::measure(&dir.join("recovery-journal"), plan.segment_size)?;
+    let migration = migration::run(&runtime, &dir.join("recovery-journal"), dir, plan.segment_size)?;
     std::fs::remove_dir_all(dir.join("recovery"))?;
     std::fs::remove_dir_all(dir.join("recovery-journal"))?;
     let mut peers = Vec::with_capacity(PeerKind::ALL.len());
@@ -201,7 +218,10 @@ fn main() -> Result<(), BoxError> {
     eprintln!("sync check: strace on {} commits of each system", sync_probe::PROBE_COMMITS);
     let syncs = sync_probe::systems().into_iter().map(|system| (system, sync_probe::probe(dir, system))).collect();
 
-    report::print(&setting, &Results { raw, commits, recovery, peers, stall, memory, lookups: plan.lookups, syncs });
+    report::print(
+        &setting,
+        &Results { raw, commits, recovery, peers, stall, memory, migration, lookups: plan.lookups, syncs },
+    );
     scratch.close()?;
     Ok(())
 }

@@ -136,15 +136,15 @@ fn status_field(name: &str) -> Result<u64, BoxError> {
     Ok(kib * 1024)
 }
 
-fn resident() -> Result<u64, BoxError> {
+pub fn resident() -> Result<u64, BoxError> {
     status_field("VmRSS:")
 }
 
-fn peak() -> Result<u64, BoxError> {
+pub fn peak() -> Result<u64, BoxError> {
     status_field("VmHWM:")
 }
 
-fn reset_peak() -> Result<(), BoxError> {
+pub fn reset_peak() -> Result<(), BoxError> {
     std::fs::write("/proc/self/clear_refs", "5")?;
     Ok(())
 }

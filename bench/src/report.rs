@@ -38,6 +38,8 @@ pub struct Results {
     pub stall: SnapshotStall,
     /// Memory beyond the state, measured in a fresh process.
     pub memory: crate::memory::MemoryUse,
+    /// Opening a store of the previous schema.
+    pub migration: crate::migration::MigrationResult,
     /// Tokens looked up per repetition.
     pub lookups: usize,
     /// Sync calls per commit, by `--probe` name, airomem first.
@@ -72,6 +74,7 @@ pub fn print(setting: &Setting, results: &Results) {
     lookup_table(&results.recovery).print();
     stall_table(&results.stall).print();
     memory_table(&results.memory).print();
+    migration_table(&results.migration, &results.memory).print();
     ratio_table(results).print();
     crate::comparison::print(results);
 }
@@ -200,6 +203,34 @@ fn memory_table(m: &crate::memory::MemoryUse) -> Table {
         mb(m.flood_transient),
         mb(m.queue_bound),
         "`max_pending_bytes` + one batch".into(),
+    ]);
+    table
+}
+
+/// A migrating open against the by-hand alternative, and its memory against a plain open's.
+fn migration_table(m: &crate::migration::MigrationResult, memory: &crate::memory::MemoryUse) -> Table {
+    let title = format!(
+        "Schema migration of the {}-command store (schema 1 `Sessions` -> schema 2, `From`), sealed with a snapshot",
+        number(m.records as f64)
+    );
+    let mut table = Table::new(&title, &["step", "time", "min–max", "÷ plain open + snapshot"]);
+    let row = |table: &mut Table, name: &str, s: Summary| {
+        table.row(vec![name.into(), seconds(s.median), range(s, seconds), ratio(s.median / m.plain_total.median)]);
+    };
+    row(&mut table, "plain `Store::open` (schema 1 types)", m.plain_open);
+    row(&mut table, "+ one `store.snapshot()`", m.plain_snapshot);
+    row(&mut table, "plain open + snapshot: the by-hand alternative", m.plain_total);
+    row(&mut table, "migrating open from the journal alone (replay, convert, seal)", m.migrate_journal);
+    row(&mut table, "migrating open from a schema-1 snapshot (decode, convert, seal)", m.migrate_snapshot);
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    table.row(vec![
+        format!(
+            "peak memory of the migrating open (journal alone), fresh process; schema-2 state left: {}",
+            mb(m.migrated_state)
+        ),
+        mb(m.migrate_peak),
+        format!("plain open's peak: {}", mb(memory.recovery_peak)),
+        ratio(m.migrate_peak as f64 / memory.recovery_peak.max(1) as f64),
     ]);
     table
 }
