@@ -192,3 +192,49 @@ fn a_migrating_open_can_be_interrupted_at_every_operation() {
     let failures: Vec<String> = (0..seeds).flat_map(run_seed).collect();
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A seal that fails (here the disk is full when its snapshot file is created) does not fail
+/// the open: the journal holds everything, the report says nothing was sealed, and the next
+/// open runs the chain again, as every open does without the `snapshot` feature, to the
+/// same state; then it seals.
+#[cfg(feature = "snapshot")]
+#[test]
+fn a_failed_seal_leaves_the_chain_to_run_again_at_the_next_open() {
+    let runtime = runtime();
+    let history = History { commands: 30, segment_size: 700, snapshots: 1, killed: false };
+    let (base, v1) = runtime.block_on(write_history(history));
+    let probe = base.process_crash();
+    probe.trace();
+    assert!(runtime.block_on(migrate(&probe, history)).opened);
+    let seal = probe
+        .traced()
+        .iter()
+        .find(|op| op.contains("create") && op.contains(".snapshot"))
+        .and_then(|op| op.trim_start_matches('#').split(' ').next()?.parse::<u64>().ok())
+        .expect("the migrating open creates a snapshot file");
+
+    let disk = base.process_crash();
+    disk.fail_at(seal, std::io::ErrorKind::StorageFull);
+    let options = || StoreOptions::default().storage(Arc::new(disk.clone())).segment_size(history.segment_size);
+    let migrated = TaggedLog::from(SeqLog { entries: v1.clone() });
+    runtime.block_on(async {
+        let store = Store::<TaggedLog, PostcardSerializer>::open_with(PostcardSerializer, DIR, options())
+            .await
+            .expect("a failed seal does not fail the open");
+        assert_eq!(store.recovery().sealed, None);
+        assert_eq!(store.recovery().migrations.len(), 1);
+        assert_eq!(*store.query().expect("query"), migrated);
+        let receipt = store.commit(append(7)).await.expect("commit");
+        store.close().await.expect("close");
+
+        let store = Store::<TaggedLog, PostcardSerializer>::open_with(PostcardSerializer, DIR, options())
+            .await
+            .expect("reopen");
+        let mut expected = migrated;
+        expected.entries.push(Tagged { seq: receipt.seq.0, value: 7, schema: 2 });
+        assert_eq!(*store.query().expect("query"), expected);
+        assert_eq!(store.recovery().migrations.len(), 1, "the chain ran again");
+        assert_eq!(store.recovery().sealed, Some(receipt.seq));
+        store.close().await.expect("close");
+    });
+}
