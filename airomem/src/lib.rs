@@ -51,6 +51,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! When the types change, bump [`State::SCHEMA_VERSION`], keep the released types in a
+//! frozen module and name them with [`State::previous`]: an open replays history written
+//! under each older schema with that schema's own types and `execute`, converts the state
+//! with `From` or `TryFrom`, and seals the result with a snapshot at the new schema
+//! ([`RecoveryReport::migrations`], [`Stats::oldest_schema_on_disk`]).
 
 /// The README's examples compile and run as doctests.
 #[cfg(doctest)]
