@@ -313,6 +313,8 @@ on_both_stores! {
     old_schemas_retire_once_no_file_needs_them_v3 => retire_v3,
     a_failed_conversion_changes_nothing => conversion_fails,
     older_types_refuse_a_migrated_store => downgrade_refused,
+    a_torn_tail_is_cut_before_the_migration => torn_tail_then_migration,
+    a_panicking_command_after_a_migration_rolls_back => rollback_after_migration,
 }
 
 /// The committed directory holds what the tests below assume: v1 segments of the right
@@ -652,6 +654,93 @@ async fn downgrade_refused<Z: Serializer + Copy>(serializer: Z, name: &str) {
         other => panic!("{name}: expected SchemaNewer, got {:?}", other.map(|_| ())),
     }
     assert_eq!(contents(&dir), before, "{name}: a refused open changes nothing");
+}
+
+/// A crash that tore the last v1 record: the open cuts it and converts the state holding
+/// every record before it, the same state v1 itself recovers.
+async fn torn_tail_then_migration<Z: Serializer + Copy>(serializer: Z, name: &str) {
+    let golden = expected(name);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = golden_copy(name, tmp.path());
+    segment_files::as_if_crashed(&dir);
+    let newest = segment_files::newest_segment(&dir);
+    let len = fs::metadata(&newest).expect("metadata").len();
+    fs::OpenOptions::new().write(true).open(&newest).expect("open segment").set_len(len - 3).expect("cut");
+
+    // What the release that wrote it recovers, from a second copy.
+    let reference = tmp.path().join("reference");
+    copy_dir(&dir, &reference);
+    let store: Store<v1::Sessions, Z> = open(serializer, &reference).await.expect("open under v1");
+    assert_eq!(store.recovery().torn_tail.as_ref().map(|t| t.records_lost), Some(1));
+    let v1_state = state(&store);
+    assert_ne!(v1_state, golden.state, "the last record changed the state");
+    store.close().await.expect("close");
+
+    let before_cut = Seq(golden.last_seq - 1);
+    let store: Store<v2::Sessions, Z> = open(serializer, &dir).await.expect("open under v2");
+    let report = store.recovery();
+    assert_eq!(report.torn_tail.as_ref().map(|t| t.records_lost), Some(1));
+    assert_eq!(report.migrations, [Migration { from: 1, to: 2, after: before_cut }]);
+    assert_eq!(report.sealed, cfg!(feature = "snapshot").then_some(before_cut));
+    assert_eq!(state(&store), v2::Sessions::from(v1_state));
+    let receipt = store.commit(v2::SessionsCommand::DeleteUser { user_id: BUSY_USER }).await.expect("commit");
+    assert_eq!(receipt.seq, before_cut.next(), "the cut record was never part of the store");
+}
+
+/// v2's types with a command that panics, to exercise the rollback of a migrated store.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+struct Panicky(v2::Sessions);
+
+/// The user whose `DeleteUser` panics under [`Panicky`].
+const PANICKING_USER: u64 = 999;
+
+impl From<v1::Sessions> for Panicky {
+    fn from(old: v1::Sessions) -> Self {
+        Panicky(v2::Sessions::from(old))
+    }
+}
+
+impl State for Panicky {
+    type Command = v2::SessionsCommand;
+    const SCHEMA_VERSION: u32 = 2;
+
+    fn execute(&mut self, command: v2::SessionsCommand) {
+        let panics = command == v2::SessionsCommand::DeleteUser { user_id: PANICKING_USER };
+        self.0.execute(command);
+        assert!(!panics, "{}", airomem_workspace::DELIBERATE_PANIC);
+    }
+
+    fn previous<Z: airomem::Serializer>() -> airomem::Previous<Self, Z> {
+        airomem::Previous::from::<v1::Sessions>()
+    }
+}
+
+/// A command that panics in a migrated store is rolled back by rebuilding the state: from
+/// the sealing snapshot, or (without snapshots) through the v1 history and the conversion
+/// again.
+async fn rollback_after_migration<Z: Serializer + Copy>(serializer: Z, name: &str) {
+    airomem_workspace::quiet_deliberate_panics();
+    let golden = expected(name);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = golden_copy(name, tmp.path());
+    let store: Store<Panicky, Z> = open(serializer, &dir).await.expect("open under v2");
+    store.commit(v2::SessionsCommand::DeleteUser { user_id: BUSY_USER }).await.expect("commit");
+    let before = state(&store);
+    match store.commit(v2::SessionsCommand::DeleteUser { user_id: PANICKING_USER }).await {
+        Err(Error::CommandPanicked { seq, .. }) => assert_eq!(seq, Seq(golden.last_seq + 2)),
+        other => panic!("{name}: expected CommandPanicked, got {other:?}"),
+    }
+    assert_eq!(state(&store), before, "{name}: rolled back");
+    store.commit(v2::SessionsCommand::DeleteUser { user_id: 1 }).await.expect("commit after the rollback");
+    let mut expected = v2::Sessions::from(golden.state);
+    expected.tokens.retain(|_, s| s.user_id != BUSY_USER && s.user_id != 1);
+    assert_eq!(state(&store).0, expected);
+    store.close().await.expect("close");
+
+    let store: Store<Panicky, Z> = open(serializer, &dir).await.expect("reopen under v2");
+    assert_eq!(state(&store).0, expected);
+    assert_eq!(store.recovery().records_skipped, 1, "the aborted command");
 }
 
 /// The frozen modules never change: each one's serialized shape is recorded.
