@@ -84,6 +84,32 @@ mod v2 {
     }
 }
 
+/// A variant appended after the others, with no new version: old bytes still mean what
+/// they meant, under postcard and JSON.
+mod appended {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Command {
+        Open { name: String },
+        Remove { id: u32 },
+        Rename { id: u32, to: Label },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Label(pub String);
+
+    #[derive(Serialize, Deserialize, Default)]
+    pub struct Accounts {
+        pub balances: Vec<(String, i64)>,
+    }
+
+    impl airomem::State for Accounts {
+        type Command = Command;
+        fn execute(&mut self, _: Command) {}
+    }
+}
+
 fn failure(check: impl FnOnce() -> SchemaCheck) -> String {
     match catch_unwind(AssertUnwindSafe(check)) {
         Ok(outcome) => panic!("the guard passed ({outcome:?}) although the shape changed without a new version"),
@@ -139,4 +165,15 @@ fn the_sessions_schema_is_recorded() {
         matches!(check, SchemaCheck::Unchanged) || std::env::var_os("CI").is_none(),
         "tests/schema/sessions.json must be committed: {check:?}"
     );
+}
+
+#[test]
+fn an_appended_variant_needs_no_new_version_and_is_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = recorded(tmp.path());
+    assert_eq!(assert_schema_recorded::<appended::Accounts>(&file), SchemaCheck::Extended { variants: 1 });
+    assert_eq!(assert_schema_recorded::<appended::Accounts>(&file), SchemaCheck::Unchanged);
+    // Taking the variant away again is a change like any other.
+    let message = failure(|| assert_schema_recorded::<v1::Accounts>(&file));
+    assert!(message.contains("Command: changed"), "{message}");
 }

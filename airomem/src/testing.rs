@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_reflection::{Format, Registry, Tracer, TracerConfig};
+use serde_reflection::{ContainerFormat, Format, Registry, Tracer, TracerConfig};
 
 use crate::State;
 
@@ -50,6 +50,14 @@ pub enum SchemaCheck {
         from: u32,
         /// The current version.
         to: u32,
+    },
+    /// The only change is variants appended at the end of enums (and the new types they
+    /// carry): old bytes still decode to what they meant, under postcard (variants are
+    /// numbered by position) and JSON (named) alike, so no new version is needed. The new
+    /// shape replaced the old one in the file. Commit the file.
+    Extended {
+        /// How many variants were appended.
+        variants: usize,
     },
 }
 
@@ -88,6 +96,12 @@ pub fn assert_schema_recorded<S: State>(file: impl AsRef<Path>) -> SchemaCheck {
         write(file, &current);
         return SchemaCheck::Updated { from, to };
     }
+    if recorded != current
+        && let Some(variants) = appended_variants(&recorded, &current)
+    {
+        write(file, &current);
+        return SchemaCheck::Extended { variants };
+    }
     if recorded != current {
         panic!(
             "the serialized shape of the state or its command changed, but State::SCHEMA_VERSION is still {to}.\n\
@@ -115,6 +129,31 @@ fn write(file: &Path, shape: &Shape) {
     let mut text = serde_json::to_string_pretty(shape).unwrap_or_else(|e| panic!("encoding the shape: {e}"));
     text.push('\n');
     std::fs::write(file, text).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+}
+
+/// If `current` differs from `recorded` only by variants appended to existing enums (and by
+/// types that did not exist before), how many variants; `None` for any other change.
+fn appended_variants(recorded: &Shape, current: &Shape) -> Option<usize> {
+    if recorded.state != current.state || recorded.command != current.command {
+        return None;
+    }
+    let mut appended = 0;
+    for (name, old) in &recorded.types {
+        let new = current.types.get(name)?;
+        if new == old {
+            continue;
+        }
+        let (ContainerFormat::Enum(old), ContainerFormat::Enum(new)) = (old, new) else { return None };
+        // Every old variant keeps its index, name and content; the new ones come after.
+        if new.len() <= old.len() || old.iter().any(|(index, variant)| new.get(index) != Some(variant)) {
+            return None;
+        }
+        if new.keys().filter(|i| !old.contains_key(i)).any(|&i| (i as usize) < old.len()) {
+            return None;
+        }
+        appended += new.len() - old.len();
+    }
+    (appended > 0).then_some(appended)
 }
 
 /// One line per type whose shape differs, was added or was removed.
