@@ -202,8 +202,9 @@ fn main() -> Result<(), BoxError> {
     eprintln!("dataset: {} commands", plan.recovery_records);
     let data = Dataset::new(plan.recovery_records, plan.lookups);
     let recovery = runtime.block_on(recovery::run(dir, &data, plan.tail, plan.segment_size))?;
-    let memory = memory::measure(&dir.join("recovery-journal"), plan.segment_size)?;
+    // Before the memory child, which snapshots and commits into the store it is given.
     let migration = migration::run(&runtime, &dir.join("recovery-journal"), dir, plan.segment_size)?;
+    let memory = memory::measure(&dir.join("recovery-journal"), plan.segment_size)?;
     std::fs::remove_dir_all(dir.join("recovery"))?;
     std::fs::remove_dir_all(dir.join("recovery-journal"))?;
     let mut peers = Vec::with_capacity(PeerKind::ALL.len());

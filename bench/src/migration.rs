@@ -94,6 +94,15 @@ pub fn run(
     segment_size: u64,
 ) -> Result<MigrationResult, BoxError> {
     eprintln!("migration: plain open + snapshot vs migrating opens, {REPETITIONS} runs each");
+    let snapshots = std::fs::read_dir(journal_store)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))
+        .count();
+    if snapshots > 0 {
+        return Err(
+            format!("{} holds {snapshots} snapshot(s): not a journal-only store", journal_store.display()).into()
+        );
+    }
     let options = || StoreOptions::default().segment_size(segment_size);
     let secs = |d: Duration| d.as_secs_f64();
     let (mut plain_open, mut plain_snapshot, mut plain_total) = (Vec::new(), Vec::new(), Vec::new());
