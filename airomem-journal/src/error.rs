@@ -197,6 +197,11 @@ pub enum Corruption {
     UnknownKind(u8),
     /// An abort marker's payload is not a sequence number.
     BadAbortMarker,
+    /// The records end inside an atomic unit: its last command is missing.
+    UnfinishedUnit {
+        /// The unit's first command.
+        first: Seq,
+    },
     /// The segment's records end here (the rest is zeros, or nothing), but the journal head
     /// records that records up to a later sequence number were synced.
     SyncedRecordsMissing {
@@ -226,6 +231,9 @@ impl fmt::Display for Corruption {
             Corruption::SequenceOutOfOrder { found } => write!(f, "found record {found} instead"),
             Corruption::UnknownKind(kind) => write!(f, "unknown record kind {kind:#04x}"),
             Corruption::BadAbortMarker => f.write_str("malformed abort marker"),
+            Corruption::UnfinishedUnit { first } => {
+                write!(f, "the records end inside the atomic unit that starts at {first}")
+            }
             Corruption::SyncedRecordsMissing { synced_through } => {
                 write!(
                     f,

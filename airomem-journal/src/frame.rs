@@ -7,7 +7,8 @@
 //!  8     8    sequence number, u64 LE
 //! 16     8    commit time, nanoseconds since the Unix epoch, u64 LE
 //! 24     1    kind: low bits the record type, bit 6 set on the first record of a batch,
-//!             bit 7 on the last
+//!             bit 7 on the last, bit 5 on a command whose atomic unit goes on with the
+//!             next record (every command of a unit but its last)
 //! 25     n    payload
 //! ```
 
@@ -26,6 +27,8 @@ const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);
 
 const BATCH_START: u8 = 0x40;
 const BATCH_END: u8 = 0x80;
+const UNIT_NEXT: u8 = 0x20;
+const FLAGS: u8 = BATCH_START | BATCH_END | UNIT_NEXT;
 
 /// Where a record sits in the batch it was written with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,6 +90,9 @@ pub struct Frame {
     pub batch_start: bool,
     /// Whether this is the last record of a batch written with one write.
     pub batch_end: bool,
+    /// Whether the next record belongs to the same atomic unit as this one (a command of a
+    /// unit, not its last).
+    pub unit_next: bool,
     /// The payload's position in the segment.
     pub payload: std::ops::Range<usize>,
 }
@@ -124,6 +130,14 @@ pub fn set_batch_end(buf: &mut [u8], offset: usize) {
     buf[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Marks the record that starts at `offset` in `buf` as continuing into the next one, in one
+/// atomic unit, fixing its checksum.
+pub fn set_unit_next(buf: &mut [u8], offset: usize) {
+    buf[offset + 24] |= UNIT_NEXT;
+    let crc = checksum(&buf[offset..]);
+    buf[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// The checksum of the record that starts at `record[0]` and ends at `record.len()`.
 fn checksum(record: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..])
@@ -154,8 +168,11 @@ pub fn decode(buf: &[u8], offset: usize) -> Result<Frame, Corruption> {
         return Err(Corruption::Checksum { stored, computed });
     }
     let kind_byte = header[24];
-    let kind =
-        RecordKind::from_bits(kind_byte & !(BATCH_START | BATCH_END)).ok_or(Corruption::UnknownKind(kind_byte))?;
+    let kind = RecordKind::from_bits(kind_byte & !FLAGS).ok_or(Corruption::UnknownKind(kind_byte))?;
+    // Only commands form units: a marker that says otherwise was not written by airomem.
+    if kind != RecordKind::Command && kind_byte & UNIT_NEXT != 0 {
+        return Err(Corruption::UnknownKind(kind_byte));
+    }
     Ok(Frame {
         offset,
         seq: Seq(read_u64(header, 8)),
@@ -163,6 +180,7 @@ pub fn decode(buf: &[u8], offset: usize) -> Result<Frame, Corruption> {
         kind,
         batch_start: kind_byte & BATCH_START != 0,
         batch_end: kind_byte & BATCH_END != 0,
+        unit_next: kind_byte & UNIT_NEXT != 0,
         payload: offset + FRAME_HEADER_LEN..end,
     })
 }
@@ -177,9 +195,10 @@ pub fn peek(buf: &[u8], offset: usize) -> Frame {
         offset,
         seq: Seq(read_u64(header, 8)),
         unix_nanos: read_u64(header, 16),
-        kind: RecordKind::from_bits(kind_byte & !(BATCH_START | BATCH_END)).expect("peek reads verified records only"),
+        kind: RecordKind::from_bits(kind_byte & !FLAGS).expect("peek reads verified records only"),
         batch_start: kind_byte & BATCH_START != 0,
         batch_end: kind_byte & BATCH_END != 0,
+        unit_next: kind_byte & UNIT_NEXT != 0,
         payload: offset + FRAME_HEADER_LEN..offset + FRAME_HEADER_LEN + len,
     };
     debug_assert_eq!(decode(buf, offset).as_ref(), Ok(&frame), "peek reads verified records only");

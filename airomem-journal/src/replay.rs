@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{JournalConfig, SyncMode};
 use crate::error::Corruption;
-use crate::frame::RecordKind;
+use crate::frame::{Frame, RecordKind};
 use crate::head::Watermark;
 use crate::scan::{AfterDamage, SegmentScan, could_be_abort_marker};
 use crate::{JournalError, segment};
@@ -219,7 +219,7 @@ pub fn replay<E>(
         let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
         outcome.segments_read += 1;
         outcome.bytes_read += bytes.len() as u64;
-        let scan = SegmentScan::read(&path, &bytes)?;
+        let mut scan = SegmentScan::read(&path, &bytes)?;
         check_header(config, &path, &scan, first)?;
         let version = scan.header.schema_version;
         if let Some((previous_file, previous)) = previous.take().filter(|&(_, v)| version < v) {
@@ -231,7 +231,13 @@ pub fn replay<E>(
         }
         let mut file_len = bytes.len() as u64;
         let mut final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
-        if let Some((offset, kind)) = scan.damage.clone() {
+        let damage = match (scan.damage.clone(), scan.open_unit) {
+            (Some(damage), _) => Some(damage),
+            // Whole records end inside an atomic unit: its last command never got there.
+            (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
+            (None, None) => None,
+        };
+        if let Some((offset, kind)) = damage {
             let seq = scan.next_seq();
             let judged = if newest {
                 judge(&bytes, offset, &kind, seq, range.from, watermark)
@@ -240,11 +246,17 @@ pub fn replay<E>(
             };
             match (judged, repair.as_deref_mut()) {
                 (Ok(after), Some(repair)) => {
-                    let records_lost = after.highest_seq.map_or(1, |h| h.0 - seq.0 + 1);
-                    repair.torn_tail = Some(plan_cut(config, &path, &bytes, offset, kind, records_lost));
-                    repair.cut = Some(bytes[offset..].to_vec());
-                    file_len = offset as u64;
-                    final_batch = final_batch_after_cut(&scan, &bytes, offset, &after);
+                    // A unit is applied whole or not at all: the part of it before the damage
+                    // goes with it. It was in the batch being written, like the damage.
+                    let (cut, first_lost) = scan.open_unit.unwrap_or((offset, seq));
+                    let records_lost = after.highest_seq.map_or(seq.0, |h| h.0.max(seq.0)) - first_lost.0 + 1;
+                    if cut < scan.valid_len {
+                        scan = SegmentScan::read(&path, &bytes[..cut])?;
+                    }
+                    repair.torn_tail = Some(plan_cut(config, &path, &bytes, cut, kind, records_lost));
+                    repair.cut = Some(bytes[cut..].to_vec());
+                    file_len = cut as u64;
+                    final_batch = final_batch_after_cut(&scan, &bytes, cut, &after);
                 }
                 (judged, _) => {
                     let why = judged.err().unwrap_or("nothing may be repaired");
@@ -261,30 +273,49 @@ pub fn replay<E>(
             return Err(JournalError::Corrupt { file: path, offset, seq, kind }.into());
         }
 
+        // Aborts are rare: skip the lookups (a hash per record) when there are none.
+        let cancelled = |seq: Seq| {
+            (!scan.aborted.is_empty() && scan.aborted.contains(&seq))
+                || (!range.skip.is_empty() && range.skip.contains(&seq))
+        };
+        // The commands of one run: a lone command, or an atomic unit gathered up to its last.
+        let mut run: Vec<Frame> = Vec::new();
         for frame in scan.frames(&bytes) {
             outcome.last_nanos = outcome.last_nanos.max(frame.unix_nanos);
-            if frame.kind != RecordKind::Command || frame.seq < range.from {
+            if frame.kind != RecordKind::Command {
                 continue;
             }
-            if range.until.is_some_and(|until| frame.seq > until) {
+            let ends_run = !frame.unit_next;
+            run.push(frame);
+            if !ends_run {
+                continue;
+            }
+            let (first, last) = (run[0].seq, run[run.len() - 1].seq);
+            if first < range.from {
+                run.clear();
+                continue;
+            }
+            if range.until.is_some_and(|until| last > until) {
                 break;
             }
-            // Aborts are rare: skip the lookups (a hash per record) when there are none.
-            let aborted = !scan.aborted.is_empty() && scan.aborted.contains(&frame.seq);
-            if aborted || (!range.skip.is_empty() && range.skip.contains(&frame.seq)) {
-                outcome.records_skipped += 1;
-                continue;
+            // One cancelled command of a unit cancels all of it.
+            let skipped = run.iter().any(|f| cancelled(f.seq));
+            for frame in run.drain(..) {
+                if skipped {
+                    outcome.records_skipped += 1;
+                    continue;
+                }
+                visit(Record {
+                    seq: frame.seq,
+                    segment: &path,
+                    schema_version: version,
+                    unix_nanos: frame.unix_nanos,
+                    payload: &bytes[frame.payload.clone()],
+                    in_final_batch: frame.seq >= final_batch,
+                })
+                .map_err(ReplayError::Visit)?;
+                outcome.records_replayed += 1;
             }
-            visit(Record {
-                seq: frame.seq,
-                segment: &path,
-                schema_version: version,
-                unix_nanos: frame.unix_nanos,
-                payload: &bytes[frame.payload.clone()],
-                in_final_batch: frame.seq >= final_batch,
-            })
-            .map_err(ReplayError::Visit)?;
-            outcome.records_replayed += 1;
         }
         expected = Some(scan.next_seq());
         outcome.next_seq = scan.next_seq();

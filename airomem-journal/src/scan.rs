@@ -39,6 +39,9 @@ pub struct SegmentScan {
     pub last_command: Option<Frame>,
     /// The offset of the first record that did not verify, and why.
     pub damage: Option<(usize, Corruption)>,
+    /// If the verified records end inside an atomic unit (its last command is missing): the
+    /// offset and sequence number of the unit's first command.
+    pub open_unit: Option<(usize, Seq)>,
 }
 
 impl SegmentScan {
@@ -54,6 +57,7 @@ impl SegmentScan {
             final_batch_start: header.first_seq,
             last_command: None,
             damage: None,
+            open_unit: None,
         };
         // The two newest ends of command batches seen: the last batch starts after the older
         // one if the newest command ends a batch, after the newer one otherwise.
@@ -70,6 +74,11 @@ impl SegmentScan {
                             if f.batch_end {
                                 (older_end, newer_end) = (newer_end, Some(f.seq));
                             }
+                            scan.open_unit = match (scan.open_unit, f.unit_next) {
+                                (_, false) => None,
+                                (None, true) => Some((f.offset, f.seq)),
+                                (open, true) => open,
+                            };
                             scan.last_command = Some(f.clone());
                         }
                     }

@@ -178,6 +178,16 @@ impl JournalWriter {
         Ok(seq)
     }
 
+    /// Marks the command pushed last as going on with the next one: both belong to one
+    /// atomic unit, which replay applies whole or not at all, and of which a torn write never
+    /// leaves a part. Push a unit's commands one after the other, calling this after each but
+    /// the last; the batch must not end between them.
+    pub fn continue_unit(&mut self) {
+        if let Some(at) = self.last_frame {
+            frame::set_unit_next(&mut self.batch, at);
+        }
+    }
+
     /// Bytes in the current batch so far.
     pub fn batch_len(&self) -> usize {
         self.batch.len()

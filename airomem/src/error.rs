@@ -214,6 +214,23 @@ pub enum Error {
         /// The newest journal segment, if there is one.
         newest_segment: Option<PathBuf>,
     },
+    /// [`crate::Store::commit_all`] was given no command.
+    #[error("an atomic unit must hold at least one command")]
+    EmptyUnit,
+    /// An atomic unit is larger than the store's whole queue (`max_pending_bytes`), so it
+    /// could never be admitted at once. Nothing was written. Split it, or raise the limit.
+    #[error(
+        "an atomic unit of {commands} commands takes {bytes} bytes, more than max_pending_bytes ({limit}); split it \
+         or raise the limit"
+    )]
+    UnitTooLarge {
+        /// Commands in the unit.
+        commands: usize,
+        /// Its encoded size, with the per-command overhead counted against the limit.
+        bytes: u64,
+        /// `max_pending_bytes`.
+        limit: u64,
+    },
     /// The closure given to `commit_with` panicked. The command itself was committed.
     #[error("the query passed to commit_with panicked; the command itself was committed")]
     QueryPanicked,

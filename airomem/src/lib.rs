@@ -87,7 +87,7 @@ pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
 pub use options::{Durability, StoreOptions};
 pub use stats::{Migration, RecoveryReport, Stats};
-pub use store::{Committed, Query, Store};
+pub use store::{Committed, CommittedUnit, Query, Store};
 
 /// The snapshot crate, for tools that inspect snapshot files directly.
 #[cfg(feature = "snapshot")]

@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 use crate::rebuild::recover;
 use crate::stats::Counters;
-use crate::writer::{Message, Reply, Request, Shared, Stopped, Writer};
+use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
 use crate::{Error, RecoveryReport, Stats, StoreOptions};
 
 const LOCK_FILE: &str = "airomem.lock";
@@ -63,6 +63,30 @@ pub struct Committed {
     /// Its recorded commit time, nanoseconds since the Unix epoch; what
     /// [`crate::CommitContext::current`] told the command.
     pub unix_nanos: u64,
+}
+
+/// The receipt of an atomic unit ([`Store::commit_all`]): its commands got the consecutive
+/// sequence numbers `first..=last` and one commit time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommittedUnit {
+    /// The unit's first command.
+    pub first: Seq,
+    /// Its last command.
+    pub last: Seq,
+    /// Their recorded commit time, nanoseconds since the Unix epoch.
+    pub unix_nanos: u64,
+}
+
+impl CommittedUnit {
+    /// How many commands the unit holds.
+    pub fn len(&self) -> u64 {
+        self.last.0 - self.first.0 + 1
+    }
+
+    /// Never: a unit holds at least one command.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 impl Committed {
@@ -297,6 +321,78 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         self.receive(rx).await
     }
 
+    /// Commits `commands` as one atomic unit: they get consecutive sequence numbers, are
+    /// journaled in one batch and made durable together (per the store's
+    /// [`crate::Durability`]), and are applied in order under one write lock, so a reader
+    /// sees all of them or none. Recovery after any crash replays all of them or none, never
+    /// a part. If one panics, the whole unit is rolled back and the caller gets
+    /// [`Error::CommandPanicked`] naming it.
+    ///
+    /// The unit as a whole is subject to back-pressure: it waits until its encoded size fits
+    /// under `max_pending_bytes`, and one larger than that is refused with
+    /// [`Error::UnitTooLarge`]; an empty one with [`Error::EmptyUnit`]. Cancellation is as for
+    /// [`Store::commit`], for the whole unit.
+    pub async fn commit_all(&self, commands: impl IntoIterator<Item = S::Command>) -> Result<CommittedUnit, Error> {
+        let (tx, rx) = oneshot::channel();
+        let _in_flight = InFlight::enter(&self.inner.shared);
+        self.send_unit(commands, Reply::Unit(tx)).await?;
+        self.receive(rx).await
+    }
+
+    /// Commits `commands` as one atomic unit ([`Store::commit_all`]) and runs `query` on
+    /// the state right after the last of them, under the same lock.
+    pub async fn commit_all_with<R, Q>(
+        &self,
+        commands: impl IntoIterator<Item = S::Command>,
+        query: Q,
+    ) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        Q: FnOnce(&S) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
+            let result = match outcome {
+                Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
+                    .map_err(|_| Error::QueryPanicked),
+                Err(e) => Err(e),
+            };
+            Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
+        }));
+        let _in_flight = InFlight::enter(&self.inner.shared);
+        self.send_unit(commands, reply).await?;
+        self.receive(rx).await
+    }
+
+    async fn send_unit(&self, commands: impl IntoIterator<Item = S::Command>, reply: Reply<S>) -> Result<(), Error> {
+        let serializer = &*self.inner.serializer;
+        let mut unit = Vec::new();
+        let mut bytes = 0usize;
+        for command in commands {
+            let mut payload = Vec::new();
+            serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
+            drop(command);
+            if payload.len() > MAX_PAYLOAD_LEN {
+                return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
+            }
+            let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
+            bytes += payload.len() + REQUEST_OVERHEAD;
+            unit.push((payload, command));
+        }
+        if unit.is_empty() {
+            return Err(Error::EmptyUnit);
+        }
+        let limit = u64::from(self.inner.max_pending);
+        if bytes as u64 > limit {
+            return Err(Error::UnitTooLarge { commands: unit.len(), bytes: bytes as u64, limit });
+        }
+        let permit =
+            Arc::clone(&self.inner.pending).acquire_many_owned(bytes as u32).await.map_err(|_| Error::Closed)?;
+        let request = Request { commands: Commands::Unit(unit), reply, _permit: permit };
+        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        self.post(Message::Commit(request))
+    }
+
     /// Waits for a commit's outcome. A lone commit polls for it while the disk is fast
     /// enough (see [`StoreOptions::spin_limit`]); everything else sleeps until woken.
     async fn receive<T>(&self, mut rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
@@ -342,7 +438,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
-        let request = Request { payload, command, reply, _permit: permit };
+        let request = Request { commands: Commands::One(payload, command), reply, _permit: permit };
         self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
         self.post(Message::Commit(request))
     }

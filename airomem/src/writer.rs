@@ -19,7 +19,7 @@ use crate::execute::execute;
 use crate::health::Health;
 use crate::rebuild::rebuild;
 use crate::stats::Counters;
-use crate::{Committed, Durability, Error};
+use crate::{Committed, CommittedUnit, Durability, Error};
 
 /// What the writer shares with the `Store` handles.
 pub(crate) struct Shared<S> {
@@ -52,6 +52,8 @@ impl<S> Shared<S> {
 /// How the caller of one commit hears of its outcome.
 pub(crate) enum Reply<S> {
     Receipt(oneshot::Sender<Result<Committed, Error>>),
+    /// The receipt of an atomic unit.
+    Unit(oneshot::Sender<Result<CommittedUnit, Error>>),
     /// Runs under the write lock right after the command, so it sees the state exactly as
     /// the command left it.
     Query(QueryReply<S>),
@@ -72,7 +74,18 @@ impl<S> Reply<S> {
     fn prepare_failure(self, error: Error) -> Outcome {
         match self {
             Reply::Receipt(tx) => Outcome::Receipt(tx, Err(error)),
+            Reply::Unit(tx) => Outcome::Unit(tx, Err(error)),
             Reply::Query(f) => Outcome::Deliver(f(Err(error))),
+        }
+    }
+
+    /// The outcome of a request whose commands all succeeded: `first..=last`.
+    fn prepare_success(self, state: &S, first: Seq, last: Seq, unix_nanos: u64) -> Outcome {
+        let committed = Committed { seq: last, unix_nanos };
+        match self {
+            Reply::Receipt(tx) => Outcome::Receipt(tx, Ok(committed)),
+            Reply::Unit(tx) => Outcome::Unit(tx, Ok(CommittedUnit { first, last, unix_nanos })),
+            Reply::Query(f) => Outcome::Deliver(f(Ok((state, committed)))),
         }
     }
 }
@@ -81,6 +94,7 @@ impl<S> Reply<S> {
 /// updated, so that `stats()` read by an answered caller includes its command.
 pub(crate) enum Outcome {
     Receipt(oneshot::Sender<Result<Committed, Error>>, Result<Committed, Error>),
+    Unit(oneshot::Sender<Result<CommittedUnit, Error>>, Result<CommittedUnit, Error>),
     Deliver(Deliver),
 }
 
@@ -88,17 +102,40 @@ impl Outcome {
     fn deliver(self) {
         match self {
             Outcome::Receipt(tx, result) => drop(tx.send(result)),
+            Outcome::Unit(tx, result) => drop(tx.send(result)),
             Outcome::Deliver(deliver) => deliver(),
         }
     }
 }
 
 pub(crate) struct Request<S: State> {
-    pub payload: Vec<u8>,
-    pub command: S::Command,
+    pub commands: Commands<S::Command>,
     pub reply: Reply<S>,
     /// Back-pressure: released when the writer is done with the request.
     pub _permit: OwnedSemaphorePermit,
+}
+
+/// What a request commits: one command, or an atomic unit of several, each with the bytes
+/// it is journaled as.
+pub(crate) enum Commands<C> {
+    One(Vec<u8>, C),
+    Unit(Vec<(Vec<u8>, C)>),
+}
+
+impl<C> Commands<C> {
+    fn bytes(&self) -> usize {
+        match self {
+            Commands::One(payload, _) => payload.len(),
+            Commands::Unit(unit) => unit.iter().map(|(payload, _)| payload.len()).sum(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Commands::One(..) => 1,
+            Commands::Unit(unit) => unit.len(),
+        }
+    }
 }
 
 pub(crate) enum Message<S: State> {
@@ -212,14 +249,15 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         while let Some(message) = self.next_message() {
             match message {
                 Message::Commit(request) => {
-                    self.pacing.batch_bytes = request.payload.len();
+                    self.pacing.batch_bytes = request.commands.bytes();
                     batch.push(request);
                     self.fill(&mut batch);
                     self.linger(&mut batch);
                     let bytes = self.journal.counters().bytes;
-                    let commands = batch.len() as u64;
+                    let requests = batch.len() as u64;
+                    let commands = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
                     self.commit_batch(&mut batch, &mut outcomes);
-                    self.expect_next(commands);
+                    self.expect_next(requests);
                     #[cfg(feature = "snapshot")]
                     // `|`, not `||`: the trigger counts every batch, and the flag is reset either way.
                     if self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
@@ -335,8 +373,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     /// Adds a commit to the batch if it fits; otherwise keeps the message for next time.
     fn add(&mut self, batch: &mut Vec<Request<S>>, message: Message<S>) -> bool {
         match message {
-            Message::Commit(request) if self.pacing.batch_bytes + request.payload.len() <= self.max_batch_bytes => {
-                self.pacing.batch_bytes += request.payload.len();
+            Message::Commit(request) if self.pacing.batch_bytes + request.commands.bytes() <= self.max_batch_bytes => {
+                self.pacing.batch_bytes += request.commands.bytes();
                 batch.push(request);
                 true
             }
@@ -395,13 +433,16 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             }
         };
 
-        let first_seq = Seq(self.journal.next_seq().0 - batch.len() as u64);
-        let mut aborted = 0;
+        let total = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
+        let mut next = Seq(self.journal.next_seq().0 - total);
+        let (mut commits, mut aborted) = (0, 0);
         {
             let shared = Arc::clone(&self.shared);
             let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (i, request) in batch.drain(..).enumerate() {
-                let committed = Committed { seq: Seq(first_seq.0 + i as u64), unix_nanos };
+            for request in batch.drain(..) {
+                let first = next;
+                let count = request.commands.len() as u64;
+                next = Seq(first.0 + count);
                 if let Err(error) = shared.health.check_read() {
                     // The state could not be rebuilt after an earlier command of this batch
                     // panicked: executing more commands on it, or computing `commit_with`
@@ -410,27 +451,34 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     outcomes.push(request.reply.prepare_failure(error));
                     continue;
                 }
-                let context = CommitContext { seq: committed.seq, unix_nanos };
-                match execute(&mut *state, request.command, context) {
-                    Ok(()) => outcomes.push(match request.reply {
-                        Reply::Receipt(tx) => Outcome::Receipt(tx, Ok(committed)),
-                        Reply::Query(f) => Outcome::Deliver(f(Ok((&*state, committed)))),
-                    }),
-                    Err(message) => {
-                        aborted += 1;
-                        warn!(
-                            seq = committed.seq.0,
-                            message, "command panicked; aborting it and rolling the state back"
-                        );
-                        self.abort(&mut state, committed.seq);
-                        outcomes.push(
-                            request.reply.prepare_failure(Error::CommandPanicked { seq: committed.seq, message }),
-                        );
+                let commands = match request.commands {
+                    Commands::One(_, command) => vec![command],
+                    Commands::Unit(unit) => unit.into_iter().map(|(_, command)| command).collect(),
+                };
+                // The unit's commands run in order under this one write lock, so no reader
+                // sees a part of it; the first that panics rolls all of them back.
+                let mut panicked = None;
+                for (i, command) in commands.into_iter().enumerate() {
+                    let seq = Seq(first.0 + i as u64);
+                    if let Err(message) = execute(&mut *state, command, CommitContext { seq, unix_nanos }) {
+                        panicked = Some((seq, message));
+                        break;
+                    }
+                }
+                match panicked {
+                    None => {
+                        commits += count;
+                        outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
+                    }
+                    Some((seq, message)) => {
+                        aborted += count;
+                        warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
+                        self.abort(&mut state, first, seq);
+                        outcomes.push(request.reply.prepare_failure(Error::CommandPanicked { seq, message }));
                     }
                 }
             }
         }
-        let commits = outcomes.len() as u64 - aborted;
         self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
         for outcome in outcomes.drain(..) {
             outcome.deliver();
@@ -441,7 +489,19 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     fn write(&mut self, batch: &[Request<S>]) -> Result<u64, airomem_journal::JournalError> {
         let unix_nanos = self.journal.begin_batch()?;
         for request in batch {
-            self.journal.push(&request.payload)?;
+            match &request.commands {
+                Commands::One(payload, _) => {
+                    self.journal.push(payload)?;
+                }
+                Commands::Unit(unit) => {
+                    for (i, (payload, _)) in unit.iter().enumerate() {
+                        self.journal.push(payload)?;
+                        if i + 1 < unit.len() {
+                            self.journal.continue_unit();
+                        }
+                    }
+                }
+            }
         }
         self.journal.write_batch()?;
         match self.durability {
@@ -449,7 +509,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             Durability::Periodic(interval) if self.pacing.last_sync.elapsed() >= interval => self.sync()?,
             Durability::Periodic(_) | Durability::OsBuffered => {}
         }
-        debug!(commands = batch.len(), first_seq = self.journal.next_seq().0 - batch.len() as u64, "batch written");
+        debug!(requests = batch.len(), next_seq = self.journal.next_seq().0, "batch written");
         Ok(unix_nanos)
     }
 
@@ -472,15 +532,17 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         }
     }
 
-    /// Journals an abort marker for `seq` and rebuilds the state without it, holding the
-    /// write lock throughout so that no reader sees the half-applied command.
-    fn abort(&mut self, state: &mut S, seq: Seq) {
+    /// Journals an abort marker for `seq`, which panicked, and rebuilds the state as it was
+    /// before `first`, the first command of its request (itself, or the start of its atomic
+    /// unit: one aborted command cancels its whole unit, in replay too), holding the write
+    /// lock throughout so that no reader sees a half-applied request.
+    fn abort(&mut self, state: &mut S, first: Seq, seq: Seq) {
         self.aborted.insert(seq);
         if let Err(e) = self.journal.append_abort(seq) {
             // The command stays in the final batch on disk, so recovery aborts it.
             self.poison(e);
         }
-        let until = Seq(seq.0 - 1);
+        let until = Seq(first.0 - 1);
         let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
             Ok((rebuilt, replayed)) => {
