@@ -4,7 +4,8 @@
 //! SIGKILL after a delay between 0 and 50 ms (landing during open and recovery, during
 //! commits, and with the `snapshot` feature during snapshot writing), then reopens the store
 //! and checks that no acknowledged command was lost and that what survived is exactly a
-//! prefix of each writer's sequence.
+//! prefix of each writer's sequence. Half the writers commit atomic units of
+//! [`UNIT`] commands ([`Store::commit_all`]): each must survive whole or not at all.
 //!
 //! `AIROMEM_CRASH_CYCLES` sets the number of cycles (default 1,000).
 //!
@@ -26,6 +27,13 @@ const WRITERS: u64 = 4;
 /// Values encode who wrote them: cycle, writer, and the writer's own counter.
 const CYCLE_STRIDE: u64 = 1 << 40;
 const WRITER_STRIDE: u64 = 1 << 32;
+/// Commands per atomic unit of the writers that commit units (the odd ones).
+const UNIT: u64 = 4;
+
+/// How many commands writer `writer` commits at once: one, or a unit.
+fn unit_of(writer: u64) -> u64 {
+    if writer % 2 == 1 { UNIT } else { 1 }
+}
 
 fn options() -> StoreOptions {
     let options = StoreOptions::default().segment_size(16 * 1024);
@@ -50,11 +58,18 @@ fn crash_child_entry() {
         for writer in 0..WRITERS {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let value = cycle * CYCLE_STRIDE + writer * WRITER_STRIDE + i;
-                    store.commit(value).await.expect("child commit");
+                let unit = unit_of(writer);
+                for i in (0..).step_by(unit as usize) {
+                    let first = cycle * CYCLE_STRIDE + writer * WRITER_STRIDE + i;
+                    if unit == 1 {
+                        store.commit(first).await.expect("child commit");
+                    } else {
+                        store.commit_all(first..first + unit).await.expect("child commit_all");
+                    }
                     // println! locks stdout per line, so lines from writers never interleave.
-                    println!("{value}");
+                    for value in first..first + unit {
+                        println!("{value}");
+                    }
                 }
             }));
         }
@@ -138,11 +153,16 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_command() {
             assert_eq!(*count, i, "cycle {cycle}: writer {writer}'s commands are not a prefix");
             *count += 1;
         }
+        for (writer, &present) in &written {
+            let unit = unit_of(*writer);
+            assert_eq!(present % unit, 0, "cycle {cycle}: writer {writer}'s last unit survived in part: {present}");
+        }
         for (writer, &acked) in &acked {
             let present = written.get(writer).copied().unwrap_or(0);
-            // Each writer has at most one command in flight beyond what it saw acknowledged.
+            // Each writer has at most one command (or unit) in flight beyond what it saw
+            // acknowledged.
             assert!(
-                present >= acked && present <= acked + 1,
+                present >= acked && present <= acked + unit_of(*writer),
                 "cycle {cycle}: writer {writer} had {acked} acknowledged, {present} recovered"
             );
         }
