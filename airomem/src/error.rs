@@ -231,6 +231,20 @@ pub enum Error {
         /// `max_pending_bytes`.
         limit: u64,
     },
+    /// [`crate::Store::import`] stopped at a command that failed. The commands before it
+    /// in the input, and any after it that were already handed over, were committed or not
+    /// as `committed` counts.
+    #[error("the import stopped at command {failed_at} of its input, with {committed} committed: {source}")]
+    ImportStopped {
+        /// The failed command's index in the input (0 for the first).
+        failed_at: u64,
+        /// Commands committed by the import.
+        committed: u64,
+        /// The sequence number of the last of them.
+        last: Option<Seq>,
+        /// Why the command failed.
+        source: Box<Error>,
+    },
     /// The closure given to `commit_with` panicked. The command itself was committed.
     #[error("the query passed to commit_with panicked; the command itself was committed")]
     QueryPanicked,

@@ -418,14 +418,14 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     /// Why the writer is no longer there to answer: it panicked, or the store was closed.
-    fn gone(&self) -> Error {
+    pub(crate) fn gone(&self) -> Error {
         match self.inner.shared.health.check_read() {
             Err(e @ Error::WriterPanicked { .. }) => e,
             _ => Error::Closed,
         }
     }
 
-    async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
+    pub(crate) async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
         let serializer = &*self.inner.serializer;
         let mut payload = Vec::new();
         serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
