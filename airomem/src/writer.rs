@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 /// The longest a batch waits for expected callers, whatever the disk.
 const MAX_LINGER: Duration = Duration::from_micros(500);
+/// How long either side of a lone commit polls when no sync is awaited (`OsBuffered`,
+/// `Periodic`): the round trip is then a write into the page cache, a few microseconds, and
+/// a lone committer is back well within this.
+const BUFFERED_SPIN: Duration = Duration::from_micros(50);
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalWriter};
@@ -211,6 +215,11 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         prune: Arc<std::sync::Mutex<()>>,
         #[cfg(feature = "snapshot")] snapshotter: crate::snapshots::Snapshotter,
     ) -> Self {
+        if options.durability != Durability::Fsync {
+            // No sync stands between a lone commit and its receipt (see `sync` for `Fsync`).
+            let spin = BUFFERED_SPIN.min(options.spin_limit).as_nanos() as u64;
+            shared.spin_nanos.store(spin, Ordering::Relaxed);
+        }
         Writer {
             journal,
             config,
@@ -292,6 +301,24 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         if let Some(message) = self.carry.take() {
             return Some(message);
         }
+        if self.pacing.expected <= 1 {
+            // A lone committer comes back within microseconds of its receipt when it polls
+            // for it; catching it here saves waking this thread. With more callers, polling
+            // here would take the CPU they need to come back.
+            let spin = match self.durability {
+                Durability::Fsync => self.pacing.last_sync_took,
+                Durability::Periodic(_) | Durability::OsBuffered => BUFFERED_SPIN,
+            }
+            .min(self.spin_limit);
+            let started = Instant::now();
+            while started.elapsed() < spin {
+                match self.rx.try_recv() {
+                    Ok(message) => return Some(message),
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+        }
         if let Durability::Periodic(interval) = self.durability {
             // Nothing unsynced (or nothing more that can be synced, once poisoned): nothing to
             // wake up for until the next message.
@@ -304,20 +331,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 }
             }
             return self.rx.recv().ok();
-        }
-        if self.durability == Durability::Fsync && self.pacing.expected <= 1 {
-            // A lone committer comes back within microseconds of its receipt when it polls
-            // for it; catching it here saves waking this thread. With more callers, polling
-            // here would take the CPU they need to come back.
-            let spin = self.pacing.last_sync_took.min(self.spin_limit);
-            let started = Instant::now();
-            while started.elapsed() < spin {
-                match self.rx.try_recv() {
-                    Ok(message) => return Some(message),
-                    Err(TryRecvError::Disconnected) => return None,
-                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                }
-            }
         }
         self.rx.recv().ok()
     }
@@ -519,10 +532,12 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         let pacing = &mut self.pacing;
         pacing.last_sync = Instant::now();
         pacing.last_sync_took = pacing.last_sync - started;
-        // A lone commit waits for about one sync, two if it just missed a batch.
-        let wait = pacing.last_sync_took * 2;
-        let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
-        self.shared.spin_nanos.store(spin, Ordering::Relaxed);
+        if self.durability == Durability::Fsync {
+            // A lone commit waits for about one sync, two if it just missed a batch.
+            let wait = pacing.last_sync_took * 2;
+            let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
+            self.shared.spin_nanos.store(spin, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -23,6 +23,7 @@
 //! current directory, so that it lands on the real disk rather than a tmpfs `/tmp`) and
 //! removed at the end.
 
+mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
@@ -84,6 +85,8 @@ struct Plan {
     lookups: usize,
     /// Sessions in the store during the snapshot-stall measurement.
     snapshot_sessions: u64,
+    /// The commit-API measurements.
+    commit_api: commit_api::CommitApiPlan,
 }
 
 impl Plan {
@@ -98,6 +101,12 @@ impl Plan {
             segment_size: 1 << 20,
             lookups: 20_000,
             snapshot_sessions: 100_000,
+            commit_api: commit_api::CommitApiPlan {
+                lone_buffered: 5_000,
+                lone_fsync: 1_000,
+                import: 100_000,
+                unit_commands: 64_000,
+            },
         }
     }
 
@@ -112,6 +121,12 @@ impl Plan {
             segment_size: 8 << 20,
             lookups: 100_000,
             snapshot_sessions: 1_000_000,
+            commit_api: commit_api::CommitApiPlan {
+                lone_buffered: 20_000,
+                lone_fsync: 3_000,
+                import: 1_000_000,
+                unit_commands: 256_000,
+            },
         }
     }
 }
@@ -215,13 +230,14 @@ fn main() -> Result<(), BoxError> {
     }
     drop(data);
     let stall = runtime.block_on(snapshot_stall::run(dir, plan.snapshot_sessions))?;
+    let commit_api = runtime.block_on(commit_api::run(dir, plan.commit_api))?;
     drop(runtime);
     eprintln!("sync check: strace on {} commits of each system", sync_probe::PROBE_COMMITS);
     let syncs = sync_probe::systems().into_iter().map(|system| (system, sync_probe::probe(dir, system))).collect();
 
     report::print(
         &setting,
-        &Results { raw, commits, recovery, peers, stall, memory, migration, lookups: plan.lookups, syncs },
+        &Results { raw, commits, recovery, peers, stall, memory, migration, commit_api, lookups: plan.lookups, syncs },
     );
     scratch.close()?;
     Ok(())

@@ -40,6 +40,8 @@ pub struct Results {
     pub memory: crate::memory::MemoryUse,
     /// Opening a store of the previous schema.
     pub migration: crate::migration::MigrationResult,
+    /// The commit API against the in-memory and on-disk limits.
+    pub commit_api: crate::commit_api::CommitApiResult,
     /// Tokens looked up per repetition.
     pub lookups: usize,
     /// Sync calls per commit, by `--probe` name, airomem first.
@@ -75,6 +77,7 @@ pub fn print(setting: &Setting, results: &Results) {
     stall_table(&results.stall).print();
     memory_table(&results.memory).print();
     migration_table(&results.migration, &results.memory).print();
+    commit_api_table(results).print();
     ratio_table(results).print();
     crate::comparison::print(results);
 }
@@ -232,6 +235,58 @@ fn migration_table(m: &crate::migration::MigrationResult, memory: &crate::memory
         format!("plain open's peak: {}", mb(memory.recovery_peak)),
         ratio(m.migrate_peak as f64 / memory.recovery_peak.max(1) as f64),
     ]);
+    table
+}
+
+/// One task committing in turn, importing, and 64 writers committing atomic units.
+fn commit_api_table(results: &Results) -> Table {
+    let c = &results.commit_api;
+    let mut table = Table::new(
+        "The commit API: one task awaiting each commit, bulk import, atomic units (commands/s unless said)",
+        &["loop", "rate", "min–max", "against", "ratio"],
+    );
+    let row = |table: &mut Table, name: String, s: Summary, against: &str, base: f64| {
+        table.row(vec![name, number(s.median), range(s, number), against.into(), ratio(s.median / base)]);
+    };
+    row(&mut table, "`Mutex<HashMap>` insert/remove loop, no store".into(), c.memory, "itself", c.memory.median);
+    for (i, (name, _)) in crate::commit_api::LONE_POLICIES.iter().enumerate() {
+        row(
+            &mut table,
+            format!("one task, `commit().await` each, {name}"),
+            c.lone[i],
+            "`Mutex<HashMap>` loop",
+            c.memory.median,
+        );
+    }
+    row(
+        &mut table,
+        "one task, `commit().await` each, Fsync".into(),
+        c.lone[2],
+        "raw append + `fdatasync`",
+        results.raw.append.median,
+    );
+    let peer =
+        |kind: crate::peers::PeerKind| results.peers.iter().find(|p| p.kind == kind).map(|p| p.recovery.build_rate);
+    for (i, name) in ["OsBuffered", "Fsync"].iter().enumerate() {
+        let label = format!("`Store::import` of {} commands, one task, {name}", number(c.imported as f64));
+        for kind in [crate::peers::PeerKind::Sqlite, crate::peers::PeerKind::Redb] {
+            if let Some(rate) = peer(kind) {
+                row(&mut table, label.clone(), c.import[i], &format!("{} one-transaction build", kind.name()), rate);
+            }
+        }
+    }
+    for (size, s) in &c.units {
+        let commands =
+            Summary { median: s.median * *size as f64, min: s.min * *size as f64, max: s.max * *size as f64 };
+        row(&mut table, format!("64 writers, units of {size} (`commit_all`), Fsync: units/s"), *s, "—", s.median);
+        row(
+            &mut table,
+            format!("  the same in commands/s"),
+            commands,
+            "64 writers, single commits",
+            results.commits.last().map_or(1.0, |r| r.rate.median),
+        );
+    }
     table
 }
 
