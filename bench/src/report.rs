@@ -281,7 +281,7 @@ fn commit_api_table(results: &Results) -> Table {
         row(&mut table, format!("64 writers, units of {size} (`commit_all`), Fsync: units/s"), *s, "—", s.median);
         row(
             &mut table,
-            format!("  the same in commands/s"),
+            "  the same in commands/s".to_string(),
             commands,
             "64 writers, single commits",
             results.commits.last().map_or(1.0, |r| r.rate.median),
