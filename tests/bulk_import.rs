@@ -71,7 +71,7 @@ async fn a_panicking_command_stops_the_import_and_says_where() {
             // Everything before it, and whatever was already handed over after it.
             let entries = store.query().expect("query").entries.clone();
             assert_eq!(entries.len() as u64, committed);
-            assert!(committed >= 1_000 && committed < 5_000, "{committed}");
+            assert!((1_000..5_000).contains(&committed), "{committed}");
             let values: Vec<u64> = entries.iter().map(|&(_, v)| v).collect();
             let expected: Vec<u64> = (0..=committed).filter(|&v| v != 1_000).collect();
             assert_eq!(values, expected);
