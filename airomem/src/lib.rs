@@ -63,6 +63,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod blocking;
 mod error;
 mod execute;
 mod health;

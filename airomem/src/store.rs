@@ -131,7 +131,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         }
     }
 
-    fn open_blocking(serializer: Z, dir: PathBuf, options: StoreOptions) -> Result<Self, Error> {
+    pub(crate) fn open_blocking(serializer: Z, dir: PathBuf, options: StoreOptions) -> Result<Self, Error> {
         let started = Instant::now();
         let storage = Arc::clone(&options.storage);
         let io = |op, path: &Path| {
@@ -411,7 +411,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 if started.elapsed() >= budget || shared.in_flight.load(Ordering::Relaxed) > 1 {
                     break;
                 }
-                tokio::task::yield_now().await;
+                // Not `tokio::task::yield_now`: a blocking handle drives this future too.
+                crate::blocking::pause().await;
             }
         }
         rx.await.map_err(|_| self.gone())?
