@@ -189,7 +189,11 @@ fn a_blocking_commit_on_a_runtime_thread_finishes() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let committed = runtime.block_on(async {
         // One at a time, so that each is a lone commit, the case that polls for its receipt.
-        (0..200).map(|i| store.commit(i).expect("commit").seq).last()
+        let mut last = None;
+        for i in 0..200 {
+            last = Some(store.commit(i).expect("commit").seq);
+        }
+        last
     });
     assert_eq!(committed, Some(Seq(200)));
     store.close().expect("close");
