@@ -5,8 +5,9 @@
 //! A lone commit is where the two APIs differ: it polls for its receipt (see
 //! `StoreOptions::spin_limit`), pausing with `tokio::task::yield_now` in a task and with
 //! `std::thread::yield_now` on a blocking handle, and it pays one wake-up of its waiting
-//! thread or task when it stops polling. Each round runs one repetition of all four, so a
-//! slow spell of a shared disk shows in the ranges rather than in the ratios.
+//! thread or task when it stops polling. Each round runs one repetition of all four (which API
+//! goes first alternates), so a slow spell of a shared disk shows in the ranges rather than
+//! in the ratios.
 
 use std::path::Path;
 use std::time::Instant;
@@ -29,12 +30,17 @@ pub fn run(runtime: &Runtime, dir: &Path) -> Result<(), BoxError> {
         for (p, &(name, durability, commits)) in policies.iter().enumerate() {
             eprintln!("lone commit: {name}, round {}/{ROUNDS}", round + 1);
             let options = StoreOptions::default().durability(durability);
-            let store_dir = dir.join(format!("lone-async-{name}-{round}"));
-            rates[p][0].push(lone_task(runtime, &store_dir, options.clone(), commits)?);
-            std::fs::remove_dir_all(&store_dir)?;
-            let store_dir = dir.join(format!("lone-blocking-{name}-{round}"));
-            rates[p][1].push(lone_thread(&store_dir, options, commits)?);
-            std::fs::remove_dir_all(&store_dir)?;
+            // Which goes first alternates, so that neither always follows the other's writes.
+            for api in [round % 2, 1 - round % 2] {
+                let store_dir = dir.join(format!("lone-{api}-{name}-{round}"));
+                let rate = if api == 0 {
+                    lone_task(runtime, &store_dir, options.clone(), commits)?
+                } else {
+                    lone_thread(&store_dir, options.clone(), commits)?
+                };
+                rates[p][api].push(rate);
+                std::fs::remove_dir_all(&store_dir)?;
+            }
         }
     }
     println!("| policy (commits per repetition) | async, one task | blocking, one thread | blocking / async |");
