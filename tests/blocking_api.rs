@@ -31,6 +31,13 @@ fn no_runtime() {
     );
 }
 
+/// Handles go to other threads and are shared between them.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<blocking::PostcardStore<Log>>();
+    shareable::<blocking::JsonStore<SeqLog>>();
+};
+
 fn append(value: u64, panic: bool) -> Append {
     Append { value, pad: Vec::new(), panic }
 }

@@ -52,6 +52,9 @@
 //! # }
 //! ```
 //!
+//! Programs without an async runtime use [`blocking::Store`]: a handle on the same kind of
+//! store whose methods block the calling thread instead of returning futures.
+//!
 //! When the types change, bump [`State::SCHEMA_VERSION`], keep the released types in a
 //! frozen module and name them with [`State::previous`]: an open replays history written
 //! under each older schema with that schema's own types and `execute`, converts the state

@@ -27,6 +27,7 @@ mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
+mod lone_commit;
 mod measure;
 mod memory;
 mod migration;
@@ -55,6 +56,10 @@ const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
   --quick    fewer commits, 100,000-command data sets and snapshots (under a minute)
   --dir DIR  create the scratch directory inside DIR (default: the current directory);
              DIR must be on the disk to measure, not a tmpfs
+
+alone:     airomem-bench --lone-commit [--dir DIR]
+             one caller committing alone through the async API (a task) and the blocking
+             API (a thread), under OsBuffered and Fsync, in 7 interleaved rounds
 
 internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
@@ -136,6 +141,8 @@ impl Plan {
 struct Args {
     quick: bool,
     dir: Option<PathBuf>,
+    /// `--lone-commit`.
+    lone_commit: bool,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
@@ -147,10 +154,12 @@ struct Args {
 impl Args {
     /// Parses the arguments; `Ok(None)` when help was asked for.
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed = Args { quick: false, dir: None, probe: None, memory: None, migration_memory: None };
+        let mut parsed =
+            Args { quick: false, dir: None, lone_commit: false, probe: None, memory: None, migration_memory: None };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
+                "--lone-commit" => parsed.lone_commit = true,
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
                     let system = args.next().ok_or("--probe needs a system")?;
@@ -198,6 +207,12 @@ fn main() -> Result<(), BoxError> {
     let scratch = tempfile::Builder::new().prefix("airomem-bench-").tempdir_in(&parent)?;
     let dir = scratch.path();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.lone_commit {
+        lone_commit::run(&runtime, dir)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
     if let Some((system, commits)) = args.probe {
         probe(&runtime, dir, &system, commits)?;
         drop(runtime);
