@@ -118,11 +118,6 @@ pub struct Repair {
 }
 
 impl Repair {
-    /// Whether something is planned and not yet done.
-    pub fn is_pending(&self) -> bool {
-        !self.temp_files.is_empty() || self.cut.is_some()
-    }
-
     /// Carries out what replay planned: removes the temporary files and cuts the torn tail,
     /// keeping the cut bytes in a durable quarantine file first. Doing it twice does it once.
     pub fn apply(&mut self, config: &JournalConfig) -> Result<(), JournalError> {

@@ -307,15 +307,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         R: Send + 'static,
         Q: FnOnce(&S) -> R + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
-            let result = match outcome {
-                Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
-                    .map_err(|_| Error::QueryPanicked),
-                Err(e) => Err(e),
-            };
-            Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
-        }));
+        let (reply, rx) = query_reply(query);
         let _in_flight = InFlight::enter(&self.inner.shared);
         self.send(command, reply).await?;
         self.receive(rx).await
@@ -350,15 +342,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         R: Send + 'static,
         Q: FnOnce(&S) -> R + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
-            let result = match outcome {
-                Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
-                    .map_err(|_| Error::QueryPanicked),
-                Err(e) => Err(e),
-            };
-            Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
-        }));
+        let (reply, rx) = query_reply(query);
         let _in_flight = InFlight::enter(&self.inner.shared);
         self.send_unit(commands, reply).await?;
         self.receive(rx).await
@@ -531,6 +515,25 @@ impl<S: State, Z: Serializer> fmt::Debug for Store<S, Z> {
 
 /// Counts a commit as in flight from before it is queued until its caller has the outcome
 /// or gave up waiting.
+/// The reply of a commit that runs `query` on the state right after its command (or the
+/// last command of its unit), and where its result arrives.
+fn query_reply<S, R, Q>(query: Q) -> (Reply<S>, oneshot::Receiver<Result<R, Error>>)
+where
+    R: Send + 'static,
+    Q: FnOnce(&S) -> R + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
+        let result = match outcome {
+            Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
+                .map_err(|_| Error::QueryPanicked),
+            Err(e) => Err(e),
+        };
+        Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
+    }));
+    (reply, rx)
+}
+
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl<'a> InFlight<'a> {

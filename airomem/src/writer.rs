@@ -464,14 +464,16 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     outcomes.push(request.reply.prepare_failure(error));
                     continue;
                 }
-                let commands = match request.commands {
-                    Commands::One(_, command) => vec![command],
-                    Commands::Unit(unit) => unit.into_iter().map(|(_, command)| command).collect(),
+                // No allocation for a lone command: this runs under the write lock.
+                let (one, unit) = match request.commands {
+                    Commands::One(_, command) => (Some(command), Vec::new()),
+                    Commands::Unit(unit) => (None, unit),
                 };
+                let commands = one.into_iter().chain(unit.into_iter().map(|(_, command)| command));
                 // The unit's commands run in order under this one write lock, so no reader
                 // sees a part of it; the first that panics rolls all of them back.
                 let mut panicked = None;
-                for (i, command) in commands.into_iter().enumerate() {
+                for (i, command) in commands.enumerate() {
                     let seq = Seq(first.0 + i as u64);
                     if let Err(message) = execute(&mut *state, command, CommitContext { seq, unix_nanos }) {
                         panicked = Some((seq, message));
