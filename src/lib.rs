@@ -155,3 +155,37 @@ pub async fn commit_from_64_tasks<S: airomem::State, Z: airomem::Serializer>(
         task.await.expect("a committing task");
     }
 }
+
+/// A journal writer for [`SeqLog`] commands on `dir` of `storage` (created, empty), for tests
+/// that lay out records one by one, independent of how concurrent commits happen to be
+/// batched.
+pub fn seq_log_journal(
+    storage: std::sync::Arc<dyn airomem::storage::Storage>,
+    dir: &std::path::Path,
+    preallocate: u64,
+) -> airomem::journal::JournalWriter {
+    use airomem::journal::{JournalConfig, JournalWriter, ReplayRange};
+    use airomem::{PostcardSerializer, Seq, Serializer, State};
+
+    storage.create_dir_all(dir).expect("mkdir");
+    let config = JournalConfig {
+        storage,
+        dir: dir.into(),
+        serializer: PostcardSerializer::ID,
+        schema_version: SeqLog::SCHEMA_VERSION,
+        segment_size: 1 << 20,
+        preallocate,
+    };
+    let nothing = std::collections::BTreeSet::new();
+    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };
+    let empty = airomem::journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
+    JournalWriter::open(config, &empty).expect("first segment")
+}
+
+/// `command` as the journal holds it (postcard).
+pub fn payload(command: &Append) -> Vec<u8> {
+    use airomem::Serializer;
+    let mut payload = Vec::new();
+    airomem::PostcardSerializer.encode(command, &mut payload).expect("encode");
+    payload
+}

@@ -4,18 +4,14 @@
 
 mod segment_files;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use airomem::journal::{JournalConfig, JournalWriter, ReplayRange};
-use airomem::storage::Storage;
-use airomem::{
-    Corruption, Durability, Error, PostcardSerializer, PostcardStore, Seq, Serializer, State, Store, StoreOptions,
-};
+use airomem::{Corruption, Durability, Error, PostcardSerializer, PostcardStore, Seq, Store, StoreOptions};
 use airomem_workspace::sim::{SimStorage, SplitMix64};
-use airomem_workspace::{Append, SeqLog, quiet_deliberate_panics};
+use airomem_workspace::{Append, SeqLog, payload, quiet_deliberate_panics, seq_log_journal};
 
 fn append(value: u64) -> Append {
     Append { value, pad: vec![9; (value % 23) as usize], panic: false }
@@ -122,28 +118,27 @@ fn readers_never_see_a_part_of_a_unit() {
     assert_eq!(store.query().expect("query").entries.len(), 4 * 100 * 7);
 }
 
-/// A journal writer on `storage` at `dir`, and a way to encode commands for it: commits
-/// laid out record by record, independent of how concurrent commits happen to be batched.
-fn journal_writer(storage: Arc<dyn Storage>, dir: &std::path::Path) -> JournalWriter {
-    storage.create_dir_all(dir).expect("mkdir");
-    let config = JournalConfig {
-        storage,
-        dir: dir.into(),
-        serializer: PostcardSerializer::ID,
-        schema_version: SeqLog::SCHEMA_VERSION,
-        segment_size: 1 << 20,
-        preallocate: 0,
-    };
-    let nothing = BTreeSet::new();
-    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };
-    let empty = airomem::journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
-    JournalWriter::open(config, &empty).expect("first segment")
-}
-
-fn encoded(command: &Append) -> Vec<u8> {
-    let mut payload = Vec::new();
-    PostcardSerializer.encode(command, &mut payload).expect("encode");
-    payload
+/// A synced batch of one command (1), then a batch holding a unit of three (2, 3, 4) that
+/// was written but never synced, as a crash right after the write leaves it. Returns the
+/// segment and its records, for the test to tear.
+fn unit_after_a_synced_command(dir: &std::path::Path) -> (std::path::PathBuf, segment_files::RawSegment) {
+    let mut journal = seq_log_journal(Arc::new(airomem::storage::StdStorage::default()), dir, 0);
+    journal.begin_batch().expect("batch");
+    journal.push(&payload(&append(1))).expect("push");
+    journal.write_batch().expect("write");
+    journal.sync().expect("sync");
+    journal.begin_batch().expect("batch");
+    for value in [2, 3, 4] {
+        journal.push(&payload(&append(value))).expect("push");
+        if value < 4 {
+            journal.continue_unit();
+        }
+    }
+    journal.write_batch().expect("write");
+    drop(journal);
+    let segment = segment_files::newest_segment(dir);
+    let raw = segment_files::read_segment(&segment);
+    (segment, raw)
 }
 
 /// A synced batch of one command, then a batch holding a unit of three that a crash stopped
@@ -153,22 +148,7 @@ fn encoded(command: &Append) -> Vec<u8> {
 async fn a_unit_cut_short_at_a_record_boundary_is_cut_whole() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
-    let mut journal = journal_writer(Arc::new(airomem::storage::StdStorage::default()), &dir);
-    journal.begin_batch().expect("batch");
-    journal.push(&encoded(&append(1))).expect("push");
-    journal.write_batch().expect("write");
-    journal.sync().expect("sync");
-    journal.begin_batch().expect("batch");
-    for value in [2, 3, 4] {
-        journal.push(&encoded(&append(value))).expect("push");
-        if value < 4 {
-            journal.continue_unit();
-        }
-    }
-    journal.write_batch().expect("write");
-    drop(journal);
-    let segment = segment_files::newest_segment(&dir);
-    let raw = segment_files::read_segment(&segment);
+    let (segment, raw) = unit_after_a_synced_command(&dir);
     let second_of_unit = raw.records.iter().find(|r| r.seq == 3).expect("record 3");
     let bytes = fs::read(&segment).expect("read");
     fs::write(&segment, &bytes[..second_of_unit.end]).expect("cut inside the unit");
@@ -190,22 +170,7 @@ async fn a_unit_cut_short_at_a_record_boundary_is_cut_whole() {
 async fn a_unit_torn_inside_its_last_record_is_cut_whole() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
-    let mut journal = journal_writer(Arc::new(airomem::storage::StdStorage::default()), &dir);
-    journal.begin_batch().expect("batch");
-    journal.push(&encoded(&append(1))).expect("push");
-    journal.write_batch().expect("write");
-    journal.sync().expect("sync");
-    journal.begin_batch().expect("batch");
-    for value in [2, 3, 4] {
-        journal.push(&encoded(&append(value))).expect("push");
-        if value < 4 {
-            journal.continue_unit();
-        }
-    }
-    journal.write_batch().expect("write");
-    drop(journal);
-    let segment = segment_files::newest_segment(&dir);
-    let raw = segment_files::read_segment(&segment);
+    let (segment, raw) = unit_after_a_synced_command(&dir);
     let last = raw.records.iter().find(|r| r.seq == 4).expect("record 4");
     let bytes = fs::read(&segment).expect("read");
     fs::write(&segment, &bytes[..last.end - 3]).expect("tear the last record");
@@ -224,16 +189,16 @@ async fn recovery_aborts_the_whole_unit_of_a_command_whose_marker_was_lost() {
     quiet_deliberate_panics();
     const DIR: &str = "/sim/store";
     let sim = SimStorage::new();
-    let mut journal = journal_writer(Arc::new(sim.clone()), DIR.as_ref());
+    let mut journal = seq_log_journal(Arc::new(sim.clone()), DIR.as_ref(), 0);
     journal.begin_batch().expect("batch");
-    journal.push(&encoded(&append(1))).expect("push");
+    journal.push(&payload(&append(1))).expect("push");
     for (i, command) in [append(2), panicking(3), append(4)].iter().enumerate() {
-        journal.push(&encoded(command)).expect("push");
+        journal.push(&payload(command)).expect("push");
         if i < 2 {
             journal.continue_unit();
         }
     }
-    journal.push(&encoded(&append(5))).expect("push");
+    journal.push(&payload(&append(5))).expect("push");
     journal.write_batch().expect("write");
     journal.sync().expect("sync");
     sim.power_cut();

@@ -5,15 +5,13 @@
 //! again (no sealing snapshot, or a damaged one) must skip it too.
 #![cfg(feature = "snapshot")]
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use airomem::journal::{JournalConfig, JournalWriter, ReplayRange};
 use airomem::storage::Storage;
-use airomem::{PostcardSerializer, Seq, Serializer, State, Store, StoreOptions};
+use airomem::{PostcardSerializer, Seq, Store, StoreOptions};
 use airomem_workspace::migration::{Tagged, TaggedLog};
 use airomem_workspace::sim::SimStorage;
-use airomem_workspace::{Append, SeqLog, quiet_deliberate_panics};
+use airomem_workspace::{Append, payload, quiet_deliberate_panics, seq_log_journal};
 
 const DIR: &str = "/sim/store";
 
@@ -21,24 +19,10 @@ const DIR: &str = "/sim/store";
 /// no abort marker: what a crash right after the batch's sync leaves.
 fn schema_1_disk(commands: &[(u64, bool)]) -> SimStorage {
     let sim = SimStorage::new();
-    sim.create_dir_all(DIR.as_ref()).expect("mkdir");
-    let config = JournalConfig {
-        storage: Arc::new(sim.clone()),
-        dir: DIR.into(),
-        serializer: PostcardSerializer::ID,
-        schema_version: SeqLog::SCHEMA_VERSION,
-        segment_size: 1 << 20,
-        preallocate: 0,
-    };
-    let nothing = BTreeSet::new();
-    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };
-    let empty = airomem::journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
-    let mut journal = JournalWriter::open(config, &empty).expect("first segment");
+    let mut journal = seq_log_journal(Arc::new(sim.clone()), DIR.as_ref(), 0);
     journal.begin_batch().expect("batch");
     for &(value, panic) in commands {
-        let mut payload = Vec::new();
-        PostcardSerializer.encode(&Append { value, pad: Vec::new(), panic }, &mut payload).expect("encode");
-        journal.push(&payload).expect("push");
+        journal.push(&payload(&Append { value, pad: Vec::new(), panic })).expect("push");
     }
     journal.write_batch().expect("write");
     journal.sync().expect("sync");

@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use airomem::{Durability, Error, PostcardSerializer, State, Store, StoreOptions};
+use airomem::{Durability, Error, PostcardSerializer, Store, StoreOptions};
 use airomem_workspace::quiet_deliberate_panics;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 use airomem_workspace::{Append, SeqLog as Log};
@@ -856,29 +856,13 @@ fn power_loss_after_a_process_crash_under_fsync() {
 /// markers for `aborted`: written record by record through the journal writer, so that it
 /// does not depend on how concurrent commits happen to be batched.
 fn disk_with_one_batch(commands: &[(u64, bool)], aborted: &[u64]) -> SimStorage {
-    use airomem::journal::{JournalConfig, JournalWriter, ReplayRange};
-    use airomem::storage::Storage;
-    use airomem::{Seq, Serializer};
+    use airomem::Seq;
 
     let sim = SimStorage::new();
-    sim.create_dir_all(DIR.as_ref()).expect("mkdir");
-    let config = JournalConfig {
-        storage: Arc::new(sim.clone()),
-        dir: DIR.into(),
-        serializer: PostcardSerializer::ID,
-        schema_version: Log::SCHEMA_VERSION,
-        segment_size: 1 << 20,
-        preallocate: 4096,
-    };
-    let nothing = BTreeSet::new();
-    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };
-    let empty = airomem::journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
-    let mut journal = JournalWriter::open(config, &empty).expect("first segment");
+    let mut journal = airomem_workspace::seq_log_journal(Arc::new(sim.clone()), DIR.as_ref(), 4096);
     journal.begin_batch().expect("batch");
     for &(value, panic) in commands {
-        let mut payload = Vec::new();
-        PostcardSerializer.encode(&Append { value, pad: Vec::new(), panic }, &mut payload).expect("encode");
-        journal.push(&payload).expect("push");
+        journal.push(&airomem_workspace::payload(&Append { value, pad: Vec::new(), panic })).expect("push");
     }
     journal.write_batch().expect("write");
     journal.sync().expect("sync");
