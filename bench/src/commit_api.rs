@@ -93,14 +93,18 @@ pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, Box
             let store: SessionStore =
                 Store::open_with(PostcardSerializer, &store_dir, options(Durability::Fsync)).await?;
             let per_writer = plan.unit_commands / 64 / size;
+            // Built before the clock starts: generating each writer's share inside the timed
+            // region cost more than committing it.
+            let mut all = commands(per_writer * size * 64);
+            let shares: Vec<Vec<Vec<SessionsCommand>>> = (0..64)
+                .map(|_| (0..per_writer).map(|_| all.by_ref().take(size as usize).collect()).collect())
+                .collect();
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
-            for writer in 0..64u64 {
+            for share in shares {
                 let store = store.clone();
                 tasks.spawn(async move {
-                    let mut all = commands(per_writer * size * 64).skip((writer * per_writer * size) as usize);
-                    for _ in 0..per_writer {
-                        let unit: Vec<SessionsCommand> = all.by_ref().take(size as usize).collect();
+                    for unit in share {
                         store.commit_all(unit).await?;
                     }
                     Ok::<_, airomem::Error>(())
