@@ -87,7 +87,8 @@ pub(crate) fn replay_into<S: State, Z: Serializer>(
                 let command = chain
                     .decode_command(serializer, version, record.payload, record.segment, record.seq)
                     .map_err(Stop::Failed)?;
-                let new_segment = segment.as_deref().is_none_or(|s| s != record.segment);
+                // Once per record: compare the bytes, not `Path`'s component by component.
+                let new_segment = segment.as_deref().is_none_or(|s| s.as_os_str() != record.segment.as_os_str());
                 if new_segment {
                     segment = Some(Arc::from(record.segment));
                 }

@@ -37,6 +37,10 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// committed as by [`Store::commit`], with the same durability; they are not atomic
     /// together (see [`Store::commit_all`] for that).
     ///
+    /// Dropping the future (a timeout, an aborted task) stops the import: commands not yet
+    /// handed to the writer are not committed; those already handed over are, and only
+    /// their receipts are lost (as for [`Store::commit`]).
+    ///
     /// Stops taking commands at the first one that fails (it does not encode, it panics, the
     /// store is poisoned...), waits for those already handed over, and returns
     /// [`Error::ImportStopped`] saying which command failed and how many were committed.
