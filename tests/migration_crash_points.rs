@@ -2,7 +2,8 @@
 //! schema 2 (`TaggedLog`), which migrates it, seals the migration and commits a few
 //! commands; the power is cut before each storage operation of that in turn, and the disk
 //! then taken apart by several power-loss images and by the image a killed process leaves.
-//! Each must then:
+//! A killed process's disk is also opened again by a second migrating open, cut in its turn,
+//! and then taken apart by a power loss. Each must then:
 //!
 //! * open under schema 2 to exactly the migrated state plus every schema-2 command that was
 //!   acknowledged (and at most the one whose commit failed), never `Corrupt`, never a third
@@ -177,6 +178,19 @@ fn run_seed(seed: u64) -> Vec<String> {
         let mut images: Vec<(String, SimStorage)> =
             (0..IMAGES).map(|image| (format!("power loss image {image}"), disk.crash(seed ^ image))).collect();
         images.push(("killed process".to_string(), disk.process_crash()));
+        // Crashes in a row: the killed process's disk is opened again by a migrating process
+        // that is itself cut at some operation of its open (one per first cut, drawn from the
+        // seed), and then the power fails.
+        let again = disk.process_crash();
+        let mut rng = SplitMix64::new(seed ^ cut.rotate_left(17));
+        again.freeze_after(rng.below(operations + 1));
+        drop(runtime.block_on(Store::<TaggedLog, PostcardSerializer>::open_with(
+            PostcardSerializer,
+            DIR,
+            StoreOptions::default().storage(Arc::new(again.clone())).segment_size(history.segment_size),
+        )));
+        again.power_cut();
+        images.push(("killed, reopened and cut again, then power loss".to_string(), again.crash(seed ^ cut)));
         for (what, after) in images {
             if let Err(e) = runtime.block_on(check(&after, history, &v1, &told)) {
                 failures.push(format!("seed {seed} {history:?}: cut at operation {cut} of {operations}, {what}: {e}"));
