@@ -163,9 +163,9 @@ pub fn seq_log_journal(
     storage: std::sync::Arc<dyn airomem::storage::Storage>,
     dir: &std::path::Path,
     preallocate: u64,
-) -> airomem::journal::JournalWriter {
-    use airomem::journal::{JournalConfig, JournalWriter, ReplayRange};
+) -> airomem_journal::JournalWriter {
     use airomem::{PostcardSerializer, Seq, Serializer, State};
+    use airomem_journal::{JournalConfig, JournalWriter, ReplayRange};
 
     storage.create_dir_all(dir).expect("mkdir");
     let config = JournalConfig {
@@ -178,7 +178,7 @@ pub fn seq_log_journal(
     };
     let nothing = std::collections::BTreeSet::new();
     let range = ReplayRange { from: Seq(1), until: None, skip: &nothing };
-    let empty = airomem::journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
+    let empty = airomem_journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
     JournalWriter::open(config, &empty).expect("first segment")
 }
 

@@ -185,6 +185,58 @@ fn errors_are_those_of_the_async_api() {
     store.close().expect("close");
 }
 
+/// Atomic units and bulk imports from a plain thread: the same receipts, rollbacks and
+/// reports as the async API, and a reopen finds exactly what was acknowledged.
+#[test]
+fn units_and_imports_block_like_commits() {
+    no_runtime();
+    quiet_deliberate_panics();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store: blocking::PostcardStore<SeqLog> = blocking::Store::open(PostcardSerializer, &dir).expect("open");
+
+    let unit = store.commit_all((1..=3).map(|v| append(v, false))).expect("unit");
+    assert_eq!((unit.first, unit.last), (Seq(1), Seq(3)));
+    let seen = store.commit_all_with([append(4, false), append(5, false)], |log| log.entries.len()).expect("unit with");
+    assert_eq!(seen, 5, "the query sees the state right after the unit's last command");
+    match store.commit_all([append(6, false), append(7, true), append(8, false)]) {
+        Err(Error::CommandPanicked { seq, .. }) => assert_eq!(seq, Seq(7)),
+        other => panic!("a unit with a panicking command must be CommandPanicked, got {other:?}"),
+    }
+    assert_eq!(store.query().expect("query").entries.len(), 5, "the whole unit was rolled back");
+    assert!(matches!(store.commit_all(Vec::new()), Err(Error::EmptyUnit)));
+
+    let mut receipts = Vec::new();
+    let imported = store
+        .import_with_receipts((100..1_100).map(|v| append(v, false)), |index, receipt| {
+            receipts.push((index, receipt.seq))
+        })
+        .expect("import");
+    assert_eq!(imported.commands, 1_000);
+    assert_eq!(receipts.len(), 1_000);
+    assert!(receipts.windows(2).all(|pair| pair[0].0 + 1 == pair[1].0 && pair[0].1 < pair[1].1), "receipts in order");
+    assert_eq!((imported.first, imported.last), (Some(receipts[0].1), Some(receipts[999].1)));
+
+    let stopped = store.import((0..10).map(|i| append(2_000 + i, i == 4)));
+    match stopped {
+        Err(Error::ImportStopped { failed_at, committed, .. }) => {
+            assert_eq!(failed_at, 4);
+            assert!(committed >= 4, "the four before the panic were committed, got {committed}");
+        }
+        other => panic!("an import with a panicking command must stop, got {other:?}"),
+    }
+    let expected = store.query().expect("query").entries.clone();
+    let values: Vec<u64> = expected.iter().map(|&(_, value)| value).collect();
+    assert_eq!(&values[..5], [1, 2, 3, 4, 5]);
+    assert_eq!(&values[5..1_005], (100..1_100).collect::<Vec<_>>());
+    assert_eq!(&values[1_005..1_009], [2_000, 2_001, 2_002, 2_003]);
+    store.close().expect("close");
+
+    let store: blocking::PostcardStore<SeqLog> = blocking::Store::open(PostcardSerializer, &dir).expect("reopen");
+    assert_eq!(store.query().expect("query").entries, expected);
+    store.close().expect("close");
+}
+
 /// A blocking call made from async code (which it should not be) holds its thread but
 /// finishes: nothing in it waits for the runtime whose thread it blocks.
 #[test]

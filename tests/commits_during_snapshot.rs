@@ -107,7 +107,7 @@ async fn commits_continue_while_a_snapshot_is_taken() {
     assert_eq!(info.snapshots_removed, 0);
 
     // The snapshot holds exactly the commands up to its sequence number: read it directly.
-    let (header, image) = airomem::snapshot::load(&StdStorage::default(), dir, info.seq, PostcardSerializer::ID)
+    let (header, image) = airomem_snapshot::load(&StdStorage::default(), dir, info.seq, PostcardSerializer::ID)
         .expect("load the snapshot file");
     assert_eq!(header.schema_version, <Sessions as State>::SCHEMA_VERSION);
     assert_eq!(image.len() as u64, info.raw_len);

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use airomem::snapshot::format::{FOOTER_LEN, HEADER_LEN};
 use airomem::{JournalError, PostcardSerializer, PostcardStore, State, Store, StoreOptions};
+use airomem_snapshot::format::{FOOTER_LEN, HEADER_LEN};
 use airomem_workspace::{Sessions, SessionsCommand, token};
 
 fn create(n: u64) -> SessionsCommand {

@@ -52,7 +52,7 @@ async fn a_command_aborted_by_a_migrating_open_stays_aborted_when_its_history_is
     store.close().await.expect("close");
 
     // Without the sealing snapshot, the next open replays the schema-1 segment again.
-    disk.remove(&airomem::snapshot::path(DIR.as_ref(), sealed)).expect("remove the seal");
+    disk.remove(&airomem_snapshot::path(DIR.as_ref(), sealed)).expect("remove the seal");
     let store = open(&disk).await;
     assert!(store.recovery().aborted_now.is_empty(), "aborted once, by the marker the first open wrote");
     assert_eq!(*store.query().expect("query"), expected);

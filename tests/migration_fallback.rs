@@ -56,8 +56,8 @@ async fn falls_back(snapshots_at: &[u64]) {
     assert_eq!(*store.query().expect("query"), expected);
     store.close().await.expect("close");
 
-    let seal = airomem::snapshot::path(&dir, sealed);
-    let header = airomem::snapshot::read_header(&airomem::storage::StdStorage::default(), &dir, sealed);
+    let seal = airomem_snapshot::path(&dir, sealed);
+    let header = airomem_snapshot::read_header(&airomem::storage::StdStorage::default(), &dir, sealed);
     assert_eq!(header.expect("sealing snapshot header").schema_version, 2);
     damage(&seal);
 

@@ -22,11 +22,11 @@ async fn a_command_larger_than_a_record_is_refused_and_the_store_goes_on() {
     let store: Store<Notes, PostcardSerializer> = Store::open(PostcardSerializer, tmp.path()).await.expect("open");
     store.commit("small".to_string()).await.expect("commit");
 
-    let huge = "x".repeat(airomem::journal::MAX_PAYLOAD_LEN + 1);
+    let huge = "x".repeat(airomem_journal::MAX_PAYLOAD_LEN + 1);
     match store.commit(huge).await {
         Err(Error::Journal(e)) => match &*e {
             JournalError::RecordTooLarge { len, max } => {
-                assert_eq!(*max, airomem::journal::MAX_PAYLOAD_LEN);
+                assert_eq!(*max, airomem_journal::MAX_PAYLOAD_LEN);
                 assert!(*len > *max, "the error names the encoded size");
             }
             other => panic!("expected RecordTooLarge, got {other}"),

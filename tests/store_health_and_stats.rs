@@ -119,7 +119,7 @@ async fn a_journal_behind_its_snapshot_is_named_as_such() {
     let journal_at_10 = {
         // The journal as a backup taken after command 10 would hold it.
         let bytes = std::fs::read(&segment).expect("read the segment");
-        let scan = airomem::journal::scan::SegmentScan::read(&segment, &bytes).expect("scan");
+        let scan = airomem_journal::scan::SegmentScan::read(&segment, &bytes).expect("scan");
         let end = scan.frames(&bytes).nth(9).map(|f| f.payload.end).expect("ten records");
         bytes[..end].to_vec()
     };
@@ -410,12 +410,12 @@ async fn a_snapshot_claiming_the_last_possible_sequence_number_is_passed_over() 
     let mut image = Vec::new();
     PostcardSerializer.encode(&*store.query().expect("query"), &mut image).expect("encode");
     store.close().await.expect("close");
-    let header = airomem::snapshot::SnapshotHeader {
+    let header = airomem_snapshot::SnapshotHeader {
         serializer: PostcardSerializer::ID,
         schema_version: <Log as airomem::State>::SCHEMA_VERSION,
         seq: airomem::Seq(u64::MAX),
     };
-    airomem::snapshot::write(&StdStorage::default(), &dir, header, &image, 3).expect("write the crafted snapshot");
+    airomem_snapshot::write(&StdStorage::default(), &dir, header, &image, 3).expect("write the crafted snapshot");
 
     let store: LogStore = Store::open(PostcardSerializer, &dir).await.expect("open past the crafted snapshot");
     let skipped = &store.recovery().snapshots_skipped;

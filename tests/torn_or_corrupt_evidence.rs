@@ -19,8 +19,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use airomem::journal::frame::{self, BatchMark, FRAME_HEADER_LEN, RecordKind};
 use airomem::{Corruption, Error, JournalError, PostcardSerializer, Seq, State, Store};
+use airomem_journal::frame::{self, BatchMark, FRAME_HEADER_LEN, RecordKind};
 use segment_files::{crc32c, newest_segment, read_segment, snapshot};
 use serde::{Deserialize, Serialize};
 

@@ -9,6 +9,7 @@ use crate::Seq;
 /// it on replay, so a command that needs "now" must use [`CommitContext::time`] rather than
 /// `SystemTime::now()`: that keeps replay deterministic (Prevayler's execution time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommitContext {
     /// The command's sequence number.
     pub seq: Seq,
@@ -21,6 +22,13 @@ thread_local! {
 }
 
 impl CommitContext {
+    /// A context for `seq` committed at `unix_nanos`: what the store hands each command. A
+    /// test of a command's `execute` can [`enter`](CommitContext::enter) one of its own.
+    #[must_use]
+    pub const fn new(seq: Seq, unix_nanos: u64) -> CommitContext {
+        CommitContext { seq, unix_nanos }
+    }
+
     /// The context of the command executing on this thread, or `None` outside
     /// [`crate::State::execute`].
     #[must_use]

@@ -75,7 +75,7 @@ use std::thread::{self, Thread};
 
 use airomem_core::{PostcardSerializer, Serializer, State};
 
-use crate::{Committed, Error, Query, RecoveryReport, Stats, StoreOptions};
+use crate::{Committed, CommittedUnit, Error, Imported, Query, RecoveryReport, Stats, StoreOptions};
 
 /// A durable, in-memory prevalent system whose methods block instead of returning futures.
 ///
@@ -123,6 +123,40 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         Q: FnOnce(&S) -> R + Send + 'static,
     {
         block_on(self.store.commit_with(command, query))
+    }
+
+    /// Commits `commands` as one atomic unit: consecutive sequence numbers, one journal
+    /// batch, applied under one write lock, replayed all or none after any crash. See
+    /// [`crate::Store::commit_all`].
+    pub fn commit_all(&self, commands: impl IntoIterator<Item = S::Command>) -> Result<CommittedUnit, Error> {
+        block_on(self.store.commit_all(commands))
+    }
+
+    /// Commits `commands` as one atomic unit and runs `query` on the state right after the
+    /// last of them, under the same lock. See [`crate::Store::commit_all_with`].
+    pub fn commit_all_with<R, Q>(&self, commands: impl IntoIterator<Item = S::Command>, query: Q) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        Q: FnOnce(&S) -> R + Send + 'static,
+    {
+        block_on(self.store.commit_all_with(commands, query))
+    }
+
+    /// Commits every command of `commands` in order from this thread, pipelined: each is
+    /// handed to the writer without waiting for the receipt of the one before. Stops at the
+    /// first failure with [`Error::ImportStopped`]. See [`crate::Store::import`].
+    pub fn import(&self, commands: impl IntoIterator<Item = S::Command>) -> Result<Imported, Error> {
+        block_on(self.store.import(commands))
+    }
+
+    /// [`Store::import`], handing `on_receipt` each command's index and receipt, in order.
+    /// See [`crate::Store::import_with_receipts`].
+    pub fn import_with_receipts(
+        &self,
+        commands: impl IntoIterator<Item = S::Command>,
+        on_receipt: impl FnMut(u64, Committed),
+    ) -> Result<Imported, Error> {
+        block_on(self.store.import_with_receipts(commands, on_receipt))
     }
 
     /// Takes a snapshot now and returns once it is durable. See [`crate::Store::snapshot`].

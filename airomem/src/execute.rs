@@ -144,7 +144,7 @@ fn apply_chunks<S: State, Z: Serializer>(
             if let Some(s) = item.segment {
                 segment = s;
             }
-            let context = CommitContext { seq: item.seq, unix_nanos: item.unix_nanos };
+            let context = CommitContext::new(item.seq, item.unix_nanos);
             let executed = chain
                 .execute(held, item.version, item.command, context, &segment, migrations)
                 .map_err(|e| ReplayError::Visit(Stop::Failed(e)))?;

@@ -20,6 +20,7 @@ const WINDOW: usize = 16 * 1024;
 
 /// What [`Store::import`] committed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Imported {
     /// Commands committed.
     pub commands: u64,

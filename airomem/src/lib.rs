@@ -88,6 +88,9 @@ pub use airomem_core::JsonSerializer;
 pub use airomem_core::migration;
 pub use airomem_core::storage;
 pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, Seq, Serializer, SerializerId, State};
+/// The largest encoded command the journal takes; a larger one is refused with
+/// [`JournalError::RecordTooLarge`].
+pub use airomem_journal::MAX_PAYLOAD_LEN;
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
 pub use import::Imported;
@@ -95,14 +98,8 @@ pub use options::{Durability, StoreOptions};
 pub use stats::{Migration, RecoveryReport, Stats};
 pub use store::{Committed, CommittedUnit, Query, Store};
 
-/// The snapshot crate, for tools that inspect snapshot files directly.
-#[cfg(feature = "snapshot")]
-pub use airomem_snapshot as snapshot;
 #[cfg(feature = "snapshot")]
 pub use snapshots::SnapshotInfo;
-
-/// The journal crate, for tools that inspect segments directly.
-pub use airomem_journal as journal;
 
 /// A store that journals commands as postcard, the compact default.
 pub type PostcardStore<S> = Store<S, PostcardSerializer>;

@@ -36,6 +36,7 @@ impl Default for SnapshotPolicy {
 
 /// A snapshot that is durable, from [`crate::Store::snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotInfo {
     /// The file.
     pub path: PathBuf,

@@ -9,6 +9,7 @@ use airomem_journal::{TornTail, WriterCounters};
 
 /// What `Store::open` found and did.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Journal segments loaded.
     pub segments_read: u64,
@@ -47,6 +48,9 @@ pub struct RecoveryReport {
 
 /// One conversion of the state from a schema to the next newer one, in a
 /// [`RecoveryReport`].
+///
+/// Deliberately not `#[non_exhaustive]`: the three numbers are the whole fact, and a test
+/// states the migrations it expects by building them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Migration {
     /// The schema version converted from.
@@ -62,6 +66,7 @@ pub struct Migration {
 /// Fields named after the store (`last_seq`, `segments`, `snapshot_seq`) describe the store
 /// on disk, also right after a reopen; the others count since this open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Commands committed (acknowledged) since open.
     pub commits: u64,

@@ -57,6 +57,7 @@ struct Inner<S: State, Z> {
 
 /// The receipt of a committed command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Committed {
     /// The command's sequence number.
     pub seq: Seq,
@@ -68,6 +69,7 @@ pub struct Committed {
 /// The receipt of an atomic unit ([`Store::commit_all`]): its commands got the consecutive
 /// sequence numbers `first..=last` and one commit time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommittedUnit {
     /// The unit's first command.
     pub first: Seq,

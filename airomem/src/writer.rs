@@ -475,7 +475,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 let mut panicked = None;
                 for (i, command) in commands.enumerate() {
                     let seq = Seq(first.0 + i as u64);
-                    if let Err(message) = execute(&mut *state, command, CommitContext { seq, unix_nanos }) {
+                    if let Err(message) = execute(&mut *state, command, CommitContext::new(seq, unix_nanos)) {
                         panicked = Some((seq, message));
                         break;
                     }
