@@ -44,7 +44,8 @@ use airomem_core::storage::StorageFile;
 use crate::frame::{read_u32, read_u64};
 use crate::{JournalConfig, JournalError, SyncMode};
 
-const NAME: &str = "journal.head";
+/// The journal head's file name in the store directory.
+pub const NAME: &str = "journal.head";
 const TEMP_NAME: &str = "journal.head.tmp";
 const MAGIC: &[u8; 8] = b"AIROMEMH";
 const BASE_LEN: usize = 20;

@@ -248,6 +248,46 @@ pub enum Error {
     /// The closure given to `commit_with` panicked. The command itself was committed.
     #[error("the query passed to commit_with panicked; the command itself was committed")]
     QueryPanicked,
+    /// A read-only open found no store: the directory does not exist, or holds no journal
+    /// segment and no snapshot. Nothing was created.
+    #[error("{dir} holds no airomem store (no journal segment and no snapshot)")]
+    NotAStore {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A point-in-time read asked for history that is no longer on disk: retention removed
+    /// the snapshots and journal segments needed to rebuild the state at that point. Keep
+    /// history with [`crate::StoreOptions::keep_history`] to be able to go back further.
+    #[error(
+        "{dir}: the state after command {wanted} can no longer be rebuilt: retention removed the files it needs          (the earliest point still on disk is after command {earliest})"
+    )]
+    HistoryGone {
+        /// The store directory.
+        dir: PathBuf,
+        /// The point asked for: the last command to include.
+        wanted: Seq,
+        /// The earliest point that can still be rebuilt.
+        earliest: Seq,
+    },
+    /// A point-in-time read asked for a command the store has not reached.
+    #[error("{dir}: command {wanted} is past the store's last command, {last}")]
+    BeyondHistory {
+        /// The store directory.
+        dir: PathBuf,
+        /// The point asked for.
+        wanted: Seq,
+        /// The last command on disk (`#0`: none).
+        last: Seq,
+    },
+    /// An import (`tool::import`, features `json` and `snapshot`) was pointed at a directory
+    /// that already holds a store, or given an input it cannot use; nothing was written.
+    #[error("{dir}: {reason}")]
+    ImportRefused {
+        /// The target directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

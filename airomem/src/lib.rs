@@ -70,7 +70,9 @@ pub mod blocking;
 mod error;
 mod execute;
 mod health;
+mod history;
 mod import;
+pub mod inspect;
 mod lifecycle;
 mod migrate;
 mod options;
@@ -81,6 +83,8 @@ mod stats;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(all(feature = "json", feature = "snapshot"))]
+pub mod tool;
 mod writer;
 
 #[cfg(feature = "json")]
@@ -93,6 +97,7 @@ pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, 
 pub use airomem_journal::MAX_PAYLOAD_LEN;
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
+pub use history::{ARCHIVE_DIR, At, Past};
 pub use import::Imported;
 pub use options::{Durability, StoreOptions};
 pub use stats::{Migration, RecoveryReport, Stats};

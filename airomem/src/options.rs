@@ -176,6 +176,19 @@ impl StoreOptions {
         self
     }
 
+    /// Keeps history instead of deleting it (default off): the snapshots and journal segments
+    /// that retention would remove are moved into the store's `archive/` subdirectory, where
+    /// a point-in-time read ([`crate::Past`]) still finds them, so the state at any commit
+    /// since the store was created can be rebuilt. The store itself never reads the archive;
+    /// its disk use then grows with its history, and pruning the archive (oldest files first)
+    /// is the owner's call.
+    #[cfg(feature = "snapshot")]
+    #[must_use]
+    pub fn keep_history(mut self, keep: bool) -> Self {
+        self.snapshots.keep_history = keep;
+        self
+    }
+
     /// The zstd compression level of snapshots (default 3; 1 is fastest, 19 smallest).
     #[cfg(feature = "snapshot")]
     #[must_use]

@@ -69,18 +69,25 @@ pub(crate) fn base<S: State, Z: Serializer>(
     }
 }
 
-pub(crate) fn recover<S: State, Z: Serializer>(config: &JournalConfig, serializer: &Z) -> Result<Recovered<S>, Error> {
+/// Builds the state from what is on disk, up to and including command `until` (all of it
+/// for `None`), planning the repair a crash calls for without carrying it out.
+pub(crate) fn recover<S: State, Z: Serializer>(
+    config: &JournalConfig,
+    serializer: &Z,
+    until: Option<Seq>,
+) -> Result<Recovered<S>, Error> {
     let started = Instant::now();
     let chain = Chain::<S, Z>::new()?;
     let mut repaired = Repair::default();
     let mut aborted_now = BTreeSet::new();
     loop {
-        let Base { state: mut held, seq: base, skipped } = base::<S, Z>(config, serializer, &chain, None)?;
-        let range = ReplayRange { from: base.next(), until: None, skip: &aborted_now };
+        let Base { state: mut held, seq: base, skipped } = base::<S, Z>(config, serializer, &chain, until)?;
+        let range = ReplayRange { from: base.next(), until, skip: &aborted_now };
         let mut migrations = Vec::new();
         let replayed = replay_into(config, serializer, &chain, range, Some(&mut repaired), &mut held, &mut migrations);
         let finished = replayed.and_then(|outcome| {
             let last = Seq(outcome.next_seq.0.saturating_sub(1));
+            let last = until.map_or(last, |until| last.min(until));
             let newest = outcome.segments.last().map_or(config.dir.clone(), |&s| segment::path(&config.dir, s));
             chain
                 .finish(held, last, &newest, &mut migrations)

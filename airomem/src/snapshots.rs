@@ -26,11 +26,13 @@ pub(crate) struct SnapshotPolicy {
     pub every_bytes: Option<u64>,
     pub retain: usize,
     pub level: i32,
+    /// Retention archives instead of removing.
+    pub keep_history: bool,
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy { every_commands: None, every_bytes: None, retain: 2, level: 3 }
+        SnapshotPolicy { every_commands: None, every_bytes: None, retain: 2, level: 3, keep_history: false }
     }
 }
 
@@ -222,7 +224,7 @@ fn publish(
         airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
     // Only now that the new snapshot is durable may older files go.
     let _guard = prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let removed = retain(storage, config, policy.retain).map_err(snapshot_error)?;
+    let removed = retain(storage, config, policy.retain, policy.keep_history).map_err(snapshot_error)?;
     let segments_removed = removed.iter().filter(|p| p.extension().is_some_and(|e| e == "journal")).count() as u64;
     let snapshots_removed = removed.len() as u64 - segments_removed;
     let mut changed = removed;
@@ -241,52 +243,61 @@ fn publish(
 }
 
 /// Keeps the newest `keep` snapshots (at least two) and the segments holding records after
-/// the oldest of them; removes the rest, and returns the files removed. The newest segment
-/// is never removed: the writer appends to it.
+/// the oldest of them; removes the rest (or, with `archive`, moves them into
+/// [`crate::history::ARCHIVE_DIR`]), and returns the files it took away. The newest segment
+/// is never taken: the writer appends to it.
 ///
 /// The rule that makes this safe: whatever single file is damaged, the state can still be
 /// rebuilt. While only one snapshot exists, no segment is removed (the whole journal is the
 /// second way); once two or more are kept, segments go only up to the oldest kept one, so a
 /// damaged newest snapshot leaves an older one plus the journal after it.
-fn retain(storage: &dyn Storage, config: &JournalConfig, keep: usize) -> Result<Vec<PathBuf>, SnapshotError> {
+fn retain(
+    storage: &dyn Storage,
+    config: &JournalConfig,
+    keep: usize,
+    archive: bool,
+) -> Result<Vec<PathBuf>, SnapshotError> {
     let dir = &config.dir;
     let snapshots = airomem_snapshot::list(storage, dir)?;
     let excess = snapshots.len().saturating_sub(keep.max(MIN_RETAINED));
-    let mut removed = Vec::new();
-    for &old in &snapshots[..excess] {
-        airomem_snapshot::remove(storage, dir, old)?;
-        removed.push(airomem_snapshot::path(dir, old));
-    }
     let kept = &snapshots[excess..];
-    let oldest = match kept {
-        [oldest, _, ..] => *oldest,
-        // One snapshot (or none): the journal is its fallback, so it stays whole.
-        _ => {
-            if excess > 0 {
-                storage.sync_dir(dir).map_err(|e| SnapshotError::Io {
-                    op: "sync directory",
-                    path: dir.clone(),
-                    source: e,
-                })?;
-            }
-            return Ok(removed);
-        }
-    };
-    let names = storage.list(dir).map_err(|e| SnapshotError::Io { op: "list", path: dir.clone(), source: e })?;
-    let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
-    segments.sort_unstable();
-    for pair in segments.windows(2) {
+    let mut doomed: Vec<PathBuf> = snapshots[..excess].iter().map(|&old| airomem_snapshot::path(dir, old)).collect();
+    // One snapshot (or none): the journal is its fallback, so it stays whole.
+    if let [oldest, _, ..] = kept {
+        let names = storage.list(dir).map_err(|e| SnapshotError::Io { op: "list", path: dir.clone(), source: e })?;
+        let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+        segments.sort_unstable();
         // A segment holds the records up to the next segment's first one.
-        if pair[1].0 - 1 <= oldest.0 {
-            let file = segment::path(dir, pair[0]);
-            storage.remove(&file).map_err(|e| SnapshotError::Io { op: "remove", path: file.clone(), source: e })?;
-            removed.push(file);
+        doomed.extend(
+            segments.windows(2).filter(|pair| pair[1].0 - 1 <= oldest.0).map(|pair| segment::path(dir, pair[0])),
+        );
+    }
+    if doomed.is_empty() {
+        return Ok(doomed);
+    }
+    let io = |op: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io { op, path, source }
+    };
+    if archive {
+        let archive_dir = dir.join(crate::history::ARCHIVE_DIR);
+        storage.create_dir_all(&archive_dir).map_err(io("create directory", &archive_dir))?;
+        // The archive's own entry must be durable before files are moved into it.
+        storage.sync_dir(dir).map_err(io("sync directory", dir))?;
+        for file in &doomed {
+            let name = file.file_name().unwrap_or_default();
+            storage.rename(file, &archive_dir.join(name)).map_err(io("archive", file))?;
+        }
+        // A rename is one step: a power cut leaves each file in one place or the other, and
+        // either way a reader that merges the two (a point-in-time read) finds it.
+        storage.sync_dir(&archive_dir).map_err(io("sync directory", &archive_dir))?;
+    } else {
+        for file in &doomed {
+            storage.remove(file).map_err(io("remove", file))?;
         }
     }
-    if !removed.is_empty() {
-        storage.sync_dir(dir).map_err(|e| SnapshotError::Io { op: "sync directory", path: dir.clone(), source: e })?;
-    }
-    Ok(removed)
+    storage.sync_dir(dir).map_err(io("sync directory", dir))?;
+    Ok(doomed)
 }
 
 /// Snapshots always kept, whatever the policy asks: the newest, and one to fall back on.

@@ -18,7 +18,7 @@ use crate::stats::Counters;
 use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
 use crate::{Error, RecoveryReport, Stats, StoreOptions};
 
-const LOCK_FILE: &str = "airomem.lock";
+pub(crate) const LOCK_FILE: &str = "airomem.lock";
 /// What a queued command costs in back-pressure budget beyond its payload.
 const REQUEST_OVERHEAD: usize = 64;
 
@@ -178,7 +178,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         };
         // Nothing in the directory changes until the state is built: a failed recovery (a
         // state that does not convert, a schema the chain does not reach) leaves it as it was.
-        let mut recovered = recover::<S, Z>(&config, &serializer)?;
+        let mut recovered = recover::<S, Z>(&config, &serializer, None)?;
         recovered.apply_repair(&config)?;
         let mode =
             if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };

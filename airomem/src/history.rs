@@ -1,0 +1,326 @@
+//! Point-in-time reads: the state of a store as it was after a given command or at a given
+//! time, rebuilt from the files without the store's lock and without changing anything.
+//!
+//! A read goes through [`HistoryView`], a storage that refuses every write: whatever the
+//! recovery code would repair after a crash (a torn tail, an unfinished file) it only plans,
+//! and reads as if it were done. The view also merges the store's [`ARCHIVE_DIR`] into its
+//! directory, so history that retention archived (with
+//! [`crate::StoreOptions::keep_history`]) is found where recovery looks for it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use airomem_core::storage::{LockGuard, StdStorage, Storage, StorageFile};
+use airomem_core::{Seq, Serializer, State};
+use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRange, replay, segment};
+
+use crate::Error;
+use crate::rebuild::recover;
+
+/// The subdirectory of a store that keeps the files retention took away, when the store
+/// keeps history.
+pub const ARCHIVE_DIR: &str = "archive";
+
+/// Where a point-in-time read stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum At {
+    /// Everything on disk.
+    Latest,
+    /// Up to and including this command. A point inside an atomic unit reads as the point
+    /// before the unit: units are seen whole or not at all.
+    Seq(Seq),
+    /// Every command committed at or before this time (by its recorded commit time).
+    Time(SystemTime),
+}
+
+/// A store's state as it was at one point of its history: read from the files by
+/// [`Past::open`], owned by the caller, detached from any running store.
+#[derive(Debug)]
+pub struct Past<S> {
+    state: S,
+    seq: Seq,
+    unix_nanos: Option<u64>,
+}
+
+impl<S: State> Past<S> {
+    /// Rebuilds the state of the store in `dir` as it was at `at`: from the newest snapshot
+    /// at or before that point and the journal after it, through the schema chain like an
+    /// open, and in the archive too if the store keeps history.
+    ///
+    /// It takes no lock and writes nothing, so it may run beside the live store (the files
+    /// it reads are those on disk at that moment; a batch the live store is still writing,
+    /// and under weaker [`crate::Durability`] policies one not yet synced, may be included
+    /// or not) and on a store that crashed (what an open would cut as a torn tail is left out
+    /// here, and left on disk). It blocks the calling thread while it reads; from async code,
+    /// call it in `tokio::task::spawn_blocking`.
+    ///
+    /// Errors: [`Error::NotAStore`] if `dir` holds no store, [`Error::BeyondHistory`] for a
+    /// command the store has not reached, [`Error::HistoryGone`] when retention removed
+    /// what the point needs, and whatever [`crate::Store::open`] would report about damage
+    /// or types.
+    pub fn open<Z: Serializer>(serializer: Z, dir: impl AsRef<Path>, at: At) -> Result<Past<S>, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        let view: Arc<dyn Storage> = Arc::new(HistoryView::new(Arc::new(StdStorage::default()), &dir));
+        let config = JournalConfig {
+            storage: view,
+            dir: dir.clone(),
+            serializer: Z::ID,
+            schema_version: S::SCHEMA_VERSION,
+            segment_size: u64::MAX,
+            preallocate: 0,
+        };
+        let files = Files::list(&config)?;
+        let point = files.locate(&config, at)?;
+        let recovered = match recover::<S, Z>(&config, &serializer, Some(point.seq)) {
+            Ok(recovered) => recovered,
+            Err(Error::Journal(e)) if matches!(*e, JournalError::MissingRecords { .. }) => {
+                return Err(Error::HistoryGone { dir, wanted: point.seq, earliest: files.earliest() });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Past { state: recovered.state, seq: point.seq, unix_nanos: point.unix_nanos })
+    }
+
+    /// The state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The state, to keep.
+    pub fn into_state(self) -> S {
+        self.state
+    }
+
+    /// The point the state is at: after every command up to this sequence number (`Seq(0)`:
+    /// before the first), or for [`At::Time`], up to the last record committed by then.
+    /// Commands cancelled by a panic never count, and an atomic unit only once its last
+    /// command is included.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// The recorded commit time of the last command the state includes, if the journal still
+    /// holds it.
+    pub fn time(&self) -> Option<SystemTime> {
+        self.unix_nanos.map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
+    }
+}
+
+/// The point a read stops at, resolved to a command.
+struct Point {
+    seq: Seq,
+    unix_nanos: Option<u64>,
+}
+
+/// The segments and snapshots a read can use, archive included.
+struct Files {
+    segments: Vec<Seq>,
+    snapshots: Vec<Seq>,
+}
+
+impl Files {
+    fn list(config: &JournalConfig) -> Result<Files, Error> {
+        let names = match config.storage.list(&config.dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotAStore { dir: config.dir.clone() });
+            }
+            Err(e) => return Err(Error::Io { op: "list", path: config.dir.clone(), source: Arc::new(e) }),
+        };
+        let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+        segments.sort_unstable();
+        let mut snapshots: Vec<Seq> = names.iter().filter_map(|n| snapshot_seq(n)).collect();
+        snapshots.sort_unstable();
+        if segments.is_empty() && snapshots.is_empty() {
+            return Err(Error::NotAStore { dir: config.dir.clone() });
+        }
+        Ok(Files { segments, snapshots })
+    }
+
+    /// The earliest point that can be rebuilt: the start, if the journal reaches back to
+    /// it, or else the oldest snapshot.
+    fn earliest(&self) -> Seq {
+        match (self.segments.first(), self.snapshots.first()) {
+            (Some(&first), _) if first == Seq::FIRST => Seq(0),
+            (_, Some(&oldest)) => oldest,
+            (Some(&first), None) => Seq(first.0 - 1),
+            (None, None) => Seq(0),
+        }
+    }
+
+    /// Resolves the point to the last record the state includes, walking the journal's live
+    /// commands from its oldest segment on, and checks it is not past the end.
+    fn locate(&self, config: &JournalConfig, at: At) -> Result<Point, Error> {
+        let Some(&from) = self.segments.first() else {
+            // Only snapshots: the newest is the whole history there is.
+            let newest = self.snapshots.last().copied().unwrap_or(Seq(0));
+            return match at {
+                At::Seq(wanted) if wanted > newest => {
+                    Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last: newest })
+                }
+                At::Seq(wanted) if wanted < newest => {
+                    Err(Error::HistoryGone { dir: config.dir.clone(), wanted, earliest: self.earliest() })
+                }
+                _ => Ok(Point { seq: newest, unix_nanos: None }),
+            };
+        };
+        let skip = Default::default();
+        let until = match at {
+            At::Seq(seq) => Some(seq),
+            At::Latest | At::Time(_) => None,
+        };
+        let limit = match at {
+            At::Time(time) => Some(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64),
+            At::Latest | At::Seq(_) => None,
+        };
+        // The last live command the point includes, and the first one after a time asked for.
+        let mut included: Option<u64> = None;
+        let mut first_after: Option<(Seq, u64)> = None;
+        let mut repair = Repair::default();
+        let walked = replay(config, ReplayRange { from, until, skip: &skip }, Some(&mut repair), |record| {
+            if limit.is_some_and(|limit| record.unix_nanos > limit) {
+                first_after = Some((record.seq, record.unix_nanos));
+                return Err(());
+            }
+            included = Some(record.unix_nanos);
+            Ok(())
+        });
+        let last = match walked {
+            Ok(outcome) => Seq(outcome.next_seq.0 - 1),
+            Err(ReplayError::Visit(())) => Seq(u64::MAX),
+            Err(ReplayError::Journal(e)) => return Err(e.into()),
+        };
+        let point = match (at, first_after) {
+            (At::Seq(wanted), _) if wanted > last => {
+                return Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last });
+            }
+            (At::Seq(wanted), _) => Point { seq: wanted, unix_nanos: included },
+            // Everything before the first command committed after the time: the abort
+            // markers and cancelled commands in between change nothing, and a snapshot may
+            // sit on one of them.
+            (At::Time(_), Some((after, _))) => Point { seq: Seq(after.0 - 1), unix_nanos: included },
+            (At::Time(_) | At::Latest, _) => Point { seq: last, unix_nanos: included },
+        };
+        // A time before the journal's first command reaches only the state before it, which
+        // exists only if the journal starts at the very beginning or a snapshot sits there.
+        if let (At::Time(_), None) = (at, included)
+            && from != Seq::FIRST
+            && !self.snapshots.contains(&point.seq)
+        {
+            return Err(Error::HistoryGone { dir: config.dir.clone(), wanted: point.seq, earliest: self.earliest() });
+        }
+        Ok(point)
+    }
+}
+
+fn snapshot_seq(name: &str) -> Option<Seq> {
+    #[cfg(feature = "snapshot")]
+    {
+        airomem_snapshot::parse_file_name(name)
+    }
+    #[cfg(not(feature = "snapshot"))]
+    {
+        name.strip_suffix(".snapshot").and_then(|digits| digits.parse().ok()).map(Seq)
+    }
+}
+
+/// A read-only view of a store directory with its archive merged in.
+///
+/// Listing the store directory lists both; reading a file of it that is not there reads the
+/// archive's copy (retention may move a file while a read is under way). Every write fails
+/// with [`io::ErrorKind::PermissionDenied`]: nothing that reads through this view can change
+/// a file, whatever its code path.
+#[derive(Debug)]
+pub(crate) struct HistoryView {
+    inner: Arc<dyn Storage>,
+    dir: PathBuf,
+    archive: PathBuf,
+}
+
+impl HistoryView {
+    pub(crate) fn new(inner: Arc<dyn Storage>, dir: &Path) -> HistoryView {
+        HistoryView { inner, dir: dir.to_path_buf(), archive: dir.join(ARCHIVE_DIR) }
+    }
+
+    /// The store directory alone, read-only.
+    pub(crate) fn without_archive(inner: Arc<dyn Storage>, dir: &Path) -> HistoryView {
+        HistoryView { inner, dir: dir.to_path_buf(), archive: PathBuf::new() }
+    }
+
+    /// Where to read `path` from if it is not where it was listed.
+    fn archived(&self, path: &Path) -> Option<PathBuf> {
+        (!self.archive.as_os_str().is_empty() && path.parent() == Some(self.dir.as_path()))
+            .then(|| self.archive.join(path.file_name().unwrap_or_default()))
+    }
+
+    fn with_fallback<T>(&self, path: &Path, read: impl Fn(&Path) -> io::Result<T>) -> io::Result<T> {
+        match read(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.archived(path) {
+                Some(archived) => read(&archived).map_err(|_| e),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "a point-in-time read never writes")
+}
+
+impl Storage for HistoryView {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = self.inner.list(dir)?;
+        if dir == self.dir && !self.archive.as_os_str().is_empty() {
+            match self.inner.list(&self.archive) {
+                Ok(archived) => {
+                    names.extend(archived);
+                    names.sort_unstable();
+                    names.dedup();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.with_fallback(path, |p| self.inner.read(p))
+    }
+
+    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
+        self.with_fallback(path, |p| self.inner.read_prefix(p, len))
+    }
+
+    fn create(&self, _path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Err(read_only())
+    }
+
+    fn open_write(&self, _path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Err(read_only())
+    }
+
+    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn remove(&self, _path: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn lock(&self, _path: &Path) -> io::Result<LockGuard> {
+        Err(read_only())
+    }
+}
