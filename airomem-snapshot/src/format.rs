@@ -129,6 +129,18 @@ impl Footer {
         out
     }
 
+    /// Reads and verifies a footer on its own (a file's last [`FOOTER_LEN`] bytes), without
+    /// the body it describes: for tools that report sizes without reading whole snapshots.
+    pub fn decode_alone(file: &Path, footer: &[u8; FOOTER_LEN]) -> Result<Footer, SnapshotError> {
+        if u32_at(footer, 20) != crc32c::crc32c(&footer[0..20]) {
+            return Err(SnapshotError::Damaged {
+                file: file.to_path_buf(),
+                reason: "footer checksum mismatch (the file is truncated or damaged)".into(),
+            });
+        }
+        Ok(Footer { raw_len: u64_at(footer, 0), body_len: u64_at(footer, 8), body_crc: u32_at(footer, 16) })
+    }
+
     /// Reads and verifies the footer at the end of `bytes`, and that the body it describes
     /// fills exactly the space between header and footer.
     pub fn decode(file: &Path, bytes: &[u8]) -> Result<Footer, SnapshotError> {

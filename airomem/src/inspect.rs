@@ -83,6 +83,17 @@ pub struct SnapshotSummary {
     pub len: u64,
     /// The serializer and schema version in its header, or why they could not be read.
     pub header: Result<(SerializerId, u32), String>,
+    /// The size of the serialized state, from the footer (if it verifies).
+    pub raw_len: Option<u64>,
+}
+
+/// The name of a serializer airomem ships: `postcard` or `json`.
+pub fn serializer_name(id: SerializerId) -> Option<&'static str> {
+    match id.0 {
+        1 => Some("postcard"),
+        2 => Some("json"),
+        _ => None,
+    }
 }
 
 /// The journal head.
@@ -156,6 +167,9 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
             survey.other.push(file_summary(path));
         }
     }
+    if segments.is_empty() && snapshots.is_empty() {
+        return Err(Error::NotAStore { dir });
+    }
     for (_, path) in segments {
         let bytes = read(&storage, &path)?;
         progress(bytes.len() as u64);
@@ -163,7 +177,13 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
     }
     for (seq, path) in snapshots {
         let header = read_snapshot_header(&storage, &dir, seq);
-        survey.snapshots.push(SnapshotSummary { len: file_len(&path), path, seq, header });
+        survey.snapshots.push(SnapshotSummary {
+            len: file_len(&path),
+            raw_len: footer_raw_len(&path),
+            path,
+            seq,
+            header,
+        });
     }
     let config = read_config(&dir, SerializerId(0), 0);
     survey.head = airomem_journal::head::read(&config, &names)
@@ -641,6 +661,24 @@ fn list_store(storage: &StdStorage, dir: &Path) -> Result<Vec<String>, Error> {
 
 fn read(storage: &StdStorage, path: &Path) -> Result<Vec<u8>, Error> {
     storage.read(path).map_err(|e| Error::Io { op: "read", path: path.to_path_buf(), source: Arc::new(e) })
+}
+
+/// The serialized length a snapshot's footer records, read from the file's last bytes
+/// alone; `None` if the footer does not verify.
+#[cfg(feature = "snapshot")]
+fn footer_raw_len(path: &Path) -> Option<u64> {
+    use airomem_snapshot::format::{FOOTER_LEN, Footer};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::End(-(FOOTER_LEN as i64))).ok()?;
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact(&mut footer).ok()?;
+    Footer::decode_alone(path, &footer).ok().map(|f| f.raw_len)
+}
+
+#[cfg(not(feature = "snapshot"))]
+fn footer_raw_len(_path: &Path) -> Option<u64> {
+    None
 }
 
 fn file_len(path: &Path) -> u64 {

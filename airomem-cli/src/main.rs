@@ -1,0 +1,123 @@
+//! `airomem`: look inside an airomem store without the application's types.
+//!
+//! Every subcommand reads through `airomem::inspect`, which never takes the store's lock and
+//! never writes, so it is safe beside a running store; the one exception says so in its
+//! name (`quarantine remove`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+
+mod dump;
+mod info;
+mod output;
+mod quarantine;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Look inside an airomem store: its files, their integrity, its journal records.
+///
+/// Read-only unless a subcommand says otherwise; safe beside a running store.
+/// Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+#[derive(Debug, Parser)]
+#[command(name = "airomem", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// What the store holds: serializer, schema versions, segments, snapshots, the journal
+    /// head, quarantine and unfinished files, the archive, and whether a process has it open.
+    Info {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every header, record checksum, sequence number, snapshot and the head, and
+    /// report every problem with file, offset and record. Exit 1 on any.
+    Verify {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the journal's records, one JSON object per line: sequence number, commit time,
+    /// kind, batch and unit marks, and the payload (as JSON for JSON stores, base64 for
+    /// postcard).
+    Dump {
+        /// The store directory.
+        dir: PathBuf,
+        /// The first record to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// The last record to print.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Torn tails an open cut off after a crash, kept for inspection.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List the quarantine files.
+    List {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete quarantine files (this changes the store directory). The store never reads
+    /// them; they hold only commands that were never acknowledged.
+    Remove {
+        /// The store directory.
+        dir: PathBuf,
+        /// Remove every quarantine file.
+        #[arg(long, conflicts_with = "files")]
+        all: bool,
+        /// The files to remove (names in the store directory).
+        files: Vec<String>,
+    },
+}
+
+/// How a subcommand ended, for the exit code.
+pub(crate) enum Outcome {
+    /// Nothing wrong.
+    Clean,
+    /// Damage found (already reported).
+    Damaged,
+}
+
+/// The exit code for damage found.
+const EXIT_DAMAGE: u8 = 1;
+/// The exit code for a usage or I/O error (clap uses it for usage errors too).
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { dir, json } => info::run(&dir, json),
+        Command::Verify { dir, json } => verify::run(&dir, json),
+        Command::Dump { dir, from, to } => dump::run(&dir, from, to),
+        Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),
+        Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGE),
+        Err(e) => {
+            eprintln!("airomem: {}", output::chain(&*e));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// What a subcommand fails with: printed with its causes, exit code 2.
+pub(crate) type Failure = Box<dyn std::error::Error>;
