@@ -247,3 +247,44 @@ async fn all_snapshots_damaged_and_journal_pruned_is_no_usable_snapshot() {
         assert_eq!(contents(dir), before, "attempt {attempt}: a failed open changes no file");
     }
 }
+
+/// A snapshot proves that every command up to it was committed. When the only snapshot is
+/// damaged and no journal segment is left (the journal was lost, or the store was built
+/// from a snapshot alone, as an import does), falling back to the empty state would serve a
+/// store without those commands and then journal new ones under their numbers. The open
+/// must refuse instead, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_only_snapshot_without_a_journal_is_refused_not_emptied() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut model = Sessions::default();
+    {
+        let store: PostcardStore<Sessions> = Store::open(PostcardSerializer, dir).await.expect("open");
+        for i in 0..40 {
+            commit(&store, &mut model, create(i)).await;
+        }
+        store.snapshot().await.expect("snapshot");
+        store.close().await.expect("close");
+    }
+    for segment in names(dir, ".journal") {
+        fs::remove_file(dir.join(segment)).expect("remove the journal");
+    }
+    fs::remove_file(dir.join("journal.head")).expect("remove the head");
+    let snapshot = dir.join(snapshot_name(40));
+    let mut bytes = fs::read(&snapshot).expect("read");
+    bytes[HEADER_LEN + 1] ^= 0xff;
+    fs::write(&snapshot, bytes).expect("flip");
+
+    let before = contents(dir);
+    match Store::<Sessions, PostcardSerializer>::open(PostcardSerializer, dir).await {
+        Err(airomem::Error::NoUsableSnapshot { skipped, .. }) => {
+            assert!(skipped[0].contains(&snapshot_name(40)), "{skipped:?}");
+        }
+        Ok(store) => panic!(
+            "opened with {} sessions although the snapshot proves 40 commands were committed",
+            store.query().expect("query").tokens.len()
+        ),
+        Err(other) => panic!("expected NoUsableSnapshot, got {other}"),
+    }
+    assert_eq!(contents(dir), before, "a refused open changed the directory");
+}

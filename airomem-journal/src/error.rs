@@ -109,7 +109,7 @@ pub enum JournalError {
     },
     /// Records are missing between two segments (or before the first one): a segment file was
     /// deleted or renamed. Restore it from a backup.
-    #[error("journal records {expected}..{found} are missing before {file}")]
+    #[error("journal records {expected} to {} are missing before {file}", Seq(found.0.saturating_sub(1)))]
     MissingRecords {
         /// The file that starts after the gap.
         file: PathBuf,

@@ -199,7 +199,7 @@ pub enum Error {
     /// successors, so the store does not open. Restore the journal segments that belong to
     /// the snapshot, or move the snapshot away to open from the journal alone.
     #[error(
-        "snapshot {} includes commands up to #{snapshot_seq}, but the journal ends at #{journal_ends}{}: \
+        "snapshot {} includes commands up to {snapshot_seq}, but the journal ends at {journal_ends}{}: \
          the journal is behind its snapshot",
         snapshot.display(),
         newest_segment.as_ref().map(|s| format!(" (newest segment {})", s.display())).unwrap_or_else(|| " (no segment)".into())

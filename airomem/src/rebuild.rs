@@ -48,6 +48,8 @@ pub(crate) struct Base<S> {
     pub state: Held<S>,
     pub seq: Seq,
     pub skipped: Vec<String>,
+    /// The newest snapshot file in range, usable or not (`Seq(0)`: none).
+    pub newest_on_disk: Seq,
 }
 
 /// The newest usable snapshot no later than `until`, or the empty state.
@@ -60,12 +62,17 @@ pub(crate) fn base<S: State, Z: Serializer>(
     #[cfg(feature = "snapshot")]
     {
         let loaded = crate::snapshots::load_newest::<S, Z>(config, serializer, chain, until)?;
-        Ok(Base { state: loaded.state, seq: loaded.seq, skipped: loaded.skipped })
+        Ok(Base {
+            state: loaded.state,
+            seq: loaded.seq,
+            skipped: loaded.skipped,
+            newest_on_disk: loaded.newest_on_disk,
+        })
     }
     #[cfg(not(feature = "snapshot"))]
     {
         let _ = (config, serializer, chain, until);
-        Ok(Base { state: Held::Empty, seq: Seq(0), skipped: Vec::new() })
+        Ok(Base { state: Held::Empty, seq: Seq(0), skipped: Vec::new(), newest_on_disk: Seq(0) })
     }
 }
 
@@ -81,13 +88,22 @@ pub(crate) fn recover<S: State, Z: Serializer>(
     let mut repaired = Repair::default();
     let mut aborted_now = BTreeSet::new();
     loop {
-        let Base { state: mut held, seq: base, skipped } = base::<S, Z>(config, serializer, &chain, until)?;
+        let Base { state: mut held, seq: base, skipped, newest_on_disk } =
+            base::<S, Z>(config, serializer, &chain, until)?;
         let range = ReplayRange { from: base.next(), until, skip: &aborted_now };
         let mut migrations = Vec::new();
         let replayed = replay_into(config, serializer, &chain, range, Some(&mut repaired), &mut held, &mut migrations);
         let finished = replayed.and_then(|outcome| {
             let last = Seq(outcome.next_seq.0.saturating_sub(1));
             let last = until.map_or(last, |until| last.min(until));
+            // A snapshot file proves its commands were committed, even one that does not
+            // verify: a fallback that stops short of it would serve a state without them,
+            // and journal new commands under their numbers.
+            if last < newest_on_disk {
+                let file = outcome.segments.last().map_or(config.dir.clone(), |&s| segment::path(&config.dir, s));
+                let gap = JournalError::MissingRecords { file, expected: last.next(), found: newest_on_disk.next() };
+                return Err(ReplayError::Journal(gap));
+            }
             let newest = outcome.segments.last().map_or(config.dir.clone(), |&s| segment::path(&config.dir, s));
             chain
                 .finish(held, last, &newest, &mut migrations)

@@ -313,6 +313,9 @@ pub(crate) struct Loaded<S> {
     pub state: Held<S>,
     pub seq: Seq,
     pub skipped: Vec<String>,
+    /// The newest snapshot file no later than `until`, usable or not: every command up to it
+    /// was committed, so a state rebuilt short of it is missing acknowledged commands.
+    pub newest_on_disk: Seq,
 }
 
 /// Loads the newest snapshot that verifies and decodes, with a sequence number no higher
@@ -329,6 +332,7 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
     let storage = &*config.storage;
     let mut skipped = Vec::new();
     let candidates = airomem_snapshot::list(storage, &config.dir).map_err(snapshot_error)?;
+    let newest_on_disk = candidates.iter().rev().copied().find(|&s| until.is_none_or(|u| s <= u)).unwrap_or(Seq(0));
     for &seq in candidates.iter().rev().filter(|&&s| until.is_none_or(|u| s <= u)) {
         let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer);
         let reason = match loaded {
@@ -338,7 +342,7 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
             Ok((header, image)) => {
                 let file = airomem_snapshot::path(&config.dir, seq);
                 let state = chain.decode_state(serializer, header.schema_version, &image, &file, seq)?;
-                return Ok(Loaded { state, seq, skipped });
+                return Ok(Loaded { state, seq, skipped, newest_on_disk });
             }
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
             // The reason is kept as text: the operating system's error goes into it too.
@@ -349,7 +353,7 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
         skipped.push(reason);
     }
     // No snapshot verified (or there is none): replay from the start.
-    Ok(Loaded { state: Held::Empty, seq: Seq(0), skipped })
+    Ok(Loaded { state: Held::Empty, seq: Seq(0), skipped, newest_on_disk })
 }
 
 /// Writes the snapshot that seals a migration: the state, converted to the current schema,
