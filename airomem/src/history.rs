@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airomem_core::storage::{LockGuard, StdStorage, Storage, StorageFile};
 use airomem_core::{Seq, Serializer, State};
+use airomem_journal::frame::RecordKind;
+use airomem_journal::scan::SegmentScan;
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRange, replay, segment};
 
 use crate::Error;
@@ -167,52 +169,71 @@ impl Files {
                 _ => Ok(Point { seq: newest, unix_nanos: None }),
             };
         };
+        if let At::Time(time) = at {
+            let limit = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64;
+            if let Some(point) = self.before_time(config, limit)? {
+                // A time before the journal's first record reaches only the state before it,
+                // which exists only if the journal starts at the very beginning or a
+                // snapshot sits there.
+                if point.seq.next() == from && from != Seq::FIRST && !self.snapshots.contains(&point.seq) {
+                    return Err(Error::HistoryGone {
+                        dir: config.dir.clone(),
+                        wanted: point.seq,
+                        earliest: self.earliest(),
+                    });
+                }
+                return Ok(point);
+            }
+        }
         let skip = Default::default();
         let until = match at {
             At::Seq(seq) => Some(seq),
             At::Latest | At::Time(_) => None,
         };
-        let limit = match at {
-            At::Time(time) => Some(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64),
-            At::Latest | At::Seq(_) => None,
-        };
-        // The last live command the point includes, and the first one after a time asked for.
+        // The commit time of the last live command the point includes.
         let mut included: Option<u64> = None;
-        let mut first_after: Option<(Seq, u64)> = None;
         let mut repair = Repair::default();
         let walked = replay(config, ReplayRange { from, until, skip: &skip }, Some(&mut repair), |record| {
-            if limit.is_some_and(|limit| record.unix_nanos > limit) {
-                first_after = Some((record.seq, record.unix_nanos));
-                return Err(());
-            }
             included = Some(record.unix_nanos);
-            Ok(())
+            Ok::<(), ()>(())
         });
         let last = match walked {
             Ok(outcome) => Seq(outcome.next_seq.0 - 1),
-            Err(ReplayError::Visit(())) => Seq(u64::MAX),
             Err(ReplayError::Journal(e)) => return Err(e.into()),
+            Err(ReplayError::Visit(())) => unreachable!("the visitor never stops the walk"),
         };
-        let point = match (at, first_after) {
-            (At::Seq(wanted), _) if wanted > last => {
-                return Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last });
-            }
-            (At::Seq(wanted), _) => Point { seq: wanted, unix_nanos: included },
-            // Everything before the first command committed after the time: the abort
-            // markers and cancelled commands in between change nothing, and a snapshot may
-            // sit on one of them.
-            (At::Time(_), Some((after, _))) => Point { seq: Seq(after.0 - 1), unix_nanos: included },
-            (At::Time(_) | At::Latest, _) => Point { seq: last, unix_nanos: included },
-        };
-        // A time before the journal's first command reaches only the state before it, which
-        // exists only if the journal starts at the very beginning or a snapshot sits there.
-        if let (At::Time(_), None) = (at, included)
-            && from != Seq::FIRST
-            && !self.snapshots.contains(&point.seq)
-        {
-            return Err(Error::HistoryGone { dir: config.dir.clone(), wanted: point.seq, earliest: self.earliest() });
+        match at {
+            At::Seq(wanted) if wanted > last => Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last }),
+            At::Seq(wanted) => Ok(Point { seq: wanted, unix_nanos: included }),
+            At::Latest | At::Time(_) => Ok(Point { seq: last, unix_nanos: included }),
         }
-        Ok(point)
+    }
+
+    /// The point just before the first record (of any kind) committed after `limit`, or
+    /// `None` if every record was committed by then. Abort markers and cancelled commands
+    /// count: the state is the same either side of them, and a snapshot may sit on one.
+    /// Reads the segments' frames alone (one segment at a time): damage ends the walk, and
+    /// the replay that follows judges it.
+    fn before_time(&self, config: &JournalConfig, limit: u64) -> Result<Option<Point>, Error> {
+        let mut included = None;
+        for &first in &self.segments {
+            let path = segment::path(&config.dir, first);
+            let bytes = config.storage.read(&path).map_err(|e| Error::Io {
+                op: "read",
+                path: path.clone(),
+                source: Arc::new(e),
+            })?;
+            let scan = SegmentScan::read(&path, &bytes)?;
+            for frame in scan.frames(&bytes) {
+                if frame.unix_nanos > limit {
+                    return Ok(Some(Point { seq: Seq(frame.seq.0 - 1), unix_nanos: included }));
+                }
+                if frame.kind == RecordKind::Command && !scan.aborted.contains(&frame.seq) {
+                    included = Some(frame.unix_nanos);
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

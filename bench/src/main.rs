@@ -27,6 +27,7 @@ mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
+mod inspection;
 mod lone_commit;
 mod measure;
 mod memory;
@@ -57,6 +58,11 @@ const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
   --dir DIR  create the scratch directory inside DIR (default: the current directory);
              DIR must be on the disk to measure, not a tmpfs
 
+inspect:   airomem-bench --inspect [MEGABYTES] [--dir DIR]
+             `airomem verify` and `airomem dump` over a journal of MEGABYTES (default
+             1000) against reading it from the page cache, and their peak memory; build
+             the tool first: cargo build --release -p airomem-cli
+
 alone:     airomem-bench --lone-commit [--dir DIR]
              one caller committing alone through the async API (a task) and the blocking
              API (a thread), under OsBuffered and Fsync, in 7 interleaved rounds
@@ -67,6 +73,9 @@ internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
            airomem-bench --memory DIR SEGMENT_SIZE
              opens the store in DIR, snapshots it and floods it with commits, and prints
              the resident memory each step used: what the memory measurement runs
+           airomem-bench --inspect-memory DIR
+             verifies the store in DIR and walks its records in a fresh process, printing
+             the peak resident growth of each: what the inspection measurement runs
            airomem-bench --migration-memory DIR SEGMENT_SIZE
              opens the schema-1 store in DIR with schema-2 types (a migrating open) and
              prints the resident memory it left and its peak";
@@ -149,13 +158,26 @@ struct Args {
     memory: Option<(PathBuf, u64)>,
     /// `--migration-memory DIR SEGMENT_SIZE`.
     migration_memory: Option<(PathBuf, u64)>,
+    /// `--inspect [MEGABYTES]`.
+    inspect: Option<u64>,
+    /// `--inspect-memory DIR`.
+    inspect_memory: Option<PathBuf>,
 }
 
 impl Args {
     /// Parses the arguments; `Ok(None)` when help was asked for.
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut parsed =
-            Args { quick: false, dir: None, lone_commit: false, probe: None, memory: None, migration_memory: None };
+    fn parse(args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+        let mut parsed = Args {
+            quick: false,
+            dir: None,
+            lone_commit: false,
+            probe: None,
+            memory: None,
+            migration_memory: None,
+            inspect: None,
+            inspect_memory: None,
+        };
+        let mut args = args.peekable();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
@@ -177,6 +199,13 @@ impl Args {
                         args.next().and_then(|n| n.parse().ok()).ok_or("--migration-memory needs a segment size")?;
                     parsed.migration_memory = Some((dir.into(), size));
                 }
+                "--inspect" => {
+                    let size = args.next_if(|n| n.parse::<u64>().is_ok()).map_or(Ok(1000), |n| n.parse());
+                    parsed.inspect = Some(size.map_err(|e| format!("--inspect: {e}"))?);
+                }
+                "--inspect-memory" => {
+                    parsed.inspect_memory = Some(args.next().ok_or("--inspect-memory needs a store directory")?.into());
+                }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
             }
@@ -195,6 +224,9 @@ fn main() -> Result<(), BoxError> {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return memory::child(&runtime, dir, *segment_size);
     }
+    if let Some(dir) = &args.inspect_memory {
+        return inspection::memory_child(dir);
+    }
     if let Some((dir, segment_size)) = &args.migration_memory {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return migration::child(&runtime, dir, *segment_size);
@@ -207,6 +239,12 @@ fn main() -> Result<(), BoxError> {
     let scratch = tempfile::Builder::new().prefix("airomem-bench-").tempdir_in(&parent)?;
     let dir = scratch.path();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(megabytes) = args.inspect {
+        inspection::run(&runtime, dir, megabytes)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
     if args.lone_commit {
         lone_commit::run(&runtime, dir)?;
         drop(runtime);
