@@ -332,7 +332,14 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
     let storage = &*config.storage;
     let mut skipped = Vec::new();
     let candidates = airomem_snapshot::list(storage, &config.dir).map_err(snapshot_error)?;
-    let newest_on_disk = candidates.iter().rev().copied().find(|&s| until.is_none_or(|u| s <= u)).unwrap_or(Seq(0));
+    // A name past the bound no journal reaches is no proof of anything: it is damage, passed
+    // over below like any other.
+    let newest_on_disk = candidates
+        .iter()
+        .rev()
+        .copied()
+        .find(|&s| s.0 <= airomem_snapshot::format::MAX_SEQ && until.is_none_or(|u| s <= u))
+        .unwrap_or(Seq(0));
     for &seq in candidates.iter().rev().filter(|&&s| until.is_none_or(|u| s <= u)) {
         let loaded = airomem_snapshot::load(storage, &config.dir, seq, config.serializer);
         let reason = match loaded {
