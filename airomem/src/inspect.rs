@@ -17,7 +17,7 @@ use airomem_core::storage::{StdStorage, Storage};
 use airomem_core::{Seq, SerializerId};
 use airomem_journal::frame::RecordKind;
 use airomem_journal::scan::{SegmentScan, abort_target};
-use airomem_journal::segment::{self, SegmentHeader};
+use airomem_journal::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use airomem_journal::{Corruption, JournalConfig, JournalError, Repair, ReplayError, ReplayRange};
 
 use crate::Error;
@@ -304,83 +304,12 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
     segments.sort_unstable();
     let mut snapshots: Vec<Seq> = names.iter().filter_map(|n| snapshot_seq(n)).collect();
     snapshots.sort_unstable();
-
-    // Every file on its own.
-    let mut serializer: Option<(SerializerId, PathBuf)> = None;
-    let mut schema: Option<(u32, PathBuf)> = None;
-    let mut expected: Option<Seq> = None;
-    let mut newest_schema = 0;
-    let mut check_serializer = |found: &mut Verification, id: SerializerId, file: &Path| match &serializer {
-        None => serializer = Some((id, file.to_path_buf())),
-        Some((first, first_file)) if *first != id => found.problems.push(Problem::new(
-            file,
-            None,
-            None,
-            format!("written with serializer {} but {} with serializer {}", id.0, first_file.display(), first.0),
-        )),
-        Some(_) => {}
-    };
-    for (index, &first) in segments.iter().enumerate() {
-        let path = segment::path(&dir, first);
-        let newest = index + 1 == segments.len();
-        let bytes = read(&storage, &path)?;
-        progress(bytes.len() as u64);
-        found.segments += 1;
-        found.bytes += bytes.len() as u64;
-        let scan = match SegmentScan::read(&path, &bytes) {
-            Ok(scan) => scan,
-            Err(e) => {
-                found.problems.push(Problem::new(&path, Some(0), None, e.to_string()));
-                expected = None;
-                continue;
-            }
-        };
-        found.records += scan.records;
-        check_serializer(&mut found, scan.header.serializer, &path);
-        let version = scan.header.schema_version;
-        newest_schema = newest_schema.max(version);
-        if let Some((previous, previous_file)) = &schema
-            && version < *previous
-        {
-            found.problems.push(Problem::new(
-                &path,
-                None,
-                None,
-                format!("schema version {version} after schema version {previous} in {}", previous_file.display()),
-            ));
-        }
-        schema = Some((version, path.clone()));
-        if scan.header.first_seq != first {
-            found.problems.push(Problem::new(
-                &path,
-                Some(0),
-                None,
-                format!("the header says the segment starts at {} but its name says {first}", scan.header.first_seq),
-            ));
-        }
-        if let Some(due) = expected
-            && due != scan.header.first_seq
-        {
-            let message = if due < scan.header.first_seq {
-                format!("records {due} to {} are missing before this segment", Seq(scan.header.first_seq.0 - 1))
-            } else {
-                format!("starts at {} but the segment before it ends at {}", scan.header.first_seq, Seq(due.0 - 1))
-            };
-            found.problems.push(Problem::new(&path, Some(0), Some(scan.header.first_seq), message));
-        }
-        expected = Some(scan.next_seq());
-        // The newest segment's damage is judged below, by replay: it may be a torn tail.
-        if !newest {
-            if let Some((offset, kind)) = &scan.damage {
-                found.problems.push(Problem::new(&path, Some(*offset as u64), Some(scan.next_seq()), kind.to_string()));
-            } else if let Some((offset, first)) = scan.open_unit {
-                let kind = Corruption::UnfinishedUnit { first };
-                found.problems.push(Problem::new(&path, Some(offset as u64), Some(first), kind.to_string()));
-            }
-        }
+    if segments.is_empty() && snapshots.is_empty() {
+        return Err(Error::NotAStore { dir });
     }
+    let mut files = Files::default();
 
-    // Snapshots: every checksum, and the length they decompress to.
+    // Snapshots first: the newest that verifies is where an open's replay starts.
     let mut usable_snapshot = None;
     for &seq in &snapshots {
         let path = snapshot_path(&dir, seq);
@@ -390,30 +319,56 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
         found.bytes += bytes.len() as u64;
         match verify_snapshot(&path, &bytes, seq) {
             Ok((id, version)) => {
-                check_serializer(&mut found, id, &path);
-                newest_schema = newest_schema.max(version);
+                files.serializer(&mut found, id, &path);
+                files.newest_schema = files.newest_schema.max(version);
                 usable_snapshot = Some(seq);
             }
             Err(reason) => found.problems.push(Problem::new(&path, None, Some(seq), reason)),
         }
     }
-
-    // The whole, as an open sees it: the head, the newest segment's tail, continuity from
-    // the newest usable snapshot (or the start) on.
-    let Some((id, _)) = serializer else {
-        if segments.is_empty() && snapshots.is_empty() {
-            return Err(Error::NotAStore { dir });
+    // The segments' headers alone, for the serializer and schema the replay expects.
+    for &first in &segments {
+        let path = segment::path(&dir, first);
+        let header = storage.read_prefix(&path, SEGMENT_HEADER_LEN).ok();
+        if let Some(header) = header.and_then(|bytes| SegmentHeader::decode(&path, &bytes).ok()) {
+            files.serializer(&mut found, header.serializer, &path);
+            files.newest_schema = files.newest_schema.max(header.schema_version);
         }
+    }
+    let Some((serializer, _)) = files.first_serializer.clone() else {
+        // No header reads: every file is damage, which the scans below describe.
+        files.scan(&dir, &segments, None, None, &mut found, progress)?;
         return Ok(found);
     };
-    let config = read_config(&dir, id, newest_schema);
+
+    // The whole, as an open sees it: the head, continuity from the newest usable snapshot
+    // (or the start) on, every record after it, and the newest segment's tail. One read
+    // of each segment when the store is intact; only when it is not are the segments read
+    // again, one by one, to find every problem, not just the first.
+    let config = read_config(&dir, serializer, files.newest_schema);
     let from = usable_snapshot.map_or(Seq::FIRST, Seq::next);
     let skip = Default::default();
     let mut repair = Repair::default();
-    match airomem_journal::replay(&config, ReplayRange { from, until: None, skip: &skip }, Some(&mut repair), |_| {
-        Ok::<(), ()>(())
-    }) {
-        Ok(_) => {
+    let mut reading: Option<PathBuf> = None;
+    let replayed =
+        airomem_journal::replay(&config, ReplayRange { from, until: None, skip: &skip }, Some(&mut repair), |record| {
+            if reading.as_deref() != Some(record.segment)
+                && let Some(done) = reading.replace(record.segment.to_path_buf())
+            {
+                progress(file_len(&done));
+            }
+            Ok::<(), ()>(())
+        });
+    if let Some(done) = reading {
+        progress(file_len(&done));
+    }
+    // Segments wholly before `from` are not replayed: segment i ends where i + 1 begins.
+    let replayed_from = segments.partition_point(|&s| s <= from).saturating_sub(1);
+    match replayed {
+        Ok(outcome) => {
+            found.segments += outcome.segments_read;
+            found.bytes += outcome.bytes_read;
+            found.records += outcome.records_replayed + outcome.records_skipped;
             found.torn_tail = repair.torn_tail.map(|torn| {
                 Problem::new(
                     &torn.segment,
@@ -425,8 +380,12 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
                     ),
                 )
             });
+            let newest = segments.last().copied();
+            let next = segments.get(replayed_from).copied();
+            files.scan(&dir, &segments[..replayed_from], next, newest, &mut found, progress)?;
         }
         Err(ReplayError::Journal(e)) => {
+            files.scan(&dir, &segments, None, segments.last().copied(), &mut found, progress)?;
             let problem = journal_problem(&dir, &e);
             if !found.problems.iter().any(|p| p.file == problem.file) {
                 found.problems.push(problem);
@@ -435,6 +394,112 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
         Err(ReplayError::Visit(())) => {}
     }
     Ok(found)
+}
+
+/// What [`verify`] learns across files.
+#[derive(Default)]
+struct Files {
+    /// The first serializer seen, and where.
+    first_serializer: Option<(SerializerId, PathBuf)>,
+    newest_schema: u32,
+}
+
+impl Files {
+    /// Every file of a store is written by one serializer.
+    fn serializer(&mut self, found: &mut Verification, id: SerializerId, file: &Path) {
+        match &self.first_serializer {
+            None => self.first_serializer = Some((id, file.to_path_buf())),
+            Some((first, first_file)) if *first != id => found.problems.push(Problem::new(
+                file,
+                None,
+                None,
+                format!("written with serializer {} but {} with serializer {}", id.0, first_file.display(), first.0),
+            )),
+            Some(_) => {}
+        }
+    }
+
+    /// Reads and checks `segments` one by one: header, every record, continuity between
+    /// them (and on to `next`, the segment after the last of them, if any), schema order.
+    /// Damage at the end of `newest` is left to the replay to judge (it may be a torn tail).
+    fn scan(
+        &mut self,
+        dir: &Path,
+        segments: &[Seq],
+        next: Option<Seq>,
+        newest: Option<Seq>,
+        found: &mut Verification,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), Error> {
+        let mut schema: Option<(u32, PathBuf)> = None;
+        let mut expected: Option<Seq> = None;
+        for &first in segments {
+            let path = segment::path(dir, first);
+            let bytes = read(&StdStorage::default(), &path)?;
+            progress(bytes.len() as u64);
+            found.segments += 1;
+            found.bytes += bytes.len() as u64;
+            let scan = match SegmentScan::read(&path, &bytes) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    found.problems.push(Problem::new(&path, Some(0), None, e.to_string()));
+                    expected = None;
+                    continue;
+                }
+            };
+            found.records += scan.records;
+            let version = scan.header.schema_version;
+            if let Some((previous, previous_file)) = &schema
+                && version < *previous
+            {
+                found.problems.push(Problem::new(
+                    &path,
+                    None,
+                    None,
+                    format!("schema version {version} after schema version {previous} in {}", previous_file.display()),
+                ));
+            }
+            schema = Some((version, path.clone()));
+            if scan.header.first_seq != first {
+                found.problems.push(Problem::new(
+                    &path,
+                    Some(0),
+                    None,
+                    format!(
+                        "the header says the segment starts at {} but its name says {first}",
+                        scan.header.first_seq
+                    ),
+                ));
+            }
+            if let Some(due) = expected
+                && due != scan.header.first_seq
+            {
+                let message = if due < scan.header.first_seq {
+                    format!("records {due} to {} are missing before this segment", Seq(scan.header.first_seq.0 - 1))
+                } else {
+                    format!("starts at {} but the segment before it ends at {}", scan.header.first_seq, Seq(due.0 - 1))
+                };
+                found.problems.push(Problem::new(&path, Some(0), Some(scan.header.first_seq), message));
+            }
+            expected = Some(scan.next_seq());
+            if Some(first) != newest {
+                if let Some((offset, kind)) = &scan.damage {
+                    let seq = Some(scan.next_seq());
+                    found.problems.push(Problem::new(&path, Some(*offset as u64), seq, kind.to_string()));
+                } else if let Some((offset, first)) = scan.open_unit {
+                    let kind = Corruption::UnfinishedUnit { first };
+                    found.problems.push(Problem::new(&path, Some(offset as u64), Some(first), kind.to_string()));
+                }
+            }
+        }
+        if let (Some(due), Some(next)) = (expected, next)
+            && due < next
+        {
+            let message = format!("records {due} to {} are missing before this segment", Seq(next.0 - 1));
+            found.problems.push(Problem::new(&segment::path(dir, next), Some(0), Some(next), message));
+        }
+        Ok(())
+    }
 }
 
 fn journal_problem(dir: &Path, e: &JournalError) -> Problem {
