@@ -2,7 +2,7 @@
 //! sync each), applies each batch under one write-lock acquisition, then acknowledges.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -38,6 +38,11 @@ pub(crate) struct Shared<S> {
     /// How long a lone caller may poll for its outcome before sleeping, in nanoseconds: zero
     /// when the disk is too slow for polling to pay (see [`crate::StoreOptions::spin_limit`]).
     pub spin_nanos: AtomicU64,
+    /// Whether a lone caller starts its poll in place, without yielding: only when no sync
+    /// stands between its command and its receipt. Under `Fsync` a core spinning in place is
+    /// one the file system's journal thread may need to finish the sync (measured: 12 %
+    /// fewer lone commits on 2 cores).
+    pub spin_in_place: AtomicBool,
 }
 
 impl<S> Shared<S> {
@@ -49,6 +54,7 @@ impl<S> Shared<S> {
             submitted: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             spin_nanos: AtomicU64::new(0),
+            spin_in_place: AtomicBool::new(false),
         }
     }
 }
@@ -219,6 +225,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             // No sync stands between a lone commit and its receipt (see `sync` for `Fsync`).
             let spin = BUFFERED_SPIN.min(options.spin_limit).as_nanos() as u64;
             shared.spin_nanos.store(spin, Ordering::Relaxed);
+            shared.spin_in_place.store(true, Ordering::Relaxed);
         }
         Writer {
             journal,
