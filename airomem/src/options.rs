@@ -112,8 +112,9 @@ impl StoreOptions {
     /// thread's, then its own task's): on a disk whose `fdatasync` takes 100 µs that is most
     /// of the cost of a commit. So when a commit is the only one in flight and the disk's
     /// last sync was short enough that the whole wait fits within this limit, the committing
-    /// task polls for its receipt (yielding to other tasks in between; a thread committing
-    /// through [`crate::blocking::Store`] yields to other threads) instead of sleeping,
+    /// task polls for its receipt (yielding to other tasks in between, after a first 25 µs
+    /// in place when no sync is awaited; a thread committing through
+    /// [`crate::blocking::Store`] yields to other threads) instead of sleeping,
     /// and after it the idle writer thread polls for the next commit for as long as the last
     /// sync took. Concurrent commits never spin: group commit already shares the wake-ups.
     #[must_use]
