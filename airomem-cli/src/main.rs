@@ -1,9 +1,10 @@
 //! `airomem`: look inside an airomem store without the application's types.
 //!
 //! Every subcommand reads through `airomem::inspect`, which never takes the store's lock and
-//! never writes, so it is safe beside a running store; the one exception says so in its
-//! name (`quarantine remove`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+//! never writes, so it is safe beside a running store; the exceptions say so in their names
+//! (`quarantine remove`, `archive prune`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
 
+mod archive;
 mod dump;
 mod info;
 mod output;
@@ -62,6 +63,31 @@ enum Command {
     /// Torn tails an open cut off after a crash, kept for inspection.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// The history a store keeps in `archive/` (`StoreOptions::keep_history`).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// List the archived snapshots and segments.
+    List {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the archived history before a command (this changes `archive/`), keeping
+    /// what reading the state at that command or later needs. The store never reads the
+    /// archive.
+    Prune {
+        /// The store directory.
+        dir: PathBuf,
+        /// The earliest command whose state must stay readable.
+        #[arg(long)]
+        before: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +134,8 @@ fn main() -> ExitCode {
         Command::Dump { dir, from, to } => dump::run(&dir, from, to),
         Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),
         Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),
+        Command::Archive(ArchiveCommand::List { dir, json }) => archive::list(&dir, json),
+        Command::Archive(ArchiveCommand::Prune { dir, before }) => archive::prune(&dir, airomem::Seq(before)),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

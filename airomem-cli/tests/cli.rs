@@ -454,3 +454,48 @@ fn copy(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A store that keeps its history: `archive prune --before N` removes only archived files,
+/// and only those no read at N or later needs: every such point reads the same state as
+/// before the prune, earlier points are `HistoryGone`, and the live files are untouched.
+#[test]
+fn archive_prune_keeps_what_later_reads_need() {
+    use airomem::{At, Error, Past, Seq};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("notes");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let options = StoreOptions::default().segment_size(512).durability(Durability::OsBuffered).keep_history(true);
+        let store: Store<Notes, PostcardSerializer> =
+            Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
+        for i in 0..300 {
+            store.commit(Note::Add(format!("n{i}"))).await.expect("commit");
+            if i % 50 == 49 {
+                store.snapshot().await.expect("snapshot");
+            }
+        }
+        store.close().await.expect("close");
+    });
+    let read =
+        |seq: u64| Past::<Notes>::open(PostcardSerializer, &dir, At::Seq(Seq(seq))).map(|p| p.state().items.len());
+    let before: Vec<usize> = (0..=300).map(|s| read(s).expect("all history is kept")).collect();
+    let (code, out, _) = run(&["archive", "list", path(&dir)]);
+    assert_eq!(code, 0);
+    assert!(out.contains(".snapshot") && out.contains(".journal"), "{out}");
+
+    let live: BTreeMap<PathBuf, Vec<u8>> =
+        tree(&dir).into_iter().filter(|(p, _)| !p.starts_with(airomem::ARCHIVE_DIR)).collect();
+    let (code, out, err) = run(&["archive", "prune", path(&dir), "--before", "170"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed"), "{out}");
+    let live_after: BTreeMap<PathBuf, Vec<u8>> =
+        tree(&dir).into_iter().filter(|(p, _)| !p.starts_with(airomem::ARCHIVE_DIR)).collect();
+    assert_eq!(live_after, live, "prune touched the store's own files");
+    // Snapshots sit at 50, 100, ...: the base for reads at 170 is the one at 150.
+    for seq in 150..=300u64 {
+        assert_eq!(read(seq).expect("kept"), before[seq as usize], "after #{seq}");
+    }
+    for seq in [0u64, 1, 99, 149] {
+        assert!(matches!(read(seq), Err(Error::HistoryGone { .. })), "#{seq} must be gone");
+    }
+}
