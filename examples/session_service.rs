@@ -68,8 +68,7 @@ const SNAPSHOT_EVERY_COMMANDS: u64 = 100_000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-const USAGE: &str =
-    "usage: session_service [--listen ADDR] [--dir DIR] [--ttl-secs N] [--sweep-secs S]";
+const USAGE: &str = "usage: session_service [--listen ADDR] [--dir DIR] [--ttl-secs N] [--sweep-secs S]";
 
 // The durable part: the state and the commands that change it.
 

@@ -33,7 +33,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// `target/<profile>/deps/<name>`, the example `target/<profile>/examples/session_service`.
 fn service_binary() -> PathBuf {
     let test_binary = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
+    let profile_dir =
+        test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
     let binary = profile_dir.join("examples").join(format!("session_service{}", std::env::consts::EXE_SUFFIX));
     let build = "`cargo test` builds it; `cargo test --test session_service` does not: run \
                  `cargo build --example session_service` first";
@@ -121,13 +122,17 @@ impl Drop for Service {
 
 /// Appends each line of `pipe` to `output`; the address of the `listening on` line goes to
 /// `listening`.
-async fn collect(pipe: impl AsyncRead + Unpin, output: Arc<Mutex<String>>, mut listening: Option<oneshot::Sender<String>>) {
+async fn collect(
+    pipe: impl AsyncRead + Unpin,
+    output: Arc<Mutex<String>>,
+    mut listening: Option<oneshot::Sender<String>>,
+) {
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(address) = line.strip_prefix("listening on ") {
-            if let Some(listening) = listening.take() {
-                let _ = listening.send(address.to_string());
-            }
+        if let Some(address) = line.strip_prefix("listening on ")
+            && let Some(listening) = listening.take()
+        {
+            let _ = listening.send(address.to_string());
         }
         let mut output = output.lock().expect("output");
         output.push_str(&line);
@@ -283,8 +288,7 @@ async fn killed_mid_load_restarted_serves_every_acknowledged_session_then_shuts_
     assert_refused(client.get(service.url("/sessions/not-a-token")), StatusCode::NOT_FOUND, "malformed token").await;
     let unknown = "0123456789abcdef0123456789abcdef";
     assert_refused(client.get(service.url(&format!("/sessions/{unknown}"))), StatusCode::NOT_FOUND, "unknown").await;
-    assert_refused(client.delete(service.url(&format!("/sessions/{unknown}"))), StatusCode::NOT_FOUND, "unknown")
-        .await;
+    assert_refused(client.delete(service.url(&format!("/sessions/{unknown}"))), StatusCode::NOT_FOUND, "unknown").await;
     let (status, health) = get_json(&client, &service.url("/healthz")).await;
     assert_eq!((status, &health["status"]), (StatusCode::OK, &json!("ok")));
     assert_eq!(sessions_in_memory(&client, &service).await, recovered, "bad input changed nothing");

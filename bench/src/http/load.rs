@@ -135,7 +135,8 @@ pub fn create_sessions(base: &str, count: u64, concurrency: u64) -> Result<Vec<S
                 tokio::spawn(async move {
                     let mut tokens = Vec::new();
                     for user_id in (first..count).step_by(concurrency as usize) {
-                        let response = client.post(&url).json(&serde_json::json!({ "user_id": user_id })).send().await?;
+                        let response =
+                            client.post(&url).json(&serde_json::json!({ "user_id": user_id })).send().await?;
                         if response.status() != reqwest::StatusCode::CREATED {
                             return Err(format!("create: {}", response.status()).into());
                         }

@@ -104,7 +104,8 @@ struct Run {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = if args.first().map(String::as_str) == Some("--serve") { serve_main(&args[1..]) } else { bench_main(&args) };
+    let outcome =
+        if args.first().map(String::as_str) == Some("--serve") { serve_main(&args[1..]) } else { bench_main(&args) };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -194,8 +195,7 @@ fn measure(options: &Options, command: Command, scratch: &Path, airomem: bool) -
     let delete_args = ["-n", &deletes.to_string(), "-m", "DELETE", "--urls-from-file", &urls];
     let delete = load::oha(&options.oha, options.connections, &delete_args.map(String::from))?;
 
-    let average_batch =
-        if airomem { load::stats(&server.base)?["store"]["average_batch"].as_f64() } else { None };
+    let average_batch = if airomem { load::stats(&server.base)?["store"]["average_batch"].as_f64() } else { None };
     server.stop()?;
     Ok(Run { create, read, delete, average_batch })
 }
@@ -291,7 +291,8 @@ fn report(options: &Options, version: &str, runs: &[(Variant, Run)]) -> String {
         for &variant in &options.variants {
             let Some(requests_per_sec) = rate(variant) else { continue };
             let ms = |figure: fn(&Phase) -> f64| median(runs, variant, |run| figure(pick(run))).unwrap_or(f64::NAN);
-            let ratio = |against| rate(against).map_or("".to_string(), |other| format!("{:.2}×", requests_per_sec / other));
+            let ratio =
+                |against| rate(against).map_or("".to_string(), |other| format!("{:.2}×", requests_per_sec / other));
             let _ = writeln!(
                 out,
                 "| {route} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {} | {} |",

@@ -110,11 +110,13 @@ impl Backend for Sqlite {
 
     async fn read(&self, token: Token, now_nanos: u64) -> Result<Option<Session>, String> {
         on(&self.readers, move |conn| {
-            conn.prepare_cached("SELECT user_id, expires_at_nanos FROM sessions WHERE token = ?1 AND expires_at_nanos > ?2")?
-                .query_row(params![token.to_be_bytes(), to_sql(now_nanos)], |row| {
-                    Ok(Session { user_id: from_sql(row.get(0)?), expires_at_nanos: from_sql(row.get(1)?) })
-                })
-                .optional()
+            conn.prepare_cached(
+                "SELECT user_id, expires_at_nanos FROM sessions WHERE token = ?1 AND expires_at_nanos > ?2",
+            )?
+            .query_row(params![token.to_be_bytes(), to_sql(now_nanos)], |row| {
+                Ok(Session { user_id: from_sql(row.get(0)?), expires_at_nanos: from_sql(row.get(1)?) })
+            })
+            .optional()
         })
         .await
     }
