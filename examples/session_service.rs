@@ -492,6 +492,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     // Whoever started the process may be waiting for that line through a pipe.
     std::io::stdout().flush()?;
 
+    let stop_sweeper = stop.clone();
     tokio::spawn(async move {
         signal.await;
         // Every receiver lives as long as `run`, so the send cannot fail while it matters.
@@ -508,13 +509,19 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         let _ = deadline.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    tokio::select! {
-        served = serving => served?,
-        () = grace_over => eprintln!("requests still in flight after {SHUTDOWN_GRACE:?}; closing the store anyway"),
-    }
+    let served = tokio::select! {
+        served = serving => served,
+        () = grace_over => {
+            eprintln!("requests still in flight after {SHUTDOWN_GRACE:?}; closing the store anyway");
+            Ok(())
+        }
+    };
 
+    // Closed whatever ended the serving, so that the journal is trimmed and the directory
+    // released before the process exits.
+    let _ = stop_sweeper.send(true);
     sweeper.await?;
     store.close().await?;
     println!("store closed");
-    Ok(())
+    Ok(served?)
 }
