@@ -9,7 +9,8 @@
 //!
 //! Options: `--listen ADDR` (default `127.0.0.1:8080`; port 0 picks a free one), `--dir DIR`
 //! (default `./sessions`), `--ttl-secs N` (how long a new session lives, default 3600),
-//! `--sweep-secs S` (how often expired sessions are removed, default 60, fractions allowed).
+//! `--sweep-secs S` (how often expired sessions are removed, default 60, fractions allowed),
+//! `--snapshot-every N` (commands between automatic snapshots, default 1,000,000).
 //! Once it accepts connections it prints `listening on ADDR` (the real port) on stdout.
 //!
 //! | route | answer |
@@ -60,15 +61,19 @@ const MAX_BODY_BYTES: usize = 4 * 1024;
 /// The most sessions one sweep command removes, so that a backlog of expired sessions is
 /// removed in several short write-lock holds rather than one long one.
 const SWEEP_BATCH: u32 = 10_000;
-/// A snapshot after this many commands bounds both the journal on disk and the replay at
-/// the next start.
-const SNAPSHOT_EVERY_COMMANDS: u64 = 100_000;
+/// The default of `--snapshot-every`. A snapshot bounds the journal on disk and the replay
+/// at the next start (a million records replay in about half a second), but serializes the
+/// whole state under the read lock while commits wait: about 120 ms for a million sessions.
+/// One every 100,000 commands cost about 15 % of the creates' throughput under full load,
+/// with half a million sessions.
+const SNAPSHOT_EVERY_COMMANDS: u64 = 1_000_000;
 /// After a shutdown signal, how long requests in flight get to finish before the store is
 /// closed anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-const USAGE: &str = "usage: session_service [--listen ADDR] [--dir DIR] [--ttl-secs N] [--sweep-secs S]";
+const USAGE: &str =
+    "usage: session_service [--listen ADDR] [--dir DIR] [--ttl-secs N] [--sweep-secs S] [--snapshot-every N]";
 
 // The durable part: the state and the commands that change it.
 
@@ -403,6 +408,7 @@ struct Options {
     dir: PathBuf,
     ttl_secs: u64,
     sweep_every: Duration,
+    snapshot_every: u64,
 }
 
 impl Options {
@@ -412,6 +418,7 @@ impl Options {
             dir: PathBuf::from("./sessions"),
             ttl_secs: 3600,
             sweep_every: Duration::from_secs(60),
+            snapshot_every: SNAPSHOT_EVERY_COMMANDS,
         };
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -431,6 +438,9 @@ impl Options {
                         .ok()
                         .filter(|every| !every.is_zero())
                         .ok_or("--sweep-secs: a positive number of seconds")?;
+                }
+                "--snapshot-every" => {
+                    options.snapshot_every = value()?.parse().map_err(|e| format!("--snapshot-every: {e}"))?;
                 }
                 "--help" | "-h" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -465,7 +475,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let store_options = StoreOptions::default().snapshot_every_commands(SNAPSHOT_EVERY_COMMANDS);
+    let store_options = StoreOptions::default().snapshot_every_commands(options.snapshot_every);
     let store: PostcardStore<Sessions> = Store::open_with(PostcardSerializer, &options.dir, store_options).await?;
     let recovery = store.recovery();
     println!(
