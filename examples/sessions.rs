@@ -6,14 +6,59 @@
 //! cargo run --release --example sessions [-- DIR]
 //! ```
 //! Without DIR it works in a fresh directory under the system's temp dir and removes it.
+//! Built on `airomem`, `tokio`, `serde` and `tracing-subscriber` alone, so it can be copied
+//! into a crate of your own.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use airomem::{PostcardSerializer, PostcardStore, Store};
-use airomem_workspace::{Sessions, SessionsCommand, token};
+use serde::{Deserialize, Serialize};
 
 const TASKS: u64 = 64;
 const COMMANDS_PER_TASK: u64 = 250;
+
+/// Login sessions: token to user id.
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq, Eq)]
+struct Sessions {
+    tokens: HashMap<String, u64>,
+}
+
+/// The changes the session store accepts.
+#[derive(Serialize, Deserialize, Debug)]
+enum SessionsCommand {
+    CreateSession { token: String, user_id: u64 },
+    DeleteSession { token: String },
+}
+
+impl airomem::State for Sessions {
+    type Command = SessionsCommand;
+
+    fn execute(&mut self, command: SessionsCommand) {
+        match command {
+            SessionsCommand::CreateSession { token, user_id } => {
+                self.tokens.insert(token, user_id);
+            }
+            SessionsCommand::DeleteSession { token } => {
+                self.tokens.remove(&token);
+            }
+        }
+    }
+}
+
+/// A 32-character token derived from `n`: distinct for distinct `n`, cheap and repeatable,
+/// which is what a load demo needs (a real service draws random ones, see
+/// `session_service.rs`).
+fn token(n: u64) -> String {
+    // splitmix64, twice, so that neighbouring n give unrelated tokens.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("{:016x}{:016x}", mix(n), mix(!n))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

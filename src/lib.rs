@@ -1,5 +1,6 @@
-//! Shared pieces of airomem's examples, integration tests and benchmarks; not part of the
-//! library. It holds the session store that the README's example is built around.
+//! Shared pieces of airomem's integration tests and benchmarks; not part of the library. It
+//! holds the session store that the README's example is built around. The examples do not
+//! use it: each defines its own types, so that a user can copy it into a crate of their own.
 
 pub mod migration;
 pub mod sim;

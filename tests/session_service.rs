@@ -1,0 +1,366 @@
+//! The session service example (`examples/session_service.rs`) run the way its users run it:
+//! a real process on a free loopback port, driven by concurrent HTTP clients, killed with
+//! SIGKILL in the middle of the load and restarted on the same directory, where every
+//! session whose create was answered `201` must be served with its user id and expiry.
+//! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep.
+//!
+//! The binary is the one `cargo test` builds beside this test (`target/debug/examples/`).
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Notify, oneshot};
+
+/// Concurrent clients during the crash.
+const WRITERS: u64 = 32;
+/// How many `201`s the clients collect before the service is killed.
+const KILL_AFTER: u64 = 2_000;
+/// How many more `201`s the clients collect before the service is sent SIGTERM.
+const TERMINATE_AFTER: u64 = 500;
+/// A bound on each client's requests, so that a service that never dies cannot loop a test.
+const MAX_REQUESTS_PER_CLIENT: u64 = 10_000;
+/// How long anything the service should do at once may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The example's binary, as `cargo test` builds it: the test binary is
+/// `target/<profile>/deps/<name>`, the example `target/<profile>/examples/session_service`.
+fn service_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir =
+        test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
+    let binary = profile_dir.join("examples").join(format!("session_service{}", std::env::consts::EXE_SUFFIX));
+    let build = "`cargo test` builds it; `cargo test --test session_service` does not: run \
+                 `cargo build --example session_service` first";
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("the service binary {} is missing ({e}): {build}", binary.display()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/session_service.rs");
+    let edited = std::fs::metadata(&source).and_then(|m| m.modified()).expect("the example's source");
+    assert!(built >= edited, "the service binary {} is older than its source: {build}", binary.display());
+    binary
+}
+
+/// A running service. Dropping it kills the process (`kill_on_drop`), also when a test
+/// fails, and a failing test prints what the service wrote.
+struct Service {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Service {
+    /// Starts the service on `dir` with `args` and waits for its `listening on` line.
+    async fn start(dir: &Path, args: &[&str]) -> Service {
+        let mut child = Command::new(service_binary())
+            .args(["--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the service");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (listening, address) = oneshot::channel();
+        // Both pipes are read to the end, so that the service never blocks on a full pipe or
+        // fails on a closed one.
+        tokio::spawn(collect(child.stdout.take().expect("stdout"), Arc::clone(&output), Some(listening)));
+        tokio::spawn(collect(child.stderr.take().expect("stderr"), Arc::clone(&output), None));
+        let address = match tokio::time::timeout(PATIENCE, address).await {
+            Ok(Ok(address)) => address,
+            _ => panic!("the service did not say where it listens; it wrote:\n{}", output.lock().expect("output")),
+        };
+        Service { child, base: format!("http://{address}"), output }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn pid(&self) -> i32 {
+        let pid = self.child.id().expect("the service is running");
+        i32::try_from(pid).expect("a pid fits a pid_t")
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    async fn kill(&mut self) {
+        self.child.kill().await.expect("SIGKILL the service");
+    }
+
+    /// SIGTERM, and the exit status once the process has shut down.
+    async fn terminate(&mut self) -> ExitStatus {
+        // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
+        let sent = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM: {}", std::io::Error::last_os_error());
+        match tokio::time::timeout(PATIENCE, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the service"),
+            Err(_) => panic!("the service did not exit within {PATIENCE:?} of SIGTERM"),
+        }
+    }
+
+    /// What the service wrote on stdout and stderr so far.
+    fn output(&self) -> String {
+        self.output.lock().expect("output").clone()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the service wrote:\n{}", self.output());
+        }
+    }
+}
+
+/// Appends each line of `pipe` to `output`; the address of the `listening on` line goes to
+/// `listening`.
+async fn collect(
+    pipe: impl AsyncRead + Unpin,
+    output: Arc<Mutex<String>>,
+    mut listening: Option<oneshot::Sender<String>>,
+) {
+    let mut lines = BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(address) = line.strip_prefix("listening on ")
+            && let Some(listening) = listening.take()
+        {
+            let _ = listening.send(address.to_string());
+        }
+        let mut output = output.lock().expect("output");
+        output.push_str(&line);
+        output.push('\n');
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(PATIENCE).build().expect("HTTP client")
+}
+
+/// A session as its create answered it.
+#[derive(Clone, Debug)]
+struct Created {
+    token: String,
+    user_id: u64,
+    expires_at: String,
+}
+
+/// Creates a session for `user_id`; `Err` if the request got no answer (the service is
+/// gone). Any answer but `201` fails the test.
+async fn create(client: &reqwest::Client, service_base: &str, user_id: u64) -> Result<Created, reqwest::Error> {
+    let response = client.post(format!("{service_base}/sessions")).json(&json!({ "user_id": user_id })).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    assert_eq!(status, StatusCode::CREATED, "create for user {user_id}: {body}");
+    let token = body["token"].as_str().expect("a token").to_string();
+    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "token {token}");
+    let expires_at = body["expires_at"].as_str().expect("an expiry").to_string();
+    Ok(Created { token, user_id, expires_at })
+}
+
+/// Clients create sessions from `writers` tasks until the service stops answering; once
+/// `signal_after` `201`s have come back, `reached` is notified. Returns every session
+/// answered `201`, once all the tasks have ended.
+struct Load {
+    created: Arc<Mutex<Vec<Created>>>,
+    reached: Arc<Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(service: &Service, writers: u64, signal_after: u64, first_user: u64) -> Load {
+        let created = Arc::new(Mutex::new(Vec::new()));
+        let reached = Arc::new(Notify::new());
+        let count = Arc::new(AtomicU64::new(0));
+        let client = client();
+        let tasks = (0..writers)
+            .map(|writer| {
+                let (created, reached, count, client) =
+                    (Arc::clone(&created), Arc::clone(&reached), Arc::clone(&count), client.clone());
+                let base = service.base.clone();
+                tokio::spawn(async move {
+                    for i in 0..MAX_REQUESTS_PER_CLIENT {
+                        let user_id = first_user + writer * MAX_REQUESTS_PER_CLIENT + i;
+                        let Ok(session) = create(&client, &base, user_id).await else { return };
+                        created.lock().expect("created").push(session);
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == signal_after {
+                            reached.notify_one();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { created, reached, tasks }
+    }
+
+    async fn wait_for_count(&self, what: &str) {
+        if tokio::time::timeout(PATIENCE, self.reached.notified()).await.is_err() {
+            panic!("{what}: the clients did not get their 201s within {PATIENCE:?}");
+        }
+    }
+
+    async fn finish(self) -> Vec<Created> {
+        for task in self.tasks {
+            task.await.expect("a client task");
+        }
+        std::mem::take(&mut *self.created.lock().expect("created"))
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let response = client.get(url).send().await.expect("GET");
+    let status = response.status();
+    (status, response.json().await.unwrap_or_else(|e| panic!("GET {url}: {status}, not JSON: {e}")))
+}
+
+async fn sessions_in_memory(client: &reqwest::Client, service: &Service) -> u64 {
+    let (status, stats) = get_json(client, &service.url("/stats")).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    stats["sessions_in_memory"].as_u64().expect("sessions_in_memory")
+}
+
+/// Every session in `sessions` is served, with the user id and expiry its create answered.
+async fn assert_all_served(client: &reqwest::Client, service: &Service, sessions: &[Created], when: &str) {
+    for session in sessions {
+        let (status, body) = get_json(client, &service.url(&format!("/sessions/{}", session.token))).await;
+        assert_eq!(status, StatusCode::OK, "{when}: session of user {} is gone: {body}", session.user_id);
+        assert_eq!(body["user_id"], session.user_id, "{when}: {body}");
+        // The expiry was computed from the recorded commit time, so replay gives it back
+        // exactly, not from the time of the restart.
+        assert_eq!(body["expires_at"], session.expires_at.as_str(), "{when}: {body}");
+    }
+}
+
+/// A request with bad input gets `status` and a JSON error.
+async fn assert_refused(request: reqwest::RequestBuilder, status: StatusCode, what: &str) {
+    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+    assert_eq!(response.status(), status, "{what}");
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().expect("ascii").to_string());
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{what}");
+    let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_load_restarted_serves_every_acknowledged_session_then_shuts_down_cleanly() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("sessions");
+    let client = client();
+
+    // SIGKILL in the middle of the load: some creates are answered, some are in flight.
+    let mut service = Service::start(&dir, &[]).await;
+    let load = Load::start(&service, WRITERS, KILL_AFTER, 0);
+    load.wait_for_count("before SIGKILL").await;
+    service.kill().await;
+    let mut acknowledged = load.finish().await;
+    let before_kill = acknowledged.len();
+    assert!(before_kill as u64 >= KILL_AFTER);
+    drop(service);
+
+    let mut service = Service::start(&dir, &[]).await;
+    assert_all_served(&client, &service, &acknowledged, "after SIGKILL").await;
+    let recovered = sessions_in_memory(&client, &service).await;
+    // Each client had at most one create in flight when the process died.
+    let in_flight = recovered - acknowledged.len() as u64;
+    assert!(in_flight <= WRITERS, "{recovered} sessions recovered, {} acknowledged", acknowledged.len());
+
+    // Bad input: a 4xx and a JSON error each, never a 5xx.
+    let sessions = service.url("/sessions");
+    let post_json = |body: String| client.post(&sessions).header("content-type", "application/json").body(body);
+    assert_refused(post_json(r#"{"user_id": "#.into()), StatusCode::BAD_REQUEST, "malformed JSON").await;
+    assert_refused(post_json("{}".into()), StatusCode::UNPROCESSABLE_ENTITY, "missing field").await;
+    assert_refused(post_json(r#"{"user_id": "seven"}"#.into()), StatusCode::UNPROCESSABLE_ENTITY, "wrong type").await;
+    assert_refused(post_json(r#"{"user_id": -1}"#.into()), StatusCode::UNPROCESSABLE_ENTITY, "negative id").await;
+    let big = format!(r#"{{"user_id": 1, "padding": "{}"}}"#, "x".repeat(70 * 1024));
+    assert_refused(post_json(big), StatusCode::PAYLOAD_TOO_LARGE, "70 KiB body").await;
+    assert_refused(client.post(&sessions).body(r#"{"user_id": 1}"#), StatusCode::UNSUPPORTED_MEDIA_TYPE, "no type")
+        .await;
+    assert_refused(client.get(service.url("/no/such/route")), StatusCode::NOT_FOUND, "unknown route").await;
+    assert_refused(client.put(&sessions), StatusCode::METHOD_NOT_ALLOWED, "unknown method").await;
+    assert_refused(client.get(service.url("/sessions/not-a-token")), StatusCode::NOT_FOUND, "malformed token").await;
+    let unknown = "0123456789abcdef0123456789abcdef";
+    assert_refused(client.get(service.url(&format!("/sessions/{unknown}"))), StatusCode::NOT_FOUND, "unknown").await;
+    assert_refused(client.delete(service.url(&format!("/sessions/{unknown}"))), StatusCode::NOT_FOUND, "unknown").await;
+    let (status, health) = get_json(&client, &service.url("/healthz")).await;
+    assert_eq!((status, &health["status"]), (StatusCode::OK, &json!("ok")));
+    assert_eq!(sessions_in_memory(&client, &service).await, recovered, "bad input changed nothing");
+
+    // Delete, then the session is gone, and a second delete finds nothing.
+    let ended = acknowledged.swap_remove(0);
+    let url = service.url(&format!("/sessions/{}", ended.token));
+    let deleted = client.delete(&url).send().await.expect("DELETE");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_refused(client.get(&url), StatusCode::NOT_FOUND, "GET after DELETE").await;
+    assert_refused(client.delete(&url), StatusCode::NOT_FOUND, "DELETE after DELETE").await;
+
+    // SIGTERM in the middle of the load: requests in flight are answered, the store is
+    // closed, the process exits 0.
+    let load = Load::start(&service, WRITERS / 4, TERMINATE_AFTER, WRITERS * MAX_REQUESTS_PER_CLIENT);
+    load.wait_for_count("before SIGTERM").await;
+    let status = service.terminate().await;
+    let during_shutdown = load.finish().await;
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(service.output().contains("store closed"), "{}", service.output());
+    drop(service);
+    acknowledged.extend(during_shutdown.iter().cloned());
+
+    let service = Service::start(&dir, &[]).await;
+    assert_all_served(&client, &service, &acknowledged, "after SIGTERM").await;
+    // A graceful shutdown answers what it takes in, so nothing was created unseen.
+    let expected = recovered - 1 + during_shutdown.len() as u64;
+    assert_eq!(sessions_in_memory(&client, &service).await, expected);
+    drop(service);
+    eprintln!(
+        "{before_kill} creates acknowledged before SIGKILL ({in_flight} more were in flight), {} \
+         before SIGTERM; all served after restarts, in {:.1?}",
+        during_shutdown.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_follows_recorded_commit_times_and_the_sweep_frees_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("sessions");
+    let client = client();
+
+    let mut service = Service::start(&dir, &["--ttl-secs", "3600"]).await;
+    let long = create(&client, &service.base, 1).await.expect("create");
+    assert!(service.terminate().await.success());
+
+    // Restarted with sessions that expire as they are created, and a sweep every 50 ms.
+    let mut service = Service::start(&dir, &["--ttl-secs", "0", "--sweep-secs", "0.05"]).await;
+    let before = SystemTime::now();
+    let short = create(&client, &service.base, 2).await.expect("create");
+    let expires = humantime::parse_rfc3339(&short.expires_at).expect("RFC 3339");
+    // The expiry is written in whole milliseconds, rounded down.
+    let expires_ceiling = expires + Duration::from_millis(1);
+    assert!(expires_ceiling >= before && expires <= SystemTime::now(), "TTL 0: expired on creation, {expires:?}");
+    let short_url = service.url(&format!("/sessions/{}", short.token));
+    assert_refused(client.get(&short_url), StatusCode::NOT_FOUND, "expired").await;
+    assert_refused(client.delete(&short_url), StatusCode::NOT_FOUND, "DELETE of an expired session").await;
+    // The long session keeps the lifetime it was created with.
+    assert_all_served(&client, &service, std::slice::from_ref(&long), "after restart with TTL 0").await;
+
+    // The sweep removes the expired session from memory within a few of its intervals.
+    let deadline = Instant::now() + PATIENCE;
+    while sessions_in_memory(&client, &service).await != 1 {
+        assert!(Instant::now() < deadline, "the sweep did not remove the expired session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(service.terminate().await.success());
+
+    // The sweep is a journaled command: replay removes the session again. (The restarted
+    // service's own first sweep is a minute away.)
+    let service = Service::start(&dir, &[]).await;
+    assert_eq!(sessions_in_memory(&client, &service).await, 1);
+    assert_all_served(&client, &service, &[long], "after the sweep and a restart").await;
+}
