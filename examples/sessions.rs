@@ -6,8 +6,8 @@
 //! cargo run --release --example sessions [-- DIR]
 //! ```
 //! Without DIR it works in a fresh directory under the system's temp dir and removes it.
-//! Built on `airomem`, `tokio`, `serde` and `tracing-subscriber` alone, so it can be copied
-//! into a crate of your own.
+//! Built on `airomem` (with its `snapshot` feature), `tokio`, `serde` and
+//! `tracing-subscriber` alone, so it can be copied into a crate of your own.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -113,20 +113,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(live, before + created, "every acknowledged session is live");
     let expected = store.query()?.clone();
 
-    #[cfg(feature = "snapshot")]
-    {
-        let info = store.snapshot().await?;
-        println!(
-            "snapshot of record {}: {} bytes serialized, {} bytes on disk ({:.1}x smaller), \
-             serialized in {:.2?} under the read lock, written in {:.2?} without it",
-            info.seq,
-            info.raw_len,
-            info.file_len,
-            info.raw_len as f64 / info.file_len.max(1) as f64,
-            info.serialize_time,
-            info.write_time,
-        );
-    }
+    let info = store.snapshot().await?;
+    println!(
+        "snapshot of record {}: {} bytes serialized, {} bytes on disk ({:.1}x smaller), \
+         serialized in {:.2?} under the read lock, written in {:.2?} without it",
+        info.seq,
+        info.raw_len,
+        info.file_len,
+        info.raw_len as f64 / info.file_len.max(1) as f64,
+        info.serialize_time,
+        info.write_time,
+    );
     store.close().await?;
 
     let started = Instant::now();
