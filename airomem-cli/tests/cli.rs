@@ -112,24 +112,23 @@ fn quiet_deliberate_panics() {
 
 const DELIBERATE: &str = "a deliberately failing note";
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The files of `dir` (not its subdirectories) with extension `ext`, sorted by name.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut found: Vec<_> = std::fs::read_dir(dir)
         .expect("list")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     found.sort();
     found
 }
 
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_with(dir, "journal")
+}
+
 fn snapshots(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "snapshot"))
-        .collect();
-    found.sort();
-    found
+    files_with(dir, "snapshot")
 }
 
 #[test]
