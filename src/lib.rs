@@ -190,3 +190,28 @@ pub fn payload(command: &Append) -> Vec<u8> {
     airomem::PostcardSerializer.encode(command, &mut payload).expect("encode");
     payload
 }
+
+/// The binary of the example `name`, as `cargo test` builds it beside the test binaries:
+/// the test binary is `target/<profile>/deps/<test>`, the example
+/// `target/<profile>/examples/<name>`.
+///
+/// # Panics
+///
+/// If the binary is missing or older than its source (`cargo test --test X` alone does not
+/// rebuild examples), with a message saying how to build it.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir =
+        test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
+    let binary = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let build =
+        format!("`cargo test` builds it; `cargo test --test X` does not: run `cargo build --example {name}` first");
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("the example binary {} is missing ({e}): {build}", binary.display()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
+    let edited = std::fs::metadata(&source).and_then(|m| m.modified()).expect("the example's source");
+    assert!(built >= edited, "the example binary {} is older than its source: {build}", binary.display());
+    binary
+}

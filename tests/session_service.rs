@@ -29,22 +29,9 @@ const MAX_REQUESTS_PER_CLIENT: u64 = 10_000;
 /// How long anything the service should do at once may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The example's binary, as `cargo test` builds it: the test binary is
-/// `target/<profile>/deps/<name>`, the example `target/<profile>/examples/session_service`.
+/// The example's binary, as `cargo test` builds it.
 fn service_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("the test binary's path");
-    let profile_dir =
-        test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
-    let binary = profile_dir.join("examples").join(format!("session_service{}", std::env::consts::EXE_SUFFIX));
-    let build = "`cargo test` builds it; `cargo test --test session_service` does not: run \
-                 `cargo build --example session_service` first";
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("the service binary {} is missing ({e}): {build}", binary.display()));
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/session_service.rs");
-    let edited = std::fs::metadata(&source).and_then(|m| m.modified()).expect("the example's source");
-    assert!(built >= edited, "the service binary {} is older than its source: {build}", binary.display());
-    binary
+    airomem_workspace::example_binary("session_service")
 }
 
 /// A running service. Dropping it kills the process (`kill_on_drop`), also when a test
