@@ -196,7 +196,7 @@ fn verify_finds_what_open_refuses_and_names_the_file() {
     let pristine = tmp.path().join("pristine");
     write_store(&pristine, false);
     type Damage = fn(&Path) -> PathBuf;
-    let damages: [(&str, Damage); 9] = [
+    let damages: [(&str, Damage); 10] = [
         ("a flipped bit in an older segment", |dir| {
             let file = segments(dir)[0].clone();
             flip(&file, 200);
@@ -239,6 +239,11 @@ fn verify_finds_what_open_refuses_and_names_the_file() {
                 flip(&file, 40);
             }
             snapshots(dir)[0].clone()
+        }),
+        ("a damaged journal head", |dir| {
+            let file = dir.join("journal.head");
+            flip(&file, 3);
+            file
         }),
         ("a flipped bit in a record of the newest segment, before its last batch", |dir| {
             let file = segments(dir).last().expect("segments").clone();

@@ -368,7 +368,10 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
         Ok(outcome) => {
             found.segments += outcome.segments_read;
             found.bytes += outcome.bytes_read;
-            found.records += outcome.records_replayed + outcome.records_skipped;
+            // Every record of the segments it read was verified, those before `from` too.
+            if let Some(&first_read) = segments.get(replayed_from) {
+                found.records += outcome.next_seq.0.saturating_sub(first_read.0);
+            }
             found.torn_tail = repair.torn_tail.map(|torn| {
                 Problem::new(
                     &torn.segment,
@@ -516,6 +519,7 @@ fn journal_problem(dir: &Path, e: &JournalError) -> Problem {
                 Seq(found.0.saturating_sub(1))
             ),
         ),
+        JournalError::BadHeader { file, reason } => Problem::new(file, Some(0), None, *reason),
         JournalError::SegmentMissing { file } => {
             Problem::new(file, None, None, "the journal head names this segment, which is missing")
         }
