@@ -1,0 +1,96 @@
+//! The replicated state machine: deterministic commit contexts, snapshots, panics.
+
+use std::sync::Arc;
+
+use airomem::PostcardSerializer;
+use airomem::storage::StdStorage;
+use openraft::RaftSnapshotBuilder;
+use openraft::storage::RaftStateMachine;
+
+use super::{PANIC, Recorder, blank, membership, normal};
+use crate::state_machine::StateMachine;
+use crate::types::{Applied, log_id};
+
+type Machine = StateMachine<Recorder, PostcardSerializer>;
+
+fn open(dir: &std::path::Path) -> Machine {
+    Machine::open(Arc::new(StdStorage::default()), dir, PostcardSerializer).expect("opens")
+}
+
+#[tokio::test]
+async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut sm = open(dir.path());
+    let replies = sm
+        .apply([
+            blank(1, 1),
+            normal(1, 2, 7, 1_000),
+            membership(1, 3, &[1, 2]),
+            // A new leader whose clock is behind: time must not run backwards.
+            normal(2, 4, 8, 500),
+            blank(2, 5),
+            normal(2, 6, 9, 2_000),
+        ])
+        .await
+        .expect("applies");
+    assert_eq!(
+        replies,
+        [
+            Applied::Internal,
+            Applied::Executed { seq: 1 },
+            Applied::Internal,
+            Applied::Executed { seq: 2 },
+            Applied::Internal,
+            Applied::Executed { seq: 3 },
+        ]
+    );
+    assert_eq!(sm.query(|s| s.seen.clone()), [(7, 1, 1_000), (8, 2, 1_000), (9, 3, 2_000)]);
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_state_and_progress_on_reopen_and_installs_elsewhere() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let other = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = {
+        let mut sm = open(dir.path());
+        sm.apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10), normal(1, 3, 6, 20)]).await.expect("applies");
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("builds")
+    };
+    let mut reopened = open(dir.path());
+    assert_eq!(reopened.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
+    let (applied, members) = reopened.applied_state().await.expect("reads");
+    assert_eq!(applied, Some(log_id(1, 1, 3)));
+    assert_eq!(members, snapshot.meta.last_membership);
+    // The counter and the time continue from the snapshot.
+    reopened.apply([normal(1, 4, 7, 15)]).await.expect("applies");
+    assert_eq!(reopened.query(|s| s.seen[2]), (7, 3, 20));
+
+    let mut follower = open(other.path());
+    let mut received = follower.begin_receiving_snapshot().await.expect("begins");
+    *received = *snapshot.snapshot.clone();
+    follower.install_snapshot(&snapshot.meta, received).await.expect("installs");
+    assert_eq!(follower.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
+    let current = follower.get_current_snapshot().await.expect("reads").expect("a snapshot");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // A damaged transfer is refused and changes nothing.
+    let mut damaged = follower.begin_receiving_snapshot().await.expect("begins");
+    let mut bytes = snapshot.snapshot.get_ref().clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    *damaged.get_mut() = bytes;
+    let mut meta = snapshot.meta.clone();
+    meta.snapshot_id = "damaged".into();
+    assert!(follower.install_snapshot(&meta, damaged).await.is_err());
+    assert_eq!(follower.get_current_snapshot().await.expect("reads").expect("a snapshot").meta, snapshot.meta);
+}
+
+#[tokio::test]
+async fn a_panicking_command_stops_the_state_machine() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut sm = open(dir.path());
+    sm.apply([normal(1, 1, 1, 1)]).await.expect("applies");
+    assert!(sm.apply([normal(1, 2, PANIC, 2)]).await.is_err());
+    assert!(sm.apply([normal(1, 3, 3, 3)]).await.is_err(), "nothing is applied over a half-changed state");
+    assert!(sm.get_snapshot_builder().await.build_snapshot().await.is_err(), "nor snapshotted");
+}
