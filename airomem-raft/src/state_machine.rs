@@ -66,6 +66,13 @@ pub(crate) struct StateMachine<S: State, Z: Serializer> {
     inner: Arc<Inner<S, Z>>,
 }
 
+impl<S: State, Z: Serializer> Clone for StateMachine<S, Z> {
+    /// Another handle on the same state machine (openraft owns one, the store reads another).
+    fn clone(&self) -> Self {
+        StateMachine { inner: Arc::clone(&self.inner) }
+    }
+}
+
 /// Builds snapshots for openraft, in a task of its own.
 pub(crate) struct SnapshotBuilder<S: State, Z: Serializer> {
     inner: Arc<Inner<S, Z>>,

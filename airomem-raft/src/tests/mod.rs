@@ -1,6 +1,8 @@
 //! Tests that need the crate's internals (every openraft type stays inside the crate, so the
 //! conformance suite and the log tests live here rather than in `tests/`).
 
+mod cluster;
+mod group_commit;
 mod log_files;
 mod power_cut;
 mod state_machine;
