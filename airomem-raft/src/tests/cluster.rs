@@ -40,12 +40,8 @@ struct Connection {
     target: NodeId,
 }
 
-impl Connection {
-    fn target<E: std::error::Error>(&self) -> Result<Raft<TypeConfig>, RPCError<NodeId, BasicNode, E>> {
-        self.router.get(self.target).ok_or_else(|| {
-            RPCError::Unreachable(Unreachable::new(&io::Error::new(io::ErrorKind::NotConnected, "no such node")))
-        })
-    }
+fn unreachable<E: std::error::Error>() -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&io::Error::new(io::ErrorKind::NotConnected, "no such node")))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Router {
@@ -62,7 +58,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let raft = self.target()?;
+        let raft = self.router.get(self.target).ok_or_else(unreachable)?;
         raft.append_entries(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -72,7 +68,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        let raft = self.target()?;
+        let raft = self.router.get(self.target).ok_or_else(unreachable)?;
         raft.install_snapshot(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -81,7 +77,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let raft = self.target()?;
+        let raft = self.router.get(self.target).ok_or_else(unreachable)?;
         raft.vote(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
