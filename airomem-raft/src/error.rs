@@ -61,14 +61,22 @@ pub enum Error {
     /// A snapshot could not be written or read.
     #[error(transparent)]
     Snapshot(#[from] airomem_snapshot::SnapshotError),
-    /// A command panicked while being applied, and the state may be half changed. Until the
-    /// rebuild of step B exists the state machine refuses to go on.
+    /// A command panicked while being applied and the state, possibly half changed, could not
+    /// be rebuilt without it: the state machine refuses to go on. Restart the node.
     #[error("the command at log index {index} panicked: {message}")]
     CommandPanicked {
         /// The entry's log index.
         index: u64,
         /// The panic's message.
         message: String,
+    },
+    /// The state could not be rebuilt from the newest snapshot and the log up to `index`.
+    #[error("cannot rebuild the state before log index {index}: {reason}")]
+    RebuildFailed {
+        /// The entry the rebuild had to stop before.
+        index: u64,
+        /// Why.
+        reason: String,
     },
 }
 

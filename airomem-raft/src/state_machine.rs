@@ -12,9 +12,12 @@
 //!   file's bytes are what openraft ships to followers, and a follower verifies them before it
 //!   installs anything.
 //! * **Panics.** A command that panics may leave the state half changed, and `State` is not
-//!   `Clone`; until the rebuild from snapshot + log exists (step B), the state machine stops:
-//!   the entry fails with [`Error::CommandPanicked`] and so does everything after it.
+//!   `Clone`: the state is rebuilt from the newest snapshot and the log up to the entry before
+//!   it (skipping commands known to panic), and the entry counts as applied with an
+//!   `Applied::Panicked` reply, the same on every replica since `execute` is deterministic.
+//!   If the rebuild fails, the state machine stops ([`Error::CommandPanicked`]).
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::log::LogReader;
 use crate::types::{Applied, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 
 /// zstd level of snapshots: fast, and still several times smaller than the image.
@@ -59,6 +63,17 @@ struct Inner<S: State, Z: Serializer> {
     replica: RwLock<Replica<S>>,
     /// The newest durable snapshot: its meta and file sequence number.
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
+    /// The node's log, replayed when a panicking command forces a rebuild.
+    log: LogReader,
+    /// Indexes of entries whose command panicked (this process has seen): a rebuild skips them.
+    panicked: Mutex<BTreeSet<u64>>,
+}
+
+/// What one entry did.
+enum Outcome {
+    Applied(Applied),
+    /// The command panicked, with this message.
+    Panicked(String),
 }
 
 /// The state machine of one node.
@@ -180,6 +195,101 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         Ok(())
     }
 
+    /// Applies one entry to `replica`. A command that panics may leave `replica` half changed:
+    /// the caller must not keep it.
+    fn apply_one(&self, replica: &mut Replica<S>, entry: Entry) -> Result<Outcome, Error> {
+        let outcome = match entry.payload {
+            EntryPayload::Blank => Outcome::Applied(Applied::Internal),
+            EntryPayload::Membership(membership) => {
+                replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership);
+                Outcome::Applied(Applied::Internal)
+            }
+            EntryPayload::Normal(command) => {
+                let decoded: S::Command = self.serializer.decode(&command.bytes)?;
+                let seq = replica.progress.seq + 1;
+                let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
+                let state = &mut replica.state;
+                let executed = CommitContext::new(Seq(seq), unix_nanos)
+                    .enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(decoded))));
+                match executed {
+                    Ok(()) => {
+                        replica.progress.seq = seq;
+                        replica.progress.unix_nanos = unix_nanos;
+                        Outcome::Applied(Applied::Executed { seq })
+                    }
+                    Err(payload) => Outcome::Panicked(
+                        payload
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic without a message".into()),
+                    ),
+                }
+            }
+        };
+        replica.progress.applied = Some(entry.log_id);
+        Ok(outcome)
+    }
+
+    /// The newest snapshot that loads, with its file sequence number; `None` without
+    /// snapshots. Snapshots present but none loading is an error: an empty state would
+    /// silently stand in for everything the purged log held.
+    fn load_newest(&self) -> Result<Option<(Progress, S, u64)>, Error> {
+        let mut first_failure = None;
+        for seq in airomem_snapshot::list(self.storage.as_ref(), &self.dir)?.into_iter().rev() {
+            let loaded = airomem_snapshot::load(self.storage.as_ref(), &self.dir, seq, Z::ID)
+                .map_err(Error::from)
+                .and_then(|(_, image)| self.decode_image(&image));
+            match loaded {
+                Ok((progress, state)) => return Ok(Some((progress, state, seq.0))),
+                Err(e) => {
+                    warn!(seq = seq.0, error = %e, "skipping a snapshot that does not load");
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        first_failure.map_or(Ok(None), Err)
+    }
+
+    /// The state just before entry `index`: the newest snapshot, then the log after it, with
+    /// the commands known to panic skipped. A command found panicking on the way is added to
+    /// them and the replay starts again, so the result never holds part of a panicked command.
+    fn rebuild(&self, index: u64) -> Result<Replica<S>, Error> {
+        let failed = |reason: String| Error::RebuildFailed { index, reason };
+        loop {
+            let (progress, state) = match self.load_newest()? {
+                Some((progress, state, _)) => (progress, state),
+                None => (Progress::default(), S::default()),
+            };
+            let mut replica = Replica { state, progress, broken: None };
+            let start = replica.progress.applied.map_or(0, |id| id.index + 1);
+            if start > index {
+                return Err(failed(format!("the newest snapshot already covers entry {}", start - 1)));
+            }
+            let entries = self.log.entries(start..index);
+            let first = entries.first().map_or(index, |e| e.log_id.index);
+            // Index 0 may be unused: openraft's first entry can be 1.
+            if !(first == start || (start == 0 && first == 1)) || first + entries.len() as u64 != index {
+                return Err(failed(format!("the log does not hold entries {start}..{index}")));
+            }
+            let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let mut restart = false;
+            for entry in entries {
+                let at = entry.log_id.index;
+                if skip.contains(&at) {
+                    replica.progress.applied = Some(entry.log_id);
+                } else if let Outcome::Panicked(_) = self.apply_one(&mut replica, entry)? {
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(at);
+                    restart = true;
+                    break;
+                }
+            }
+            if !restart {
+                return Ok(replica);
+            }
+        }
+    }
+
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, Error> {
         let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
         if let Some((index, message)) = &replica.broken {
@@ -187,37 +297,28 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         }
         let mut replies = Vec::with_capacity(entries.len());
         for entry in entries {
-            let reply = match entry.payload {
-                EntryPayload::Blank => Applied::Internal,
-                EntryPayload::Membership(membership) => {
-                    replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Applied::Internal
-                }
-                EntryPayload::Normal(command) => {
-                    let decoded: S::Command = self.serializer.decode(&command.bytes)?;
-                    let seq = replica.progress.seq + 1;
-                    let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
-                    let state = &mut replica.state;
-                    let outcome = CommitContext::new(Seq(seq), unix_nanos)
-                        .enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(decoded))));
-                    if let Err(payload) = outcome {
-                        let message = payload
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_string())
-                            .or_else(|| payload.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a non-string panic".into());
-                        let error = Error::CommandPanicked { index: entry.log_id.index, message: message.clone() };
-                        warn!(index = entry.log_id.index, %message, "a command panicked; the state machine stops");
-                        replica.broken = Some((entry.log_id.index, message));
-                        return Err(error);
+            let log_id = entry.log_id;
+            match self.apply_one(&mut replica, entry)? {
+                Outcome::Applied(reply) => replies.push(reply),
+                Outcome::Panicked(message) => {
+                    // Every replica panics on the same entry (execute is deterministic), so
+                    // each one rolls back the same way and answers the same.
+                    warn!(index = log_id.index, %message, "a command panicked; rebuilding the state without it");
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(log_id.index);
+                    match self.rebuild(log_id.index) {
+                        Ok(mut rebuilt) => {
+                            rebuilt.progress.applied = Some(log_id);
+                            *replica = rebuilt;
+                            replies.push(Applied::Panicked { message });
+                        }
+                        Err(e) => {
+                            let message = format!("{message} (and the state could not be rebuilt: {e})");
+                            replica.broken = Some((log_id.index, message.clone()));
+                            return Err(Error::CommandPanicked { index: log_id.index, message });
+                        }
                     }
-                    replica.progress.seq = seq;
-                    replica.progress.unix_nanos = unix_nanos;
-                    Applied::Executed { seq }
                 }
-            };
-            replica.progress.applied = Some(entry.log_id);
-            replies.push(reply);
+            }
         }
         Ok(replies)
     }
@@ -225,8 +326,9 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 
 impl<S: State, Z: Serializer> StateMachine<S, Z> {
     /// Opens the state machine whose snapshots live in `dir`: loads the newest snapshot that
-    /// verifies (older ones are the fallback), or starts from `S::default()`.
-    pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, serializer: Z) -> Result<Self, Error> {
+    /// verifies (older ones are the fallback), or starts from `S::default()`. `log` is the
+    /// node's Raft log, which the state is rebuilt from after a panicking command.
+    pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, serializer: Z, log: LogReader) -> Result<Self, Error> {
         storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         airomem_snapshot::remove_temp_files(storage.as_ref(), dir)?;
         let inner = Inner {
@@ -235,36 +337,17 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
             serializer,
             replica: RwLock::new(Replica { state: S::default(), progress: Progress::default(), broken: None }),
             current: Mutex::new(None),
+            log,
+            panicked: Mutex::new(BTreeSet::new()),
         };
-        let seqs = airomem_snapshot::list(inner.storage.as_ref(), dir)?;
-        let mut first_failure = None;
-        for &seq in seqs.iter().rev() {
-            let loaded = airomem_snapshot::load(inner.storage.as_ref(), dir, seq, Z::ID)
-                .map_err(Error::from)
-                .and_then(|(_, image)| inner.decode_image(&image));
-            match loaded {
-                Ok((progress, state)) => {
-                    let meta = SnapshotMeta {
-                        last_log_id: progress.applied,
-                        last_membership: progress.membership.clone(),
-                        snapshot_id: snapshot_id(&progress),
-                    };
-                    *inner.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta, seq.0));
-                    *inner.replica.write().unwrap_or_else(PoisonError::into_inner) =
-                        Replica { state, progress, broken: None };
-                    first_failure = None;
-                    break;
-                }
-                Err(e) => {
-                    warn!(seq = seq.0, error = %e, "skipping a snapshot that does not load");
-                    first_failure.get_or_insert(e);
-                }
-            }
-        }
-        // With snapshots present but none loading, an empty state would silently stand in
-        // for everything the purged log held.
-        if let Some(e) = first_failure {
-            return Err(e);
+        if let Some((progress, state, seq)) = inner.load_newest()? {
+            let meta = SnapshotMeta {
+                last_log_id: progress.applied,
+                last_membership: progress.membership.clone(),
+                snapshot_id: snapshot_id(&progress),
+            };
+            *inner.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta, seq));
+            *inner.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
         }
         Ok(StateMachine { inner: Arc::new(inner) })
     }

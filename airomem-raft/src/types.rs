@@ -28,6 +28,12 @@ pub(crate) enum Applied {
         /// The dense sequence number it executed with.
         seq: u64,
     },
+    /// The command panicked; the state is as if it had never been sent (it took no sequence
+    /// number).
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 openraft::declare_raft_types!(

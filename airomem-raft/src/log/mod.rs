@@ -180,6 +180,11 @@ impl LogStore {
         })
     }
 
+    /// A reader of this log (what `get_log_reader` returns, without a runtime).
+    pub(crate) fn reader(&self) -> LogReader {
+        LogReader { shared: Arc::clone(&self.shared) }
+    }
+
     async fn call(&self, request: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Request) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
         self.writer.send(request(done))?;
@@ -189,6 +194,13 @@ impl LogStore {
 
 fn write_error(e: &Error) -> StorageError {
     StorageIOError::write_logs(e).into()
+}
+
+impl LogReader {
+    /// The live entries in `range` (those not purged), read from memory.
+    pub(crate) fn entries(&self, range: std::ops::Range<u64>) -> Vec<Entry> {
+        lock(&self.shared).range(range)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {

@@ -102,7 +102,8 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
         let node_dir = dir.path().join(id.to_string());
         let storage = Arc::new(StdStorage::default());
         let log = LogStore::open(storage.clone(), &node_dir.join("log"), LogOptions::default()).expect("log opens");
-        let machine = Machine::open(storage, &node_dir.join("snapshots"), PostcardSerializer).expect("opens");
+        let machine =
+            Machine::open(storage, &node_dir.join("snapshots"), PostcardSerializer, log.reader()).expect("opens");
         machines.push(machine.clone());
         let raft = Raft::new(id, Arc::clone(&config), router.clone(), log, machine).await.expect("node starts");
         router.nodes.lock().unwrap_or_else(PoisonError::into_inner).insert(id, raft.clone());

@@ -5,16 +5,25 @@ use std::sync::Arc;
 use airomem::PostcardSerializer;
 use airomem::storage::StdStorage;
 use openraft::RaftSnapshotBuilder;
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 
 use super::{PANIC, Recorder, blank, membership, normal};
+use crate::log::{LogOptions, LogStore};
 use crate::state_machine::StateMachine;
 use crate::types::{Applied, log_id};
 
 type Machine = StateMachine<Recorder, PostcardSerializer>;
 
+/// A state machine and the log it rebuilds from; the log handle must outlive the test's use.
+fn open_with_log(dir: &std::path::Path) -> (LogStore, Machine) {
+    let storage = Arc::new(StdStorage::default());
+    let log = LogStore::open(storage.clone(), &dir.join("log"), LogOptions::default()).expect("the log opens");
+    let machine = Machine::open(storage, &dir.join("snapshots"), PostcardSerializer, log.reader()).expect("opens");
+    (log, machine)
+}
+
 fn open(dir: &std::path::Path) -> Machine {
-    Machine::open(Arc::new(StdStorage::default()), dir, PostcardSerializer).expect("opens")
+    open_with_log(dir).1
 }
 
 #[tokio::test]
@@ -86,8 +95,46 @@ async fn a_snapshot_restores_state_and_progress_on_reopen_and_installs_elsewhere
 }
 
 #[tokio::test]
-async fn a_panicking_command_stops_the_state_machine() {
+async fn a_panicking_command_is_rolled_back_identically_and_answered_as_panicked() {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut log, mut sm) = open_with_log(dir.path());
+    let entries = vec![
+        normal(1, 1, 1, 10),
+        normal(1, 2, 2, 20),
+        // `Recorder` records the command before it panics: the half change must vanish.
+        normal(1, 3, PANIC, 30),
+        blank(1, 4),
+        normal(1, 5, 5, 25),
+        normal(1, 6, PANIC, 60),
+        normal(1, 7, 7, 70),
+    ];
+    log.blocking_append(entries.clone()).await.expect("appends");
+    // A snapshot in the middle: the rebuild starts from it.
+    sm.apply(entries[..2].to_vec()).await.expect("applies");
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let replies = sm.apply(entries[2..].to_vec()).await.expect("a panic is an answer, not an error");
+    let panicked = Applied::Panicked { message: "the test's panicking command".into() };
+    assert_eq!(
+        replies,
+        [panicked.clone(), Applied::Internal, Applied::Executed { seq: 3 }, panicked, Applied::Executed { seq: 4 },]
+    );
+    // The panicked commands took no sequence number and moved no clock.
+    let expected = [(1, 1, 10), (2, 2, 20), (5, 3, 25), (7, 4, 70)];
+    assert_eq!(sm.query(|s| s.seen.clone()), expected);
+    assert_eq!(sm.applied_state().await.expect("reads").0, Some(log_id(1, 1, 7)));
+
+    // A replica applying the same entries from scratch ends identical.
+    let other = tempfile::tempdir().expect("a temporary directory");
+    let (mut other_log, mut replica) = open_with_log(other.path());
+    other_log.blocking_append(entries.clone()).await.expect("appends");
+    replica.apply(entries).await.expect("applies");
+    assert_eq!(replica.query(|s| s.seen.clone()), expected);
+}
+
+#[tokio::test]
+async fn a_panicking_command_whose_state_cannot_be_rebuilt_stops_the_state_machine() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Entries applied without being in the log: nothing to rebuild from.
     let mut sm = open(dir.path());
     sm.apply([normal(1, 1, 1, 1)]).await.expect("applies");
     assert!(sm.apply([normal(1, 2, PANIC, 2)]).await.is_err());

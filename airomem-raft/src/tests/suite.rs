@@ -20,7 +20,7 @@ fn open(storage: Arc<dyn Storage>, dir: PathBuf) -> Result<(LogStore, Machine), 
     // Small segments, so that the suite's appends, truncations and purges cross segments.
     let options = LogOptions { max_segment_bytes: 256 };
     let log = LogStore::open(Arc::clone(&storage), &dir.join("log"), options)?;
-    let machine = Machine::open(storage, &dir.join("snapshots"), PostcardSerializer)?;
+    let machine = Machine::open(storage, &dir.join("snapshots"), PostcardSerializer, log.reader())?;
     Ok((log, machine))
 }
 
