@@ -129,4 +129,18 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
     for raft in rafts {
         raft.shutdown().await.expect("shuts down");
     }
+    drop(machines);
+
+    // Restarted, each node rebuilds its state from its own log up to the commit point it
+    // recorded, before any election.
+    for id in 1..=3u64 {
+        let node_dir = dir.path().join(id.to_string());
+        let storage = Arc::new(StdStorage::default());
+        let log = LogStore::open(storage.clone(), &node_dir.join("log"), LogOptions::default()).expect("log reopens");
+        let machine =
+            Machine::open(storage, &node_dir.join("snapshots"), PostcardSerializer, log.reader()).expect("reopens");
+        let raft = Raft::new(id, Arc::clone(&config), Router::default(), log, machine.clone()).await.expect("restarts");
+        assert_eq!(machine.query(|s| s.seen.clone()), expected, "node {id} after a restart");
+        raft.shutdown().await.expect("shuts down");
+    }
 }
