@@ -161,3 +161,54 @@ async fn check(log: &mut LogStore, acked: &Model, failed: Option<&Op>, cut: u64,
     let committed = log.read_committed().await.expect("reads");
     assert!(committed <= state.last_log_id, "{at}: committed {committed:?} past the log's end");
 }
+
+/// Runs the scenario on `sim` with the power cut before operation `cut` (counted from after
+/// the open); `None` once `cut` is past the scenario's last operation.
+async fn run_cut(sim: &SimStorage, ops: &[Op], cut: u64, total: u64) -> Option<()> {
+    let mut log = open(sim);
+    let start = sim.ops();
+    if start + cut > total {
+        return None;
+    }
+    sim.freeze_after(start + cut);
+    for op in ops {
+        if run(&mut log, op).await.is_err() {
+            break;
+        }
+    }
+    drop(log);
+    Some(())
+}
+
+#[tokio::test]
+async fn what_a_reopen_after_a_killed_process_serves_survives_a_later_power_cut() {
+    let ops = scenario();
+    let total = {
+        let sim = SimStorage::new();
+        run_cut(&sim, &ops, u64::MAX / 2, u64::MAX).await.expect("runs");
+        sim.ops()
+    };
+    for cut in 0..=total {
+        let sim = SimStorage::new();
+        if run_cut(&sim, &ops, cut, total).await.is_none() {
+            break;
+        }
+        sim.power_cut();
+        // The process dies: its unsynced writes stay in the page cache, and the next open
+        // reads them.
+        let after_kill = sim.process_crash();
+        let (served, state, vote) = {
+            let mut log = open(&after_kill);
+            let served = log.try_get_log_entries(..).await.expect("reads");
+            (served, log.get_log_state().await.expect("reads"), log.read_vote().await.expect("reads"))
+        };
+        after_kill.power_cut();
+        for seed in 0..4 {
+            let mut log = open(&after_kill.crash(cut * 1000 + seed));
+            let at = format!("cut {cut}, seed {seed}");
+            assert_eq!(log.try_get_log_entries(..).await.expect("reads"), served, "{at}: entries");
+            assert_eq!(log.get_log_state().await.expect("reads"), state, "{at}: log state");
+            assert_eq!(log.read_vote().await.expect("reads"), vote, "{at}: vote");
+        }
+    }
+}
