@@ -5,7 +5,7 @@ use std::sync::Arc;
 use airomem::PostcardSerializer;
 use airomem::storage::StdStorage;
 use openraft::RaftSnapshotBuilder;
-use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 
 use super::{PANIC, Recorder, blank, membership, normal};
 use crate::log::{LogOptions, LogStore};
@@ -140,4 +140,22 @@ async fn a_panicking_command_whose_state_cannot_be_rebuilt_stops_the_state_machi
     assert!(sm.apply([normal(1, 2, PANIC, 2)]).await.is_err());
     assert!(sm.apply([normal(1, 3, 3, 3)]).await.is_err(), "nothing is applied over a half-changed state");
     assert!(sm.get_snapshot_builder().await.build_snapshot().await.is_err(), "nor snapshotted");
+}
+
+#[tokio::test]
+async fn a_restart_applies_the_log_up_to_the_recorded_commit_point_and_no_further() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // openraft's log starts at index 0 (the membership `initialize` writes).
+    let mut entries = vec![membership(0, 0, &[1])];
+    entries.extend((1..=5).map(|i| normal(1, i, i, i * 10)));
+    {
+        let (mut log, _sm) = open_with_log(dir.path());
+        log.blocking_append(entries).await.expect("appends");
+        log.save_committed(Some(log_id(1, 1, 3))).await.expect("records the commit point");
+    }
+    let (mut log, mut sm) = open_with_log(dir.path());
+    openraft::storage::StorageHelper::new(&mut log, &mut sm).get_initial_state().await.expect("starts");
+    assert_eq!(sm.applied_state().await.expect("reads").0, Some(log_id(1, 1, 3)));
+    assert_eq!(sm.query(|s| s.seen.clone()), [(1, 1, 10), (2, 2, 20), (3, 3, 30)], "entries 4 and 5 stay log");
+    assert_eq!(log.get_log_state().await.expect("reads").last_log_id, Some(log_id(1, 1, 5)));
 }
