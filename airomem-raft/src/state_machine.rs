@@ -1,0 +1,417 @@
+//! The replicated state machine: the user's [`airomem::State`], fed by committed entries.
+//!
+//! * **Execution.** A normal entry's command is decoded from the entry's bytes with the
+//!   store's serializer and executed inside a [`CommitContext`] whose sequence number is a
+//!   dense counter of applied commands (Raft indexes have gaps: blank and membership entries)
+//!   and whose time is the leader's stamp made monotonic (`max` with the previous one), so
+//!   every replica, and every replay, executes with the same context.
+//! * **Snapshots** are airomem snapshot files (`airomem-snapshot`: zstd, checksummed,
+//!   published atomically) through the storage seam, named by the number of log entries they
+//!   cover (last applied index + 1; 0 for none). The image is a postcard prefix (last applied
+//!   log id, membership, counter, time) followed by the state in the store's serializer. The
+//!   file's bytes are what openraft ships to followers, and a follower verifies them before it
+//!   installs anything.
+//! * **Panics.** A command that panics may leave the state half changed, and `State` is not
+//!   `Clone`: the state is rebuilt from the newest snapshot and the log up to the entry before
+//!   it (skipping commands known to panic), and the entry counts as applied with an
+//!   `Applied::Panicked` reply, the same on every replica since `execute` is deterministic.
+//!   If the rebuild fails, the state machine stops ([`Error::CommandPanicked`]).
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use airomem::storage::Storage;
+use airomem::{CommitContext, Seq, Serializer, State};
+use airomem_snapshot::SnapshotHeader;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::log::LogReader;
+use crate::types::{Applied, Entry, LogId, StorageError, StoredMembership, TypeConfig};
+
+/// zstd level of snapshots: fast, and still several times smaller than the image.
+const ZSTD_LEVEL: i32 = 3;
+
+/// What the state machine records besides the state; the prefix of every snapshot image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    /// Normal entries applied so far: the `CommitContext` sequence number of the last one.
+    seq: u64,
+    /// The monotonic commit time of the last applied command.
+    unix_nanos: u64,
+}
+
+struct Replica<S> {
+    state: S,
+    progress: Progress,
+    /// Set once a command panicked (its index and message): the state may be half changed.
+    broken: Option<(u64, String)>,
+}
+
+struct Inner<S: State, Z: Serializer> {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    serializer: Z,
+    replica: RwLock<Replica<S>>,
+    /// The newest durable snapshot: its meta and file sequence number.
+    current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
+    /// The node's log, replayed when a panicking command forces a rebuild.
+    log: LogReader,
+    /// Indexes of entries whose command panicked (this process has seen): a rebuild skips them.
+    panicked: Mutex<BTreeSet<u64>>,
+}
+
+/// What one entry did.
+enum Outcome {
+    Applied(Applied),
+    /// The command panicked, with this message.
+    Panicked(String),
+}
+
+/// The state machine of one node.
+pub(crate) struct StateMachine<S: State, Z: Serializer> {
+    inner: Arc<Inner<S, Z>>,
+}
+
+impl<S: State, Z: Serializer> Clone for StateMachine<S, Z> {
+    /// Another handle on the same state machine (openraft owns one, the store reads another).
+    fn clone(&self) -> Self {
+        StateMachine { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// Builds snapshots for openraft, in a task of its own.
+pub(crate) struct SnapshotBuilder<S: State, Z: Serializer> {
+    inner: Arc<Inner<S, Z>>,
+}
+
+fn snapshot_seq(applied: Option<LogId>) -> u64 {
+    applied.map_or(0, |id| id.index + 1)
+}
+
+fn snapshot_id(progress: &Progress) -> String {
+    match progress.applied {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => "none".into(),
+    }
+}
+
+fn sm_error(e: &Error) -> StorageError {
+    StorageIOError::write_state_machine(e).into()
+}
+
+fn snapshot_error(e: &Error) -> StorageError {
+    StorageIOError::write_snapshot(None, e).into()
+}
+
+impl<S: State, Z: Serializer> Inner<S, Z> {
+    fn encode_image(&self, replica: &Replica<S>) -> Result<Vec<u8>, Error> {
+        let prefix = postcard::to_allocvec(&replica.progress).map_err(|e| {
+            Error::Codec(airomem::CodecError::Encode { serializer: "postcard", message: e.to_string() })
+        })?;
+        let mut image = Vec::with_capacity(prefix.len() + 4);
+        image.extend_from_slice(&u32::try_from(prefix.len()).expect("a small prefix").to_le_bytes());
+        image.extend_from_slice(&prefix);
+        self.serializer.encode(&replica.state, &mut image)?;
+        Ok(image)
+    }
+
+    fn decode_image(&self, image: &[u8]) -> Result<(Progress, S), Error> {
+        let bad = |message: String| Error::Codec(airomem::CodecError::Decode { serializer: "snapshot image", message });
+        let len = image.get(0..4).ok_or_else(|| bad("image shorter than its prefix length".into()))?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let prefix = image.get(4..4 + len).ok_or_else(|| bad("image shorter than its prefix".into()))?;
+        let progress: Progress = postcard::from_bytes(prefix).map_err(|e| bad(e.to_string()))?;
+        let state = self.serializer.decode(&image[4 + len..])?;
+        Ok((progress, state))
+    }
+
+    /// Publishes `image` as the snapshot `seq` and removes the older ones.
+    fn publish(&self, seq: u64, image: &[u8]) -> Result<Vec<u8>, Error> {
+        let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
+        let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)?;
+        let bytes = self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?;
+        let mut removed = false;
+        for old in airomem_snapshot::list(self.storage.as_ref(), &self.dir)? {
+            if old.0 != seq {
+                airomem_snapshot::remove(self.storage.as_ref(), &self.dir, old)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.storage.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(bytes)
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, Error> {
+        let (image, progress) = {
+            let replica = self.replica.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((index, message)) = &replica.broken {
+                return Err(Error::CommandPanicked { index: *index, message: message.clone() });
+            }
+            (self.encode_image(&replica)?, replica.progress.clone())
+        };
+        let seq = snapshot_seq(progress.applied);
+        let bytes = self.publish(seq, &image)?;
+        let meta = SnapshotMeta {
+            last_log_id: progress.applied,
+            last_membership: progress.membership.clone(),
+            snapshot_id: snapshot_id(&progress),
+        };
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), seq));
+        info!(seq, raw = image.len(), file = bytes.len(), "Raft snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+
+    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, bytes: &[u8]) -> Result<(), Error> {
+        let seq = snapshot_seq(meta.last_log_id);
+        let (header, image) = airomem_snapshot::verify(Path::new("<received snapshot>"), bytes, Seq(seq), Z::ID)?;
+        if header.schema_version != S::SCHEMA_VERSION {
+            return Err(Error::Codec(airomem::CodecError::Decode {
+                serializer: "snapshot image",
+                message: format!("schema version {}, this build runs {}", header.schema_version, S::SCHEMA_VERSION),
+            }));
+        }
+        let (progress, state) = self.decode_image(&image)?;
+        if progress.applied != meta.last_log_id {
+            return Err(Error::Codec(airomem::CodecError::Decode {
+                serializer: "snapshot image",
+                message: format!("image covers {:?}, its meta says {:?}", progress.applied, meta.last_log_id),
+            }));
+        }
+        // Durable first: a crash after this reopens into the installed snapshot.
+        self.publish(seq, &image)?;
+        *self.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), seq));
+        Ok(())
+    }
+
+    /// Applies one entry to `replica`. A command that panics may leave `replica` half changed:
+    /// the caller must not keep it.
+    fn apply_one(&self, replica: &mut Replica<S>, entry: Entry) -> Result<Outcome, Error> {
+        let outcome = match entry.payload {
+            EntryPayload::Blank => Outcome::Applied(Applied::Internal),
+            EntryPayload::Membership(membership) => {
+                replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership);
+                Outcome::Applied(Applied::Internal)
+            }
+            EntryPayload::Normal(command) => {
+                let decoded: S::Command = self.serializer.decode(&command.bytes)?;
+                let seq = replica.progress.seq + 1;
+                let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
+                let state = &mut replica.state;
+                let executed = CommitContext::new(Seq(seq), unix_nanos)
+                    .enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(decoded))));
+                match executed {
+                    Ok(()) => {
+                        replica.progress.seq = seq;
+                        replica.progress.unix_nanos = unix_nanos;
+                        Outcome::Applied(Applied::Executed { seq })
+                    }
+                    Err(payload) => Outcome::Panicked(
+                        payload
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic without a message".into()),
+                    ),
+                }
+            }
+        };
+        replica.progress.applied = Some(entry.log_id);
+        Ok(outcome)
+    }
+
+    /// The newest snapshot that loads, with its file sequence number; `None` without
+    /// snapshots. Snapshots present but none loading is an error: an empty state would
+    /// silently stand in for everything the purged log held.
+    fn load_newest(&self) -> Result<Option<(Progress, S, u64)>, Error> {
+        let mut first_failure = None;
+        for seq in airomem_snapshot::list(self.storage.as_ref(), &self.dir)?.into_iter().rev() {
+            let loaded = airomem_snapshot::load(self.storage.as_ref(), &self.dir, seq, Z::ID)
+                .map_err(Error::from)
+                .and_then(|(_, image)| self.decode_image(&image));
+            match loaded {
+                Ok((progress, state)) => return Ok(Some((progress, state, seq.0))),
+                Err(e) => {
+                    warn!(seq = seq.0, error = %e, "skipping a snapshot that does not load");
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        first_failure.map_or(Ok(None), Err)
+    }
+
+    /// The state just before entry `index`: the newest snapshot, then the log after it, with
+    /// the commands known to panic skipped. A command found panicking on the way is added to
+    /// them and the replay starts again, so the result never holds part of a panicked command.
+    fn rebuild(&self, index: u64) -> Result<Replica<S>, Error> {
+        let failed = |reason: String| Error::RebuildFailed { index, reason };
+        loop {
+            let (progress, state) = match self.load_newest()? {
+                Some((progress, state, _)) => (progress, state),
+                None => (Progress::default(), S::default()),
+            };
+            let mut replica = Replica { state, progress, broken: None };
+            let start = replica.progress.applied.map_or(0, |id| id.index + 1);
+            if start > index {
+                return Err(failed(format!("the newest snapshot already covers entry {}", start - 1)));
+            }
+            let entries = self.log.entries(start..index);
+            let first = entries.first().map_or(index, |e| e.log_id.index);
+            // Index 0 may be unused: openraft's first entry can be 1.
+            if !(first == start || (start == 0 && first == 1)) || first + entries.len() as u64 != index {
+                return Err(failed(format!("the log does not hold entries {start}..{index}")));
+            }
+            let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let mut restart = false;
+            for entry in entries {
+                let at = entry.log_id.index;
+                if skip.contains(&at) {
+                    replica.progress.applied = Some(entry.log_id);
+                } else if let Outcome::Panicked(_) = self.apply_one(&mut replica, entry)? {
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(at);
+                    restart = true;
+                    break;
+                }
+            }
+            if !restart {
+                return Ok(replica);
+            }
+        }
+    }
+
+    fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, Error> {
+        let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some((index, message)) = &replica.broken {
+            return Err(Error::CommandPanicked { index: *index, message: message.clone() });
+        }
+        let mut replies = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id;
+            match self.apply_one(&mut replica, entry)? {
+                Outcome::Applied(reply) => replies.push(reply),
+                Outcome::Panicked(message) => {
+                    // Every replica panics on the same entry (execute is deterministic), so
+                    // each one rolls back the same way and answers the same.
+                    warn!(index = log_id.index, %message, "a command panicked; rebuilding the state without it");
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(log_id.index);
+                    match self.rebuild(log_id.index) {
+                        Ok(mut rebuilt) => {
+                            rebuilt.progress.applied = Some(log_id);
+                            *replica = rebuilt;
+                            replies.push(Applied::Panicked { message });
+                        }
+                        Err(e) => {
+                            let message = format!("{message} (and the state could not be rebuilt: {e})");
+                            replica.broken = Some((log_id.index, message.clone()));
+                            return Err(Error::CommandPanicked { index: log_id.index, message });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+}
+
+impl<S: State, Z: Serializer> StateMachine<S, Z> {
+    /// Opens the state machine whose snapshots live in `dir`: loads the newest snapshot that
+    /// verifies (older ones are the fallback), or starts from `S::default()`. `log` is the
+    /// node's Raft log, which the state is rebuilt from after a panicking command.
+    pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, serializer: Z, log: LogReader) -> Result<Self, Error> {
+        storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        airomem_snapshot::remove_temp_files(storage.as_ref(), dir)?;
+        let inner = Inner {
+            storage,
+            dir: dir.to_path_buf(),
+            serializer,
+            replica: RwLock::new(Replica { state: S::default(), progress: Progress::default(), broken: None }),
+            current: Mutex::new(None),
+            log,
+            panicked: Mutex::new(BTreeSet::new()),
+        };
+        if let Some((progress, state, seq)) = inner.load_newest()? {
+            let meta = SnapshotMeta {
+                last_log_id: progress.applied,
+                last_membership: progress.membership.clone(),
+                snapshot_id: snapshot_id(&progress),
+            };
+            *inner.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta, seq));
+            *inner.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
+        }
+        Ok(StateMachine { inner: Arc::new(inner) })
+    }
+
+    /// Runs `f` on the state as of the last applied entry.
+    #[cfg(test)]
+    pub(crate) fn query<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.inner.replica.read().unwrap_or_else(PoisonError::into_inner).state)
+    }
+}
+
+impl<S: State, Z: Serializer> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S, Z> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let inner = Arc::clone(&self.inner);
+        // Serializing, compressing and syncing are blocking work: off the async workers.
+        tokio::task::spawn_blocking(move || inner.build())
+            .await
+            .map_err(|e| snapshot_error(&Error::io("build a snapshot in", PathBuf::new(), std::io::Error::other(e))))?
+            .map_err(|e| snapshot_error(&e))
+    }
+}
+
+impl<S: State, Z: Serializer> RaftStateMachine<TypeConfig> for StateMachine<S, Z> {
+    type SnapshotBuilder = SnapshotBuilder<S, Z>;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let replica = self.inner.replica.read().unwrap_or_else(PoisonError::into_inner);
+        Ok((replica.progress.applied, replica.progress.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        self.inner.apply(entries.into_iter().collect()).map_err(|e| sm_error(&e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder<S, Z> {
+        SnapshotBuilder { inner: Arc::clone(&self.inner) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let inner = Arc::clone(&self.inner);
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || inner.install(&meta, snapshot.get_ref()))
+            .await
+            .map_err(|e| snapshot_error(&Error::io("install a snapshot in", PathBuf::new(), std::io::Error::other(e))))?
+            .map_err(|e| snapshot_error(&e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.inner.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some((meta, seq)) = current else { return Ok(None) };
+        let path = airomem_snapshot::path(&self.inner.dir, Seq(seq));
+        let bytes = self.inner.storage.read(&path).map_err(|e| snapshot_error(&Error::io("read", &path, e)))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}

@@ -1,0 +1,161 @@
+//! The replicated state machine: deterministic commit contexts, snapshots, panics.
+
+use std::sync::Arc;
+
+use airomem::PostcardSerializer;
+use airomem::storage::StdStorage;
+use openraft::RaftSnapshotBuilder;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+
+use super::{PANIC, Recorder, blank, membership, normal};
+use crate::log::{LogOptions, LogStore};
+use crate::state_machine::StateMachine;
+use crate::types::{Applied, log_id};
+
+type Machine = StateMachine<Recorder, PostcardSerializer>;
+
+/// A state machine and the log it rebuilds from; the log handle must outlive the test's use.
+fn open_with_log(dir: &std::path::Path) -> (LogStore, Machine) {
+    let storage = Arc::new(StdStorage::default());
+    let log = LogStore::open(storage.clone(), &dir.join("log"), LogOptions::default()).expect("the log opens");
+    let machine = Machine::open(storage, &dir.join("snapshots"), PostcardSerializer, log.reader()).expect("opens");
+    (log, machine)
+}
+
+fn open(dir: &std::path::Path) -> Machine {
+    open_with_log(dir).1
+}
+
+#[tokio::test]
+async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut sm = open(dir.path());
+    let replies = sm
+        .apply([
+            blank(1, 1),
+            normal(1, 2, 7, 1_000),
+            membership(1, 3, &[1, 2]),
+            // A new leader whose clock is behind: time must not run backwards.
+            normal(2, 4, 8, 500),
+            blank(2, 5),
+            normal(2, 6, 9, 2_000),
+        ])
+        .await
+        .expect("applies");
+    assert_eq!(
+        replies,
+        [
+            Applied::Internal,
+            Applied::Executed { seq: 1 },
+            Applied::Internal,
+            Applied::Executed { seq: 2 },
+            Applied::Internal,
+            Applied::Executed { seq: 3 },
+        ]
+    );
+    assert_eq!(sm.query(|s| s.seen.clone()), [(7, 1, 1_000), (8, 2, 1_000), (9, 3, 2_000)]);
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_state_and_progress_on_reopen_and_installs_elsewhere() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let other = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = {
+        let mut sm = open(dir.path());
+        sm.apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10), normal(1, 3, 6, 20)]).await.expect("applies");
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("builds")
+    };
+    let mut reopened = open(dir.path());
+    assert_eq!(reopened.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
+    let (applied, members) = reopened.applied_state().await.expect("reads");
+    assert_eq!(applied, Some(log_id(1, 1, 3)));
+    assert_eq!(members, snapshot.meta.last_membership);
+    // The counter and the time continue from the snapshot.
+    reopened.apply([normal(1, 4, 7, 15)]).await.expect("applies");
+    assert_eq!(reopened.query(|s| s.seen[2]), (7, 3, 20));
+
+    let mut follower = open(other.path());
+    let mut received = follower.begin_receiving_snapshot().await.expect("begins");
+    *received = *snapshot.snapshot.clone();
+    follower.install_snapshot(&snapshot.meta, received).await.expect("installs");
+    assert_eq!(follower.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
+    let current = follower.get_current_snapshot().await.expect("reads").expect("a snapshot");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // A damaged transfer is refused and changes nothing.
+    let mut damaged = follower.begin_receiving_snapshot().await.expect("begins");
+    let mut bytes = snapshot.snapshot.get_ref().clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    *damaged.get_mut() = bytes;
+    let mut meta = snapshot.meta.clone();
+    meta.snapshot_id = "damaged".into();
+    assert!(follower.install_snapshot(&meta, damaged).await.is_err());
+    assert_eq!(follower.get_current_snapshot().await.expect("reads").expect("a snapshot").meta, snapshot.meta);
+}
+
+#[tokio::test]
+async fn a_panicking_command_is_rolled_back_identically_and_answered_as_panicked() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut log, mut sm) = open_with_log(dir.path());
+    let entries = vec![
+        normal(1, 1, 1, 10),
+        normal(1, 2, 2, 20),
+        // `Recorder` records the command before it panics: the half change must vanish.
+        normal(1, 3, PANIC, 30),
+        blank(1, 4),
+        normal(1, 5, 5, 25),
+        normal(1, 6, PANIC, 60),
+        normal(1, 7, 7, 70),
+    ];
+    log.blocking_append(entries.clone()).await.expect("appends");
+    // A snapshot in the middle: the rebuild starts from it.
+    sm.apply(entries[..2].to_vec()).await.expect("applies");
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let replies = sm.apply(entries[2..].to_vec()).await.expect("a panic is an answer, not an error");
+    let panicked = Applied::Panicked { message: "the test's panicking command".into() };
+    assert_eq!(
+        replies,
+        [panicked.clone(), Applied::Internal, Applied::Executed { seq: 3 }, panicked, Applied::Executed { seq: 4 },]
+    );
+    // The panicked commands took no sequence number and moved no clock.
+    let expected = [(1, 1, 10), (2, 2, 20), (5, 3, 25), (7, 4, 70)];
+    assert_eq!(sm.query(|s| s.seen.clone()), expected);
+    assert_eq!(sm.applied_state().await.expect("reads").0, Some(log_id(1, 1, 7)));
+
+    // A replica applying the same entries from scratch ends identical.
+    let other = tempfile::tempdir().expect("a temporary directory");
+    let (mut other_log, mut replica) = open_with_log(other.path());
+    other_log.blocking_append(entries.clone()).await.expect("appends");
+    replica.apply(entries).await.expect("applies");
+    assert_eq!(replica.query(|s| s.seen.clone()), expected);
+}
+
+#[tokio::test]
+async fn a_panicking_command_whose_state_cannot_be_rebuilt_stops_the_state_machine() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Entries applied without being in the log: nothing to rebuild from.
+    let mut sm = open(dir.path());
+    sm.apply([normal(1, 1, 1, 1)]).await.expect("applies");
+    assert!(sm.apply([normal(1, 2, PANIC, 2)]).await.is_err());
+    assert!(sm.apply([normal(1, 3, 3, 3)]).await.is_err(), "nothing is applied over a half-changed state");
+    assert!(sm.get_snapshot_builder().await.build_snapshot().await.is_err(), "nor snapshotted");
+}
+
+#[tokio::test]
+async fn a_restart_applies_the_log_up_to_the_recorded_commit_point_and_no_further() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // openraft's log starts at index 0 (the membership `initialize` writes).
+    let mut entries = vec![membership(0, 0, &[1])];
+    entries.extend((1..=5).map(|i| normal(1, i, i, i * 10)));
+    {
+        let (mut log, _sm) = open_with_log(dir.path());
+        log.blocking_append(entries).await.expect("appends");
+        log.save_committed(Some(log_id(1, 1, 3))).await.expect("records the commit point");
+    }
+    let (mut log, mut sm) = open_with_log(dir.path());
+    openraft::storage::StorageHelper::new(&mut log, &mut sm).get_initial_state().await.expect("starts");
+    assert_eq!(sm.applied_state().await.expect("reads").0, Some(log_id(1, 1, 3)));
+    assert_eq!(sm.query(|s| s.seen.clone()), [(1, 1, 10), (2, 2, 20), (3, 3, 30)], "entries 4 and 5 stay log");
+    assert_eq!(log.get_log_state().await.expect("reads").last_log_id, Some(log_id(1, 1, 5)));
+}
