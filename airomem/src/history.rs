@@ -19,6 +19,7 @@ use airomem_journal::scan::SegmentScan;
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRange, replay, segment};
 
 use crate::Error;
+use crate::names::snapshot_seq;
 use crate::rebuild::recover;
 
 /// The subdirectory of a store that keeps the files retention took away, when the store
@@ -234,17 +235,6 @@ impl Files {
             }
         }
         Ok(None)
-    }
-}
-
-fn snapshot_seq(name: &str) -> Option<Seq> {
-    #[cfg(feature = "snapshot")]
-    {
-        airomem_snapshot::parse_file_name(name)
-    }
-    #[cfg(not(feature = "snapshot"))]
-    {
-        name.strip_suffix(".snapshot").and_then(|digits| digits.parse().ok()).map(Seq)
     }
 }
 

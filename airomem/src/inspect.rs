@@ -22,6 +22,7 @@ use airomem_journal::{Corruption, JournalConfig, JournalError, Repair, ReplayErr
 
 use crate::Error;
 use crate::history::{ARCHIVE_DIR, HistoryView};
+use crate::names::{snapshot_path, snapshot_seq};
 
 /// Everything in a store's directory, as [`survey`] found it.
 #[derive(Clone, Debug)]
@@ -767,28 +768,6 @@ fn read_config(dir: &Path, serializer: SerializerId, schema_version: u32) -> Jou
         schema_version,
         segment_size: u64::MAX,
         preallocate: 0,
-    }
-}
-
-fn snapshot_seq(name: &str) -> Option<Seq> {
-    #[cfg(feature = "snapshot")]
-    {
-        airomem_snapshot::parse_file_name(name)
-    }
-    #[cfg(not(feature = "snapshot"))]
-    {
-        name.strip_suffix(".snapshot").and_then(|digits| digits.parse().ok()).map(Seq)
-    }
-}
-
-fn snapshot_path(dir: &Path, seq: Seq) -> PathBuf {
-    #[cfg(feature = "snapshot")]
-    {
-        airomem_snapshot::path(dir, seq)
-    }
-    #[cfg(not(feature = "snapshot"))]
-    {
-        dir.join(format!("{:020}.snapshot", seq.0))
     }
 }
 

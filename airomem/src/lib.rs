@@ -75,6 +75,7 @@ mod import;
 pub mod inspect;
 mod lifecycle;
 mod migrate;
+mod names;
 mod options;
 mod rebuild;
 #[cfg(feature = "snapshot")]

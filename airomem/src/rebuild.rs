@@ -157,7 +157,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
                 if base.0 > 0 && found == base.next() && expected < found =>
             {
                 return Err(Error::JournalBehindSnapshot {
-                    snapshot: snapshot_path(config, base),
+                    snapshot: crate::names::snapshot_path(&config.dir, base),
                     snapshot_seq: base,
                     journal_ends: Seq(expected.0 - 1),
                     newest_segment: Some(file),
@@ -172,7 +172,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
                 ..
             })) if base.0 > 0 && seq <= base => {
                 return Err(Error::JournalBehindSnapshot {
-                    snapshot: snapshot_path(config, base),
+                    snapshot: crate::names::snapshot_path(&config.dir, base),
                     snapshot_seq: base,
                     journal_ends: Seq(seq.0 - 1),
                     newest_segment: Some(file),
@@ -183,18 +183,6 @@ pub(crate) fn recover<S: State, Z: Serializer>(
             }
             Err(e) => return Err(stop_error(e)),
         }
-    }
-}
-
-/// Where the snapshot that includes records up to `seq` lives.
-fn snapshot_path(config: &JournalConfig, seq: Seq) -> std::path::PathBuf {
-    #[cfg(feature = "snapshot")]
-    {
-        airomem_snapshot::path(&config.dir, seq)
-    }
-    #[cfg(not(feature = "snapshot"))]
-    {
-        config.dir.join(format!("{:020}.snapshot", seq.0))
     }
 }
 
