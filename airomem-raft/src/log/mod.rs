@@ -92,7 +92,8 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 /// The writer thread's end of the log; dropping the last handle stops it and waits for it,
-/// so that the directory lock is released when the log is gone.
+/// so that the directory lock is released when the log is gone (except on the writer thread
+/// itself, which releases it as it returns).
 struct WriterHandle {
     requests: Mutex<Option<Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -108,9 +109,14 @@ impl WriterHandle {
 impl Drop for WriterHandle {
     fn drop(&mut self) {
         drop(self.requests.get_mut().unwrap_or_else(PoisonError::into_inner).take());
-        if let Some(thread) = self.thread.get_mut().unwrap_or_else(PoisonError::into_inner).take()
-            && thread.join().is_err()
-        {
+        let Some(thread) = self.thread.get_mut().unwrap_or_else(PoisonError::into_inner).take() else { return };
+        // On the writer thread itself (a callback it runs held the last clone), joining
+        // would wait for this very drop: the thread ends on its own once its queue is empty
+        // and the sender above is gone, and releases the directory as it returns.
+        if thread.thread().id() == std::thread::current().id() {
+            return;
+        }
+        if thread.join().is_err() {
             tracing::error!("the Raft log writer thread panicked");
         }
     }
@@ -320,4 +326,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 pub(crate) fn encode_for_test(entry: &Entry, out: &mut Vec<u8>) {
     frame::encode(entry, true, out).expect("encodes");
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+
+    /// The last handle can be dropped on the writer thread itself (a callback it runs may
+    /// hold the final clone): that drop must not try to join the thread it runs on.
+    #[test]
+    fn the_last_handle_dropped_on_the_writer_thread_does_not_join_itself() {
+        let (requests, _unused) = mpsc::channel::<Request>();
+        let (give, take) = mpsc::channel::<Arc<WriterHandle>>();
+        let (done_tx, done_rx) = mpsc::channel::<bool>();
+        let thread = std::thread::spawn(move || {
+            let handle = take.recv().expect("the handle arrives");
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+            done_tx.send(dropped.is_ok()).expect("report");
+        });
+        let handle = Arc::new(WriterHandle { requests: Mutex::new(Some(requests)), thread: Mutex::new(Some(thread)) });
+        give.send(handle).expect("hand over the last handle");
+        assert!(done_rx.recv().expect("the thread reports"), "dropping the last handle on its own thread panicked");
+    }
 }
