@@ -33,8 +33,19 @@ async fn an_import_under_back_pressure_commits_everything_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_beside_other_committers_keeps_its_own_order() {
+    import_beside_other_committers(Durability::Fsync).await;
+}
+
+/// Under `OsBuffered` the writer keeps a batch open for an import's next command: commits
+/// queued meanwhile must still be taken, in their order, and none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynced_import_beside_other_committers_keeps_its_own_order() {
+    import_beside_other_committers(Durability::OsBuffered).await;
+}
+
+async fn import_beside_other_committers(durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let options = StoreOptions::default().durability(Durability::Fsync).max_pending_bytes(4096);
+    let options = StoreOptions::default().durability(durability).max_pending_bytes(4096);
     let store: PostcardStore<SeqLog> =
         Store::open_with(PostcardSerializer, tmp.path().join("store"), options).await.expect("open");
     let mut others = Vec::new();
@@ -55,7 +66,15 @@ async fn an_import_beside_other_committers_keeps_its_own_order() {
     let entries = store.query().expect("query").entries.clone();
     let mine: Vec<u64> = entries.iter().map(|&(_, v)| v).filter(|&v| v < 1_000_000).collect();
     assert_eq!(mine, (0..3_000).collect::<Vec<_>>(), "the import's commands are applied in input order");
+    for writer in 1..=3u64 {
+        let theirs: Vec<u64> = entries.iter().map(|&(_, v)| v).filter(|&v| v / 1_000_000 == writer).collect();
+        assert_eq!(theirs, (0..300).map(|i| writer * 1_000_000 + i).collect::<Vec<_>>(), "writer {writer}");
+    }
     assert_eq!(entries.len(), 3_000 + 900);
+    store.close().await.expect("close");
+    let reopened: PostcardStore<SeqLog> =
+        Store::open(PostcardSerializer, tmp.path().join("store")).await.expect("reopen");
+    assert_eq!(reopened.query().expect("query").entries, entries, "the journal holds what was applied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

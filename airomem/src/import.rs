@@ -73,7 +73,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     }
                 }
             };
-        for (index, command) in (0u64..).zip(commands) {
+        let mut commands = commands.into_iter().peekable();
+        let mut index = 0u64;
+        while let Some(command) = commands.next() {
             // Settle what is already answered: keeps the window short and stops early.
             while let Some((at, rx)) = window.front_mut() {
                 let outcome = match rx.try_recv() {
@@ -95,11 +97,15 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 settle(at, outcome, &mut failure);
             }
             let (tx, rx) = oneshot::channel();
-            if let Err(e) = self.send(command, Reply::Receipt(tx)).await {
+            // Knowing whether another follows means drawing it now instead of after the
+            // send; an iterator slow to yield it keeps the writer waiting only one gap.
+            let followed = commands.peek().is_some();
+            if let Err(e) = self.send_followed(command, Reply::Receipt(tx), followed).await {
                 settle(index, Err(e), &mut failure);
                 break;
             }
             window.push_back((index, rx));
+            index += 1;
         }
         // Those handed over are committed (or not) whatever happens here: wait for them all,
         // so the report is complete.

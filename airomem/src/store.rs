@@ -23,6 +23,8 @@ pub(crate) const LOCK_FILE: &str = "airomem.lock";
 const INLINE_SPIN: Duration = Duration::from_micros(25);
 /// What a queued command costs in back-pressure budget beyond its payload.
 const REQUEST_OVERHEAD: usize = 64;
+/// The largest buffer a command's encoding starts with (see `Inner::payload_hint`).
+const MAX_PAYLOAD_HINT: usize = 4096;
 
 /// A durable, in-memory prevalent system.
 ///
@@ -55,6 +57,10 @@ struct Inner<S: State, Z> {
     life: Option<Arc<crate::lifecycle::Life>>,
     dir: PathBuf,
     report: RecoveryReport,
+    /// The length of the last command encoded: the capacity the next one starts with, so
+    /// that encoding does not grow its buffer step by step (measured: 5 % of an import's time
+    /// went to `realloc`).
+    payload_hint: AtomicUsize,
 }
 
 /// The receipt of a committed command.
@@ -277,6 +283,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 life,
                 dir,
                 report: recovered.report,
+                payload_hint: AtomicUsize::new(0),
             }),
         })
     }
@@ -353,17 +360,10 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     async fn send_unit(&self, commands: impl IntoIterator<Item = S::Command>, reply: Reply<S>) -> Result<(), Error> {
-        let serializer = &*self.inner.serializer;
         let mut unit = Vec::new();
         let mut bytes = 0usize;
         for command in commands {
-            let mut payload = Vec::new();
-            serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
-            drop(command);
-            if payload.len() > MAX_PAYLOAD_LEN {
-                return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
-            }
-            let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
+            let (payload, command) = self.encode(command)?;
             bytes += payload.len() + REQUEST_OVERHEAD;
             unit.push((payload, command));
         }
@@ -376,7 +376,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         }
         let permit =
             Arc::clone(&self.inner.pending).acquire_many_owned(bytes as u32).await.map_err(|_| Error::Closed)?;
-        let request = Request { commands: Commands::Unit(unit), reply, _permit: permit };
+        let request = Request { commands: Commands::Unit(unit), reply, followed: false, _permit: permit };
         self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
         self.post(Message::Commit(request))
     }
@@ -427,20 +427,38 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         }
     }
 
-    pub(crate) async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
+    /// Encodes a command and decodes it again: the copy is what executes, exactly what
+    /// recovery will execute. A command too large for a journal record is refused here,
+    /// before it takes a sequence number or reaches the writer, so the store stays usable.
+    fn encode(&self, command: S::Command) -> Result<(Vec<u8>, S::Command), Error> {
         let serializer = &*self.inner.serializer;
-        let mut payload = Vec::new();
+        let mut payload = Vec::with_capacity(self.inner.payload_hint.load(Ordering::Relaxed));
         serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
         drop(command);
+        // Rounded up, so that commands a little longer than the last fit too; capped, so
+        // that one huge command does not make every later buffer huge.
+        let hint = payload.len().next_power_of_two().min(MAX_PAYLOAD_HINT);
+        if hint != self.inner.payload_hint.load(Ordering::Relaxed) {
+            self.inner.payload_hint.store(hint, Ordering::Relaxed);
+        }
         if payload.len() > MAX_PAYLOAD_LEN {
-            // Refused here, before it takes a sequence number or reaches the writer, so the
-            // store stays usable.
             return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
         }
         let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
+        Ok((payload, command))
+    }
+
+    pub(crate) async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
+        self.send_followed(command, reply, false).await
+    }
+
+    /// [`Store::send`], saying whether the caller sends another command right behind this one
+    /// (see `Writer::follow_stream`).
+    pub(crate) async fn send_followed(&self, command: S::Command, reply: Reply<S>, followed: bool) -> Result<(), Error> {
+        let (payload, command) = self.encode(command)?;
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
-        let request = Request { commands: Commands::One(payload, command), reply, _permit: permit };
+        let request = Request { commands: Commands::One(payload, command), reply, followed, _permit: permit };
         self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
         self.post(Message::Commit(request))
     }

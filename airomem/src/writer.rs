@@ -13,6 +13,14 @@ const MAX_LINGER: Duration = Duration::from_micros(500);
 /// `Periodic`): the round trip is then a write into the page cache, a few microseconds, and
 /// a lone committer is back well within this.
 const BUFFERED_SPIN: Duration = Duration::from_micros(50);
+/// How long a batch under `OsBuffered` or `Periodic` waits for the next command of an import
+/// (see [`Writer::follow_stream`]) before it is written without it. An import hands commands
+/// over every microsecond or two; a pause longer than this means the importer is waiting
+/// for receipts, or is done.
+const STREAM_GAP: Duration = Duration::from_micros(20);
+/// The longest such a batch waits in all, so that commits queued behind an import are not
+/// held back for long.
+const STREAM_LINGER: Duration = Duration::from_micros(500);
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalWriter};
@@ -121,6 +129,9 @@ impl Outcome {
 pub(crate) struct Request<S: State> {
     pub commands: Commands<S::Command>,
     pub reply: Reply<S>,
+    /// The caller hands over another request right behind this one (an import does, for all
+    /// but its last command): see [`Writer::follow_stream`].
+    pub followed: bool,
     /// Back-pressure: released when the writer is done with the request.
     pub _permit: OwnedSemaphorePermit,
 }
@@ -269,6 +280,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     batch.push(request);
                     self.fill(&mut batch);
                     self.linger(&mut batch);
+                    self.follow_stream(&mut batch);
                     let bytes = self.journal.counters().bytes;
                     let requests = batch.len() as u64;
                     let commands = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
@@ -374,6 +386,42 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             let Ok(message) = self.rx.recv_timeout(wait) else { break };
             if !self.add(batch, message) {
                 break;
+            }
+        }
+    }
+
+    /// Under `OsBuffered` and `Periodic`, keeps a batch open while its last request says
+    /// another follows, polling for it, until a gap of [`STREAM_GAP`] or [`STREAM_LINGER`] in
+    /// all.
+    ///
+    /// Without this an import is cut into batches of three or four commands (measured: 3.7
+    /// commands per write over a million, against 617 under `Fsync`, where the sync gives the
+    /// queue time to fill): one task hands commands over about as fast as the writer journals
+    /// them, so the writer finds the queue nearly empty each time it is free, and every few
+    /// commands pay a `write` call and a batch's hand-offs. Only a caller that says more is
+    /// coming is waited for, so lone commits and concurrent writers never wait here.
+    fn follow_stream(&mut self, batch: &mut Vec<Request<S>>) {
+        if self.durability == Durability::Fsync || !batch.last().is_some_and(|request| request.followed) {
+            return;
+        }
+        let started = Instant::now();
+        let mut last_arrival = started;
+        while batch.last().is_some_and(|request| request.followed) && self.room(batch) && self.carry.is_none() {
+            match self.rx.try_recv() {
+                Ok(message) => {
+                    if !self.add(batch, message) {
+                        break;
+                    }
+                    last_arrival = Instant::now();
+                }
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now - last_arrival > STREAM_GAP || now - started > STREAM_LINGER {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                Err(TryRecvError::Disconnected) => break,
             }
         }
     }

@@ -27,6 +27,7 @@ mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
+mod import_mode;
 mod inspection;
 mod lone_commit;
 mod measure;
@@ -66,6 +67,10 @@ inspect:   airomem-bench --inspect [MEGABYTES] [--dir DIR]
 alone:     airomem-bench --lone-commit [--dir DIR]
              one caller committing alone through the async API (a task) and the blocking
              API (a thread), under OsBuffered and Fsync, in 7 interleaved rounds
+
+import:    airomem-bench --import [--dir DIR]
+             `Store::import` of 1,000,000 commands from one task under OsBuffered and
+             Fsync, in 5 interleaved rounds, with the commands each journal write carried
 
 internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
@@ -152,6 +157,8 @@ struct Args {
     dir: Option<PathBuf>,
     /// `--lone-commit`.
     lone_commit: bool,
+    /// `--import`.
+    import: bool,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
@@ -171,6 +178,7 @@ impl Args {
             quick: false,
             dir: None,
             lone_commit: false,
+            import: false,
             probe: None,
             memory: None,
             migration_memory: None,
@@ -182,6 +190,7 @@ impl Args {
             match arg.as_str() {
                 "--quick" => parsed.quick = true,
                 "--lone-commit" => parsed.lone_commit = true,
+                "--import" => parsed.import = true,
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
                     let system = args.next().ok_or("--probe needs a system")?;
@@ -247,6 +256,12 @@ fn main() -> Result<(), BoxError> {
     }
     if args.lone_commit {
         lone_commit::run(&runtime, dir)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    if args.import {
+        import_mode::run(&runtime, dir)?;
         drop(runtime);
         scratch.close()?;
         return Ok(());
