@@ -454,7 +454,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
 
     /// [`Store::send`], saying whether the caller sends another command right behind this one
     /// (see `Writer::follow_stream`).
-    pub(crate) async fn send_followed(&self, command: S::Command, reply: Reply<S>, followed: bool) -> Result<(), Error> {
+    pub(crate) async fn send_followed(
+        &self,
+        command: S::Command,
+        reply: Reply<S>,
+        followed: bool,
+    ) -> Result<(), Error> {
         let (payload, command) = self.encode(command)?;
         let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;

@@ -56,6 +56,8 @@ pub fn run(runtime: &Runtime, dir: &Path) -> Result<(), BoxError> {
             rate.median, rate.min, rate.max, batch.median, batch.min, batch.max
         );
     }
-    println!("\nMedians of {ROUNDS} interleaved rounds of {COMMANDS} commands (min–max in brackets), one task, postcard.");
+    println!(
+        "\nMedians of {ROUNDS} interleaved rounds of {COMMANDS} commands (min–max in brackets), one task, postcard."
+    );
     Ok(())
 }

@@ -42,7 +42,7 @@ mod sync_probe;
 
 use std::path::{Path, PathBuf};
 
-use airomem::{PostcardSerializer, Store};
+use airomem::{Durability, PostcardSerializer, Store, StoreOptions};
 use airomem_workspace::{SessionsCommand, token};
 use tokio::runtime::Runtime;
 
@@ -74,7 +74,8 @@ import:    airomem-bench --import [--dir DIR]
 
 internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
-             prevayler, sqlite, redb) and exits: what the strace check runs
+             prevayler, sqlite, redb) and exits: what the strace check runs; SYSTEM
+             airomem-buffered commits under OsBuffered, one task (for profiling)
            airomem-bench --memory DIR SEGMENT_SIZE
              opens the store in DIR, snapshots it and floods it with commits, and prints
              the resident memory each step used: what the memory measurement runs
@@ -327,9 +328,14 @@ fn remove_peer_dirs(dir: &Path, kind: PeerKind) -> std::io::Result<()> {
 /// time, and closes it.
 fn probe(runtime: &Runtime, dir: &Path, system: &str, commits: u64) -> Result<(), BoxError> {
     let store_dir = dir.join("probe");
-    if system == "airomem" {
+    if let Some(durability) = match system {
+        "airomem" => Some(Durability::Fsync),
+        "airomem-buffered" => Some(Durability::OsBuffered),
+        _ => None,
+    } {
         return runtime.block_on(async {
-            let store: SessionStore = Store::open(PostcardSerializer, &store_dir).await?;
+            let options = StoreOptions::default().durability(durability);
+            let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options).await?;
             for n in 0..commits {
                 store.commit(SessionsCommand::CreateSession { token: token(n), user_id: n }).await?;
             }
