@@ -1,0 +1,3 @@
+//! Shared by the cluster tests.
+
+pub mod history;
