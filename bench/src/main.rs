@@ -36,6 +36,7 @@ mod migration;
 mod peers;
 mod raw_disk;
 mod recovery;
+mod replication;
 mod report;
 mod snapshot_stall;
 mod sync_probe;
@@ -67,6 +68,10 @@ inspect:   airomem-bench --inspect [MEGABYTES] [--dir DIR]
 alone:     airomem-bench --lone-commit [--dir DIR]
              one caller committing alone through the async API (a task) and the blocking
              API (a thread), under OsBuffered and Fsync, in 7 interleaved rounds
+
+replicas:  airomem-bench --replication [--quick] [--dir DIR]
+             3 airomem-raft nodes in one process against one store: commits/s and
+             latency at 1 and 64 writers, and failover over 50 leader kills (10 quick)
 
 import:    airomem-bench --import [--dir DIR]
              `Store::import` of 1,000,000 commands from one task under OsBuffered and
@@ -107,6 +112,8 @@ struct Plan {
     snapshot_sessions: u64,
     /// The commit-API measurements.
     commit_api: commit_api::CommitApiPlan,
+    /// The replication measurements.
+    replication: replication::ReplicationPlan,
 }
 
 impl Plan {
@@ -127,6 +134,7 @@ impl Plan {
                 import: 100_000,
                 unit_commands: 64_000,
             },
+            replication: replication::ReplicationPlan { lone: 500, many: 10_000, kills: 10 },
         }
     }
 
@@ -147,6 +155,7 @@ impl Plan {
                 import: 1_000_000,
                 unit_commands: 256_000,
             },
+            replication: replication::ReplicationPlan { lone: 2_000, many: 50_000, kills: 50 },
         }
     }
 }
@@ -160,6 +169,8 @@ struct Args {
     lone_commit: bool,
     /// `--import`.
     import: bool,
+    /// `--replication`.
+    replication: bool,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
@@ -180,6 +191,7 @@ impl Args {
             dir: None,
             lone_commit: false,
             import: false,
+            replication: false,
             probe: None,
             memory: None,
             migration_memory: None,
@@ -192,6 +204,7 @@ impl Args {
                 "--quick" => parsed.quick = true,
                 "--lone-commit" => parsed.lone_commit = true,
                 "--import" => parsed.import = true,
+                "--replication" => parsed.replication = true,
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
                     let system = args.next().ok_or("--probe needs a system")?;
@@ -261,6 +274,13 @@ fn main() -> Result<(), BoxError> {
         scratch.close()?;
         return Ok(());
     }
+    if args.replication {
+        let result = runtime.block_on(replication::run(dir, plan.replication))?;
+        report::replication_table(&result).print();
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
     if args.import {
         import_mode::run(&runtime, dir)?;
         drop(runtime);
@@ -300,13 +320,26 @@ fn main() -> Result<(), BoxError> {
     drop(data);
     let stall = runtime.block_on(snapshot_stall::run(dir, plan.snapshot_sessions))?;
     let commit_api = runtime.block_on(commit_api::run(dir, plan.commit_api))?;
+    let replication = runtime.block_on(replication::run(dir, plan.replication))?;
     drop(runtime);
     eprintln!("sync check: strace on {} commits of each system", sync_probe::PROBE_COMMITS);
     let syncs = sync_probe::systems().into_iter().map(|system| (system, sync_probe::probe(dir, system))).collect();
 
     report::print(
         &setting,
-        &Results { raw, commits, recovery, peers, stall, memory, migration, commit_api, lookups: plan.lookups, syncs },
+        &Results {
+            raw,
+            commits,
+            recovery,
+            peers,
+            stall,
+            memory,
+            migration,
+            commit_api,
+            replication,
+            lookups: plan.lookups,
+            syncs,
+        },
     );
     scratch.close()?;
     Ok(())

@@ -42,6 +42,8 @@ pub struct Results {
     pub migration: crate::migration::MigrationResult,
     /// The commit API against the in-memory and on-disk limits.
     pub commit_api: crate::commit_api::CommitApiResult,
+    /// Three replicated nodes against one store.
+    pub replication: crate::replication::ReplicationResult,
     /// Tokens looked up per repetition.
     pub lookups: usize,
     /// Sync calls per commit, by `--probe` name, airomem first.
@@ -78,6 +80,7 @@ pub fn print(setting: &Setting, results: &Results) {
     memory_table(&results.memory).print();
     migration_table(&results.migration, &results.memory).print();
     commit_api_table(results).print();
+    replication_table(&results.replication).print();
     ratio_table(results).print();
     crate::comparison::print(results);
 }
@@ -286,6 +289,45 @@ fn commit_api_table(results: &Results) -> Table {
             "64 writers, single commits",
             results.commits.last().map_or(1.0, |r| r.rate.median),
         );
+    }
+    table
+}
+
+/// Three `airomem-raft` nodes in one process against a single-node store, and failover.
+pub(crate) fn replication_table(r: &crate::replication::ReplicationResult) -> Table {
+    let mut table = Table::new(
+        "Replication: 3 nodes in one process (airomem-raft on openraft 0.9, in-process network, fdatasync on every \
+         node) against one store (Fsync), session workload",
+        &["measure", "one store", "3 nodes", "3 nodes ÷ one store"],
+    );
+    for (writers, single, cluster) in &r.commits {
+        table.row(vec![
+            format!("{writers} writer(s): commits/s"),
+            format!("{} ({})", number(single.rate.median), range(single.rate, number)),
+            format!("{} ({})", number(cluster.rate.median), range(cluster.rate, number)),
+            ratio(cluster.rate.median / single.rate.median),
+        ]);
+        table.row(vec![
+            format!("{writers} writer(s): latency p50"),
+            micros(single.p50),
+            micros(cluster.p50),
+            ratio(cluster.p50.median / single.p50.median),
+        ]);
+        table.row(vec![
+            format!("{writers} writer(s): latency p99"),
+            micros(single.p99),
+            micros(cluster.p99),
+            ratio(cluster.p99.median / single.p99.median),
+        ]);
+    }
+    if let (Some(first), Some(last)) = (r.failovers.first(), r.failovers.last()) {
+        let p50 = crate::measure::percentile(&r.failovers, 50.0);
+        table.row(vec![
+            format!("failover over {} leader kills: p50 (min–max)", r.failovers.len()),
+            "—".into(),
+            format!("{} ({}–{})", seconds(p50.as_secs_f64()), seconds(first.as_secs_f64()), seconds(last.as_secs_f64())),
+            "—".into(),
+        ]);
     }
     table
 }

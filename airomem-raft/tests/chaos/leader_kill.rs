@@ -1,0 +1,146 @@
+//! The leader killed 50 times under load: its disk loses power and the node halts; the
+//! survivors elect a new leader and commits go on; the old leader restarts on its crash image,
+//! rejoins and catches up (from the log, or from a snapshot once the log it needs is purged)
+//! before the next kill. Writers and linearizable readers run on every node throughout, and
+//! the whole history is checked at the end.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use airomem_raft::{Network, Role};
+use airomem_workspace::sim::{SimStorage, SplitMix64};
+
+use crate::history::{History, value};
+use crate::{Node, converge, open, wait_until, write};
+
+/// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
+const KILLS: u64 = 50;
+/// Receipts between two kills, so that every leader does some work.
+const WORK_BETWEEN_KILLS: usize = 30;
+const WRITERS: u64 = 4;
+
+/// The nodes running, by id: writers and readers pick one per operation.
+type Live = Arc<Mutex<BTreeMap<u64, Arc<Node>>>>;
+
+fn pick(live: &Live, rng: &mut SplitMix64) -> Arc<Node> {
+    let live = live.lock().expect("live nodes");
+    let nodes: Vec<&Arc<Node>> = live.values().collect();
+    Arc::clone(nodes[rng.below(nodes.len() as u64) as usize])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable() {
+    crate::init_tracing();
+    let kills = std::env::var("AIROMEM_LEADER_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(KILLS);
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let network = Network::new();
+    let mut disks: BTreeMap<u64, SimStorage> = (1..=3).map(|id| (id, SimStorage::new())).collect();
+    let live: Live = Arc::default();
+    for id in 1..=3 {
+        let node = open_node(id, root.path(), &disks[&id], &network).await;
+        live.lock().expect("live nodes").insert(id, node);
+    }
+    let first = pick(&live, &mut SplitMix64::new(0));
+    first.bootstrap(1..=3).await.expect("bootstraps");
+    drop(first);
+
+    let history = Arc::new(History::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
+        clients.spawn(async move {
+            let mut rng = SplitMix64::new(writer + 1);
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let node = pick(&live, &mut rng);
+                write(&history, &node, value(writer, i)).await;
+            }
+        });
+    }
+    {
+        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
+        clients.spawn(async move {
+            let mut rng = SplitMix64::new(99);
+            while !stop.load(Ordering::SeqCst) {
+                let node = pick(&live, &mut rng);
+                let invoked = history.now();
+                // A read that fails (no leader in time, the node halted) observed nothing.
+                if let Ok(state) = node.query_linearizable().await {
+                    let seen = state.values.clone();
+                    drop(state);
+                    history.read(invoked, seen);
+                }
+            }
+        });
+    }
+
+    let mut failovers = Vec::new();
+    let mut rng = SplitMix64::new(7);
+    for kill in 0..kills {
+        let target = history.acked() + WORK_BETWEEN_KILLS;
+        history.wait_acked(target).await;
+        let leader = leader_of(&live).await;
+        let killed_at = Instant::now();
+        let tick = history.now();
+        disks[&leader].power_cut();
+        let node = live.lock().expect("live nodes").remove(&leader).expect("the leader is live");
+        node.halt();
+        drop(node);
+        // Failover: from the kill to the first receipt of a command invoked after it.
+        tokio::time::timeout(crate::PATIENCE, history.wait_acked_invoked_after(tick))
+            .await
+            .unwrap_or_else(|_| panic!("kill {kill}: no commit after killing leader {leader}"));
+        failovers.push(killed_at.elapsed());
+
+        // The old leader restarts on what its disk kept, and catches up before the next kill.
+        let image = disks[&leader].crash(kill * 10 + leader + rng.below(1_000) * 1_000);
+        disks.insert(leader, image);
+        let node = open_node(leader, root.path(), &disks[&leader], &network).await;
+        live.lock().expect("live nodes").insert(leader, Arc::clone(&node));
+        let new_leader = leader_of(&live).await;
+        let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
+        wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    while let Some(joined) = clients.join_next().await {
+        joined.expect("a client task");
+    }
+    let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
+    let replicas = converge(&history, &nodes).await;
+    let summary = history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
+    for node in nodes {
+        node.halt();
+    }
+    failovers.sort_unstable();
+    eprintln!(
+        "{kills} leader kills: {summary:?}; failover p50 {:?}, max {:?}",
+        failovers[failovers.len() / 2],
+        failovers.last().expect("at least one kill")
+    );
+    assert!(summary.reads > 0 && summary.acked >= kills as usize * WORK_BETWEEN_KILLS, "{summary:?}");
+}
+
+/// Snapshots every few hundred entries and a short log behind them, so that a restarted
+/// node sometimes finds the entries it lacks purged and is sent a snapshot instead.
+async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
+    let config = crate::config(id, root, disk).snapshot_every(300).logs_kept_after_snapshot(50);
+    Arc::new(Node::open(config, airomem::PostcardSerializer, network).await.expect("the node opens"))
+}
+
+/// The live node that leads, once every live node follows it.
+async fn leader_of(live: &Live) -> u64 {
+    let mut leader = 0;
+    wait_until("a leader every live node follows", || {
+        let statuses: Vec<_> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
+        let Some(l) = statuses.iter().find(|s| s.role == Role::Leader) else { return false };
+        leader = l.id;
+        statuses.iter().all(|s| s.leader == Some(l.id))
+    })
+    .await;
+    leader
+}

@@ -1,3 +1,0 @@
-//! Shared by the cluster tests.
-
-pub mod history;
