@@ -43,7 +43,7 @@ pub(crate) fn blank(term: u64, index: u64) -> Entry {
 pub(crate) fn normal(term: u64, index: u64, value: u64, unix_nanos: u64) -> Entry {
     let mut bytes = Vec::new();
     airomem::Serializer::encode(&airomem::PostcardSerializer, &value, &mut bytes).expect("encodes");
-    Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(Command { unix_nanos, bytes }) }
+    Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(Command { client: 1, serial: index, low_water: 0, unix_nanos, bytes }) }
 }
 
 pub(crate) fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {

@@ -46,11 +46,11 @@ async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
         replies,
         [
             Applied::Internal,
-            Applied::Executed { seq: 1 },
+            Applied::Executed { seq: 1, index: 2, unix_nanos: 1_000 },
             Applied::Internal,
-            Applied::Executed { seq: 2 },
+            Applied::Executed { seq: 2, index: 4, unix_nanos: 1_000 },
             Applied::Internal,
-            Applied::Executed { seq: 3 },
+            Applied::Executed { seq: 3, index: 6, unix_nanos: 2_000 },
         ]
     );
     assert_eq!(sm.query(|s| s.seen.clone()), [(7, 1, 1_000), (8, 2, 1_000), (9, 3, 2_000)]);
@@ -113,10 +113,16 @@ async fn a_panicking_command_is_rolled_back_identically_and_answered_as_panicked
     sm.apply(entries[..2].to_vec()).await.expect("applies");
     sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
     let replies = sm.apply(entries[2..].to_vec()).await.expect("a panic is an answer, not an error");
-    let panicked = Applied::Panicked { message: "the test's panicking command".into() };
+    let panicked = |index| Applied::Panicked { index, message: "the test's panicking command".into() };
     assert_eq!(
         replies,
-        [panicked.clone(), Applied::Internal, Applied::Executed { seq: 3 }, panicked, Applied::Executed { seq: 4 },]
+        [
+            panicked(3),
+            Applied::Internal,
+            Applied::Executed { seq: 3, index: 5, unix_nanos: 25 },
+            panicked(6),
+            Applied::Executed { seq: 4, index: 7, unix_nanos: 70 },
+        ]
     );
     // The panicked commands took no sequence number and moved no clock.
     let expected = [(1, 1, 10), (2, 2, 20), (5, 3, 25), (7, 4, 70)];
