@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// What can go wrong in the Raft log or the replicated state machine.
+/// What can go wrong in a replicated store: its Raft log, its state machine, or the group.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -88,8 +88,6 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-}
-
     /// No leader could be reached before `commit_timeout` ran out, and the command was never
     /// handed to any node: it was **not** applied. Retry later (after a partition heals or a
     /// leader is elected).

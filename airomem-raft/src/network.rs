@@ -315,7 +315,7 @@ impl RaftNetworkFactory<TypeConfig> for Connector {
     }
 }
 
-type RpcResult<T, E = std::convert::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Connection {
     fn answer<T, E: std::error::Error>(

@@ -100,11 +100,11 @@ mod tests {
     #[test]
     fn a_copy_gets_the_recorded_outcome_and_the_low_water_forgets() {
         let mut table = Sessions::default();
-        let executed = Applied::Executed { seq: 1, unix_nanos: 5 };
+        let executed = Applied::Executed { seq: 1, index: 1, unix_nanos: 5 };
         assert_eq!(table.check(7, 0, 0, 5), Check::New);
         table.record(7, 0, executed.clone());
         assert_eq!(table.check(7, 0, 0, 6), Check::Duplicate(executed.clone()));
-        let panicked = Applied::Panicked { message: "boom".into() };
+        let panicked = Applied::Panicked { index: 2, message: "boom".into() };
         assert_eq!(table.check(7, 1, 0, 7), Check::New);
         table.record(7, 1, panicked.clone());
         assert_eq!(table.check(7, 1, 0, 8), Check::Duplicate(panicked));
@@ -120,7 +120,7 @@ mod tests {
     fn idle_clients_are_forgotten_by_commit_time_only() {
         let mut table = Sessions::default();
         assert_eq!(table.check(1, 0, 0, SECOND), Check::New);
-        table.record(1, 0, Applied::Executed { seq: 1, unix_nanos: SECOND });
+        table.record(1, 0, Applied::Executed { seq: 1, index: 1, unix_nanos: SECOND });
         assert_eq!(table.check(2, 0, 0, SECOND), Check::New);
         // Client 2 stays active; client 1 falls silent for more than an hour.
         let later = SECOND + SESSION_IDLE_NANOS / 2;

@@ -14,6 +14,18 @@ async fn a_retried_commit_whose_answer_was_lost_applies_exactly_once() {
     // Nothing from the leader reaches `follower`: its forwarded commit arrives and is
     // committed with the third node, but every answer is lost, so it keeps retrying.
     cluster.network.block(leader, follower);
+    let receipt = retried_until_unblocked(&cluster, leader, follower).await;
+    assert_eq!(receipt.seq, 2, "the outcome recorded for the first copy");
+    cluster.converge(&ledger(&[1, 2])).await;
+    for node in cluster.nodes.values() {
+        assert_eq!(node.status().applied_seq, 2, "executed once on node {}", node.status().id);
+    }
+    cluster.close().await;
+}
+
+/// Commits 2 through `follower` while `leader`'s answers to it are blocked; unblocks once the
+/// command was applied and a few retries were appended.
+async fn retried_until_unblocked(cluster: &Cluster, leader: u64, follower: u64) -> airomem_raft::Receipt {
     let client = cluster.node(follower);
     let commit = client.commit(2);
     tokio::pin!(commit);
@@ -29,12 +41,5 @@ async fn a_retried_commit_whose_answer_was_lost_applies_exactly_once() {
         () = wait_until("retries to be appended", || leader_node.status().applied_index > Some(applied + 2)) => {}
     }
     cluster.network.unblock(leader, follower);
-
-    let receipt = commit.await.expect("the retry learns the recorded outcome");
-    assert_eq!(receipt.seq, 2, "the outcome recorded for the first copy");
-    cluster.converge(&ledger(&[1, 2])).await;
-    for node in cluster.nodes.values() {
-        assert_eq!(node.status().applied_seq, 2, "executed once on node {}", node.status().id);
-    }
-    cluster.close().await;
+    commit.await.expect("the retry learns the recorded outcome")
 }

@@ -17,7 +17,6 @@ mod snapshot_catch_up;
 mod watchdog;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use airomem::{CommitContext, PostcardSerializer, State};
@@ -30,6 +29,7 @@ pub const PANIC: u64 = u64::MAX;
 /// Records each command's value with the sequence number it executed with.
 #[derive(Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
+    /// (value, seq) of each executed command.
     pub entries: Vec<(u64, u64)>,
 }
 
@@ -48,6 +48,7 @@ pub fn ledger(values: &[u64]) -> Vec<(u64, u64)> {
     values.iter().enumerate().map(|(i, &v)| (v, i as u64 + 1)).collect()
 }
 
+/// A node of the test group.
 pub type Node = ReplicatedStore<Ledger>;
 
 /// How long a test waits for a condition before failing.
@@ -61,6 +62,7 @@ pub fn config(id: u64, dir: &std::path::Path) -> NodeConfig {
         .commit_timeout(Duration::from_secs(10))
 }
 
+/// Logs to the test output, filtered by `RUST_LOG`.
 pub fn init_tracing() {
     drop(
         tracing_subscriber::fmt()
@@ -79,15 +81,13 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Runs `future` with a deadline of [`PATIENCE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
 /// A group of nodes on one network, each in its own directory under one temporary root.
 pub struct Cluster {
+    /// The network joining them.
     pub network: Network,
+    /// The nodes running, by id.
     pub nodes: BTreeMap<u64, Node>,
+    /// Where their directories are.
     pub root: tempfile::TempDir,
 }
 
@@ -110,6 +110,7 @@ impl Cluster {
         cluster
     }
 
+    /// Node `id`.
     pub fn node(&self, id: u64) -> &Node {
         &self.nodes[&id]
     }
@@ -148,6 +149,7 @@ impl Cluster {
         }
     }
 
+    /// Closes every node.
     pub async fn close(self) {
         for (_, node) in self.nodes {
             node.close().await.expect("closes");
