@@ -172,6 +172,9 @@ impl Network {
     }
 
     /// Delays every message from `from` to `to` by `delay` (zero removes the delay).
+    ///
+    /// openraft gives each append (and heartbeat) one heartbeat interval to complete: a round
+    /// trip longer than that stops replication to the node as surely as a block does.
     pub fn delay(&self, from: u64, to: u64, delay: Duration) {
         let mut faults = lock(&self.inner.faults);
         if delay.is_zero() {
@@ -318,6 +321,7 @@ impl RaftNetworkFactory<TypeConfig> for Connector {
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Connection {
+    #[expect(clippy::result_large_err, reason = "the error type is openraft's, returned as openraft's trait requires")]
     fn answer<T, E: std::error::Error>(
         &self,
         outcome: Result<Result<T, RaftError<NodeId, E>>, Failure>,
@@ -369,8 +373,10 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        let outcome =
-            self.network.call(self.from, self.incarnation, self.target, |peer| async move { peer.raft.vote(rpc).await }).await;
+        let outcome = self
+            .network
+            .call(self.from, self.incarnation, self.target, |peer| async move { peer.raft.vote(rpc).await })
+            .await;
         self.answer(outcome)
     }
 

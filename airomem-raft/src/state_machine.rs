@@ -220,7 +220,8 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             }
             EntryPayload::Normal(command) => {
                 let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
-                let check = replica.progress.sessions.check(command.client, command.serial, command.low_water, unix_nanos);
+                let check =
+                    replica.progress.sessions.check(command.client, command.serial, command.low_water, unix_nanos);
                 match check {
                     Check::Duplicate(recorded) => Outcome::Applied(recorded),
                     Check::Expired => Outcome::Applied(Applied::Expired),

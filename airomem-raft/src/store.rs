@@ -180,7 +180,10 @@ pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
 
 impl<S: State, Z: Serializer> fmt::Debug for ReplicatedStore<S, Z> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReplicatedStore").field("dir", &self.dir).field("status", &self.status()).finish_non_exhaustive()
+        f.debug_struct("ReplicatedStore")
+            .field("dir", &self.dir)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
     }
 }
 
@@ -340,10 +343,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             Ok(Ok(Ok(response))) => Attempt::Done(response),
             // A node that is not (or no longer) the leader may have appended the command
             // before it lost the leadership: the outcome is unknown.
-            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => Attempt::Unknown(
-                format!("node {leader} is not the leader"),
-                f.leader_id.filter(|&next| next != leader),
-            ),
+            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
+                Attempt::Unknown(format!("node {leader} is not the leader"), f.leader_id.filter(|&next| next != leader))
+            }
             Ok(Ok(Err(e))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
         }
     }
@@ -365,9 +367,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                 Err(()) => Err(Error::Lagging { seq, index }),
             },
             Applied::Panicked { index, message } => Err(Error::CommandPanicked { index, message }),
-            Applied::Expired | Applied::Internal => Err(Error::Indeterminate {
-                reason: "the group no longer remembers this command's outcome".into(),
-            }),
+            Applied::Expired | Applied::Internal => {
+                Err(Error::Indeterminate { reason: "the group no longer remembers this command's outcome".into() })
+            }
         }
     }
 
@@ -405,9 +407,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                 return Err(Error::Unavailable { reason });
             }
             if let Some(leader) = hint.take().or_else(|| self.leader()) {
-                let call = self.network.call(self.id, self.incarnation, leader, |peer| async move {
-                    peer.raft.get_read_log_id().await
-                });
+                let call = self
+                    .network
+                    .call(self.id, self.incarnation, leader, |peer| async move { peer.raft.get_read_log_id().await });
                 match tokio::time::timeout((deadline - now).min(self.attempt_timeout), call).await {
                     Ok(Ok(Ok((read, _)))) => {
                         let left = deadline.saturating_duration_since(Instant::now());

@@ -58,7 +58,11 @@ async fn run(raft: Raft<TypeConfig>, id: NodeId, contact: Arc<Contact>, election
                 if contact.elapsed() < patience || waits_for_a_leader(&raft, id) != Some(true) {
                     continue;
                 }
-                info!(node = id, silent_ms = contact.elapsed().as_millis() as u64, "no leader heard from; standing for election");
+                info!(
+                    node = id,
+                    silent_ms = contact.elapsed().as_millis() as u64,
+                    "no leader heard from; standing for election"
+                );
                 if raft.trigger().elect().await.is_err() {
                     break;
                 }

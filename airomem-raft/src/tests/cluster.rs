@@ -117,7 +117,10 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
     for value in 1..=20u64 {
         let mut bytes = Vec::new();
         airomem::Serializer::encode(&PostcardSerializer, &value, &mut bytes).expect("encodes");
-        let reply = leader.client_write(Command { client: 7, serial: value, low_water: value, unix_nanos: value * 1_000, bytes }).await.expect("commits");
+        let reply = leader
+            .client_write(Command { client: 7, serial: value, low_water: value, unix_nanos: value * 1_000, bytes })
+            .await
+            .expect("commits");
         assert_eq!(reply.data, Applied::Executed { seq: value, index: reply.log_id.index, unix_nanos: value * 1_000 });
         last = reply.log_id.index;
     }

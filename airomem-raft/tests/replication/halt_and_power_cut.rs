@@ -13,8 +13,11 @@ async fn a_node_cut_off_by_a_power_loss_recovers_and_rejoins() {
     for killed_leader in [false, true] {
         let disks: Vec<SimStorage> = (0..=3).map(|_| SimStorage::new()).collect();
         let cluster_disks = disks.clone();
-        let mut cluster =
-            Cluster::start(3, move |c| { let id = c.id() as usize; c.storage(Arc::new(cluster_disks[id].clone())) }).await;
+        let mut cluster = Cluster::start(3, move |c| {
+            let id = c.id() as usize;
+            c.storage(Arc::new(cluster_disks[id].clone()))
+        })
+        .await;
         let mut values = Vec::new();
         for value in 1..=10u64 {
             cluster.node(value % 3 + 1).commit(value).await.expect("commits");
@@ -34,7 +37,8 @@ async fn a_node_cut_off_by_a_power_loss_recovers_and_rejoins() {
 
         let image = disks[victim as usize].crash(victim * 1_000 + u64::from(killed_leader));
         let reopened = config(victim, cluster.root.path()).storage(Arc::new(image));
-        let node = Node::open(reopened, PostcardSerializer, &cluster.network).await.expect("reopens on the crash image");
+        let node =
+            Node::open(reopened, PostcardSerializer, &cluster.network).await.expect("reopens on the crash image");
         cluster.nodes.insert(victim, node);
         cluster.converge(&ledger(&values)).await;
         cluster.node(victim).commit(16).await.expect("the rejoined node commits");

@@ -10,9 +10,9 @@ async fn a_linearizable_read_sees_every_commit_acknowledged_before_it() {
     let cluster = Cluster::start(3, |c| c).await;
     let leader = cluster.leader().await;
     let slow = cluster.other_than(&[leader]);
-    // Appends reach `slow` 150 ms late: well below the election timeout, well above the
-    // time a commit takes with the other follower.
-    cluster.network.delay(leader, slow, Duration::from_millis(150));
+    // Appends reach `slow` 25 ms late: above the time a commit takes with the other
+    // follower, below the heartbeat interval, which openraft gives an append to complete.
+    cluster.network.delay(leader, slow, Duration::from_millis(25));
 
     let mut values = Vec::new();
     for value in 1..=5u64 {

@@ -142,10 +142,8 @@ impl Cluster {
     /// Waits until every node's state is `expected`.
     pub async fn converge(&self, expected: &[(u64, u64)]) {
         for (&id, node) in &self.nodes {
-            wait_until(&format!("node {id} to hold {expected:?}"), || {
-                node.query().expect("reads").entries == expected
-            })
-            .await;
+            wait_until(&format!("node {id} to hold {expected:?}"), || node.query().expect("reads").entries == expected)
+                .await;
         }
     }
 
