@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// What can go wrong in the Raft log or the replicated state machine.
+/// What can go wrong in a replicated store: its Raft log, its state machine, or the group.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -61,10 +61,20 @@ pub enum Error {
     /// A snapshot could not be written or read.
     #[error(transparent)]
     Snapshot(#[from] airomem_snapshot::SnapshotError),
-    /// A command panicked while being applied and the state, possibly half changed, could not
-    /// be rebuilt without it: the state machine refuses to go on. Restart the node.
-    #[error("the command at log index {index} panicked: {message}")]
+    /// The command panicked in `State::execute`. Every replica panicked on it the same way
+    /// and rolled it back: the state is as if it had never been sent, and it took no
+    /// sequence number. Fix the command (or `execute`); retrying it panics again.
+    #[error("the command at log index {index} panicked and was rolled back on every replica: {message}")]
     CommandPanicked {
+        /// The entry's log index.
+        index: u64,
+        /// The panic's message.
+        message: String,
+    },
+    /// A command panicked while being applied and the state, possibly half changed, could not
+    /// be rebuilt without it: this node's state machine refuses to go on. Restart the node.
+    #[error("the state machine stopped: the command at log index {index} panicked: {message}")]
+    StateMachineStopped {
         /// The entry's log index.
         index: u64,
         /// The panic's message.
@@ -76,6 +86,49 @@ pub enum Error {
         /// The entry the rebuild had to stop before.
         index: u64,
         /// Why.
+        reason: String,
+    },
+    /// No leader could be reached before `commit_timeout` ran out, and the command was never
+    /// handed to any node: it was **not** applied. Retry later (after a partition heals or a
+    /// leader is elected).
+    #[error("no leader reachable: {reason}")]
+    Unavailable {
+        /// What the last attempt ran into.
+        reason: String,
+    },
+    /// The command was handed to a node but no outcome came back before `commit_timeout`
+    /// ran out (leader unreachable, answer lost, leader changed): it **may or may not** have
+    /// been applied, and may still be applied later. Read the state to find out; committing
+    /// it again from this handle is a new command, not a retry.
+    #[error("the outcome of the command is unknown: {reason}")]
+    Indeterminate {
+        /// What the last attempt ran into.
+        reason: String,
+    },
+    /// The command is committed and applied by the leader as the `seq`-th command (it will
+    /// not be lost and will not run again), but this node had not applied it yet when
+    /// `commit_timeout` ran out, so [`crate::ReplicatedStore::query`] here does not show it yet.
+    #[error("committed as command {seq} at log index {index}, but not yet applied on this node")]
+    Lagging {
+        /// The command's sequence number.
+        seq: u64,
+        /// Its log index.
+        index: u64,
+    },
+    /// The node was closed or halted, or its Raft core stopped (after a storage failure: see
+    /// the log). Reopen it.
+    #[error("the node is stopped: {reason}")]
+    Stopped {
+        /// Why, as far as known.
+        reason: String,
+    },
+    /// The store was closed (or halted) while this call was running.
+    #[error("the replicated store is closed")]
+    Closed,
+    /// The configuration (or the members given to bootstrap) is not usable.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
         reason: String,
     },
 }

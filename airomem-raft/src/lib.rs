@@ -1,27 +1,73 @@
-//! Replicated airomem: the Raft log and the replicated state machine that put an airomem
-//! `State` behind [openraft](https://docs.rs/openraft) 0.9.
+//! Replicated airomem: an airomem [`State`](airomem::State) on every node of a Raft group
+//! (behind [openraft](https://docs.rs/openraft) 0.9, whose types stay inside this crate).
 //!
-//! Step A of the replication work (see `ARCHITECTURE.md`, *Replication: the Raft log*):
+//! Each node is a [`ReplicatedStore`]: commands committed on any node go to the leader, are
+//! appended to a majority's logs (each `fdatasync`ed) and executed by every replica in the
+//! same order with the same [`CommitContext`](airomem::CommitContext) (a dense sequence
+//! number and the leader's time). Reads are local. Retries are deduplicated by the
+//! replicated state, so a command whose answer was lost runs once.
 //!
-//! * `log`: the Raft log, a segmented, checksummed journal of its own with a writer thread
-//!   that merges appends into one write and one `fdatasync`, a persisted vote, purge point
-//!   and commit point, and crash recovery;
-//! * `state_machine`: the user's state, executing committed commands with a deterministic
-//!   `CommitContext`, and airomem snapshots.
+//! This step connects the nodes of one process through an in-process [`Network`] with fault
+//! controls (partitions, one-way blocks, delays, loss), for tests and benchmarks.
 //!
-//! Both implement openraft's storage traits and pass its storage test suite. No openraft
-//! type is part of this crate's public API; the public store (`ReplicatedStore`) comes with
-//! step B.
+//! ```no_run
+//! use airomem::{PostcardSerializer, State};
+//! use airomem_raft::{Network, NodeConfig, ReplicatedStore};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter {
+//!     total: u64,
+//! }
+//!
+//! impl State for Counter {
+//!     type Command = u64;
+//!     fn execute(&mut self, add: u64) {
+//!         self.total += add;
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), airomem_raft::Error> {
+//! let network = Network::new();
+//! let mut nodes = Vec::new();
+//! for id in 1..=3 {
+//!     let config = NodeConfig::new(id, format!("/var/lib/counter/node-{id}"));
+//!     nodes.push(ReplicatedStore::<Counter>::open(config, PostcardSerializer, &network).await?);
+//! }
+//! nodes[0].bootstrap([1, 2, 3]).await?; // once, when the group is created; idempotent
+//!
+//! let receipt = nodes[2].commit(5).await?; // forwarded to the leader
+//! assert_eq!(nodes[2].query()?.total, 5); // applied here before commit returned
+//! assert_eq!(nodes[0].query_linearizable().await?.total, 5);
+//! println!("command {} at log index {}", receipt.seq, receipt.index);
+//!
+//! network.isolate(1); // faults: partitions, one-way blocks, delays, loss
+//! network.heal();
+//! for node in nodes {
+//!     node.close().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The Raft log is a journal of its own (see `ARCHITECTURE.md`, *Replication*), snapshots are
+//! airomem snapshots, and every file goes through airomem's storage seam, so the power-loss
+//! tests run the whole group on a simulated disk.
 
-// Step A builds the storage layer only: its user, the replicated store, arrives in step B.
-#![cfg_attr(not(test), allow(dead_code, reason = "the replicated store that uses these arrives in step B"))]
-
+mod config;
 mod error;
 mod log;
+mod network;
+mod sessions;
 mod state_machine;
+mod store;
 mod types;
+mod watchdog;
 
 #[cfg(test)]
 mod tests;
 
+pub use config::NodeConfig;
 pub use error::Error;
+pub use network::Network;
+pub use store::{ReadGuard, Receipt, ReplicatedStore, Role, SnapshotInfo, Status};

@@ -15,13 +15,17 @@
 //!   `Clone`: the state is rebuilt from the newest snapshot and the log up to the entry before
 //!   it (skipping commands known to panic), and the entry counts as applied with an
 //!   `Applied::Panicked` reply, the same on every replica since `execute` is deterministic.
-//!   If the rebuild fails, the state machine stops ([`Error::CommandPanicked`]).
+//!   If the rebuild fails, the state machine stops ([`Error::StateMachineStopped`]).
+//! * **Retries.** Before a command executes, the deduplication table ([`Sessions`], part of
+//!   the replicated progress and of every snapshot) is asked whether its (client, serial) was
+//!   applied already; a copy gets the recorded outcome and executes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use airomem::storage::Storage;
 use airomem::{CommitContext, Seq, Serializer, State};
@@ -33,7 +37,8 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::log::LogReader;
-use crate::types::{Applied, Entry, LogId, StorageError, StoredMembership, TypeConfig};
+use crate::sessions::{Check, Sessions};
+use crate::types::{Applied, Command, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 
 /// zstd level of snapshots: fast, and still several times smaller than the image.
 const ZSTD_LEVEL: i32 = 3;
@@ -47,10 +52,13 @@ struct Progress {
     seq: u64,
     /// The monotonic commit time of the last applied command.
     unix_nanos: u64,
+    /// Recent outcomes per client, for retries.
+    sessions: Sessions,
 }
 
-struct Replica<S> {
-    state: S,
+/// The state with its progress, behind the state machine's lock.
+pub(crate) struct Replica<S> {
+    pub(crate) state: S,
     progress: Progress,
     /// Set once a command panicked (its index and message): the state may be half changed.
     broken: Option<(u64, String)>,
@@ -65,8 +73,11 @@ struct Inner<S: State, Z: Serializer> {
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
     /// The node's log, replayed when a panicking command forces a rebuild.
     log: LogReader,
-    /// Indexes of entries whose command panicked (this process has seen): a rebuild skips them.
-    panicked: Mutex<BTreeSet<u64>>,
+    /// Entries whose command panicked (this process has seen), with the panic's message: a
+    /// rebuild skips them and records the same outcome.
+    panicked: Mutex<BTreeMap<u64, String>>,
+    /// Set when the node is halted (a simulated kill): no snapshot file is written after it.
+    halted: AtomicBool,
 }
 
 /// What one entry did.
@@ -136,6 +147,9 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 
     /// Publishes `image` as the snapshot `seq` and removes the older ones.
     fn publish(&self, seq: u64, image: &[u8]) -> Result<Vec<u8>, Error> {
+        if self.halted.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
         let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)?;
         let bytes = self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?;
@@ -156,7 +170,7 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         let (image, progress) = {
             let replica = self.replica.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((index, message)) = &replica.broken {
-                return Err(Error::CommandPanicked { index: *index, message: message.clone() });
+                return Err(Error::StateMachineStopped { index: *index, message: message.clone() });
             }
             (self.encode_image(&replica)?, replica.progress.clone())
         };
@@ -197,38 +211,72 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 
     /// Applies one entry to `replica`. A command that panics may leave `replica` half changed:
     /// the caller must not keep it.
-    fn apply_one(&self, replica: &mut Replica<S>, entry: Entry) -> Result<Outcome, Error> {
-        let outcome = match entry.payload {
+    fn apply_one(&self, replica: &mut Replica<S>, entry: &Entry) -> Result<Outcome, Error> {
+        let outcome = match &entry.payload {
             EntryPayload::Blank => Outcome::Applied(Applied::Internal),
             EntryPayload::Membership(membership) => {
-                replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership);
+                replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                 Outcome::Applied(Applied::Internal)
             }
             EntryPayload::Normal(command) => {
-                let decoded: S::Command = self.serializer.decode(&command.bytes)?;
-                let seq = replica.progress.seq + 1;
                 let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
-                let state = &mut replica.state;
-                let executed = CommitContext::new(Seq(seq), unix_nanos)
-                    .enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(decoded))));
-                match executed {
-                    Ok(()) => {
-                        replica.progress.seq = seq;
-                        replica.progress.unix_nanos = unix_nanos;
-                        Outcome::Applied(Applied::Executed { seq })
-                    }
-                    Err(payload) => Outcome::Panicked(
-                        payload
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_string())
-                            .or_else(|| payload.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a panic without a message".into()),
-                    ),
+                let check =
+                    replica.progress.sessions.check(command.client, command.serial, command.low_water, unix_nanos);
+                match check {
+                    Check::Duplicate(recorded) => Outcome::Applied(recorded),
+                    Check::Expired => Outcome::Applied(Applied::Expired),
+                    Check::New => self.execute(replica, entry.log_id.index, command, unix_nanos)?,
                 }
             }
         };
         replica.progress.applied = Some(entry.log_id);
         Ok(outcome)
+    }
+
+    fn execute(
+        &self,
+        replica: &mut Replica<S>,
+        index: u64,
+        command: &Command,
+        unix_nanos: u64,
+    ) -> Result<Outcome, Error> {
+        let decoded: S::Command = self.serializer.decode(&command.bytes)?;
+        let seq = replica.progress.seq + 1;
+        let state = &mut replica.state;
+        let executed = CommitContext::new(Seq(seq), unix_nanos)
+            .enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(decoded))));
+        Ok(match executed {
+            Ok(()) => {
+                replica.progress.seq = seq;
+                replica.progress.unix_nanos = unix_nanos;
+                let applied = Applied::Executed { seq, index, unix_nanos };
+                replica.progress.sessions.record(command.client, command.serial, applied.clone());
+                Outcome::Applied(applied)
+            }
+            Err(payload) => Outcome::Panicked(
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into()),
+            ),
+        })
+    }
+
+    /// Counts `entry`, whose command panicked with `message`, as applied to a `replica` that
+    /// holds the state just before it: no sequence number, no clock, but its client's
+    /// session records the outcome, exactly as on every other replica.
+    fn apply_panicked(replica: &mut Replica<S>, entry: &Entry, message: &str) -> Applied {
+        let outcome = Applied::Panicked { index: entry.log_id.index, message: message.to_string() };
+        if let EntryPayload::Normal(command) = &entry.payload {
+            let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
+            let sessions = &mut replica.progress.sessions;
+            if sessions.check(command.client, command.serial, command.low_water, unix_nanos) == Check::New {
+                sessions.record(command.client, command.serial, outcome.clone());
+            }
+        }
+        replica.progress.applied = Some(entry.log_id);
+        outcome
     }
 
     /// The newest snapshot that loads, with its file sequence number; `None` without
@@ -274,12 +322,12 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             }
             let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let mut restart = false;
-            for entry in entries {
+            for entry in &entries {
                 let at = entry.log_id.index;
-                if skip.contains(&at) {
-                    replica.progress.applied = Some(entry.log_id);
-                } else if let Outcome::Panicked(_) = self.apply_one(&mut replica, entry)? {
-                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(at);
+                if let Some(message) = skip.get(&at) {
+                    Self::apply_panicked(&mut replica, entry, message);
+                } else if let Outcome::Panicked(message) = self.apply_one(&mut replica, entry)? {
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(at, message);
                     restart = true;
                     break;
                 }
@@ -293,28 +341,27 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, Error> {
         let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
         if let Some((index, message)) = &replica.broken {
-            return Err(Error::CommandPanicked { index: *index, message: message.clone() });
+            return Err(Error::StateMachineStopped { index: *index, message: message.clone() });
         }
         let mut replies = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            match self.apply_one(&mut replica, entry)? {
+            match self.apply_one(&mut replica, &entry)? {
                 Outcome::Applied(reply) => replies.push(reply),
                 Outcome::Panicked(message) => {
                     // Every replica panics on the same entry (execute is deterministic), so
                     // each one rolls back the same way and answers the same.
                     warn!(index = log_id.index, %message, "a command panicked; rebuilding the state without it");
-                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(log_id.index);
+                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(log_id.index, message.clone());
                     match self.rebuild(log_id.index) {
                         Ok(mut rebuilt) => {
-                            rebuilt.progress.applied = Some(log_id);
+                            replies.push(Self::apply_panicked(&mut rebuilt, &entry, &message));
                             *replica = rebuilt;
-                            replies.push(Applied::Panicked { message });
                         }
                         Err(e) => {
                             let message = format!("{message} (and the state could not be rebuilt: {e})");
                             replica.broken = Some((log_id.index, message.clone()));
-                            return Err(Error::CommandPanicked { index: log_id.index, message });
+                            return Err(Error::StateMachineStopped { index: log_id.index, message });
                         }
                     }
                 }
@@ -338,7 +385,8 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
             replica: RwLock::new(Replica { state: S::default(), progress: Progress::default(), broken: None }),
             current: Mutex::new(None),
             log,
-            panicked: Mutex::new(BTreeSet::new()),
+            panicked: Mutex::new(BTreeMap::new()),
+            halted: AtomicBool::new(false),
         };
         if let Some((progress, state, seq)) = inner.load_newest()? {
             let meta = SnapshotMeta {
@@ -356,6 +404,31 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
     #[cfg(test)]
     pub(crate) fn query<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.inner.replica.read().unwrap_or_else(PoisonError::into_inner).state)
+    }
+
+    /// A read lock on the replica; an error once a command broke the state machine.
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Replica<S>>, Error> {
+        let replica = self.inner.replica.read().unwrap_or_else(PoisonError::into_inner);
+        match &replica.broken {
+            Some((index, message)) => Err(Error::StateMachineStopped { index: *index, message: message.clone() }),
+            None => Ok(replica),
+        }
+    }
+
+    /// The last applied log index and the number of commands executed so far.
+    pub(crate) fn progress(&self) -> (Option<u64>, u64) {
+        let replica = self.inner.replica.read().unwrap_or_else(PoisonError::into_inner);
+        (replica.progress.applied.map(|id| id.index), replica.progress.seq)
+    }
+
+    /// The store's serializer.
+    pub(crate) fn serializer(&self) -> &Z {
+        &self.inner.serializer
+    }
+
+    /// From now on, write no snapshot file (the node is being halted as if killed).
+    pub(crate) fn halt(&self) {
+        self.inner.halted.store(true, Ordering::Release);
     }
 }
 

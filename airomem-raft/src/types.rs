@@ -7,10 +7,17 @@ use serde::{Deserialize, Serialize};
 /// A node's id in the cluster.
 pub(crate) type NodeId = u64;
 
-/// A command as it travels in a normal log entry: the user's command encoded with the store's
-/// serializer, and the time the leader stamped on it.
+/// A command as it travels in a normal log entry: who sent it (for deduplication), the user's
+/// command encoded with the store's serializer, and the time the leader stamped on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Command {
+    /// The sending client (a `ReplicatedStore` handle), drawn at random when it opened.
+    pub(crate) client: u128,
+    /// The client's number for this command; a retry sends the same one.
+    pub(crate) serial: u64,
+    /// Every serial of this client below this one is finished (its caller has an outcome or
+    /// gave up), so the replicated state may forget their outcomes.
+    pub(crate) low_water: u64,
     /// Nanoseconds since the Unix epoch, read from the leader's clock when it accepted the
     /// command. The state machine makes it monotonic (`max` with the previous one).
     pub(crate) unix_nanos: u64,
@@ -27,13 +34,23 @@ pub(crate) enum Applied {
     Executed {
         /// The dense sequence number it executed with.
         seq: u64,
+        /// The log index of the entry it executed in (a retried copy answers with the
+        /// original's).
+        index: u64,
+        /// The commit time it executed with (the leader's stamp made monotonic).
+        unix_nanos: u64,
     },
     /// The command panicked; the state is as if it had never been sent (it took no sequence
     /// number).
     Panicked {
+        /// The log index of the entry whose command panicked.
+        index: u64,
         /// The panic's message.
         message: String,
     },
+    /// A copy of a command whose serial is below its client's low water: the client already
+    /// has (or gave up on) its outcome, which the state has forgotten. Not executed.
+    Expired,
 }
 
 openraft::declare_raft_types!(

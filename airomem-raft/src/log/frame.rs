@@ -10,8 +10,12 @@
 //! 32     8    commit time stamped by that leader, ns since the Unix epoch (0 unless normal)
 //! 40     1    kind: bits 0..2 (1 blank, 2 normal, 3 membership), bit 7 first frame of a write
 //! 41     7    reserved, 0
-//! 48     n    payload: the encoded command (normal), postcard membership (membership), empty
+//! 48     n    payload: normal: the session prefix, then the encoded command;
+//!             membership: postcard; blank: empty
 //! ```
+//!
+//! The session prefix of a normal entry (32 bytes): client id u128, serial u64, low water
+//! u64, all little-endian (see `types::Command`).
 
 use crate::Error;
 use crate::types::{Command, Entry, Membership, log_id};
@@ -19,6 +23,8 @@ use openraft::EntryPayload;
 
 /// Bytes before the payload.
 pub(crate) const HEADER_LEN: usize = 48;
+/// Bytes of the session prefix of a normal entry's payload.
+const SESSION_LEN: usize = 32;
 /// The largest payload a frame may carry; a length above it is damage, never an allocation.
 pub(crate) const MAX_PAYLOAD_LEN: u32 = 256 * 1024 * 1024;
 
@@ -41,7 +47,12 @@ pub(crate) fn encode(entry: &Entry, first_of_write: bool, out: &mut Vec<u8>) -> 
     out.resize(start + HEADER_LEN, 0);
     match &entry.payload {
         EntryPayload::Blank => {}
-        EntryPayload::Normal(command) => out.extend_from_slice(&command.bytes),
+        EntryPayload::Normal(command) => {
+            out.extend_from_slice(&command.client.to_le_bytes());
+            out.extend_from_slice(&command.serial.to_le_bytes());
+            out.extend_from_slice(&command.low_water.to_le_bytes());
+            out.extend_from_slice(&command.bytes);
+        }
         EntryPayload::Membership(membership) => {
             postcard::to_io(membership, &mut *out).map_err(|e| codec_error("encode", &e))?;
         }
@@ -141,7 +152,17 @@ impl Frame<'_> {
     pub(crate) fn entry(&self) -> Result<Entry, Bad> {
         let payload = match self.kind {
             KIND_BLANK if self.payload.is_empty() => EntryPayload::Blank,
-            KIND_NORMAL => EntryPayload::Normal(Command { unix_nanos: self.unix_nanos, bytes: self.payload.to_vec() }),
+            KIND_NORMAL if self.payload.len() >= SESSION_LEN => {
+                let p = self.payload;
+                EntryPayload::Normal(Command {
+                    client: u128::from_le_bytes(p[0..16].try_into().expect("16 bytes")),
+                    serial: u64::from_le_bytes(p[16..24].try_into().expect("8 bytes")),
+                    low_water: u64::from_le_bytes(p[24..32].try_into().expect("8 bytes")),
+                    unix_nanos: self.unix_nanos,
+                    bytes: p[SESSION_LEN..].to_vec(),
+                })
+            }
+            KIND_NORMAL => return Err(Bad::Invalid("a normal entry shorter than its session prefix".into())),
             KIND_MEMBERSHIP => {
                 let membership: Membership = postcard::from_bytes(self.payload)
                     .map_err(|e| Bad::Invalid(format!("membership does not decode: {e}")))?;
@@ -173,7 +194,13 @@ mod tests {
             Entry { log_id: log_id(1, 7, 1), payload: EntryPayload::Blank },
             Entry {
                 log_id: log_id(1, 7, 2),
-                payload: EntryPayload::Normal(Command { unix_nanos: 42, bytes: vec![1, 2, 3] }),
+                payload: EntryPayload::Normal(Command {
+                    client: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+                    serial: 9,
+                    low_water: 4,
+                    unix_nanos: 42,
+                    bytes: vec![1, 2, 3],
+                }),
             },
             Entry { log_id: log_id(2, 9, 3), payload: EntryPayload::Membership(Membership::new(vec![members], ())) },
         ]

@@ -20,8 +20,9 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 
 use airomem::storage::Storage;
@@ -97,6 +98,8 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 struct WriterHandle {
     requests: Mutex<Option<Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the writer: set to stop it as a killed process would stop.
+    halted: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -172,8 +175,10 @@ impl LogStore {
             committed_dirty: false,
             poisoned: false,
             max_segment_bytes: options.max_segment_bytes,
+            halted: Arc::new(AtomicBool::new(false)),
             _lock: lock,
         };
+        let halted = Arc::clone(&writer.halted);
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("airomem-raft-log".into())
@@ -181,7 +186,11 @@ impl LogStore {
             .map_err(|e| Error::io("spawn the writer thread for", dir, e))?;
         Ok(LogStore {
             shared: Arc::new(Mutex::new(shared)),
-            writer: Arc::new(WriterHandle { requests: Mutex::new(Some(requests)), thread: Mutex::new(Some(thread)) }),
+            writer: Arc::new(WriterHandle {
+                requests: Mutex::new(Some(requests)),
+                thread: Mutex::new(Some(thread)),
+                halted,
+            }),
             dir: dir.to_path_buf(),
         })
     }
@@ -189,6 +198,12 @@ impl LogStore {
     /// A reader of this log (what `get_log_reader` returns, without a runtime).
     pub(crate) fn reader(&self) -> LogReader {
         LogReader { shared: Arc::clone(&self.shared) }
+    }
+
+    /// A switch that stops this log's writer as a killed process would stop. It holds no
+    /// strong reference, so it never keeps the writer (and the directory lock) alive.
+    pub(crate) fn halter(&self) -> LogHalter {
+        LogHalter { writer: Arc::downgrade(&self.writer) }
     }
 
     async fn call(&self, request: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Request) -> Result<(), Error> {
@@ -206,6 +221,30 @@ impl LogReader {
     /// The live entries in `range` (those not purged), read from memory.
     pub(crate) fn entries(&self, range: std::ops::Range<u64>) -> Vec<Entry> {
         lock(&self.shared).range(range)
+    }
+
+    /// The index of the last entry openraft reported committed.
+    pub(crate) fn committed(&self) -> Option<u64> {
+        lock(&self.shared).committed.map(|id| id.index)
+    }
+}
+
+/// Stops a log's writer thread at once: see [`LogStore::halter`].
+pub(crate) struct LogHalter {
+    writer: Weak<WriterHandle>,
+}
+
+impl LogHalter {
+    /// The writer finishes the write or sync it is in (as a kill can land after it) and then
+    /// writes nothing more; later requests fail with [`Error::WriterStopped`]. The directory
+    /// lock is released once the writer thread has returned.
+    pub(crate) fn halt(&self) {
+        // Upgrading can make this the last strong handle for a moment; its drop then joins
+        // the writer, which returns promptly since the flag is set before the wake-up.
+        if let Some(writer) = self.writer.upgrade() {
+            writer.halted.store(true, Ordering::Release);
+            drop(writer.send(Request::Halt));
+        }
     }
 }
 
@@ -344,7 +383,11 @@ mod handle_tests {
             let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
             done_tx.send(dropped.is_ok()).expect("report");
         });
-        let handle = Arc::new(WriterHandle { requests: Mutex::new(Some(requests)), thread: Mutex::new(Some(thread)) });
+        let handle = Arc::new(WriterHandle {
+            requests: Mutex::new(Some(requests)),
+            thread: Mutex::new(Some(thread)),
+            halted: Arc::new(AtomicBool::new(false)),
+        });
         give.send(handle).expect("hand over the last handle");
         assert!(done_rx.recv().expect("the thread reports"), "dropping the last handle on its own thread panicked");
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!  0     8    magic "AIROMEMR"
-//!  8     2    format version, u16 (1)
+//!  8     2    format version, u16 (2; 1 had normal entries without the session prefix)
 //! 10     6    reserved, 0
 //! 16     8    first log index, u64 (must equal the file name)
 //! 24     4    reserved, 0
@@ -17,7 +17,7 @@ use crate::Error;
 /// Bytes of the header.
 pub(crate) const HEADER_LEN: usize = 32;
 /// The format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 8] = b"AIROMEMR";
 const EXTENSION: &str = ".raftlog";
 

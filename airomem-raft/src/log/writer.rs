@@ -12,6 +12,7 @@ use std::io;
 use std::mem;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use airomem::storage::{LockGuard, Storage, StorageFile};
@@ -41,6 +42,8 @@ pub(crate) enum Request {
     Vote { vote: Vote, done: oneshot::Sender<Result<(), Error>> },
     /// Remember the committed log id; written with the next meta write or when idle.
     Committed(Option<LogId>),
+    /// Wakes the writer after the halt flag was set, so that it stops at once.
+    Halt,
 }
 
 pub(crate) struct Writer {
@@ -55,6 +58,9 @@ pub(crate) struct Writer {
     pub(crate) committed_dirty: bool,
     pub(crate) poisoned: bool,
     pub(crate) max_segment_bytes: u64,
+    /// Set by `LogHalter::halt` (a simulated kill): the writer stops before its next batch,
+    /// writing nothing more, not even a pending commit point.
+    pub(crate) halted: Arc<AtomicBool>,
     /// Held while the writer lives: one open log per directory.
     pub(crate) _lock: LockGuard,
 }
@@ -77,6 +83,11 @@ impl Writer {
                     Err(_) => break,
                 },
             };
+            if self.halted.load(Ordering::Acquire) {
+                // Queued callbacks are dropped unfired: openraft sees the log gone.
+                debug!(dir = %self.dir.display(), "Raft log writer halted");
+                return;
+            }
             let mut batch = vec![request];
             while batch.len() < MAX_BATCH {
                 match requests.try_recv() {
@@ -93,7 +104,7 @@ impl Writer {
                 Err(_) => {}
             }
         }
-        if self.committed_dirty {
+        if self.committed_dirty && !self.halted.load(Ordering::Acquire) {
             self.persist_meta_logged();
         }
         debug!(dir = %self.dir.display(), "Raft log writer stopped");
@@ -113,6 +124,7 @@ impl Writer {
                 Request::Append { frames, lens, first, callback } => {
                     appends.push(PendingAppend { frames, lens, first, callback });
                 }
+                Request::Halt => {}
                 Request::Committed(committed) => {
                     self.meta.committed = committed;
                     self.committed_dirty = true;

@@ -117,8 +117,11 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
     for value in 1..=20u64 {
         let mut bytes = Vec::new();
         airomem::Serializer::encode(&PostcardSerializer, &value, &mut bytes).expect("encodes");
-        let reply = leader.client_write(Command { unix_nanos: value * 1_000, bytes }).await.expect("commits");
-        assert_eq!(reply.data, Applied::Executed { seq: value });
+        let reply = leader
+            .client_write(Command { client: 7, serial: value, low_water: value, unix_nanos: value * 1_000, bytes })
+            .await
+            .expect("commits");
+        assert_eq!(reply.data, Applied::Executed { seq: value, index: reply.log_id.index, unix_nanos: value * 1_000 });
         last = reply.log_id.index;
     }
     let expected: Vec<(u64, u64, u64)> = (1..=20).map(|v| (v, v, v * 1_000)).collect();

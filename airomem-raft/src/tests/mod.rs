@@ -41,9 +41,16 @@ pub(crate) fn blank(term: u64, index: u64) -> Entry {
 }
 
 pub(crate) fn normal(term: u64, index: u64, value: u64, unix_nanos: u64) -> Entry {
+    from_client(term, index, (1, index, 0), value, unix_nanos)
+}
+
+/// A normal entry sent by `client` as `serial` with `low_water`.
+pub(crate) fn from_client(term: u64, index: u64, session: (u128, u64, u64), value: u64, unix_nanos: u64) -> Entry {
+    let (client, serial, low_water) = session;
     let mut bytes = Vec::new();
     airomem::Serializer::encode(&airomem::PostcardSerializer, &value, &mut bytes).expect("encodes");
-    Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(Command { unix_nanos, bytes }) }
+    let command = Command { client, serial, low_water, unix_nanos, bytes };
+    Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(command) }
 }
 
 pub(crate) fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {

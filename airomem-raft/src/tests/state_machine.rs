@@ -7,7 +7,7 @@ use airomem::storage::StdStorage;
 use openraft::RaftSnapshotBuilder;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 
-use super::{PANIC, Recorder, blank, membership, normal};
+use super::{PANIC, Recorder, blank, from_client, membership, normal};
 use crate::log::{LogOptions, LogStore};
 use crate::state_machine::StateMachine;
 use crate::types::{Applied, log_id};
@@ -46,11 +46,11 @@ async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
         replies,
         [
             Applied::Internal,
-            Applied::Executed { seq: 1 },
+            Applied::Executed { seq: 1, index: 2, unix_nanos: 1_000 },
             Applied::Internal,
-            Applied::Executed { seq: 2 },
+            Applied::Executed { seq: 2, index: 4, unix_nanos: 1_000 },
             Applied::Internal,
-            Applied::Executed { seq: 3 },
+            Applied::Executed { seq: 3, index: 6, unix_nanos: 2_000 },
         ]
     );
     assert_eq!(sm.query(|s| s.seen.clone()), [(7, 1, 1_000), (8, 2, 1_000), (9, 3, 2_000)]);
@@ -113,10 +113,16 @@ async fn a_panicking_command_is_rolled_back_identically_and_answered_as_panicked
     sm.apply(entries[..2].to_vec()).await.expect("applies");
     sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
     let replies = sm.apply(entries[2..].to_vec()).await.expect("a panic is an answer, not an error");
-    let panicked = Applied::Panicked { message: "the test's panicking command".into() };
+    let panicked = |index| Applied::Panicked { index, message: "the test's panicking command".into() };
     assert_eq!(
         replies,
-        [panicked.clone(), Applied::Internal, Applied::Executed { seq: 3 }, panicked, Applied::Executed { seq: 4 },]
+        [
+            panicked(3),
+            Applied::Internal,
+            Applied::Executed { seq: 3, index: 5, unix_nanos: 25 },
+            panicked(6),
+            Applied::Executed { seq: 4, index: 7, unix_nanos: 70 },
+        ]
     );
     // The panicked commands took no sequence number and moved no clock.
     let expected = [(1, 1, 10), (2, 2, 20), (5, 3, 25), (7, 4, 70)];
@@ -158,4 +164,34 @@ async fn a_restart_applies_the_log_up_to_the_recorded_commit_point_and_no_furthe
     assert_eq!(sm.applied_state().await.expect("reads").0, Some(log_id(1, 1, 3)));
     assert_eq!(sm.query(|s| s.seen.clone()), [(1, 1, 10), (2, 2, 20), (3, 3, 30)], "entries 4 and 5 stay log");
     assert_eq!(log.get_log_state().await.expect("reads").last_log_id, Some(log_id(1, 1, 5)));
+}
+
+#[tokio::test]
+async fn a_copy_of_an_applied_command_gets_the_recorded_outcome_even_after_a_snapshot_and_a_panic() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut log, mut sm) = open_with_log(dir.path());
+    let entries = vec![
+        from_client(1, 1, (9, 0, 0), 10, 100),
+        from_client(1, 2, (9, 1, 0), PANIC, 200),
+        // Retries of both, as a client whose answers were lost sends them.
+        from_client(1, 3, (9, 0, 0), 10, 300),
+        from_client(1, 4, (9, 1, 0), PANIC, 400),
+        // Serial 2 announces that 0 and 1 are finished; later copies of them expire.
+        from_client(1, 5, (9, 2, 2), 20, 500),
+        from_client(1, 6, (9, 0, 0), 10, 600),
+    ];
+    log.blocking_append(entries.clone()).await.expect("appends");
+    let replies = sm.apply(entries[..4].to_vec()).await.expect("applies");
+    let executed = Applied::Executed { seq: 1, index: 1, unix_nanos: 100 };
+    let panicked = Applied::Panicked { index: 2, message: "the test's panicking command".into() };
+    assert_eq!(replies, [executed.clone(), panicked.clone(), executed, panicked]);
+    assert_eq!(sm.query(|s| s.seen.clone()), [(10, 1, 100)], "each ran once; the panic left nothing");
+
+    // The table travels in snapshots: a replica built from one answers copies the same way.
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    drop((log, sm));
+    let (_log, mut reopened) = open_with_log(dir.path());
+    let replies = reopened.apply(entries[4..].to_vec()).await.expect("applies");
+    assert_eq!(replies, [Applied::Executed { seq: 2, index: 5, unix_nanos: 500 }, Applied::Expired]);
+    assert_eq!(reopened.query(|s| s.seen.clone()), [(10, 1, 100), (20, 2, 500)]);
 }

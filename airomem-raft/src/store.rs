@@ -1,0 +1,551 @@
+//! The public replicated store: one node of a Raft group holding an airomem `State`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use airomem::{PostcardSerializer, Serializer, State};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::raft::ClientWriteResponse;
+use openraft::{Raft, ServerState};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::log::{LogHalter, LogOptions, LogReader, LogStore};
+use crate::network::{Connector, Contact, Failure, Network, random_u64};
+use crate::state_machine::{Replica, StateMachine};
+use crate::types::{Applied, Command, NodeId, TypeConfig};
+use crate::{Error, watchdog};
+
+/// The first pause between two attempts of a commit or read; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// The receipt of a committed command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The command's sequence number: the dense count of commands executed, the same on
+    /// every replica; what `CommitContext::current` told the command.
+    pub seq: u64,
+    /// The Raft log index of the entry it executed in.
+    pub index: u64,
+    /// Its commit time, nanoseconds since the Unix epoch: the leader's clock when it accepted
+    /// the command, made monotonic; what `CommitContext::current` told the command.
+    pub unix_nanos: u64,
+}
+
+/// What a node is doing in its Raft group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// It leads: commits go through it.
+    Leader,
+    /// It follows a leader (or waits for one).
+    Follower,
+    /// It stands for election.
+    Candidate,
+    /// It is not a voter: not yet bootstrapped, or not a member.
+    Learner,
+    /// It is stopping.
+    Shutdown,
+}
+
+/// A node's view of its group, from [`ReplicatedStore::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// This node's id.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of, if any (possibly stale: a dead leader stays here until an
+    /// election replaces it).
+    pub leader: Option<u64>,
+    /// Its current term.
+    pub term: u64,
+    /// The last log index it knows committed.
+    pub commit_index: Option<u64>,
+    /// The last log index applied to its state.
+    pub applied_index: Option<u64>,
+    /// How many commands its state has executed: the `seq` of the last one.
+    pub applied_seq: u64,
+    /// The last log index its newest snapshot covers (built here or installed from the
+    /// leader).
+    pub snapshot_index: Option<u64>,
+    /// The last log index removed from its log (covered by a snapshot).
+    pub purged_index: Option<u64>,
+}
+
+/// A snapshot built by [`ReplicatedStore::snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotInfo {
+    /// The last log index it covers.
+    pub index: u64,
+}
+
+/// A read lock on the replicated state. Applying committed entries on this node waits while
+/// it is held, so keep it short and never hold it across an `.await`.
+pub struct ReadGuard<'a, S>(RwLockReadGuard<'a, Replica<S>>);
+
+impl<S> Deref for ReadGuard<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.0.state
+    }
+}
+
+/// This handle's identity as a client of the group, for deduplication.
+struct Client {
+    id: u128,
+    /// The next serial, and the serials whose caller still waits for an outcome.
+    serials: Mutex<(u64, BTreeSet<u64>)>,
+}
+
+impl Client {
+    fn new() -> Client {
+        let id = (u128::from(random_u64()) << 64) | u128::from(random_u64());
+        Client { id, serials: Mutex::new((0, BTreeSet::new())) }
+    }
+
+    fn begin(&self) -> u64 {
+        // Under one lock with `low_water`: a serial is in flight from the moment it exists,
+        // so no command can announce a low water above it.
+        let mut serials = self.serials.lock().unwrap_or_else(PoisonError::into_inner);
+        let serial = serials.0;
+        serials.0 += 1;
+        serials.1.insert(serial);
+        serial
+    }
+
+    fn end(&self, serial: u64) {
+        self.serials.lock().unwrap_or_else(PoisonError::into_inner).1.remove(&serial);
+    }
+
+    /// Every serial below this one is finished.
+    fn low_water(&self) -> u64 {
+        let serials = self.serials.lock().unwrap_or_else(PoisonError::into_inner);
+        serials.1.first().copied().unwrap_or(serials.0)
+    }
+}
+
+/// Ends a serial when its `commit` returns or is cancelled.
+struct InFlight<'a>(&'a Client, u64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1);
+    }
+}
+
+/// One node of a replicated airomem store: the user's [`State`] on every node of a Raft
+/// group, changed only by commands committed through the group's leader.
+///
+/// * **Commits** go to the leader wherever they are made ([`ReplicatedStore::commit`]) and
+///   return once a majority holds the command durably and this node has applied it.
+/// * **Reads** are local: [`ReplicatedStore::query`] (possibly stale) or
+///   [`ReplicatedStore::query_linearizable`] (sees every commit acknowledged before it began).
+/// * **Retries are safe**: each handle is a client with a random id that numbers its
+///   commands; the replicated state remembers recent outcomes per client, so a command
+///   retried after a lost answer or a leader change executes once.
+///
+/// Resources: the node's Raft core and its replication tasks (tokio tasks), the election
+/// watchdog (a tokio task), and the log's writer thread, which holds the log directory's
+/// lock. [`ReplicatedStore::close`] stops them all and returns once the directory is free;
+/// [`ReplicatedStore::halt`] stops them as a kill would; dropping the handle asks them to stop
+/// and returns at once (the directory stays locked until the Raft core has shut down).
+pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    machine: StateMachine<S, Z>,
+    log: LogReader,
+    halter: LogHalter,
+    network: Network,
+    incarnation: u64,
+    client: Client,
+    watchdog: Option<JoinHandle<()>>,
+    commit_timeout: Duration,
+    /// How long one attempt of a commit or read waits for its answer before retrying.
+    attempt_timeout: Duration,
+    dir: PathBuf,
+    /// Set by `close` and `halt`: `Drop` has nothing left to do.
+    stopped: bool,
+}
+
+impl<S: State, Z: Serializer> fmt::Debug for ReplicatedStore<S, Z> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatedStore")
+            .field("dir", &self.dir)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn stopped(e: impl fmt::Display) -> Error {
+    Error::Stopped { reason: e.to_string() }
+}
+
+/// What one attempt at a commit ran into.
+enum Attempt {
+    Done(ClientWriteResponse<TypeConfig>),
+    /// Not handed to any node: certainly not applied.
+    NotDelivered(String),
+    /// Handed to a node, outcome unknown; the leader that node named, if any.
+    Unknown(String, Option<NodeId>),
+}
+
+impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
+    /// Opens node `config.id()` from its directory (recovering its log up to the recorded
+    /// commit point and its newest snapshot), and joins `network`.
+    ///
+    /// A new node is not part of any group until [`ReplicatedStore::bootstrap`] (on any one
+    /// node, or several with the same members); a node that was a member rejoins its group.
+    pub async fn open(config: NodeConfig, serializer: Z, network: &Network) -> Result<Self, Error> {
+        let id = config.id;
+        let raft_config = Arc::new(config.raft_config()?);
+        if network.is_registered(id) {
+            return Err(Error::InvalidConfig { reason: format!("node {id} is already open on this network") });
+        }
+        let storage = Arc::clone(&config.storage);
+        let dir = config.dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = LogStore::open(Arc::clone(&storage), &dir.join("log"), LogOptions::default())?;
+            let machine = StateMachine::open(storage, &dir.join("snapshots"), serializer, log.reader())?;
+            Ok::<_, Error>((log, machine))
+        })
+        .await;
+        let (log, machine) = match opened {
+            Ok(opened) => opened?,
+            // A panic in recovery is a bug; it must surface as one.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(stopped(e)),
+        };
+        let reader = log.reader();
+        let halter = log.halter();
+        let incarnation = network.next_incarnation();
+        let connector = Connector { network: network.clone(), from: id, incarnation, backoff: config.heartbeat };
+        let raft = Raft::new(id, raft_config, connector, log, machine.clone()).await.map_err(stopped)?;
+        let contact = Arc::new(Contact::new());
+        network.register(id, incarnation, raft.clone(), Arc::clone(&contact));
+        let watchdog = config.watchdog.then(|| watchdog::spawn(raft.clone(), id, contact, config.election_max));
+        info!(node = id, dir = %config.dir.display(), "replicated store opened");
+        Ok(ReplicatedStore {
+            id,
+            raft,
+            machine,
+            log: reader,
+            halter,
+            network: network.clone(),
+            incarnation,
+            client: Client::new(),
+            watchdog,
+            commit_timeout: config.commit_timeout,
+            attempt_timeout: (config.election_max * 2).max(Duration::from_millis(500)),
+            dir: config.dir,
+            stopped: false,
+        })
+    }
+
+    /// Forms the group: `members` (which must include this node) become its voters. Call it
+    /// once, on one node, when the group is first created; the others learn of it from the
+    /// leader. Idempotent: a node that already belongs to a group returns `Ok(())` and
+    /// changes nothing (calling it on several nodes with the same members is safe; with
+    /// different members it would split the group).
+    pub async fn bootstrap(&self, members: impl IntoIterator<Item = u64>) -> Result<(), Error> {
+        let members: BTreeSet<NodeId> = members.into_iter().collect();
+        if self.raft.is_initialized().await.map_err(stopped)? {
+            return Ok(());
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(e @ InitializeError::NotInMembers(_))) => {
+                Err(Error::InvalidConfig { reason: e.to_string() })
+            }
+            Err(RaftError::Fatal(e)) => Err(stopped(e)),
+        }
+    }
+
+    /// Commits `command`: sends it to the leader (through the network, from this node), and
+    /// returns once a majority holds it durably and this node has applied it, so that
+    /// [`ReplicatedStore::query`] here shows it.
+    ///
+    /// Lost answers, leader changes and unreachable leaders are retried, as the same command
+    /// (same client id and serial), until `commit_timeout`: the replicated state remembers
+    /// the outcome, so a retry never executes the command twice.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::CommandPanicked`]: `execute` panicked; every replica rolled it back.
+    /// * [`Error::Unavailable`]: no leader could be reached in time and the command was never
+    ///   handed to any node: not applied.
+    /// * [`Error::Indeterminate`]: it was handed to a node but no outcome came back in time:
+    ///   it **may or may not** have been applied, and may still be.
+    /// * [`Error::Lagging`]: committed and applied by the leader, but not yet on this node.
+    pub async fn commit(&self, command: S::Command) -> Result<Receipt, Error> {
+        let mut bytes = Vec::new();
+        self.machine.serializer().encode(&command, &mut bytes)?;
+        let serial = self.client.begin();
+        let _in_flight = InFlight(&self.client, serial);
+        let deadline = Instant::now() + self.commit_timeout;
+        let mut pause = FIRST_PAUSE;
+        let mut delivered = false;
+        let mut reason = String::from("no leader known");
+        let mut hint = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                debug!(node = self.id, serial, delivered, %reason, "commit gave up");
+                return Err(if delivered { Error::Indeterminate { reason } } else { Error::Unavailable { reason } });
+            }
+            if let Some(leader) = hint.take().or_else(|| self.leader()) {
+                let command = Command {
+                    client: self.client.id,
+                    serial,
+                    low_water: self.client.low_water(),
+                    unix_nanos: 0,
+                    bytes: bytes.clone(),
+                };
+                match self.attempt_write(leader, command, deadline - now).await {
+                    Attempt::Done(response) => return self.finish(response, deadline).await,
+                    Attempt::NotDelivered(why) => reason = why,
+                    Attempt::Unknown(why, forward) => {
+                        delivered = true;
+                        reason = why;
+                        hint = forward;
+                    }
+                }
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    async fn attempt_write(&self, leader: NodeId, command: Command, left: Duration) -> Attempt {
+        let call = self.network.call(self.id, self.incarnation, leader, |peer| async move {
+            // The leader stamps the time: every replica executes with the leader's clock.
+            let command = Command { unix_nanos: unix_nanos_now(), ..command };
+            peer.raft.client_write(command).await
+        });
+        match tokio::time::timeout(left.min(self.attempt_timeout), call).await {
+            Err(_) => Attempt::Unknown(format!("no answer from node {leader} in time"), None),
+            Ok(Err(Failure::NotDelivered(why))) => Attempt::NotDelivered(why),
+            Ok(Err(Failure::AnswerLost(why))) => Attempt::Unknown(why, None),
+            Ok(Ok(Ok(response))) => Attempt::Done(response),
+            // A node that is not (or no longer) the leader may have appended the command
+            // before it lost the leadership: the outcome is unknown.
+            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
+                Attempt::Unknown(format!("node {leader} is not the leader"), f.leader_id.filter(|&next| next != leader))
+            }
+            Ok(Ok(Err(e))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
+        }
+    }
+
+    async fn finish(&self, response: ClientWriteResponse<TypeConfig>, deadline: Instant) -> Result<Receipt, Error> {
+        // Applied here through the entry that answered (a retried copy comes after the
+        // original), so that a query on this node shows the command.
+        let answered = response.log_id.index;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let applied = self.raft.wait(Some(left)).applied_index_at_least(Some(answered), "commit applied here").await;
+        let applied = match applied {
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(()),
+            Err(WaitError::ShuttingDown) => return Err(Error::Closed),
+        };
+        match response.data {
+            Applied::Executed { seq, index, unix_nanos } => match applied {
+                Ok(()) => Ok(Receipt { seq, index, unix_nanos }),
+                Err(()) => Err(Error::Lagging { seq, index }),
+            },
+            Applied::Panicked { index, message } => Err(Error::CommandPanicked { index, message }),
+            Applied::Expired | Applied::Internal => {
+                Err(Error::Indeterminate { reason: "the group no longer remembers this command's outcome".into() })
+            }
+        }
+    }
+
+    /// The leader this node knows of.
+    fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// A read lock on this node's state: what it has applied, possibly behind the leader.
+    /// Never waits for the network or the disk; waits only while entries are being applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StateMachineStopped`] once a panicking command could not be rolled back here.
+    pub fn query(&self) -> Result<ReadGuard<'_, S>, Error> {
+        Ok(ReadGuard(self.machine.read()?))
+    }
+
+    /// A read lock on this node's state once it reflects every command acknowledged before
+    /// this call began (anywhere in the group): the leader confirms its leadership with a
+    /// majority and names its commit index (through the network, when this node is a
+    /// follower), then this node waits until it has applied that far.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when no leader confirmed within `commit_timeout`.
+    pub async fn query_linearizable(&self) -> Result<ReadGuard<'_, S>, Error> {
+        let deadline = Instant::now() + self.commit_timeout;
+        let mut pause = FIRST_PAUSE;
+        let mut reason = String::from("no leader known");
+        let mut hint = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable { reason });
+            }
+            if let Some(leader) = hint.take().or_else(|| self.leader()) {
+                let call = self
+                    .network
+                    .call(self.id, self.incarnation, leader, |peer| async move { peer.raft.get_read_log_id().await });
+                match tokio::time::timeout((deadline - now).min(self.attempt_timeout), call).await {
+                    Ok(Ok(Ok((read, _)))) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let wanted = read.map(|id| id.index);
+                        match self.raft.wait(Some(left)).applied_index_at_least(wanted, "read index applied").await {
+                            Ok(_) => return self.query(),
+                            Err(WaitError::Timeout(..)) => reason = "this node did not catch up in time".into(),
+                            Err(WaitError::ShuttingDown) => return Err(Error::Closed),
+                        }
+                    }
+                    Ok(Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))))) => {
+                        hint = f.leader_id.filter(|&next| next != leader);
+                        reason = format!("node {leader} is not the leader");
+                    }
+                    Ok(Ok(Err(e))) => reason = format!("node {leader}: {e}"),
+                    Ok(Err(Failure::NotDelivered(why) | Failure::AnswerLost(why))) => reason = why,
+                    Err(_) => reason = format!("no answer from node {leader} in time"),
+                }
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// This node's role, leader, term and progress.
+    pub fn status(&self) -> Status {
+        let (role, leader, term, snapshot_index, purged_index) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let role = match metrics.state {
+                ServerState::Leader => Role::Leader,
+                ServerState::Follower => Role::Follower,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Learner => Role::Learner,
+                ServerState::Shutdown => Role::Shutdown,
+            };
+            let role = if metrics.running_state.is_err() { Role::Shutdown } else { role };
+            let snapshot = metrics.snapshot.map(|id| id.index);
+            let purged = metrics.purged.map(|id| id.index);
+            (role, metrics.current_leader, metrics.current_term, snapshot, purged)
+        };
+        let (applied_index, applied_seq) = self.machine.progress();
+        Status {
+            id: self.id,
+            role,
+            leader,
+            term,
+            commit_index: self.log.committed(),
+            applied_index,
+            applied_seq,
+            snapshot_index,
+            purged_index,
+        }
+    }
+
+    /// Builds a snapshot of this node's state as applied now, and returns once it is durable.
+    /// The log behind it is purged, keeping `logs_kept_after_snapshot` entries. Commits and
+    /// reads go on meanwhile (applying waits only while the state is serialized).
+    pub async fn snapshot(&self) -> Result<SnapshotInfo, Error> {
+        let (applied, _) = self.machine.progress();
+        let Some(target) = applied else {
+            return Err(Error::Unavailable { reason: "nothing applied yet: bootstrap the group first".into() });
+        };
+        loop {
+            drop(self.machine.read()?);
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            // A build already running may cover less: wait a while, then ask again.
+            let built = self
+                .raft
+                .wait(Some(Duration::from_secs(1)))
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot built")
+                .await;
+            match built {
+                Ok(metrics) => {
+                    let index = metrics.snapshot.map_or(target, |s| s.index);
+                    return Ok(SnapshotInfo { index });
+                }
+                Err(WaitError::Timeout(..)) => continue,
+                Err(WaitError::ShuttingDown) => return Err(Error::Closed),
+            }
+        }
+    }
+
+    /// Leaves the network and stops the Raft core, the watchdog and the log's writer
+    /// (which records the commit point), then returns: the directory is free once this has
+    /// returned `Ok`.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.leave();
+        self.stopped = true;
+        self.raft.shutdown().await.map_err(stopped)?;
+        info!(node = self.id, "replicated store closed");
+        Ok(())
+    }
+
+    /// Stops the node abruptly, as a killed process stops: it leaves the network at once
+    /// (nothing more is sent or received), its log's writer stops before its next write
+    /// (not even the commit point is recorded) and no further snapshot is written. Its tasks
+    /// wind down in the background.
+    ///
+    /// To simulate a power loss, cut the power of its storage first (the writer may be in the
+    /// middle of a write, as a kill can be), then reopen the node on the crash image.
+    pub fn halt(mut self) {
+        self.halter.halt();
+        self.machine.halt();
+        self.leave();
+        self.stopped = true;
+        self.shutdown_in_background();
+        warn!(node = self.id, "replicated store halted");
+    }
+
+    /// Leaves the network and stops the watchdog.
+    fn leave(&mut self) {
+        self.network.unregister(self.id, self.incarnation);
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+    }
+
+    fn shutdown_in_background(&self) {
+        let raft = self.raft.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { drop(raft.shutdown().await) })),
+            // Without a runtime the core's tasks stop with the runtime that runs them.
+            Err(_) => debug!(node = self.id, "no runtime to shut the Raft core down from"),
+        }
+    }
+}
+
+impl<S: State, Z: Serializer> Drop for ReplicatedStore<S, Z> {
+    fn drop(&mut self) {
+        if !self.stopped {
+            // A drop never waits: the core shuts down in the background and the log's
+            // writer, once the core has dropped it, records the commit point and releases
+            // the directory.
+            self.leave();
+            self.shutdown_in_background();
+        }
+    }
+}
