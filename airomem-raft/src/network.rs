@@ -46,11 +46,29 @@ pub(crate) struct Contact {
     base: Instant,
     /// Milliseconds after `base`.
     last: AtomicU64,
+    /// When a vote request of this node was refused by a node holding a longer log:
+    /// milliseconds after `base`, plus one (0: never).
+    outlogged: AtomicU64,
 }
 
 impl Contact {
     pub(crate) fn new() -> Contact {
-        Contact { base: Instant::now(), last: AtomicU64::new(0) }
+        Contact { base: Instant::now(), last: AtomicU64::new(0), outlogged: AtomicU64::new(0) }
+    }
+
+    /// Records that a peer refused this node's vote request because its log is longer: this
+    /// node cannot win an election until it has caught up.
+    pub(crate) fn saw_longer_log(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.outlogged.fetch_max(now.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// How long ago a peer last refused a vote for having a longer log; `None` if never.
+    pub(crate) fn since_longer_log(&self) -> Option<Duration> {
+        match self.outlogged.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(self.base.elapsed().saturating_sub(Duration::from_millis(at - 1))),
+        }
     }
 
     /// Records a contact now.
@@ -216,6 +234,11 @@ impl Network {
         }
     }
 
+    /// The contact record of node `id`, if that incarnation is the one registered.
+    fn contact(&self, id: NodeId, incarnation: u64) -> Option<Arc<Contact>> {
+        lock(&self.inner.nodes).get(&id).filter(|p| p.incarnation == incarnation).map(|p| Arc::clone(&p.contact))
+    }
+
     fn current(&self, id: NodeId, incarnation: u64) -> bool {
         lock(&self.inner.nodes).get(&id).is_some_and(|p| p.incarnation == incarnation)
     }
@@ -373,10 +396,20 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        let mine = rpc.last_log_id;
         let outcome = self
             .network
             .call(self.from, self.incarnation, self.target, |peer| async move { peer.raft.vote(rpc).await })
             .await;
+        if let Ok(Ok(answer)) = &outcome
+            && !answer.vote_granted
+            && answer.last_log_id > mine
+            && let Some(contact) = self.network.contact(self.from, self.incarnation)
+        {
+            // The election watchdog must leave this node to openraft's own timer, which
+            // waits longer after seeing a longer log (see `watchdog`).
+            contact.saw_longer_log();
+        }
         self.answer(outcome)
     }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -169,13 +170,14 @@ pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
     network: Network,
     incarnation: u64,
     client: Client,
-    watchdog: Option<JoinHandle<()>>,
+    /// Taken (and aborted) by whichever of `close`, `halt` and `Drop` comes first.
+    watchdog: Mutex<Option<JoinHandle<()>>>,
     commit_timeout: Duration,
     /// How long one attempt of a commit or read waits for its answer before retrying.
     attempt_timeout: Duration,
     dir: PathBuf,
     /// Set by `close` and `halt`: `Drop` has nothing left to do.
-    stopped: bool,
+    stopped: AtomicBool,
 }
 
 impl<S: State, Z: Serializer> fmt::Debug for ReplicatedStore<S, Z> {
@@ -248,11 +250,11 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             network: network.clone(),
             incarnation,
             client: Client::new(),
-            watchdog,
+            watchdog: Mutex::new(watchdog),
             commit_timeout: config.commit_timeout,
             attempt_timeout: (config.election_max * 2).max(Duration::from_millis(500)),
             dir: config.dir,
-            stopped: false,
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -302,6 +304,15 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let mut reason = String::from("no leader known");
         let mut hint = None;
         loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(if delivered {
+                    Error::Indeterminate {
+                        reason: "the node was halted or closed while the command was in flight".into(),
+                    }
+                } else {
+                    Error::Closed
+                });
+            }
             let now = Instant::now();
             if now >= deadline {
                 debug!(node = self.id, serial, delivered, %reason, "commit gave up");
@@ -402,6 +413,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let mut reason = String::from("no leader known");
         let mut hint = None;
         loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::Unavailable { reason });
@@ -496,9 +510,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// Leaves the network and stops the Raft core, the watchdog and the log's writer
     /// (which records the commit point), then returns: the directory is free once this has
     /// returned `Ok`.
-    pub async fn close(mut self) -> Result<(), Error> {
+    pub async fn close(self) -> Result<(), Error> {
         self.leave();
-        self.stopped = true;
+        self.stopped.store(true, Ordering::Release);
         self.raft.shutdown().await.map_err(stopped)?;
         info!(node = self.id, "replicated store closed");
         Ok(())
@@ -511,19 +525,25 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     ///
     /// To simulate a power loss, cut the power of its storage first (the writer may be in the
     /// middle of a write, as a kill can be), then reopen the node on the crash image.
-    pub fn halt(mut self) {
+    ///
+    /// It takes `&self`, as a kill does not wait for the calls in flight: those still
+    /// running through this handle fail ([`Error::Closed`], [`Error::Stopped`] or, for a
+    /// commit already handed over, [`Error::Indeterminate`]), and so does every later call.
+    pub fn halt(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.halter.halt();
         self.machine.halt();
         self.leave();
-        self.stopped = true;
         self.shutdown_in_background();
         warn!(node = self.id, "replicated store halted");
     }
 
     /// Leaves the network and stops the watchdog.
-    fn leave(&mut self) {
+    fn leave(&self) {
         self.network.unregister(self.id, self.incarnation);
-        if let Some(watchdog) = self.watchdog.take() {
+        if let Some(watchdog) = self.watchdog.lock().unwrap_or_else(PoisonError::into_inner).take() {
             watchdog.abort();
         }
     }
@@ -540,7 +560,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
 
 impl<S: State, Z: Serializer> Drop for ReplicatedStore<S, Z> {
     fn drop(&mut self) {
-        if !self.stopped {
+        if !self.stopped.load(Ordering::Acquire) {
             // A drop never waits: the core shuts down in the background and the log's
             // writer, once the core has dropped it, records the commit point and releases
             // the directory.

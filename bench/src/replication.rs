@@ -175,7 +175,7 @@ impl Cluster {
             if let Some(l) = statuses.iter().find(|s| s.role == Role::Leader)
                 && statuses.iter().all(|s| s.leader == Some(l.id))
             {
-                return Ok(Arc::clone(&self.nodes[l.id as usize - 1].as_ref().expect("live")));
+                return Ok(Arc::clone(self.nodes[l.id as usize - 1].as_ref().expect("live")));
             }
             if Instant::now() > deadline {
                 return Err("no leader within 30 s".into());
@@ -221,7 +221,8 @@ async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> 
         }
         times.push(killed.elapsed());
         // The killed node restarts on its directory and catches up before the next kill.
-        let node = Arc::new(Replicated::open(node_config(id, &cluster.dir), PostcardSerializer, &cluster.network).await?);
+        let node =
+            Arc::new(Replicated::open(node_config(id, &cluster.dir), PostcardSerializer, &cluster.network).await?);
         let target = survivor.status().commit_index;
         let deadline = Instant::now() + Duration::from_secs(30);
         while node.status().applied_index < target {

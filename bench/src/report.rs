@@ -325,7 +325,12 @@ pub(crate) fn replication_table(r: &crate::replication::ReplicationResult) -> Ta
         table.row(vec![
             format!("failover over {} leader kills: p50 (min–max)", r.failovers.len()),
             "—".into(),
-            format!("{} ({}–{})", seconds(p50.as_secs_f64()), seconds(first.as_secs_f64()), seconds(last.as_secs_f64())),
+            format!(
+                "{} ({}–{})",
+                seconds(p50.as_secs_f64()),
+                seconds(first.as_secs_f64()),
+                seconds(last.as_secs_f64())
+            ),
             "—".into(),
         ]);
     }

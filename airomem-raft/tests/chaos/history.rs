@@ -18,7 +18,7 @@
 //! Time is a logical clock: one atomic counter ticked at every invocation and completion, so
 //! "before" means before in the order the test threads observed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -285,15 +285,6 @@ fn check(writes: &[Write], reads: &[Read], replicas: &[Vec<u64>]) -> Result<Summ
 /// Values per writer: writer `w`'s `i`-th value, unique across writers.
 pub fn value(writer: u64, i: u64) -> u64 {
     writer << 32 | i
-}
-
-/// Counts how many values of each writer a list holds: for messages.
-pub fn per_writer(list: &[u64]) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for &v in list {
-        *counts.entry(v >> 32).or_insert(0) += 1;
-    }
-    counts
 }
 
 /// The checker against histories with a known verdict: a checker that passes everything

@@ -13,13 +13,15 @@ use airomem_raft::{Network, Role};
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 
 use crate::history::{History, value};
-use crate::{Node, converge, open, wait_until, write};
+use crate::{Node, converge, wait_until, write};
 
 /// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
 const KILLS: u64 = 50;
 /// Receipts between two kills, so that every leader does some work.
 const WORK_BETWEEN_KILLS: usize = 30;
 const WRITERS: u64 = 4;
+/// Terms one failover may go through before the test calls it a livelock.
+const MAX_TERMS_PER_FAILOVER: u64 = 5;
 
 /// The nodes running, by id: writers and readers pick one per operation.
 type Live = Arc<Mutex<BTreeMap<u64, Arc<Node>>>>;
@@ -80,11 +82,14 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
     }
 
     let mut failovers = Vec::new();
+    // Terms each failover went through: counted, not timed.
+    let mut elections = Vec::new();
     let mut rng = SplitMix64::new(7);
     for kill in 0..kills {
         let target = history.acked() + WORK_BETWEEN_KILLS;
         history.wait_acked(target).await;
         let leader = leader_of(&live).await;
+        let term = live.lock().expect("live nodes")[&leader].status().term;
         let killed_at = Instant::now();
         let tick = history.now();
         disks[&leader].power_cut();
@@ -96,13 +101,15 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
             .await
             .unwrap_or_else(|_| panic!("kill {kill}: no commit after killing leader {leader}"));
         failovers.push(killed_at.elapsed());
+        let new_leader = leader_of(&live).await;
+        let new_term = live.lock().expect("live nodes")[&new_leader].status().term;
+        elections.push(new_term - term);
 
         // The old leader restarts on what its disk kept, and catches up before the next kill.
         let image = disks[&leader].crash(kill * 10 + leader + rng.below(1_000) * 1_000);
         disks.insert(leader, image);
         let node = open_node(leader, root.path(), &disks[&leader], &network).await;
         live.lock().expect("live nodes").insert(leader, Arc::clone(&node));
-        let new_leader = leader_of(&live).await;
         let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
         wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
     }
@@ -117,11 +124,16 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
         node.halt();
     }
     failovers.sort_unstable();
+    elections.sort_unstable();
     eprintln!(
-        "{kills} leader kills: {summary:?}; failover p50 {:?}, max {:?}",
+        "{kills} leader kills: {summary:?}; failover p50 {:?}, max {:?}; terms per failover: {elections:?}",
         failovers[failovers.len() / 2],
         failovers.last().expect("at least one kill")
     );
+    // A failover takes a term or two (a split vote); the survivors must not keep splitting
+    // the vote for many terms (the election watchdog once made them, for up to 11 s).
+    let worst = *elections.last().expect("at least one kill");
+    assert!(worst <= MAX_TERMS_PER_FAILOVER, "a failover went through {worst} terms: {elections:?}");
     assert!(summary.reads > 0 && summary.acked >= kills as usize * WORK_BETWEEN_KILLS, "{summary:?}");
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airomem::{CommitContext, PostcardSerializer, State};
-use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore, Role};
+use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore};
 use airomem_workspace::sim::SimStorage;
 use serde::{Deserialize, Serialize};
 

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use airomem_workspace::sim::{SimStorage, SplitMix64};
 use airomem_raft::Network;
+use airomem_workspace::sim::{SimStorage, SplitMix64};
 
 use crate::history::{History, Summary, value};
 use crate::{Node, converge, open, write};
