@@ -10,6 +10,7 @@ mod commit_from_leader_and_follower;
 mod dedup_retry;
 mod halt_and_power_cut;
 mod linearizable_read;
+mod lossy_network;
 mod panicking_command;
 mod partition;
 mod restart_keeps_acknowledged;
