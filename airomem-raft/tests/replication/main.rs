@@ -16,6 +16,7 @@ mod partition;
 mod restart_keeps_acknowledged;
 mod snapshot_catch_up;
 mod watchdog;
+mod whole_cluster_power_loss;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
