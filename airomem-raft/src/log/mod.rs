@@ -173,6 +173,7 @@ impl LogStore {
             active: None,
             meta: recovered.meta,
             committed_dirty: false,
+            meta_written: std::time::Instant::now(),
             poisoned: false,
             max_segment_bytes: options.max_segment_bytes,
             halted: Arc::new(AtomicBool::new(false)),
