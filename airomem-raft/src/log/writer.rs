@@ -30,11 +30,12 @@ use crate::types::{LogId, TypeConfig, Vote};
 
 /// At most this many requests are taken from the queue at once.
 pub(crate) const MAX_BATCH: usize = 1024;
-/// The commit point is written at most this often (besides riding with a vote or purge, and
-/// at close). It is advisory, and each write costs an `fdatasync`, a rename and a directory
-/// `fsync` that the next append waits behind: written after every idle moment it was three
-/// extra syncs per commit with one writer.
-pub(crate) const COMMIT_POINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often, at most, the commit point is written. It is advisory (a stale one only makes a
+/// restarted node re-apply less before its leader tells it the rest), and each write replaces
+/// the meta file: a write, two syncs and a rename. Written after every idle batch, it cost
+/// three nodes on one disk more than the log itself.
+const COMMIT_POINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the writer is asked to do.
 pub(crate) enum Request {
@@ -62,7 +63,7 @@ pub(crate) struct Writer {
     pub(crate) meta: Meta,
     /// `meta.committed` changed since the last meta write.
     pub(crate) committed_dirty: bool,
-    /// When the meta file was last written (or the log opened).
+    /// When the meta file was last written (see [`COMMIT_POINT_INTERVAL`]).
     pub(crate) meta_written: Instant,
     pub(crate) poisoned: bool,
     pub(crate) max_segment_bytes: u64,
@@ -86,9 +87,11 @@ impl Writer {
         loop {
             let request = match carried.take() {
                 Some(request) => request,
-                // Idle with a commit point to record: wait for work until it is due.
-                None if self.committed_dirty => {
-                    match requests.recv_timeout(COMMIT_POINT_INTERVAL.saturating_sub(self.meta_written.elapsed())) {
+                // A pending commit point is written once the interval is over, even if no
+                // request comes.
+                None if self.committed_dirty && !self.halted.load(Ordering::Acquire) => {
+                    let wait = COMMIT_POINT_INTERVAL.saturating_sub(self.meta_written.elapsed());
+                    match requests.recv_timeout(wait) {
                         Ok(request) => request,
                         Err(RecvTimeoutError::Timeout) => {
                             self.persist_meta_logged();
@@ -115,14 +118,16 @@ impl Writer {
                 }
             }
             self.process(batch);
-            // The commit point is advisory (a stale one only re-applies less at startup): it is
-            // written once it is due, between batches, so that sustained load delays it by at
-            // most one interval and idle moments do not each cost a meta write.
-            if self.committed_dirty && self.meta_written.elapsed() >= COMMIT_POINT_INTERVAL {
-                self.persist_meta_logged();
-            }
-            if let Ok(request) = requests.try_recv() {
-                carried = Some(request);
+            // The commit point is advisory, so it is written only when nothing else waits,
+            // and at most once per interval.
+            match requests.try_recv() {
+                Ok(request) => carried = Some(request),
+                Err(TryRecvError::Empty)
+                    if self.committed_dirty && self.meta_written.elapsed() >= COMMIT_POINT_INTERVAL =>
+                {
+                    self.persist_meta_logged();
+                }
+                Err(_) => {}
             }
         }
         if self.committed_dirty && !self.halted.load(Ordering::Acquire) {
@@ -132,8 +137,9 @@ impl Writer {
     }
 
     fn persist_meta_logged(&mut self) {
-        if self.poisoned || self.halted.load(Ordering::Acquire) {
-            // Nothing more is written; forgetting the point keeps the idle wait from spinning.
+        if self.poisoned {
+            // Nothing more is written. Forgetting the point keeps the idle wait for it from
+            // spinning (a zero timeout, forever) on a poisoned log.
             self.committed_dirty = false;
         } else {
             // `guarded` logs and poisons on failure; nobody waits for this write.
