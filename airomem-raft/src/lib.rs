@@ -10,7 +10,7 @@
 //! This step connects the nodes of one process through an in-process [`Network`] with fault
 //! controls (partitions, one-way blocks, delays, loss), for tests and benchmarks.
 //!
-//! ```no_run
+//! ```
 //! use airomem::{PostcardSerializer, State};
 //! use airomem_raft::{Network, NodeConfig, ReplicatedStore};
 //! use serde::{Deserialize, Serialize};
@@ -27,21 +27,23 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> Result<(), airomem_raft::Error> {
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
 //! let network = Network::new();
 //! let mut nodes = Vec::new();
 //! for id in 1..=3 {
-//!     let config = NodeConfig::new(id, format!("/var/lib/counter/node-{id}"));
+//!     let config = NodeConfig::new(id, dir.path().join(format!("node-{id}")));
 //!     nodes.push(ReplicatedStore::<Counter>::open(config, PostcardSerializer, &network).await?);
 //! }
 //! nodes[0].bootstrap([1, 2, 3]).await?; // once, when the group is created; idempotent
 //!
 //! let receipt = nodes[2].commit(5).await?; // forwarded to the leader
+//! assert_eq!(receipt.seq, 1);
 //! assert_eq!(nodes[2].query()?.total, 5); // applied here before commit returned
 //! assert_eq!(nodes[0].query_linearizable().await?.total, 5);
-//! println!("command {} at log index {}", receipt.seq, receipt.index);
 //!
-//! network.isolate(1); // faults: partitions, one-way blocks, delays, loss
+//! network.isolate(3); // faults: partitions, one-way blocks, delays, loss
 //! network.heal();
 //! for node in nodes {
 //!     node.close().await?;

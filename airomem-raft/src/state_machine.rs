@@ -69,7 +69,10 @@ struct Inner<S: State, Z: Serializer> {
     dir: PathBuf,
     serializer: Z,
     replica: RwLock<Replica<S>>,
-    /// The newest durable snapshot: its meta and file sequence number.
+    /// The newest durable snapshot: its meta and file sequence number. Held while a snapshot
+    /// is published (written, made current, older ones removed) and while the current one is
+    /// read, so that a reader never looks for a file a concurrent publish just removed (a
+    /// leader sending its snapshot while building the next one).
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
     /// The node's log, replayed when a panicking command forces a rebuild.
     log: LogReader,
@@ -145,17 +148,30 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         Ok((progress, state))
     }
 
-    /// Publishes `image` as the snapshot `seq` and removes the older ones.
-    fn publish(&self, seq: u64, image: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Publishes `image` as the snapshot `seq` described by `meta`, makes it current (a build
+    /// that finished after a newer one does not displace it, an install always does) and
+    /// removes the others.
+    fn publish(
+        &self,
+        seq: u64,
+        image: &[u8],
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        install: bool,
+    ) -> Result<Vec<u8>, Error> {
         if self.halted.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
         let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)?;
         let bytes = self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?;
+        if install || current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
+            *current = Some((meta.clone(), seq));
+        }
+        let keep = current.as_ref().map_or(seq, |(_, newest)| *newest);
         let mut removed = false;
         for old in airomem_snapshot::list(self.storage.as_ref(), &self.dir)? {
-            if old.0 != seq {
+            if old.0 != keep {
                 airomem_snapshot::remove(self.storage.as_ref(), &self.dir, old)?;
                 removed = true;
             }
@@ -175,13 +191,12 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             (self.encode_image(&replica)?, replica.progress.clone())
         };
         let seq = snapshot_seq(progress.applied);
-        let bytes = self.publish(seq, &image)?;
         let meta = SnapshotMeta {
             last_log_id: progress.applied,
             last_membership: progress.membership.clone(),
             snapshot_id: snapshot_id(&progress),
         };
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), seq));
+        let bytes = self.publish(seq, &image, &meta, false)?;
         info!(seq, raw = image.len(), file = bytes.len(), "Raft snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
@@ -203,9 +218,8 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             }));
         }
         // Durable first: a crash after this reopens into the installed snapshot.
-        self.publish(seq, &image)?;
+        self.publish(seq, &image, meta, true)?;
         *self.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), seq));
         Ok(())
     }
 
@@ -305,7 +319,14 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
     fn rebuild(&self, index: u64) -> Result<Replica<S>, Error> {
         let failed = |reason: String| Error::RebuildFailed { index, reason };
         loop {
-            let (progress, state) = match self.load_newest()? {
+            // Under the snapshot lock, so that a publish does not remove the file being read
+            // (lock order: the replica, then the snapshot lock; nothing takes them the other
+            // way round).
+            let newest = {
+                let _publishing = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+                self.load_newest()?
+            };
+            let (progress, state) = match newest {
                 Some((progress, state, _)) => (progress, state),
                 None => (Progress::default(), S::default()),
             };
@@ -481,10 +502,12 @@ impl<S: State, Z: Serializer> RaftStateMachine<TypeConfig> for StateMachine<S, Z
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self.inner.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some((meta, seq)) = current else { return Ok(None) };
+        // The file is read under the lock: a concurrent publish must not remove it meanwhile.
+        let current = self.inner.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((meta, seq)) = current.clone() else { return Ok(None) };
         let path = airomem_snapshot::path(&self.inner.dir, Seq(seq));
         let bytes = self.inner.storage.read(&path).map_err(|e| snapshot_error(&Error::io("read", &path, e)))?;
+        drop(current);
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
     }
 }

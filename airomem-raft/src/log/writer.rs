@@ -137,7 +137,11 @@ impl Writer {
     }
 
     fn persist_meta_logged(&mut self) {
-        if !self.poisoned {
+        if self.poisoned {
+            // Nothing more is written. Forgetting the point keeps the idle wait for it from
+            // spinning (a zero timeout, forever) on a poisoned log.
+            self.committed_dirty = false;
+        } else {
             // `guarded` logs and poisons on failure; nobody waits for this write.
             drop(self.guarded(Writer::persist_meta));
         }

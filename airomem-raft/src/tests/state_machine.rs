@@ -195,3 +195,26 @@ async fn a_copy_of_an_applied_command_gets_the_recorded_outcome_even_after_a_sna
     assert_eq!(replies, [Applied::Executed { seq: 2, index: 5, unix_nanos: 500 }, Applied::Expired]);
     assert_eq!(reopened.query(|s| s.seen.clone()), [(10, 1, 100), (20, 2, 500)]);
 }
+
+/// A leader reads its current snapshot to send it while it builds the next one, which removes
+/// the older file: the read must never find the file gone (it did, and the storage error
+/// stopped the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_snapshot_stays_readable_while_newer_ones_are_published() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (_log, mut sm) = open_with_log(dir.path());
+    sm.apply([membership(1, 0, &[1])]).await.expect("applies");
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    let mut reader = sm.clone();
+    let reading = tokio::spawn(async move {
+        for _ in 0..500 {
+            reader.get_current_snapshot().await.expect("the current snapshot is readable").expect("one exists");
+            tokio::task::yield_now().await;
+        }
+    });
+    for i in 1..=100 {
+        sm.apply([normal(1, i, i, i)]).await.expect("applies");
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    }
+    reading.await.expect("no read failed");
+}

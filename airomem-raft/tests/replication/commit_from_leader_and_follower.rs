@@ -30,3 +30,19 @@ async fn commits_from_the_leader_and_from_a_follower_reach_every_replica() {
     }
     cluster.close().await;
 }
+
+/// Benchmarks and servers share one node between tasks and spawn its futures: a compile-time
+/// check that they can.
+#[test]
+fn the_store_and_its_futures_can_cross_threads() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<crate::Node>();
+    shared::<airomem_raft::Network>();
+    let _ = |node: &crate::Node| {
+        send(&node.commit(1));
+        send(&node.query_linearizable());
+        send(&node.snapshot());
+        send(&node.bootstrap([1]));
+    };
+}

@@ -26,3 +26,21 @@ async fn a_linearizable_read_sees_every_commit_acknowledged_before_it() {
     cluster.network.heal();
     cluster.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_a_commit_waits_for_it_before_reading() {
+    let cluster = Cluster::start(3, |c| c).await;
+    let leader = cluster.leader().await;
+    let stale = cluster.other_than(&[leader]);
+    cluster.network.block(leader, stale);
+    cluster.node(leader).commit(1).await.expect("commits with the other follower");
+    // Nothing from the leader reached `stale`: its local state cannot have the command.
+    assert_eq!(cluster.node(stale).query().expect("reads").entries, ledger(&[]));
+    cluster.network.unblock(leader, stale);
+    // Replication to `stale` resumes only after a backoff; the read index arrives first, and
+    // the read waits until `stale` has applied up to it.
+    let state = cluster.node(stale).query_linearizable().await.expect("a linearizable read");
+    assert_eq!(state.entries, ledger(&[1]));
+    drop(state);
+    cluster.close().await;
+}

@@ -10,11 +10,13 @@ mod commit_from_leader_and_follower;
 mod dedup_retry;
 mod halt_and_power_cut;
 mod linearizable_read;
+mod lossy_network;
 mod panicking_command;
 mod partition;
 mod restart_keeps_acknowledged;
 mod snapshot_catch_up;
 mod watchdog;
+mod whole_cluster_power_loss;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

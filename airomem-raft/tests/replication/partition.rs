@@ -40,3 +40,20 @@ async fn the_minority_cannot_commit_the_majority_can_and_healing_converges() {
     cluster.converge(&ledger(&[1, 2, 3, 4])).await;
     cluster.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_follower_reports_its_commit_unavailable_never_applied() {
+    let timeout = Duration::from_secs(1);
+    let cluster = Cluster::start(3, |c| c.commit_timeout(timeout)).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.other_than(&[leader]);
+    cluster.network.isolate(follower);
+    // Its request never leaves the node, so the outcome is known: not applied.
+    let outcome = cluster.node(follower).commit(7).await;
+    assert!(matches!(outcome, Err(Error::Unavailable { .. })), "{outcome:?}");
+    assert!(matches!(cluster.node(follower).query_linearizable().await, Err(Error::Unavailable { .. })));
+    cluster.node(leader).commit(8).await.expect("the majority commits");
+    cluster.network.heal();
+    cluster.converge(&ledger(&[8])).await;
+    cluster.close().await;
+}
