@@ -60,6 +60,7 @@ mod config;
 mod error;
 mod log;
 mod network;
+mod proposer;
 mod sessions;
 mod state_machine;
 mod store;

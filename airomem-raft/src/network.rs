@@ -28,6 +28,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft};
 
+use crate::proposer::Proposer;
 use crate::types::{NodeId, TypeConfig};
 
 /// A random `u64` from the standard library's per-process random keys (enough for client
@@ -87,6 +88,8 @@ impl Contact {
 #[derive(Clone)]
 pub(crate) struct Peer {
     pub(crate) raft: Raft<TypeConfig>,
+    /// Where the commands sent to this node are batched into log entries.
+    pub(crate) proposer: Proposer,
     incarnation: u64,
     contact: Arc<Contact>,
 }
@@ -222,8 +225,15 @@ impl Network {
         self.inner.incarnations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub(crate) fn register(&self, id: NodeId, incarnation: u64, raft: Raft<TypeConfig>, contact: Arc<Contact>) {
-        lock(&self.inner.nodes).insert(id, Peer { raft, incarnation, contact });
+    pub(crate) fn register(
+        &self,
+        id: NodeId,
+        incarnation: u64,
+        raft: Raft<TypeConfig>,
+        proposer: Proposer,
+        contact: Arc<Contact>,
+    ) {
+        lock(&self.inner.nodes).insert(id, Peer { raft, proposer, incarnation, contact });
     }
 
     /// Takes the node off the network, unless a newer incarnation already replaced it.

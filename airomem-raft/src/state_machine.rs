@@ -38,7 +38,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::log::LogReader;
 use crate::sessions::{Check, Sessions};
-use crate::types::{Applied, Command, Entry, LogId, StorageError, StoredMembership, TypeConfig};
+use crate::types::{Applied, Entry, LogId, Request, StorageError, StoredMembership, TypeConfig};
 
 /// zstd level of snapshots: fast, and still several times smaller than the image.
 const ZSTD_LEVEL: i32 = 3;
@@ -55,6 +55,9 @@ struct Progress {
     /// Recent outcomes per client, for retries.
     sessions: Sessions,
 }
+
+/// Commands known to panic, by entry index and position in the entry, with the message.
+type Panicked = BTreeMap<(u64, usize), String>;
 
 /// The state with its progress, behind the state machine's lock.
 pub(crate) struct Replica<S> {
@@ -76,18 +79,11 @@ struct Inner<S: State, Z: Serializer> {
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
     /// The node's log, replayed when a panicking command forces a rebuild.
     log: LogReader,
-    /// Entries whose command panicked (this process has seen), with the panic's message: a
-    /// rebuild skips them and records the same outcome.
-    panicked: Mutex<BTreeMap<u64, String>>,
+    /// Commands that panicked (this process has seen), by entry index and position in the
+    /// entry, with the panic's message: a rebuild skips them and records the same outcome.
+    panicked: Mutex<Panicked>,
     /// Set when the node is halted (a simulated kill): no snapshot file is written after it.
     halted: AtomicBool,
-}
-
-/// What one entry did.
-enum Outcome {
-    Applied(Applied),
-    /// The command panicked, with this message.
-    Panicked(String),
 }
 
 /// The state machine of one node.
@@ -223,38 +219,61 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         Ok(())
     }
 
-    /// Applies one entry to `replica`. A command that panics may leave `replica` half changed:
-    /// the caller must not keep it.
-    fn apply_one(&self, replica: &mut Replica<S>, entry: &Entry) -> Result<Outcome, Error> {
-        let outcome = match &entry.payload {
-            EntryPayload::Blank => Outcome::Applied(Applied::Internal),
+    /// Applies the commands `from..until` of `entry` (all of a blank or membership entry) to
+    /// `replica`, appending their outcomes; the entry counts as applied once its last command
+    /// is. Commands in `skip` (by entry index and position) are known to panic: they get
+    /// their recorded outcome without executing. A command that panics stops the walk with its
+    /// position and message, and may leave `replica` half changed: the caller must not keep it.
+    fn apply_entry(
+        &self,
+        replica: &mut Replica<S>,
+        entry: &Entry,
+        (from, until): (usize, usize),
+        skip: &Panicked,
+        outcomes: &mut Vec<Applied>,
+    ) -> Result<Option<(usize, String)>, Error> {
+        let index = entry.log_id.index;
+        match &entry.payload {
+            EntryPayload::Blank => {}
             EntryPayload::Membership(membership) => {
                 replica.progress.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
-                Outcome::Applied(Applied::Internal)
             }
             EntryPayload::Normal(command) => {
                 let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
-                let check =
-                    replica.progress.sessions.check(command.client, command.serial, command.low_water, unix_nanos);
-                match check {
-                    Check::Duplicate(recorded) => Outcome::Applied(recorded),
-                    Check::Expired => Outcome::Applied(Applied::Expired),
-                    Check::New => self.execute(replica, entry.log_id.index, command, unix_nanos)?,
+                let until = until.min(command.requests.len());
+                for (at, request) in command.requests.iter().enumerate().take(until).skip(from) {
+                    if let Some(message) = skip.get(&(index, at)) {
+                        outcomes.push(Self::apply_panicked(replica, index, request, unix_nanos, message));
+                        continue;
+                    }
+                    match replica.progress.sessions.check(request.client, request.serial, request.low_water, unix_nanos)
+                    {
+                        Check::Duplicate(recorded) => outcomes.push(recorded),
+                        Check::Expired => outcomes.push(Applied::Expired),
+                        Check::New => match self.execute(replica, index, request, unix_nanos)? {
+                            Ok(applied) => outcomes.push(applied),
+                            Err(message) => return Ok(Some((at, message))),
+                        },
+                    }
+                }
+                if until < command.requests.len() {
+                    return Ok(None);
                 }
             }
-        };
+        }
         replica.progress.applied = Some(entry.log_id);
-        Ok(outcome)
+        Ok(None)
     }
 
+    /// Executes one command: its outcome, or the panic's message.
     fn execute(
         &self,
         replica: &mut Replica<S>,
         index: u64,
-        command: &Command,
+        request: &Request,
         unix_nanos: u64,
-    ) -> Result<Outcome, Error> {
-        let decoded: S::Command = self.serializer.decode(&command.bytes)?;
+    ) -> Result<Result<Applied, String>, Error> {
+        let decoded: S::Command = self.serializer.decode(&request.bytes)?;
         let seq = replica.progress.seq + 1;
         let state = &mut replica.state;
         let executed = CommitContext::new(Seq(seq), unix_nanos)
@@ -264,32 +283,33 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
                 replica.progress.seq = seq;
                 replica.progress.unix_nanos = unix_nanos;
                 let applied = Applied::Executed { seq, index, unix_nanos };
-                replica.progress.sessions.record(command.client, command.serial, applied.clone());
-                Outcome::Applied(applied)
+                replica.progress.sessions.record(request.client, request.serial, applied.clone());
+                Ok(applied)
             }
-            Err(payload) => Outcome::Panicked(
-                payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into()),
-            ),
+            Err(payload) => Err(payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())),
         })
     }
 
-    /// Counts `entry`, whose command panicked with `message`, as applied to a `replica` that
-    /// holds the state just before it: no sequence number, no clock, but its client's
-    /// session records the outcome, exactly as on every other replica.
-    fn apply_panicked(replica: &mut Replica<S>, entry: &Entry, message: &str) -> Applied {
-        let outcome = Applied::Panicked { index: entry.log_id.index, message: message.to_string() };
-        if let EntryPayload::Normal(command) = &entry.payload {
-            let unix_nanos = replica.progress.unix_nanos.max(command.unix_nanos);
-            let sessions = &mut replica.progress.sessions;
-            if sessions.check(command.client, command.serial, command.low_water, unix_nanos) == Check::New {
-                sessions.record(command.client, command.serial, outcome.clone());
-            }
+    /// Counts `request` (of entry `index`), whose command panicked with `message`, as
+    /// applied to a `replica` that holds the state just before it: no sequence number, no
+    /// clock, but its client's session records the outcome, exactly as on every other
+    /// replica.
+    fn apply_panicked(
+        replica: &mut Replica<S>,
+        index: u64,
+        request: &Request,
+        unix_nanos: u64,
+        message: &str,
+    ) -> Applied {
+        let outcome = Applied::Panicked { index, message: message.to_string() };
+        let sessions = &mut replica.progress.sessions;
+        if sessions.check(request.client, request.serial, request.low_water, unix_nanos) == Check::New {
+            sessions.record(request.client, request.serial, outcome.clone());
         }
-        replica.progress.applied = Some(entry.log_id);
         outcome
     }
 
@@ -313,10 +333,11 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         first_failure.map_or(Ok(None), Err)
     }
 
-    /// The state just before entry `index`: the newest snapshot, then the log after it, with
-    /// the commands known to panic skipped. A command found panicking on the way is added to
-    /// them and the replay starts again, so the result never holds part of a panicked command.
-    fn rebuild(&self, index: u64) -> Result<Replica<S>, Error> {
+    /// The state just before command `at` of entry `index`: the newest snapshot, then the log
+    /// after it, with the commands known to panic skipped. A command found panicking on the
+    /// way is added to them and the replay starts again, so the result never holds part of a
+    /// panicked command.
+    fn rebuild(&self, index: u64, at: usize) -> Result<Replica<S>, Error> {
         let failed = |reason: String| Error::RebuildFailed { index, reason };
         loop {
             // Under the snapshot lock, so that a publish does not remove the file being read
@@ -335,20 +356,22 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             if start > index {
                 return Err(failed(format!("the newest snapshot already covers entry {}", start - 1)));
             }
-            let entries = self.log.entries(start..index);
-            let first = entries.first().map_or(index, |e| e.log_id.index);
+            let entries = self.log.entries(start..index + 1);
+            let first = entries.first().map_or(index + 1, |e| e.log_id.index);
             // Index 0 may be unused: openraft's first entry can be 1.
-            if !(first == start || (start == 0 && first == 1)) || first + entries.len() as u64 != index {
-                return Err(failed(format!("the log does not hold entries {start}..{index}")));
+            if !(first == start || (start == 0 && first == 1)) || first + entries.len() as u64 != index + 1 {
+                return Err(failed(format!("the log does not hold entries {start}..={index}")));
             }
             let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let mut restart = false;
+            let mut outcomes = Vec::new();
             for entry in &entries {
-                let at = entry.log_id.index;
-                if let Some(message) = skip.get(&at) {
-                    Self::apply_panicked(&mut replica, entry, message);
-                } else if let Outcome::Panicked(message) = self.apply_one(&mut replica, entry)? {
-                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(at, message);
+                let range = if entry.log_id.index == index { (0, at) } else { (0, usize::MAX) };
+                if let Some((position, message)) = self.apply_entry(&mut replica, entry, range, &skip, &mut outcomes)? {
+                    self.panicked
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((entry.log_id.index, position), message);
                     restart = true;
                     break;
                 }
@@ -359,34 +382,46 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         }
     }
 
-    fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Applied>, Error> {
+    fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Vec<Applied>>, Error> {
         let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
         if let Some((index, message)) = &replica.broken {
             return Err(Error::StateMachineStopped { index: *index, message: message.clone() });
         }
         let mut replies = Vec::with_capacity(entries.len());
         for entry in entries {
-            let log_id = entry.log_id;
-            match self.apply_one(&mut replica, &entry)? {
-                Outcome::Applied(reply) => replies.push(reply),
-                Outcome::Panicked(message) => {
-                    // Every replica panics on the same entry (execute is deterministic), so
-                    // each one rolls back the same way and answers the same.
-                    warn!(index = log_id.index, %message, "a command panicked; rebuilding the state without it");
-                    self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert(log_id.index, message.clone());
-                    match self.rebuild(log_id.index) {
-                        Ok(mut rebuilt) => {
-                            replies.push(Self::apply_panicked(&mut rebuilt, &entry, &message));
-                            *replica = rebuilt;
-                        }
-                        Err(e) => {
-                            let message = format!("{message} (and the state could not be rebuilt: {e})");
-                            replica.broken = Some((log_id.index, message.clone()));
-                            return Err(Error::StateMachineStopped { index: log_id.index, message });
-                        }
+            let index = entry.log_id.index;
+            let mut outcomes = Vec::new();
+            let mut from = 0;
+            loop {
+                let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let Some((at, message)) =
+                    self.apply_entry(&mut replica, &entry, (from, usize::MAX), &skip, &mut outcomes)?
+                else {
+                    break;
+                };
+                // Every replica panics on the same command (execute is deterministic), so
+                // each one rolls back the same way and answers the same.
+                warn!(index, at, %message, "a command panicked; rebuilding the state without it");
+                self.panicked.lock().unwrap_or_else(PoisonError::into_inner).insert((index, at), message.clone());
+                match self.rebuild(index, at) {
+                    Ok(mut rebuilt) => {
+                        let EntryPayload::Normal(command) = &entry.payload else {
+                            unreachable!("only a command can panic")
+                        };
+                        let unix_nanos = rebuilt.progress.unix_nanos.max(command.unix_nanos);
+                        let request = &command.requests[at];
+                        outcomes.push(Self::apply_panicked(&mut rebuilt, index, request, unix_nanos, &message));
+                        *replica = rebuilt;
+                        from = at + 1;
+                    }
+                    Err(e) => {
+                        let message = format!("{message} (and the state could not be rebuilt: {e})");
+                        replica.broken = Some((index, message.clone()));
+                        return Err(Error::StateMachineStopped { index, message });
                     }
                 }
             }
+            replies.push(outcomes);
         }
         Ok(replies)
     }
@@ -472,7 +507,7 @@ impl<S: State, Z: Serializer> RaftStateMachine<TypeConfig> for StateMachine<S, Z
         Ok((replica.progress.applied, replica.progress.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

@@ -6,12 +6,11 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use airomem::{PostcardSerializer, Serializer, State};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::raft::ClientWriteResponse;
 use openraft::{Raft, ServerState};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -19,8 +18,9 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::log::{LogHalter, LogOptions, LogReader, LogStore};
 use crate::network::{Connector, Contact, Failure, Network, random_u64};
+use crate::proposer::Proposer;
 use crate::state_machine::{Replica, StateMachine};
-use crate::types::{Applied, Command, NodeId, TypeConfig};
+use crate::types::{Applied, NodeId, Request, TypeConfig};
 use crate::{Error, watchdog};
 
 /// The first pause between two attempts of a commit or read; it doubles up to [`MAX_PAUSE`].
@@ -172,6 +172,8 @@ pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
     client: Client,
     /// Taken (and aborted) by whichever of `close`, `halt` and `Drop` comes first.
     watchdog: Mutex<Option<JoinHandle<()>>>,
+    /// The proposer's task (see `proposer`); aborted like the watchdog.
+    proposing: Mutex<Option<JoinHandle<()>>>,
     commit_timeout: Duration,
     /// How long one attempt of a commit or read waits for its answer before retrying.
     attempt_timeout: Duration,
@@ -189,17 +191,14 @@ impl<S: State, Z: Serializer> fmt::Debug for ReplicatedStore<S, Z> {
     }
 }
 
-fn unix_nanos_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 fn stopped(e: impl fmt::Display) -> Error {
     Error::Stopped { reason: e.to_string() }
 }
 
 /// What one attempt at a commit ran into.
 enum Attempt {
-    Done(ClientWriteResponse<TypeConfig>),
+    /// The log index of the entry that answered, and the command's outcome.
+    Done(u64, Applied),
     /// Not handed to any node: certainly not applied.
     NotDelivered(String),
     /// Handed to a node, outcome unknown; the leader that node named, if any.
@@ -238,7 +237,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let connector = Connector { network: network.clone(), from: id, incarnation, backoff: config.heartbeat };
         let raft = Raft::new(id, raft_config, connector, log, machine.clone()).await.map_err(stopped)?;
         let contact = Arc::new(Contact::new());
-        network.register(id, incarnation, raft.clone(), Arc::clone(&contact));
+        let (proposer, proposing) = Proposer::spawn(raft.clone());
+        network.register(id, incarnation, raft.clone(), proposer, Arc::clone(&contact));
         let watchdog = config.watchdog.then(|| watchdog::spawn(raft.clone(), id, contact, config.election_max));
         info!(node = id, dir = %config.dir.display(), "replicated store opened");
         Ok(ReplicatedStore {
@@ -251,6 +251,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             incarnation,
             client: Client::new(),
             watchdog: Mutex::new(watchdog),
+            proposing: Mutex::new(Some(proposing)),
             commit_timeout: config.commit_timeout,
             attempt_timeout: (config.election_max * 2).max(Duration::from_millis(500)),
             dir: config.dir,
@@ -319,15 +320,14 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                 return Err(if delivered { Error::Indeterminate { reason } } else { Error::Unavailable { reason } });
             }
             if let Some(leader) = hint.take().or_else(|| self.leader()) {
-                let command = Command {
+                let request = Request {
                     client: self.client.id,
                     serial,
                     low_water: self.client.low_water(),
-                    unix_nanos: 0,
                     bytes: bytes.clone(),
                 };
-                match self.attempt_write(leader, command, deadline - now).await {
-                    Attempt::Done(response) => return self.finish(response, deadline).await,
+                match self.attempt_write(leader, request, deadline - now).await {
+                    Attempt::Done(index, applied) => return self.finish(index, applied, deadline).await,
                     Attempt::NotDelivered(why) => reason = why,
                     Attempt::Unknown(why, forward) => {
                         delivered = true;
@@ -341,30 +341,28 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         }
     }
 
-    async fn attempt_write(&self, leader: NodeId, command: Command, left: Duration) -> Attempt {
-        let call = self.network.call(self.id, self.incarnation, leader, |peer| async move {
-            // The leader stamps the time: every replica executes with the leader's clock.
-            let command = Command { unix_nanos: unix_nanos_now(), ..command };
-            peer.raft.client_write(command).await
-        });
+    async fn attempt_write(&self, leader: NodeId, request: Request, left: Duration) -> Attempt {
+        let call = self
+            .network
+            .call(self.id, self.incarnation, leader, |peer| async move { peer.proposer.propose(request).await });
         match tokio::time::timeout(left.min(self.attempt_timeout), call).await {
             Err(_) => Attempt::Unknown(format!("no answer from node {leader} in time"), None),
             Ok(Err(Failure::NotDelivered(why))) => Attempt::NotDelivered(why),
             Ok(Err(Failure::AnswerLost(why))) => Attempt::Unknown(why, None),
-            Ok(Ok(Ok(response))) => Attempt::Done(response),
+            Ok(Ok(None)) => Attempt::Unknown(format!("node {leader} stopped before it answered"), None),
+            Ok(Ok(Some(Ok((index, applied))))) => Attempt::Done(index, applied),
             // A node that is not (or no longer) the leader may have appended the command
             // before it lost the leadership: the outcome is unknown.
-            Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => {
+            Ok(Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))))) => {
                 Attempt::Unknown(format!("node {leader} is not the leader"), f.leader_id.filter(|&next| next != leader))
             }
-            Ok(Ok(Err(e))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
+            Ok(Ok(Some(Err(e)))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
         }
     }
 
-    async fn finish(&self, response: ClientWriteResponse<TypeConfig>, deadline: Instant) -> Result<Receipt, Error> {
+    async fn finish(&self, answered: u64, applied_as: Applied, deadline: Instant) -> Result<Receipt, Error> {
         // Applied here through the entry that answered (a retried copy comes after the
         // original), so that a query on this node shows the command.
-        let answered = response.log_id.index;
         let left = deadline.saturating_duration_since(Instant::now());
         let applied = self.raft.wait(Some(left)).applied_index_at_least(Some(answered), "commit applied here").await;
         let applied = match applied {
@@ -372,13 +370,13 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             Err(WaitError::Timeout(..)) => Err(()),
             Err(WaitError::ShuttingDown) => return Err(Error::Closed),
         };
-        match response.data {
+        match applied_as {
             Applied::Executed { seq, index, unix_nanos } => match applied {
                 Ok(()) => Ok(Receipt { seq, index, unix_nanos }),
                 Err(()) => Err(Error::Lagging { seq, index }),
             },
             Applied::Panicked { index, message } => Err(Error::CommandPanicked { index, message }),
-            Applied::Expired | Applied::Internal => {
+            Applied::Expired => {
                 Err(Error::Indeterminate { reason: "the group no longer remembers this command's outcome".into() })
             }
         }
@@ -543,6 +541,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// Leaves the network and stops the watchdog.
     fn leave(&self) {
         self.network.unregister(self.id, self.incarnation);
+        if let Some(proposing) = self.proposing.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            proposing.abort();
+        }
         if let Some(watchdog) = self.watchdog.lock().unwrap_or_else(PoisonError::into_inner).take() {
             watchdog.abort();
         }

@@ -7,10 +7,25 @@ use serde::{Deserialize, Serialize};
 /// A node's id in the cluster.
 pub(crate) type NodeId = u64;
 
-/// A command as it travels in a normal log entry: who sent it (for deduplication), the user's
-/// command encoded with the store's serializer, and the time the leader stamped on it.
+/// What a normal log entry carries: the commands one leader accepted together, executed in
+/// order, each as if it had come alone, and the time the leader stamped on them.
+///
+/// Batching is what makes group commit possible above openraft 0.9, whose core waits for
+/// each append to be flushed before it takes the next client write: one command per entry
+/// would cost the leader one `fdatasync` per command (see `proposer`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Command {
+    /// Nanoseconds since the Unix epoch, read from the leader's clock when it proposed the
+    /// batch. The state machine makes it monotonic (`max` with the previous one).
+    pub(crate) unix_nanos: u64,
+    /// The commands, in the order they execute.
+    pub(crate) requests: Vec<Request>,
+}
+
+/// One client's command in a batch: who sent it (for deduplication) and the user's command
+/// encoded with the store's serializer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Request {
     /// The sending client (a `ReplicatedStore` handle), drawn at random when it opened.
     pub(crate) client: u128,
     /// The client's number for this command; a retry sends the same one.
@@ -18,18 +33,13 @@ pub(crate) struct Command {
     /// Every serial of this client below this one is finished (its caller has an outcome or
     /// gave up), so the replicated state may forget their outcomes.
     pub(crate) low_water: u64,
-    /// Nanoseconds since the Unix epoch, read from the leader's clock when it accepted the
-    /// command. The state machine makes it monotonic (`max` with the previous one).
-    pub(crate) unix_nanos: u64,
     /// The encoded command; the state executes what decodes from these bytes.
     pub(crate) bytes: Vec<u8>,
 }
 
-/// What applying one entry produced, identical on every replica.
+/// What applying one command produced, identical on every replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Applied {
-    /// A blank or membership entry: nothing for the state.
-    Internal,
     /// The command executed as the `seq`-th applied command.
     Executed {
         /// The dense sequence number it executed with.
@@ -57,7 +67,8 @@ openraft::declare_raft_types!(
     /// The type configuration of airomem's Raft group.
     pub(crate) TypeConfig:
         D = Command,
-        R = Applied,
+        // One outcome per command of the entry; none for blank and membership entries.
+        R = Vec<Applied>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -18,13 +18,14 @@
 //! u64, all little-endian (see `types::Command`).
 
 use crate::Error;
-use crate::types::{Command, Entry, Membership, log_id};
+use crate::types::{Command, Entry, Membership, Request, log_id};
 use openraft::EntryPayload;
 
 /// Bytes before the payload.
 pub(crate) const HEADER_LEN: usize = 48;
-/// Bytes of the session prefix of a normal entry's payload.
-const SESSION_LEN: usize = 32;
+/// Bytes before each request's command in a normal entry's payload: client, serial, low
+/// water and the command's length.
+const REQUEST_PREFIX_LEN: usize = 36;
 /// The largest payload a frame may carry; a length above it is damage, never an allocation.
 pub(crate) const MAX_PAYLOAD_LEN: u32 = 256 * 1024 * 1024;
 
@@ -48,10 +49,15 @@ pub(crate) fn encode(entry: &Entry, first_of_write: bool, out: &mut Vec<u8>) -> 
     match &entry.payload {
         EntryPayload::Blank => {}
         EntryPayload::Normal(command) => {
-            out.extend_from_slice(&command.client.to_le_bytes());
-            out.extend_from_slice(&command.serial.to_le_bytes());
-            out.extend_from_slice(&command.low_water.to_le_bytes());
-            out.extend_from_slice(&command.bytes);
+            // Each request: client, serial, low water, length, then the command's bytes.
+            for request in &command.requests {
+                out.extend_from_slice(&request.client.to_le_bytes());
+                out.extend_from_slice(&request.serial.to_le_bytes());
+                out.extend_from_slice(&request.low_water.to_le_bytes());
+                let len = u32::try_from(request.bytes.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&request.bytes);
+            }
         }
         EntryPayload::Membership(membership) => {
             postcard::to_io(membership, &mut *out).map_err(|e| codec_error("encode", &e))?;
@@ -152,17 +158,30 @@ impl Frame<'_> {
     pub(crate) fn entry(&self) -> Result<Entry, Bad> {
         let payload = match self.kind {
             KIND_BLANK if self.payload.is_empty() => EntryPayload::Blank,
-            KIND_NORMAL if self.payload.len() >= SESSION_LEN => {
-                let p = self.payload;
-                EntryPayload::Normal(Command {
-                    client: u128::from_le_bytes(p[0..16].try_into().expect("16 bytes")),
-                    serial: u64::from_le_bytes(p[16..24].try_into().expect("8 bytes")),
-                    low_water: u64::from_le_bytes(p[24..32].try_into().expect("8 bytes")),
-                    unix_nanos: self.unix_nanos,
-                    bytes: p[SESSION_LEN..].to_vec(),
-                })
+            KIND_NORMAL => {
+                let mut requests = Vec::new();
+                let mut p = self.payload;
+                while !p.is_empty() {
+                    if p.len() < REQUEST_PREFIX_LEN {
+                        return Err(Bad::Invalid("a request shorter than its prefix".into()));
+                    }
+                    let len = u32::from_le_bytes(p[32..36].try_into().expect("4 bytes")) as usize;
+                    let Some(bytes) = p.get(REQUEST_PREFIX_LEN..REQUEST_PREFIX_LEN + len) else {
+                        return Err(Bad::Invalid("a request longer than its entry".into()));
+                    };
+                    requests.push(Request {
+                        client: u128::from_le_bytes(p[0..16].try_into().expect("16 bytes")),
+                        serial: u64::from_le_bytes(p[16..24].try_into().expect("8 bytes")),
+                        low_water: u64::from_le_bytes(p[24..32].try_into().expect("8 bytes")),
+                        bytes: bytes.to_vec(),
+                    });
+                    p = &p[REQUEST_PREFIX_LEN + len..];
+                }
+                if requests.is_empty() {
+                    return Err(Bad::Invalid("a normal entry without a command".into()));
+                }
+                EntryPayload::Normal(Command { unix_nanos: self.unix_nanos, requests })
             }
-            KIND_NORMAL => return Err(Bad::Invalid("a normal entry shorter than its session prefix".into())),
             KIND_MEMBERSHIP => {
                 let membership: Membership = postcard::from_bytes(self.payload)
                     .map_err(|e| Bad::Invalid(format!("membership does not decode: {e}")))?;
@@ -195,11 +214,16 @@ mod tests {
             Entry {
                 log_id: log_id(1, 7, 2),
                 payload: EntryPayload::Normal(Command {
-                    client: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
-                    serial: 9,
-                    low_water: 4,
                     unix_nanos: 42,
-                    bytes: vec![1, 2, 3],
+                    requests: vec![
+                        Request {
+                            client: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+                            serial: 9,
+                            low_water: 4,
+                            bytes: vec![1, 2, 3],
+                        },
+                        Request { client: 5, serial: 1, low_water: 0, bytes: Vec::new() },
+                    ],
                 }),
             },
             Entry { log_id: log_id(2, 9, 3), payload: EntryPayload::Membership(Membership::new(vec![members], ())) },

@@ -17,7 +17,7 @@ use crate::Error;
 /// Bytes of the header.
 pub(crate) const HEADER_LEN: usize = 32;
 /// The format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u16 = 2;
+pub(crate) const FORMAT_VERSION: u16 = 3;
 const MAGIC: &[u8; 8] = b"AIROMEMR";
 const EXTENSION: &str = ".raftlog";
 

@@ -19,7 +19,7 @@ use openraft::{BasicNode, Config, Raft};
 use super::Recorder;
 use crate::log::{LogOptions, LogStore};
 use crate::state_machine::StateMachine;
-use crate::types::{Applied, Command, NodeId, TypeConfig};
+use crate::types::{Applied, Command, NodeId, Request, TypeConfig};
 
 type Machine = StateMachine<Recorder, PostcardSerializer>;
 
@@ -118,10 +118,16 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
         let mut bytes = Vec::new();
         airomem::Serializer::encode(&PostcardSerializer, &value, &mut bytes).expect("encodes");
         let reply = leader
-            .client_write(Command { client: 7, serial: value, low_water: value, unix_nanos: value * 1_000, bytes })
+            .client_write(Command {
+                unix_nanos: value * 1_000,
+                requests: vec![Request { client: 7, serial: value, low_water: value, bytes }],
+            })
             .await
             .expect("commits");
-        assert_eq!(reply.data, Applied::Executed { seq: value, index: reply.log_id.index, unix_nanos: value * 1_000 });
+        assert_eq!(
+            reply.data,
+            vec![Applied::Executed { seq: value, index: reply.log_id.index, unix_nanos: value * 1_000 }]
+        );
         last = reply.log_id.index;
     }
     let expected: Vec<(u64, u64, u64)> = (1..=20).map(|v| (v, v, v * 1_000)).collect();

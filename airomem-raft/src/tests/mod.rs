@@ -14,7 +14,7 @@ use airomem::CommitContext;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Command, Entry, Membership, log_id};
+use crate::types::{Command, Entry, Membership, Request, log_id};
 
 /// A state that records what each command saw: values, sequence numbers and times.
 #[derive(Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub(crate) fn from_client(term: u64, index: u64, session: (u128, u64, u64), valu
     let (client, serial, low_water) = session;
     let mut bytes = Vec::new();
     airomem::Serializer::encode(&airomem::PostcardSerializer, &value, &mut bytes).expect("encodes");
-    let command = Command { client, serial, low_water, unix_nanos, bytes };
+    let command = Command { unix_nanos, requests: vec![Request { client, serial, low_water, bytes }] };
     Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(command) }
 }
 

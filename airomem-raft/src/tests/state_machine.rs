@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use airomem::PostcardSerializer;
 use airomem::storage::StdStorage;
-use openraft::RaftSnapshotBuilder;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 
 use super::{PANIC, Recorder, blank, from_client, membership, normal};
 use crate::log::{LogOptions, LogStore};
 use crate::state_machine::StateMachine;
-use crate::types::{Applied, log_id};
+use crate::types::{Applied, Command, Entry, Request, log_id};
 
 type Machine = StateMachine<Recorder, PostcardSerializer>;
 
@@ -45,12 +45,12 @@ async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
     assert_eq!(
         replies,
         [
-            Applied::Internal,
-            Applied::Executed { seq: 1, index: 2, unix_nanos: 1_000 },
-            Applied::Internal,
-            Applied::Executed { seq: 2, index: 4, unix_nanos: 1_000 },
-            Applied::Internal,
-            Applied::Executed { seq: 3, index: 6, unix_nanos: 2_000 },
+            vec![],
+            vec![Applied::Executed { seq: 1, index: 2, unix_nanos: 1_000 }],
+            vec![],
+            vec![Applied::Executed { seq: 2, index: 4, unix_nanos: 1_000 }],
+            vec![],
+            vec![Applied::Executed { seq: 3, index: 6, unix_nanos: 2_000 }],
         ]
     );
     assert_eq!(sm.query(|s| s.seen.clone()), [(7, 1, 1_000), (8, 2, 1_000), (9, 3, 2_000)]);
@@ -117,11 +117,11 @@ async fn a_panicking_command_is_rolled_back_identically_and_answered_as_panicked
     assert_eq!(
         replies,
         [
-            panicked(3),
-            Applied::Internal,
-            Applied::Executed { seq: 3, index: 5, unix_nanos: 25 },
-            panicked(6),
-            Applied::Executed { seq: 4, index: 7, unix_nanos: 70 },
+            vec![panicked(3)],
+            vec![],
+            vec![Applied::Executed { seq: 3, index: 5, unix_nanos: 25 }],
+            vec![panicked(6)],
+            vec![Applied::Executed { seq: 4, index: 7, unix_nanos: 70 }],
         ]
     );
     // The panicked commands took no sequence number and moved no clock.
@@ -184,7 +184,7 @@ async fn a_copy_of_an_applied_command_gets_the_recorded_outcome_even_after_a_sna
     let replies = sm.apply(entries[..4].to_vec()).await.expect("applies");
     let executed = Applied::Executed { seq: 1, index: 1, unix_nanos: 100 };
     let panicked = Applied::Panicked { index: 2, message: "the test's panicking command".into() };
-    assert_eq!(replies, [executed.clone(), panicked.clone(), executed, panicked]);
+    assert_eq!(replies, [vec![executed.clone()], vec![panicked.clone()], vec![executed], vec![panicked]]);
     assert_eq!(sm.query(|s| s.seen.clone()), [(10, 1, 100)], "each ran once; the panic left nothing");
 
     // The table travels in snapshots: a replica built from one answers copies the same way.
@@ -192,7 +192,7 @@ async fn a_copy_of_an_applied_command_gets_the_recorded_outcome_even_after_a_sna
     drop((log, sm));
     let (_log, mut reopened) = open_with_log(dir.path());
     let replies = reopened.apply(entries[4..].to_vec()).await.expect("applies");
-    assert_eq!(replies, [Applied::Executed { seq: 2, index: 5, unix_nanos: 500 }, Applied::Expired]);
+    assert_eq!(replies, [vec![Applied::Executed { seq: 2, index: 5, unix_nanos: 500 }], vec![Applied::Expired]]);
     assert_eq!(reopened.query(|s| s.seen.clone()), [(10, 1, 100), (20, 2, 500)]);
 }
 
@@ -217,4 +217,48 @@ async fn the_current_snapshot_stays_readable_while_newer_ones_are_published() {
         sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
     }
     reading.await.expect("no read failed");
+}
+
+/// An entry carries a batch of commands from several clients: each executes as if alone,
+/// and one that panics is rolled back alone (its neighbours in the entry stay), on the first
+/// apply and in every rebuild after it.
+#[tokio::test]
+async fn a_panicking_command_in_a_batch_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut log, mut sm) = open_with_log(dir.path());
+    let request = |client: u128, value: u64| {
+        let mut bytes = Vec::new();
+        airomem::Serializer::encode(&airomem::PostcardSerializer, &value, &mut bytes).expect("encodes");
+        Request { client, serial: value, low_water: 0, bytes }
+    };
+    let batch = |index: u64, unix_nanos: u64, requests: Vec<Request>| Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Command { unix_nanos, requests }),
+    };
+    let entries = vec![
+        batch(1, 10, vec![request(1, 1), request(2, 2)]),
+        batch(2, 20, vec![request(1, 3), request(2, PANIC), request(3, 4), request(1, PANIC), request(2, 5)]),
+        batch(3, 30, vec![request(3, 6)]),
+    ];
+    log.blocking_append(entries.clone()).await.expect("appends");
+    let replies = sm.apply(entries.clone()).await.expect("a panic is an answer, not an error");
+    let panicked = Applied::Panicked { index: 2, message: "the test's panicking command".into() };
+    let executed = |seq, index, unix_nanos| Applied::Executed { seq, index, unix_nanos };
+    assert_eq!(
+        replies,
+        [
+            vec![executed(1, 1, 10), executed(2, 1, 10)],
+            vec![executed(3, 2, 20), panicked.clone(), executed(4, 2, 20), panicked, executed(5, 2, 20)],
+            vec![executed(6, 3, 30)],
+        ]
+    );
+    let expected = [(1, 1, 10), (2, 2, 10), (3, 3, 20), (4, 4, 20), (5, 5, 20), (6, 6, 30)];
+    assert_eq!(sm.query(|s| s.seen.clone()), expected);
+
+    // A retry of a panicked command gets the recorded outcome, executing nothing.
+    let retry = batch(4, 40, vec![request(2, PANIC)]);
+    log.blocking_append(vec![retry.clone()]).await.expect("appends");
+    let replies = sm.apply([retry]).await.expect("applies");
+    assert!(matches!(replies[0][0], Applied::Panicked { index: 2, .. }), "{replies:?}");
+    assert_eq!(sm.query(|s| s.seen.clone()), expected);
 }
