@@ -78,7 +78,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>) 
             let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Answer>>) =
                 batch.into_iter().map(|p| (p.request, p.reply)).unzip();
             // The leader stamps the time: every replica executes with the leader's clock.
-            let written = raft.client_write(Command { unix_nanos: unix_nanos_now(), requests }).await;
+            let written = raft.client_write(Command { unix_nanos: unix_nanos_now(), requests: requests.into() }).await;
             drop(slot);
             match written {
                 Ok(response) => {

@@ -1,6 +1,7 @@
 //! The openraft type configuration; nothing here leaves the crate.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +19,9 @@ pub(crate) struct Command {
     /// Nanoseconds since the Unix epoch, read from the leader's clock when it proposed the
     /// batch. The state machine makes it monotonic (`max` with the previous one).
     pub(crate) unix_nanos: u64,
-    /// The commands, in the order they execute.
-    pub(crate) requests: Vec<Request>,
+    /// The commands, in the order they execute. Shared: openraft clones an entry each time
+    /// it reads one from the log to replicate it, and a batch is large.
+    pub(crate) requests: Arc<[Request]>,
 }
 
 /// One client's command in a batch: who sent it (for deduplication) and the user's command

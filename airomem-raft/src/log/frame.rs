@@ -50,7 +50,7 @@ pub(crate) fn encode(entry: &Entry, first_of_write: bool, out: &mut Vec<u8>) -> 
         EntryPayload::Blank => {}
         EntryPayload::Normal(command) => {
             // Each request: client, serial, low water, length, then the command's bytes.
-            for request in &command.requests {
+            for request in command.requests.iter() {
                 out.extend_from_slice(&request.client.to_le_bytes());
                 out.extend_from_slice(&request.serial.to_le_bytes());
                 out.extend_from_slice(&request.low_water.to_le_bytes());
@@ -180,7 +180,7 @@ impl Frame<'_> {
                 if requests.is_empty() {
                     return Err(Bad::Invalid("a normal entry without a command".into()));
                 }
-                EntryPayload::Normal(Command { unix_nanos: self.unix_nanos, requests })
+                EntryPayload::Normal(Command { unix_nanos: self.unix_nanos, requests: requests.into() })
             }
             KIND_MEMBERSHIP => {
                 let membership: Membership = postcard::from_bytes(self.payload)
@@ -223,7 +223,8 @@ mod tests {
                             bytes: vec![1, 2, 3],
                         },
                         Request { client: 5, serial: 1, low_water: 0, bytes: Vec::new() },
-                    ],
+                    ]
+                    .into(),
                 }),
             },
             Entry { log_id: log_id(2, 9, 3), payload: EntryPayload::Membership(Membership::new(vec![members], ())) },

@@ -120,7 +120,7 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
         let reply = leader
             .client_write(Command {
                 unix_nanos: value * 1_000,
-                requests: vec![Request { client: 7, serial: value, low_water: value, bytes }],
+                requests: vec![Request { client: 7, serial: value, low_water: value, bytes }].into(),
             })
             .await
             .expect("commits");

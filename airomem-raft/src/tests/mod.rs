@@ -49,7 +49,7 @@ pub(crate) fn from_client(term: u64, index: u64, session: (u128, u64, u64), valu
     let (client, serial, low_water) = session;
     let mut bytes = Vec::new();
     airomem::Serializer::encode(&airomem::PostcardSerializer, &value, &mut bytes).expect("encodes");
-    let command = Command { unix_nanos, requests: vec![Request { client, serial, low_water, bytes }] };
+    let command = Command { unix_nanos, requests: vec![Request { client, serial, low_water, bytes }].into() };
     Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Normal(command) }
 }
 

@@ -233,7 +233,7 @@ async fn a_panicking_command_in_a_batch_is_rolled_back_alone() {
     };
     let batch = |index: u64, unix_nanos: u64, requests: Vec<Request>| Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(Command { unix_nanos, requests }),
+        payload: EntryPayload::Normal(Command { unix_nanos, requests: requests.into() }),
     };
     let entries = vec![
         batch(1, 10, vec![request(1, 1), request(2, 2)]),
