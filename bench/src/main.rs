@@ -150,7 +150,7 @@ impl Plan {
             lookups: 100_000,
             snapshot_sessions: 1_000_000,
             commit_api: commit_api::CommitApiPlan {
-                lone_buffered: 20_000,
+                lone_buffered: 200_000,
                 lone_fsync: 3_000,
                 import: 1_000_000,
                 unit_commands: 256_000,
