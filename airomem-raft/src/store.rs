@@ -533,6 +533,11 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// It takes `&self`, as a kill does not wait for the calls in flight: those still
     /// running through this handle fail ([`Error::Closed`], [`Error::Stopped`] or, for a
     /// commit already handed over, [`Error::Indeterminate`]), and so does every later call.
+    ///
+    /// The log's writer thread releases the directory's lock when it stops, which can be
+    /// after this returns (it finishes the write or sync it is in). Reopening the same
+    /// directory meanwhile fails with [`Error::Io`] whose `op` is `"lock"` (kind
+    /// `WouldBlock`), and succeeds once the writer is gone: retry it.
     pub fn halt(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;

@@ -192,6 +192,22 @@ impl Cluster {
     }
 }
 
+/// Reopens node `id` after a halt: its log's writer releases the directory's lock only once
+/// it has stopped, which `halt` does not wait for.
+async fn reopen(id: u64, dir: &Path, network: &Network) -> Result<Replicated, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Replicated::open(node_config(id, dir), PostcardSerializer, network).await {
+            Err(airomem_raft::Error::Io { op: "lock", source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Kills the leader `kills` times: the time from each kill to the first commit a survivor
 /// acknowledges, sorted.
 async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> {
@@ -221,8 +237,7 @@ async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> 
         }
         times.push(killed.elapsed());
         // The killed node restarts on its directory and catches up before the next kill.
-        let node =
-            Arc::new(Replicated::open(node_config(id, &cluster.dir), PostcardSerializer, &cluster.network).await?);
+        let node = Arc::new(reopen(id, &cluster.dir, &cluster.network).await?);
         let target = survivor.status().commit_index;
         let deadline = Instant::now() + Duration::from_secs(30);
         while node.status().applied_index < target {

@@ -47,3 +47,33 @@ async fn a_node_cut_off_by_a_power_loss_recovers_and_rejoins() {
         cluster.close().await;
     }
 }
+
+/// On a real disk, a halted node's directory is locked until its log's writer has stopped,
+/// which `halt` does not wait for: a reopen meanwhile must fail with the documented lock error
+/// (never open a second writer on the same files), and succeed once the writer is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_node_reopens_on_its_directory_once_its_writer_has_stopped() {
+    let mut cluster = Cluster::start(3, |c| c).await;
+    for value in 1..=5u64 {
+        cluster.node(1).commit(value).await.expect("commits");
+    }
+    let victim = cluster.other_than(&[cluster.leader().await]);
+    cluster.nodes.remove(&victim).expect("the victim").halt();
+    let mut refused = 0;
+    let node = loop {
+        match Node::open(config(victim, cluster.root.path()), PostcardSerializer, &cluster.network).await {
+            Ok(node) => break node,
+            Err(airomem_raft::Error::Io { op: "lock", source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                refused += 1;
+                assert!(refused < 10_000, "the directory stayed locked for 10 s");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("reopening after a halt failed otherwise: {e}"),
+        }
+    };
+    cluster.nodes.insert(victim, node);
+    cluster.converge(&ledger(&[1, 2, 3, 4, 5])).await;
+    cluster.close().await;
+}
