@@ -392,13 +392,12 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             let index = entry.log_id.index;
             let mut outcomes = Vec::new();
             let mut from = 0;
-            loop {
-                let skip = self.panicked.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                let Some((at, message)) =
-                    self.apply_entry(&mut replica, &entry, (from, usize::MAX), &skip, &mut outcomes)?
-                else {
-                    break;
-                };
+            // Nothing to skip: an entry reaches `apply` once, and the commands of it that
+            // panicked so far are behind `from`. (The set is for rebuilds, which replay.)
+            let nothing = Panicked::new();
+            while let Some((at, message)) =
+                self.apply_entry(&mut replica, &entry, (from, usize::MAX), &nothing, &mut outcomes)?
+            {
                 // Every replica panics on the same command (execute is deterministic), so
                 // each one rolls back the same way and answers the same.
                 warn!(index, at, %message, "a command panicked; rebuilding the state without it");
