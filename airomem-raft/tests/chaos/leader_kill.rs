@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airomem_raft::{Network, Role};
+use airomem_raft::Network;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 
 use crate::history::{History, value};
@@ -34,7 +34,7 @@ fn pick(live: &Live, rng: &mut SplitMix64) -> Arc<Node> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable() {
-    crate::init_tracing();
+    crate::support::init_tracing();
     let kills = std::env::var("AIROMEM_LEADER_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(KILLS);
     let root = tempfile::tempdir().expect("a temporary directory");
     let network = Network::new();
@@ -146,13 +146,12 @@ async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: 
 
 /// The live node that leads, once every live node follows it.
 async fn leader_of(live: &Live) -> u64 {
-    let mut leader = 0;
+    let mut leader = None;
     wait_until("a leader every live node follows", || {
         let statuses: Vec<_> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
-        let Some(l) = statuses.iter().find(|s| s.role == Role::Leader) else { return false };
-        leader = l.id;
-        statuses.iter().all(|s| s.leader == Some(l.id))
+        leader = crate::support::agreed_leader(&statuses);
+        leader.is_some()
     })
     .await;
-    leader
+    leader.expect("waited for")
 }

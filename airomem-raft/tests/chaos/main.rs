@@ -8,6 +8,8 @@
 mod history;
 mod leader_kill;
 mod power_loss;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,16 +56,6 @@ pub fn config(id: u64, root: &Path, disk: &SimStorage) -> NodeConfig {
         .commit_timeout(Duration::from_secs(3))
 }
 
-/// Logs to the test output, filtered by `RUST_LOG`.
-pub fn init_tracing() {
-    drop(
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init(),
-    );
-}
-
 /// Opens node `id` on `disk`.
 pub async fn open(id: u64, root: &Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
     Arc::new(Node::open(config(id, root, disk), PostcardSerializer, network).await.expect("the node opens"))
@@ -84,14 +76,9 @@ pub async fn write(history: &History, node: &Node, value: u64) -> Outcome {
     outcome
 }
 
-/// Waits until `condition` holds, re-checking every few milliseconds; panics after
-/// [`PATIENCE`] naming `what`.
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits until `condition` holds; panics after [`PATIENCE`].
+pub async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    support::wait_until(what, PATIENCE, condition).await;
 }
 
 /// The value of the write [`converge`] makes: unique, outside every writer's range.

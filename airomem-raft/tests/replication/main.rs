@@ -18,11 +18,14 @@ mod snapshot_catch_up;
 mod watchdog;
 mod whole_cluster_power_loss;
 
+#[path = "../support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airomem::{CommitContext, PostcardSerializer, State};
-use airomem_raft::{Network, NodeConfig, ReplicatedStore, Role, Status};
+use airomem_raft::{Network, NodeConfig, ReplicatedStore, Status};
 use serde::{Deserialize, Serialize};
 
 /// A command value that makes `execute` panic (after it changed the state).
@@ -64,23 +67,9 @@ pub fn config(id: u64, dir: &std::path::Path) -> NodeConfig {
         .commit_timeout(Duration::from_secs(10))
 }
 
-/// Logs to the test output, filtered by `RUST_LOG`.
-pub fn init_tracing() {
-    drop(
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init(),
-    );
-}
-
-/// Waits until `condition` holds, checking every 10 ms; panics after [`PATIENCE`].
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Waits until `condition` holds; panics after [`PATIENCE`].
+pub async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    support::wait_until(what, PATIENCE, condition).await;
 }
 
 /// A group of nodes on one network, each in its own directory under one temporary root.
@@ -96,7 +85,7 @@ pub struct Cluster {
 impl Cluster {
     /// Nodes 1..=n opened with `configure` applied to the test config, bootstrapped by node 1.
     pub async fn start(n: u64, configure: impl Fn(NodeConfig) -> NodeConfig) -> Cluster {
-        init_tracing();
+        support::init_tracing();
         let root = tempfile::tempdir().expect("a temporary directory");
         let network = Network::new();
         let mut nodes = BTreeMap::new();
@@ -124,16 +113,15 @@ impl Cluster {
 
     /// A node that is leader and that every node not in `excluded` follows.
     pub async fn leader_among(&self, excluded: &[u64]) -> u64 {
-        let mut leader = 0;
+        let mut leader = None;
         wait_until("a leader every node knows", || {
             let statuses: Vec<Status> =
                 self.nodes.iter().filter(|(id, _)| !excluded.contains(id)).map(|(_, n)| n.status()).collect();
-            let Some(l) = statuses.iter().find(|s| s.role == Role::Leader) else { return false };
-            leader = l.id;
-            statuses.iter().all(|s| s.leader == Some(l.id))
+            leader = support::agreed_leader(&statuses);
+            leader.is_some()
         })
         .await;
-        leader
+        leader.expect("waited for")
     }
 
     /// Some node other than `not`.
