@@ -73,16 +73,16 @@ pub async fn run(dir: &Path, plan: ReplicationPlan) -> Result<ReplicationResult,
             let commits = if writers == 1 { plan.lone } else { plan.many };
             let single_dir = dir.join(format!("single-{writers}-{rep}"));
             let store: SessionStore = Store::open(PostcardSerializer, &single_dir).await?;
-            let single = Arc::new(store);
+            // `Store` is a handle: each commit takes a clone.
             let s = drive(writers, commits, {
-                let single = Arc::clone(&single);
+                let store = store.clone();
                 move |command| {
-                    let single = Arc::clone(&single);
-                    async move { single.commit(command).await.map(drop).map_err(BoxError::from) }
+                    let store = store.clone();
+                    async move { store.commit(command).await.map(drop).map_err(BoxError::from) }
                 }
             })
             .await?;
-            Arc::try_unwrap(single).map_err(|_| "a writer still holds the store")?.close().await?;
+            store.close().await?;
             std::fs::remove_dir_all(&single_dir)?;
             runs[w][0].push(s);
 
