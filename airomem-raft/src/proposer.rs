@@ -22,8 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::types::{Applied, Command, NodeId, Request, TypeConfig};
 
-/// Entries a node's proposer has in its Raft core at once: one being flushed while the next
-/// waits, so the core never idles between them.
+/// Entries a node's proposer has proposed and not yet had answered (an answer comes once the
+/// entry is committed and applied): while one is replicated and applied, the next is already
+/// being appended, so the core never idles between them. Measured at 64 writers: 1, 2 and 4
+/// gave 54k, 60k and 40k commands/s (more in flight means smaller batches, more syncs).
 const IN_FLIGHT: usize = 2;
 
 /// The most commands in one entry: bounds the entry (openraft ships up to 300 entries per
