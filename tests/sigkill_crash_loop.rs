@@ -7,7 +7,13 @@
 //! prefix of each writer's sequence. Half the writers commit atomic units of
 //! [`UNIT`] commands ([`Store::commit_all`]): each must survive whole or not at all.
 //!
-//! `AIROMEM_CRASH_CYCLES` sets the number of cycles (default 1,000).
+//! A second loop does the same with one committer alone under `Durability::OsBuffered`,
+//! whose commits are written and applied in the committing thread itself
+//! ([`StoreOptions::commit_in_caller`]), automatic snapshots included: a process crash keeps
+//! the page cache, so a kill must not lose what it acknowledged either. Each cycle's one
+//! writer alternates between committing single commands and atomic units.
+//!
+//! `AIROMEM_CRASH_CYCLES` sets the number of cycles (default 1,000; 300 for the lone loop).
 //!
 //! The child is this test binary itself, started again with `CRASH_CHILD_DIR` set; the
 //! `crash_child_entry` test then plays the child instead of running as a test.
@@ -18,11 +24,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use airomem::{PostcardSerializer, PostcardStore, Store, StoreOptions};
+use airomem::{Durability, PostcardSerializer, PostcardStore, Store, StoreOptions};
 use airomem_workspace::Log;
 
 const CHILD_DIR: &str = "CRASH_CHILD_DIR";
 const CHILD_CYCLE: &str = "CRASH_CHILD_CYCLE";
+/// Set for the lone loop's children.
+const CHILD_LONE: &str = "CRASH_CHILD_LONE";
 const WRITERS: u64 = 4;
 /// Values encode who wrote them: cycle, writer, and the writer's own counter.
 const CYCLE_STRIDE: u64 = 1 << 40;
@@ -35,8 +43,9 @@ fn unit_of(writer: u64) -> u64 {
     if writer % 2 == 1 { UNIT } else { 1 }
 }
 
-fn options() -> StoreOptions {
-    let options = StoreOptions::default().segment_size(16 * 1024);
+fn options(lone: bool) -> StoreOptions {
+    let durability = if lone { Durability::OsBuffered } else { Durability::Fsync };
+    let options = StoreOptions::default().segment_size(16 * 1024).durability(durability);
     #[cfg(feature = "snapshot")]
     let options = options.snapshot_every_commands(40).snapshots_retained(2);
     options
@@ -49,13 +58,16 @@ fn options() -> StoreOptions {
 fn crash_child_entry() {
     let dir = std::env::var(CHILD_DIR).expect("started by the parent test, which sets the directory");
     let cycle: u64 = std::env::var(CHILD_CYCLE).expect("cycle").parse().expect("number");
+    let lone = std::env::var_os(CHILD_LONE).is_some();
+    // Alone, one writer per cycle: a unit writer every other cycle.
+    let writers = if lone { cycle % 2..cycle % 2 + 1 } else { 0..WRITERS };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let store: PostcardStore<Log> =
-            Store::open_with(PostcardSerializer, Path::new(&dir), options()).await.expect("child open");
+            Store::open_with(PostcardSerializer, Path::new(&dir), options(lone)).await.expect("child open");
         println!("open");
         let mut tasks = Vec::new();
-        for writer in 0..WRITERS {
+        for writer in writers {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 let unit = unit_of(writer);
@@ -94,7 +106,18 @@ fn kill_delay(n: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_instants_loses_no_acknowledged_command() {
-    let cycles: u64 = std::env::var("AIROMEM_CRASH_CYCLES").map_or(1_000, |v| v.parse().expect("cycle count"));
+    crash_loop(false, 1_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_lone_os_buffered_committer_loses_no_acknowledged_command() {
+    crash_loop(true, 300).await;
+}
+
+/// Runs `cycles` kill-and-reopen cycles (or `AIROMEM_CRASH_CYCLES`), of several writers
+/// under `Fsync`, or of one writer alone under `OsBuffered`.
+async fn crash_loop(lone: bool, default_cycles: u64) {
+    let cycles: u64 = std::env::var("AIROMEM_CRASH_CYCLES").map_or(default_cycles, |v| v.parse().expect("cycle count"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let exe = std::env::current_exe().expect("test binary");
@@ -102,14 +125,15 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_command() {
     let (mut acknowledged_total, mut kills_before_open) = (0u64, 0u64);
 
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .args(["crash_child_entry", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, &dir)
-            .env(CHILD_CYCLE, cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+            .env(CHILD_CYCLE, cycle.to_string());
+        if lone {
+            child.env(CHILD_LONE, "1");
+        }
+        let mut child = child.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn child");
         // The delay is when to kill, not a way to wait for something: the outcome is
         // checked whatever the child managed to do in it.
         std::thread::sleep(kill_delay(cycle));
@@ -135,7 +159,7 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_command() {
         kills_before_open += u64::from(!opened);
         acknowledged_total += acked.values().sum::<u64>();
 
-        let store: PostcardStore<Log> = Store::open_with(PostcardSerializer, &dir, options())
+        let store: PostcardStore<Log> = Store::open_with(PostcardSerializer, &dir, options(lone))
             .await
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen after SIGKILL failed: {e}"));
         let log = store.query().expect("query").values.clone();
@@ -169,7 +193,7 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_command() {
         survived = log;
     }
     eprintln!(
-        "{cycles} SIGKILL cycles: {acknowledged_total} acknowledged commands, all recovered; \
+        "{cycles} SIGKILL cycles (lone: {lone}): {acknowledged_total} acknowledged commands, all recovered; \
          {kills_before_open} kills landed before the store was open; {} values in the final log",
         survived.len()
     );

@@ -67,6 +67,7 @@
 struct ReadmeDoctests;
 
 pub mod blocking;
+mod committer;
 mod error;
 mod execute;
 mod health;

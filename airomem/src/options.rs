@@ -40,6 +40,7 @@ pub struct StoreOptions {
     pub(crate) max_pending_bytes: u32,
     pub(crate) spin_limit: Duration,
     pub(crate) preallocate: u64,
+    pub(crate) commit_in_caller: bool,
     pub(crate) storage: Arc<dyn Storage>,
     #[cfg(feature = "snapshot")]
     pub(crate) snapshots: crate::snapshots::SnapshotPolicy,
@@ -55,6 +56,7 @@ impl Default for StoreOptions {
             max_pending_bytes: 64 * 1024 * 1024,
             spin_limit: Duration::from_micros(500),
             preallocate: 1024 * 1024,
+            commit_in_caller: true,
             storage: Arc::new(StdStorage::default()),
             #[cfg(feature = "snapshot")]
             snapshots: crate::snapshots::SnapshotPolicy::default(),
@@ -120,6 +122,24 @@ impl StoreOptions {
     #[must_use]
     pub fn spin_limit(mut self, limit: Duration) -> Self {
         self.spin_limit = limit;
+        self
+    }
+
+    /// Whether a commit awaited alone may be written and applied in the caller's own thread
+    /// (default true; only under [`Durability::OsBuffered`] and [`Durability::Periodic`]).
+    ///
+    /// When no other commit is in flight and nothing queued is still unwritten, handing the
+    /// command to the writer thread and its receipt back costs more than the work itself:
+    /// the caller then takes the journal's lock and writes the command to the page cache,
+    /// applies it and returns, with the same order, atomicity and durability as a batch of
+    /// one. That `write` call usually takes microseconds, but while the kernel throttles a
+    /// process that dirties pages faster than the disk takes them it can hold the calling
+    /// thread (an async runtime's worker, for a task) for milliseconds. Set false to keep
+    /// every write on the writer thread. Under `Fsync`, where the caller would wait for the
+    /// sync itself, commits always go through the writer thread.
+    #[must_use]
+    pub fn commit_in_caller(mut self, allowed: bool) -> Self {
+        self.commit_in_caller = allowed;
         self
     }
 
@@ -217,6 +237,7 @@ impl fmt::Debug for StoreOptions {
             .field("max_pending_bytes", &self.max_pending_bytes)
             .field("spin_limit", &self.spin_limit)
             .field("preallocate", &self.preallocate)
+            .field("commit_in_caller", &self.commit_in_caller)
             .field("storage", &self.storage)
             .finish_non_exhaustive()
     }

@@ -13,6 +13,7 @@ use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LE
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{error, info};
 
+use crate::committer::{Committer, Here};
 use crate::rebuild::recover;
 use crate::stats::Counters;
 use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
@@ -48,6 +49,11 @@ impl<S: State, Z: Serializer> Clone for Store<S, Z> {
 struct Inner<S: State, Z> {
     shared: Arc<Shared<S>>,
     serializer: Arc<Z>,
+    /// Shared with the writer thread, which closes it before releasing the directory.
+    committer: Arc<Mutex<Committer<S, Z>>>,
+    /// Whether a lone commit may be committed in its caller's thread (see
+    /// [`Committer::commit_here`]).
+    commit_here: bool,
     sender: Sender<Message<S>>,
     /// Set by `close`: commits are refused from then on.
     closed: AtomicBool,
@@ -238,18 +244,18 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             Arc::clone(&prune),
             Arc::clone(&shared.counters),
         )?;
-        let writer = Writer::new(
+        let committer = Arc::new(Mutex::new(Committer::new(
             journal,
             config,
             Arc::clone(&serializer),
             Arc::clone(&shared),
-            rx,
             &options,
             recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
             prune,
             #[cfg(feature = "snapshot")]
             snapshotter,
-        );
+        )));
+        let writer = Writer::new(Arc::clone(&committer), Arc::clone(&shared), rx, &options);
         let life = tenure.as_ref().map(crate::lifecycle::Tenure::life);
         let watched = Arc::clone(&shared);
         thread::Builder::new()
@@ -276,6 +282,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             inner: Arc::new(Inner {
                 shared,
                 serializer,
+                committer,
+                commit_here: options.durability != crate::Durability::Fsync && options.commit_in_caller,
                 sender,
                 closed: AtomicBool::new(false),
                 pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
@@ -374,11 +382,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         if bytes as u64 > limit {
             return Err(Error::UnitTooLarge { commands: unit.len(), bytes: bytes as u64, limit });
         }
-        let permit =
-            Arc::clone(&self.inner.pending).acquire_many_owned(bytes as u32).await.map_err(|_| Error::Closed)?;
-        let request = Request { commands: Commands::Unit(unit), reply, followed: false, _permit: permit };
-        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        self.post(Message::Commit(request))
+        let request = Request { commands: Commands::Unit(unit), reply, followed: false, _permit: None };
+        self.hand_over(request).await
     }
 
     /// Waits for a commit's outcome. A lone commit polls for it while the disk is fast
@@ -419,6 +424,11 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         rx.await.map_err(|_| self.gone())?
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared<S> {
+        &self.inner.shared
+    }
+
     /// Why the writer is no longer there to answer: it panicked, or the store was closed.
     pub(crate) fn gone(&self) -> Error {
         match self.inner.shared.health.check_read() {
@@ -449,11 +459,13 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     pub(crate) async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
-        self.send_followed(command, reply, false).await
+        let (payload, command) = self.encode(command)?;
+        let request = Request { commands: Commands::One(payload, command), reply, followed: false, _permit: None };
+        self.hand_over(request).await
     }
 
-    /// [`Store::send`], saying whether the caller sends another command right behind this one
-    /// (see `Writer::follow_stream`).
+    /// Hands a request of a command that others follow, as an import does (see
+    /// `Writer::follow_stream`), to the writer thread.
     pub(crate) async fn send_followed(
         &self,
         command: S::Command,
@@ -461,10 +473,56 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         followed: bool,
     ) -> Result<(), Error> {
         let (payload, command) = self.encode(command)?;
-        let cost = (payload.len() + REQUEST_OVERHEAD).min(self.inner.max_pending as usize) as u32;
+        let request = Request { commands: Commands::One(payload, command), reply, followed, _permit: None };
+        self.queue(request).await
+    }
+
+    /// Commits a request awaited alone in the caller's thread when it can
+    /// ([`Committer::commit_here`]); otherwise queues it for the writer thread.
+    async fn hand_over(&self, request: Request<S>) -> Result<(), Error> {
+        let request = match self.commit_here(request) {
+            Ok(()) => return Ok(()),
+            Err(request) => request,
+        };
+        self.queue(request).await
+    }
+
+    /// The fast path of a lone commit: taken only when no other commit is awaited (one more
+    /// would make a batch worth the writer thread's hand-offs) and the committer is free.
+    /// Gives the request back otherwise.
+    fn commit_here(&self, request: Request<S>) -> Result<(), Request<S>> {
+        let inner = &*self.inner;
+        if !inner.commit_here || inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
+            return Err(request);
+        }
+        // Busy (a batch, a sync, a snapshot's serialization) or poisoned: the writer thread
+        // takes it, and answers for a poisoned one.
+        let Ok(mut committer) = inner.committer.try_lock() else { return Err(request) };
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(request);
+        }
+        // Our own code, not the command (whose panic `execute` catches), could still panic
+        // in here: the committer's mutex is then poisoned and the writer thread stops.
+        let here = committer.commit_here(request);
+        drop(committer);
+        match here {
+            Here::Done => Ok(()),
+            Here::DoneNudge => {
+                // A store being closed or dropped needs no nudge: its writer syncs as it stops.
+                drop(inner.sender.send(Message::Nudge));
+                Ok(())
+            }
+            Here::Declined(request) => Err(request),
+        }
+    }
+
+    /// Waits for room under `max_pending_bytes`, then hands the request to the writer thread.
+    async fn queue(&self, mut request: Request<S>) -> Result<(), Error> {
+        let bytes = request.commands.bytes() + request.commands.len() * REQUEST_OVERHEAD;
+        let cost = bytes.min(self.inner.max_pending as usize) as u32;
         let permit = Arc::clone(&self.inner.pending).acquire_many_owned(cost).await.map_err(|_| Error::Closed)?;
-        let request = Request { commands: Commands::One(payload, command), reply, followed, _permit: permit };
-        self.inner.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        request._permit = Some(permit);
+        self.inner.shared.submitted.fetch_add(1, Ordering::Release);
         self.post(Message::Commit(request))
     }
 

@@ -1,10 +1,9 @@
 //! The writer thread: owns the journal, turns queued commits into batches (one write, one
 //! sync each), applies each batch under one write-lock acquisition, then acknowledges.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 /// The longest a batch waits for expected callers, whatever the disk.
@@ -22,14 +21,12 @@ const STREAM_GAP: Duration = Duration::from_micros(20);
 /// held back for long.
 const STREAM_LINGER: Duration = Duration::from_micros(500);
 
-use airomem_core::{CommitContext, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalWriter};
+use airomem_core::{Seq, Serializer, State};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tracing::{debug, error, warn};
+use tracing::error;
 
-use crate::execute::execute;
+use crate::committer::Committer;
 use crate::health::Health;
-use crate::rebuild::rebuild;
 use crate::stats::Counters;
 use crate::{Committed, CommittedUnit, Durability, Error};
 
@@ -40,7 +37,11 @@ pub(crate) struct Shared<S> {
     /// Whether commits and reads are still served (see [`crate::health`]).
     pub health: Health,
     /// Commits handed to the writer so far (see [`Writer::linger`]).
-    pub submitted: std::sync::atomic::AtomicU64,
+    pub submitted: AtomicU64,
+    /// Of those, how many the writer has committed (or refused), counted under the
+    /// committer's lock: while it falls short of `submitted`, a caller may not commit in its
+    /// own thread ([`Committer::commit_here`]).
+    pub written: AtomicU64,
     /// Commits whose callers are waiting for their outcome.
     pub in_flight: AtomicUsize,
     /// How long a lone caller may poll for its outcome before sleeping, in nanoseconds: zero
@@ -60,6 +61,7 @@ impl<S> Shared<S> {
             counters,
             health: Health::default(),
             submitted: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             spin_nanos: AtomicU64::new(0),
             spin_in_place: AtomicBool::new(false),
@@ -85,11 +87,11 @@ pub(crate) type QueryReply<S> = Box<dyn FnOnce(Result<(&S, Committed), Error>) -
 pub(crate) type Deliver = Box<dyn FnOnce() + Send>;
 
 impl<S> Reply<S> {
-    fn fail(self, error: Error) {
+    pub(crate) fn fail(self, error: Error) {
         self.prepare_failure(error).deliver();
     }
 
-    fn prepare_failure(self, error: Error) -> Outcome {
+    pub(crate) fn prepare_failure(self, error: Error) -> Outcome {
         match self {
             Reply::Receipt(tx) => Outcome::Receipt(tx, Err(error)),
             Reply::Unit(tx) => Outcome::Unit(tx, Err(error)),
@@ -98,7 +100,7 @@ impl<S> Reply<S> {
     }
 
     /// The outcome of a request whose commands all succeeded: `first..=last`.
-    fn prepare_success(self, state: &S, first: Seq, last: Seq, unix_nanos: u64) -> Outcome {
+    pub(crate) fn prepare_success(self, state: &S, first: Seq, last: Seq, unix_nanos: u64) -> Outcome {
         let committed = Committed { seq: last, unix_nanos };
         match self {
             Reply::Receipt(tx) => Outcome::Receipt(tx, Ok(committed)),
@@ -117,7 +119,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    fn deliver(self) {
+    pub(crate) fn deliver(self) {
         match self {
             Outcome::Receipt(tx, result) => drop(tx.send(result)),
             Outcome::Unit(tx, result) => drop(tx.send(result)),
@@ -132,8 +134,9 @@ pub(crate) struct Request<S: State> {
     /// The caller hands over another request right behind this one (an import does, for all
     /// but its last command): see [`Writer::follow_stream`].
     pub followed: bool,
-    /// Back-pressure: released when the writer is done with the request.
-    pub _permit: OwnedSemaphorePermit,
+    /// Back-pressure: released when the writer is done with the request. None for one
+    /// committed in its caller's thread, which never queues.
+    pub _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// What a request commits: one command, or an atomic unit of several, each with the bytes
@@ -144,14 +147,14 @@ pub(crate) enum Commands<C> {
 }
 
 impl<C> Commands<C> {
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         match self {
             Commands::One(payload, _) => payload.len(),
             Commands::Unit(unit) => unit.iter().map(|(payload, _)| payload.len()).sum(),
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Commands::One(..) => 1,
             Commands::Unit(unit) => unit.len(),
@@ -164,12 +167,15 @@ pub(crate) enum Message<S: State> {
     Close(oneshot::Sender<Result<(), Error>>),
     #[cfg(feature = "snapshot")]
     Snapshot(crate::snapshots::SnapshotReply),
+    /// A caller committed in its own thread and left work for the writer thread: a timer to
+    /// start under `Periodic`, or a snapshot that came due.
+    Nudge,
 }
 
 /// How the writer paces batches and syncs: what it learned from the last ones.
 struct Pacing {
-    last_sync: Instant,
-    /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
+    /// How long the last `fdatasync` took (a copy of the committer's, read after each batch):
+    /// bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
     /// How many commits the next batch may expect: see [`Writer::linger`].
     expected: usize,
@@ -182,9 +188,7 @@ struct Pacing {
 /// The writer thread's whole world. Built by [`Writer::new`] at open and consumed by
 /// [`Writer::run`] on its own thread.
 pub(crate) struct Writer<S: State, Z> {
-    journal: JournalWriter,
-    config: JournalConfig,
-    serializer: Arc<Z>,
+    committer: Arc<Mutex<Committer<S, Z>>>,
     shared: Arc<Shared<S>>,
     rx: Receiver<Message<S>>,
     durability: Durability,
@@ -192,25 +196,10 @@ pub(crate) struct Writer<S: State, Z> {
     max_batch_commands: usize,
     /// The longest either side of a commit busy-waits (see [`crate::StoreOptions::spin_limit`]).
     spin_limit: Duration,
-    /// Every command aborted while this writer ran; recovery finds them by their markers.
-    aborted: BTreeSet<Seq>,
     /// A message taken from the queue that did not fit the batch: handled next.
     carry: Option<Message<S>>,
     pacing: Pacing,
-    /// Held while files are removed by snapshot retention, and while the state is rebuilt
-    /// from files after a panic.
-    prune: Arc<std::sync::Mutex<()>>,
-    #[cfg(feature = "snapshot")]
-    snapshotter: crate::snapshots::Snapshotter,
-    /// A rollback replayed a long journal tail: snapshot once the batch is done.
-    #[cfg(feature = "snapshot")]
-    snapshot_after_batch: bool,
 }
-
-/// A rollback that replays more commands than this leaves a snapshot behind, so that the next
-/// one starts from it.
-#[cfg(feature = "snapshot")]
-const REBUILD_SNAPSHOT_AFTER: u64 = 10_000;
 
 /// What the writer hands back when it stops: how closing went, and who asked for it (the
 /// answer is sent only once the directory is unlocked).
@@ -220,17 +209,11 @@ pub(crate) struct Stopped {
 }
 
 impl<S: State, Z: Serializer> Writer<S, Z> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        journal: JournalWriter,
-        config: JournalConfig,
-        serializer: Arc<Z>,
+        committer: Arc<Mutex<Committer<S, Z>>>,
         shared: Arc<Shared<S>>,
         rx: Receiver<Message<S>>,
         options: &crate::StoreOptions,
-        aborted: BTreeSet<Seq>,
-        prune: Arc<std::sync::Mutex<()>>,
-        #[cfg(feature = "snapshot")] snapshotter: crate::snapshots::Snapshotter,
     ) -> Self {
         if options.durability != Durability::Fsync {
             // No sync stands between a lone commit and its receipt (see `sync` for `Fsync`).
@@ -239,29 +222,25 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
             shared.spin_in_place.store(true, Ordering::Relaxed);
         }
         Writer {
-            journal,
-            config,
-            serializer,
+            committer,
             shared,
             rx,
             durability: options.durability,
             max_batch_bytes: options.max_batch_bytes,
             max_batch_commands: options.max_batch_commands,
             spin_limit: options.spin_limit,
-            aborted,
             carry: None,
-            pacing: Pacing {
-                last_sync: Instant::now(),
-                last_sync_took: Duration::ZERO,
-                expected: 0,
-                taken: 0,
-                batch_bytes: 0,
-            },
-            prune,
-            #[cfg(feature = "snapshot")]
-            snapshotter,
-            #[cfg(feature = "snapshot")]
-            snapshot_after_batch: false,
+            pacing: Pacing { last_sync_took: Duration::ZERO, expected: 0, taken: 0, batch_bytes: 0 },
+        }
+    }
+
+    /// The committer, for one batch or one sync. A committer poisoned by a panic in a
+    /// caller's thread ([`Committer::commit_here`]) may be half way through a batch: this
+    /// thread then stops as if it had panicked itself.
+    fn committer(&self) -> MutexGuard<'_, Committer<S, Z>> {
+        match self.committer.lock() {
+            Ok(guard) => guard,
+            Err(_) => panic!("a commit panicked in its caller's thread while holding the journal"),
         }
     }
 
@@ -281,23 +260,28 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     self.fill(&mut batch);
                     self.linger(&mut batch);
                     self.follow_stream(&mut batch);
-                    let bytes = self.journal.counters().bytes;
                     let requests = batch.len() as u64;
                     let commands = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
-                    self.commit_batch(&mut batch, &mut outcomes);
-                    self.expect_next(requests);
+                    let shared = Arc::clone(&self.shared);
+                    let mut committer = self.committer();
+                    let bytes = committer.bytes();
+                    committer.commit_batch(&mut batch, &mut outcomes, false);
+                    // Under the lock, so that a caller who finds it equal to `submitted`
+                    // knows nothing it sent earlier is still uncommitted.
+                    shared.written.fetch_add(requests, Ordering::Release);
                     #[cfg(feature = "snapshot")]
-                    // `|`, not `||`: the trigger counts every batch, and the flag is reset either way.
-                    if self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
-                        | std::mem::take(&mut self.snapshot_after_batch)
-                    {
-                        self.snapshot(None);
+                    if committer.snapshot_due(commands, bytes) {
+                        committer.snapshot(None);
                     }
                     #[cfg(not(feature = "snapshot"))]
                     let _ = (commands, bytes);
+                    let last_sync_took = committer.last_sync().1;
+                    drop(committer);
+                    self.pacing.last_sync_took = last_sync_took;
+                    self.expect_next(requests);
                 }
                 Message::Close(tx) => {
-                    let result = self.finish();
+                    let result = self.committer().finish();
                     if let (Err(e), true) = (&result, tx.is_closed()) {
                         // Nobody awaits `close`: the store is being dropped.
                         error!(error = %e, "the journal could not be synced when the store was dropped");
@@ -305,10 +289,19 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     return Stopped { result, reply: Some(tx) };
                 }
                 #[cfg(feature = "snapshot")]
-                Message::Snapshot(tx) => self.snapshot(Some(tx)),
+                Message::Snapshot(tx) => self.committer().snapshot(Some(tx)),
+                Message::Nudge => {
+                    #[cfg(feature = "snapshot")]
+                    {
+                        let mut committer = self.committer();
+                        if committer.take_snapshot_wanted() {
+                            committer.snapshot(None);
+                        }
+                    }
+                }
             }
         }
-        let result = self.finish();
+        let result = self.committer().finish();
         if let Err(e) = &result {
             error!(error = %e, "the journal could not be synced when the store was dropped");
         }
@@ -340,12 +333,19 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         }
         if let Durability::Periodic(interval) = self.durability {
             // Nothing unsynced (or nothing more that can be synced, once poisoned): nothing to
-            // wake up for until the next message.
-            while self.journal.has_unsynced() && !self.shared.health.is_poisoned() {
-                let wait = interval.saturating_sub(self.pacing.last_sync.elapsed());
+            // wake up for until the next message. A caller that commits in its own thread
+            // sends a nudge when it leaves the first unsynced write.
+            loop {
+                let wait = {
+                    let committer = self.committer();
+                    if !committer.has_unsynced() || self.shared.health.is_poisoned() {
+                        break;
+                    }
+                    interval.saturating_sub(committer.last_sync().0.elapsed())
+                };
                 match self.rx.recv_timeout(wait) {
                     Ok(message) => return Some(message),
-                    Err(RecvTimeoutError::Timeout) => self.periodic_sync(),
+                    Err(RecvTimeoutError::Timeout) => self.committer().periodic_sync(),
                     Err(RecvTimeoutError::Disconnected) => return None,
                 }
             }
@@ -451,197 +451,6 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 false
             }
         }
-    }
-
-    /// Serializes the state for a snapshot, under the read lock, and hands the image to the
-    /// snapshot thread. The journal is synced first, whatever the durability policy, so a
-    /// snapshot never includes a record that a crash could take out of the journal.
-    #[cfg(feature = "snapshot")]
-    fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
-        if let Err(error) = self.shared.health.check_commit() {
-            if let Some(reply) = reply {
-                drop(reply.send(Err(error)));
-            }
-            return;
-        }
-        if let Err(e) = self.sync() {
-            let error = self.poison(e);
-            if let Some(reply) = reply {
-                drop(reply.send(Err(error)));
-            }
-            return;
-        }
-        let seq = Seq(self.journal.next_seq().0 - 1);
-        let state = self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.snapshotter.take(&*self.serializer, &*state, seq, reply);
-    }
-
-    /// Marks the store poisoned by a failed write or sync, and returns the error its callers get.
-    fn poison(&self, e: airomem_journal::JournalError) -> Error {
-        let error = Error::write_failed(e);
-        self.shared.health.poison(&error.to_string());
-        error
-    }
-
-    fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, outcomes: &mut Vec<Outcome>) {
-        if let Err(error) = self.shared.health.check_commit() {
-            for request in batch.drain(..) {
-                request.reply.fail(error.clone());
-            }
-            return;
-        }
-        let unix_nanos = match self.write(batch) {
-            Ok(nanos) => nanos,
-            Err(e) => {
-                let error = self.poison(e);
-                for request in batch.drain(..) {
-                    request.reply.fail(error.clone());
-                }
-                return;
-            }
-        };
-
-        let total = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
-        let mut next = Seq(self.journal.next_seq().0 - total);
-        let (mut commits, mut aborted) = (0, 0);
-        {
-            let shared = Arc::clone(&self.shared);
-            let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for request in batch.drain(..) {
-                let first = next;
-                let count = request.commands.len() as u64;
-                next = Seq(first.0 + count);
-                if let Err(error) = shared.health.check_read() {
-                    // The state could not be rebuilt after an earlier command of this batch
-                    // panicked: executing more commands on it, or computing `commit_with`
-                    // results from it, would hand out a half-applied state. The commands are
-                    // durable and the next open replays them.
-                    outcomes.push(request.reply.prepare_failure(error));
-                    continue;
-                }
-                // No allocation for a lone command: this runs under the write lock.
-                let (one, unit) = match request.commands {
-                    Commands::One(_, command) => (Some(command), Vec::new()),
-                    Commands::Unit(unit) => (None, unit),
-                };
-                let commands = one.into_iter().chain(unit.into_iter().map(|(_, command)| command));
-                // The unit's commands run in order under this one write lock, so no reader
-                // sees a part of it; the first that panics rolls all of them back.
-                let mut panicked = None;
-                for (i, command) in commands.enumerate() {
-                    let seq = Seq(first.0 + i as u64);
-                    if let Err(message) = execute(&mut *state, command, CommitContext::new(seq, unix_nanos)) {
-                        panicked = Some((seq, message));
-                        break;
-                    }
-                }
-                match panicked {
-                    None => {
-                        commits += count;
-                        outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
-                    }
-                    Some((seq, message)) => {
-                        aborted += count;
-                        warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
-                        self.abort(&mut state, first, seq);
-                        outcomes.push(request.reply.prepare_failure(Error::CommandPanicked { seq, message }));
-                    }
-                }
-            }
-        }
-        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
-        for outcome in outcomes.drain(..) {
-            outcome.deliver();
-        }
-    }
-
-    /// Writes the batch with one write and makes it as durable as the policy asks.
-    fn write(&mut self, batch: &[Request<S>]) -> Result<u64, airomem_journal::JournalError> {
-        let unix_nanos = self.journal.begin_batch()?;
-        for request in batch {
-            match &request.commands {
-                Commands::One(payload, _) => {
-                    self.journal.push(payload)?;
-                }
-                Commands::Unit(unit) => {
-                    for (i, (payload, _)) in unit.iter().enumerate() {
-                        self.journal.push(payload)?;
-                        if i + 1 < unit.len() {
-                            self.journal.continue_unit();
-                        }
-                    }
-                }
-            }
-        }
-        self.journal.write_batch()?;
-        match self.durability {
-            Durability::Fsync => self.sync()?,
-            Durability::Periodic(interval) if self.pacing.last_sync.elapsed() >= interval => self.sync()?,
-            Durability::Periodic(_) | Durability::OsBuffered => {}
-        }
-        debug!(requests = batch.len(), next_seq = self.journal.next_seq().0, "batch written");
-        Ok(unix_nanos)
-    }
-
-    fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {
-        let started = Instant::now();
-        self.journal.sync()?;
-        let pacing = &mut self.pacing;
-        pacing.last_sync = Instant::now();
-        pacing.last_sync_took = pacing.last_sync - started;
-        if self.durability == Durability::Fsync {
-            // A lone commit waits for about one sync, two if it just missed a batch.
-            let wait = pacing.last_sync_took * 2;
-            let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
-            self.shared.spin_nanos.store(spin, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn periodic_sync(&mut self) {
-        if let Err(e) = self.sync() {
-            self.poison(e);
-        }
-    }
-
-    /// Journals an abort marker for `seq`, which panicked, and rebuilds the state as it was
-    /// before `first`, the first command of its request (itself, or the start of its atomic
-    /// unit: one aborted command cancels its whole unit, in replay too), holding the write
-    /// lock throughout so that no reader sees a half-applied request.
-    fn abort(&mut self, state: &mut S, first: Seq, seq: Seq) {
-        self.aborted.insert(seq);
-        if let Err(e) = self.journal.append_abort(seq) {
-            // The command stays in the final batch on disk, so recovery aborts it.
-            self.poison(e);
-        }
-        let until = Seq(first.0 - 1);
-        let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
-            Ok((rebuilt, replayed)) => {
-                *state = rebuilt;
-                // The next rollback should not replay this tail again: with snapshots, one is
-                // taken right after this batch, so a rebuild starts near the end.
-                #[cfg(feature = "snapshot")]
-                if replayed > REBUILD_SNAPSHOT_AFTER {
-                    self.snapshot_after_batch = true;
-                }
-                #[cfg(not(feature = "snapshot"))]
-                let _ = replayed;
-            }
-            Err(e) => {
-                error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
-                self.shared.health.mark_broken(&e.to_string());
-            }
-        }
-    }
-
-    /// Closes the journal: waits for the snapshot thread, then syncs and trims the newest
-    /// segment. Reports an earlier failure instead when the store was poisoned.
-    fn finish(&mut self) -> Result<(), Error> {
-        #[cfg(feature = "snapshot")]
-        self.snapshotter.shutdown();
-        self.shared.health.check_commit()?;
-        self.journal.trim().map_err(|e| self.poison(e))
     }
 }
 

@@ -1,0 +1,460 @@
+//! What commits a batch: the journal, the durability policy, the rollback of a panicking
+//! command. The writer thread commits its batches through it, and so does a lone caller that
+//! finds nothing queued (see [`Committer::commit_here`]); one mutex, held for a whole batch,
+//! keeps them in one order.
+//!
+//! Lock order: this mutex, then the state's lock, then the prune lock. Nothing holding the
+//! state's lock takes this one.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use airomem_core::{CommitContext, Seq, Serializer, State};
+use airomem_journal::{JournalConfig, JournalWriter};
+use tracing::{debug, error, warn};
+
+use crate::execute::execute;
+use crate::rebuild::rebuild;
+use crate::writer::{Commands, Outcome, Request, Shared};
+use crate::{Durability, Error};
+
+/// A rollback that replays more commands than this leaves a snapshot behind, so that the next
+/// one starts from it.
+#[cfg(feature = "snapshot")]
+const REBUILD_SNAPSHOT_AFTER: u64 = 10_000;
+
+/// The journal and everything a batch needs to be written, synced, applied and answered.
+///
+/// Owned by the store: its handles and its writer thread share it behind a mutex. The writer
+/// thread closes it ([`Committer::finish`]) before it releases the directory; from then on
+/// it refuses to write (`running` is false), so a handle that outlives the writer can never
+/// touch files another store may have opened since.
+pub(crate) struct Committer<S: State, Z> {
+    journal: JournalWriter,
+    config: JournalConfig,
+    serializer: Arc<Z>,
+    shared: Arc<Shared<S>>,
+    durability: Durability,
+    /// The longest either side of a commit busy-waits (see [`crate::StoreOptions::spin_limit`]).
+    spin_limit: Duration,
+    /// Every command aborted while this store ran; recovery finds them by their markers.
+    aborted: BTreeSet<Seq>,
+    /// Held while files are removed by snapshot retention, and while the state is rebuilt
+    /// from files after a panic.
+    prune: Arc<std::sync::Mutex<()>>,
+    #[cfg(feature = "snapshot")]
+    snapshotter: crate::snapshots::Snapshotter,
+    /// A rollback replayed a long journal tail: snapshot once the batch is done.
+    #[cfg(feature = "snapshot")]
+    snapshot_after_batch: bool,
+    /// A batch committed in a caller's thread found a snapshot due.
+    #[cfg(feature = "snapshot")]
+    snapshot_wanted: bool,
+    last_sync: Instant,
+    /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
+    last_sync_took: Duration,
+    /// False once the writer thread has closed the journal.
+    running: bool,
+}
+
+/// What [`Committer::commit_here`] did with a request.
+pub(crate) enum Here<S: State> {
+    /// Committed (or refused) and answered.
+    Done,
+    /// Committed, and the writer thread must be told (see [`crate::writer::Message::Nudge`]).
+    DoneNudge,
+    /// Not taken: the writer thread must commit it.
+    Declined(Request<S>),
+}
+
+impl<S: State, Z: Serializer> Committer<S, Z> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        journal: JournalWriter,
+        config: JournalConfig,
+        serializer: Arc<Z>,
+        shared: Arc<Shared<S>>,
+        options: &crate::StoreOptions,
+        aborted: BTreeSet<Seq>,
+        prune: Arc<std::sync::Mutex<()>>,
+        #[cfg(feature = "snapshot")] snapshotter: crate::snapshots::Snapshotter,
+    ) -> Self {
+        Committer {
+            journal,
+            config,
+            serializer,
+            shared,
+            durability: options.durability,
+            spin_limit: options.spin_limit,
+            aborted,
+            prune,
+            #[cfg(feature = "snapshot")]
+            snapshotter,
+            #[cfg(feature = "snapshot")]
+            snapshot_after_batch: false,
+            #[cfg(feature = "snapshot")]
+            snapshot_wanted: false,
+            last_sync: Instant::now(),
+            last_sync_took: Duration::ZERO,
+            running: true,
+        }
+    }
+
+    /// Commits one request in the calling thread, when that cannot reorder it behind anything
+    /// or cost a wait on the disk: under `OsBuffered` or `Periodic` only (the write goes to
+    /// the page cache; under `Fsync` a caller would block on the sync), and only while
+    /// nothing handed to the writer thread is still uncommitted, so that a command never
+    /// overtakes one sent before it, even one whose caller gave up waiting.
+    ///
+    /// This saves a lone committer both thread hand-offs (to the writer and back), which
+    /// cost more than the write itself. What it costs the caller's thread is that `write`
+    /// call, normally a few microseconds; the kernel may hold it longer while it throttles
+    /// a process that dirties pages faster than the disk takes them.
+    pub(crate) fn commit_here(&mut self, request: Request<S>) -> Here<S> {
+        let shared = &self.shared;
+        if !self.running
+            || self.durability == Durability::Fsync
+            || shared.submitted.load(Ordering::Acquire) != shared.written.load(Ordering::Acquire)
+        {
+            return Here::Declined(request);
+        }
+        // Under `Periodic`, the writer thread sleeps without a timer while nothing is unsynced:
+        // the first unsynced write must wake it, or it would never be synced.
+        let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
+        let (commands, bytes) = (request.commands.len() as u64, self.journal.counters().bytes);
+        let mut outcomes = Vec::new();
+        self.commit_batch(&mut vec![request], &mut outcomes, true);
+        #[cfg(feature = "snapshot")]
+        if self.snapshot_due(commands, bytes) {
+            // Serializing the state is the writer thread's work, not a caller's.
+            self.snapshot_wanted = true;
+            return Here::DoneNudge;
+        }
+        #[cfg(not(feature = "snapshot"))]
+        let _ = (commands, bytes);
+        if nudge { Here::DoneNudge } else { Here::Done }
+    }
+
+    /// Counts a written batch of `commands` that began at journal byte count `bytes`; true
+    /// when a snapshot is due, automatically or after a long rollback.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn snapshot_due(&mut self, commands: u64, bytes: u64) -> bool {
+        // `|`, not `||`: the trigger counts every batch, and the flag is reset either way.
+        self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
+            | std::mem::take(&mut self.snapshot_after_batch)
+    }
+
+    /// Whether a batch committed in a caller's thread found a snapshot due, which the writer
+    /// thread must now take; reset by asking.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn take_snapshot_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.snapshot_wanted)
+    }
+
+    /// The journal's byte count so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.journal.counters().bytes
+    }
+
+    /// Whether anything written is not yet synced.
+    pub(crate) fn has_unsynced(&self) -> bool {
+        self.journal.has_unsynced()
+    }
+
+    /// When the last sync finished, and how long it took.
+    pub(crate) fn last_sync(&self) -> (Instant, Duration) {
+        (self.last_sync, self.last_sync_took)
+    }
+
+    /// Serializes the state for a snapshot, under the read lock, and hands the image to the
+    /// snapshot thread. The journal is synced first, whatever the durability policy, so a
+    /// snapshot never includes a record that a crash could take out of the journal.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
+        if let Err(error) = self.shared.health.check_commit() {
+            if let Some(reply) = reply {
+                drop(reply.send(Err(error)));
+            }
+            return;
+        }
+        if let Err(e) = self.sync() {
+            let error = self.poison(e);
+            if let Some(reply) = reply {
+                drop(reply.send(Err(error)));
+            }
+            return;
+        }
+        let seq = Seq(self.journal.next_seq().0 - 1);
+        let state = self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.snapshotter.take(&*self.serializer, &*state, seq, reply);
+    }
+
+    /// Marks the store poisoned by a failed write or sync, and returns the error its callers get.
+    fn poison(&self, e: airomem_journal::JournalError) -> Error {
+        let error = Error::write_failed(e);
+        self.shared.health.poison(&error.to_string());
+        error
+    }
+
+    pub(crate) fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, outcomes: &mut Vec<Outcome>, here: bool) {
+        if let Err(error) = self.shared.health.check_commit() {
+            for request in batch.drain(..) {
+                request.reply.fail(error.clone());
+            }
+            return;
+        }
+        let unix_nanos = match self.write(batch, here) {
+            Ok(nanos) => nanos,
+            Err(e) => {
+                let error = self.poison(e);
+                for request in batch.drain(..) {
+                    request.reply.fail(error.clone());
+                }
+                return;
+            }
+        };
+
+        let total = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
+        let mut next = Seq(self.journal.next_seq().0 - total);
+        let (mut commits, mut aborted) = (0, 0);
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for request in batch.drain(..) {
+                let first = next;
+                let count = request.commands.len() as u64;
+                next = Seq(first.0 + count);
+                if let Err(error) = shared.health.check_read() {
+                    // The state could not be rebuilt after an earlier command of this batch
+                    // panicked: executing more commands on it, or computing `commit_with`
+                    // results from it, would hand out a half-applied state. The commands are
+                    // durable and the next open replays them.
+                    outcomes.push(request.reply.prepare_failure(error));
+                    continue;
+                }
+                // No allocation for a lone command: this runs under the write lock.
+                let (one, unit) = match request.commands {
+                    Commands::One(_, command) => (Some(command), Vec::new()),
+                    Commands::Unit(unit) => (None, unit),
+                };
+                let commands = one.into_iter().chain(unit.into_iter().map(|(_, command)| command));
+                // The unit's commands run in order under this one write lock, so no reader
+                // sees a part of it; the first that panics rolls all of them back.
+                let mut panicked = None;
+                for (i, command) in commands.enumerate() {
+                    let seq = Seq(first.0 + i as u64);
+                    if let Err(message) = execute(&mut *state, command, CommitContext::new(seq, unix_nanos)) {
+                        panicked = Some((seq, message));
+                        break;
+                    }
+                }
+                match panicked {
+                    None => {
+                        commits += count;
+                        outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
+                    }
+                    Some((seq, message)) => {
+                        aborted += count;
+                        warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
+                        self.abort(&mut state, first, seq);
+                        outcomes.push(request.reply.prepare_failure(Error::CommandPanicked { seq, message }));
+                    }
+                }
+            }
+        }
+        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+        for outcome in outcomes.drain(..) {
+            outcome.deliver();
+        }
+    }
+
+    /// Writes the batch with one write and makes it as durable as the policy asks. A batch
+    /// written `here`, in a caller's thread, never syncs under `Periodic`: the writer thread
+    /// does that on its timer (see [`Committer::commit_here`]).
+    fn write(&mut self, batch: &[Request<S>], here: bool) -> Result<u64, airomem_journal::JournalError> {
+        let unix_nanos = self.journal.begin_batch()?;
+        for request in batch {
+            match &request.commands {
+                Commands::One(payload, _) => {
+                    self.journal.push(payload)?;
+                }
+                Commands::Unit(unit) => {
+                    for (i, (payload, _)) in unit.iter().enumerate() {
+                        self.journal.push(payload)?;
+                        if i + 1 < unit.len() {
+                            self.journal.continue_unit();
+                        }
+                    }
+                }
+            }
+        }
+        self.journal.write_batch()?;
+        match self.durability {
+            Durability::Fsync => self.sync()?,
+            Durability::Periodic(interval) if !here && self.last_sync.elapsed() >= interval => self.sync()?,
+            Durability::Periodic(_) | Durability::OsBuffered => {}
+        }
+        debug!(requests = batch.len(), next_seq = self.journal.next_seq().0, "batch written");
+        Ok(unix_nanos)
+    }
+
+    pub(crate) fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {
+        let started = Instant::now();
+        self.journal.sync()?;
+        self.last_sync = Instant::now();
+        self.last_sync_took = self.last_sync - started;
+        if self.durability == Durability::Fsync {
+            // A lone commit waits for about one sync, two if it just missed a batch.
+            let wait = self.last_sync_took * 2;
+            let spin = if wait <= self.spin_limit { wait.as_nanos() as u64 } else { 0 };
+            self.shared.spin_nanos.store(spin, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn periodic_sync(&mut self) {
+        if let Err(e) = self.sync() {
+            self.poison(e);
+        }
+        // Not only at the next batch: `stats()` would show this sync missing until then.
+        self.shared.counters.record(0, 0, self.journal.counters(), self.journal.next_seq());
+    }
+
+    /// Journals an abort marker for `seq`, which panicked, and rebuilds the state as it was
+    /// before `first`, the first command of its request (itself, or the start of its atomic
+    /// unit: one aborted command cancels its whole unit, in replay too), holding the write
+    /// lock throughout so that no reader sees a half-applied request.
+    fn abort(&mut self, state: &mut S, first: Seq, seq: Seq) {
+        self.aborted.insert(seq);
+        if let Err(e) = self.journal.append_abort(seq) {
+            // The command stays in the final batch on disk, so recovery aborts it.
+            self.poison(e);
+        }
+        let until = Seq(first.0 - 1);
+        let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
+            Ok((rebuilt, replayed)) => {
+                *state = rebuilt;
+                // The next rollback should not replay this tail again: with snapshots, one is
+                // taken right after this batch, so a rebuild starts near the end.
+                #[cfg(feature = "snapshot")]
+                if replayed > REBUILD_SNAPSHOT_AFTER {
+                    self.snapshot_after_batch = true;
+                }
+                #[cfg(not(feature = "snapshot"))]
+                let _ = replayed;
+            }
+            Err(e) => {
+                error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
+                self.shared.health.mark_broken(&e.to_string());
+            }
+        }
+    }
+
+    /// Closes the journal: waits for the snapshot thread, then syncs and trims the newest
+    /// segment. Reports an earlier failure instead when the store was poisoned.
+    pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        self.running = false;
+        #[cfg(feature = "snapshot")]
+        self.snapshotter.shutdown();
+        self.shared.health.check_commit()?;
+        self.journal.trim().map_err(|e| self.poison(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use airomem_core::{PostcardSerializer, State};
+
+    use crate::blocking::block_on;
+    use crate::{Durability, Store, StoreOptions};
+
+    /// Every command appended, in order.
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Appended(Vec<u64>);
+
+    impl State for Appended {
+        type Command = u64;
+        fn execute(&mut self, command: u64) {
+            self.0.push(command);
+        }
+    }
+
+    fn open(dir: &std::path::Path, options: StoreOptions) -> Store<Appended> {
+        Store::open_blocking(PostcardSerializer, dir.to_path_buf(), options).expect("open")
+    }
+
+    /// The name of the thread that applies a command: its `commit_with` query runs there.
+    fn applied_on(store: &Store<Appended>, command: u64) -> String {
+        let name = |_: &Appended| std::thread::current().name().unwrap_or("unnamed").to_owned();
+        block_on(store.commit_with(command, name)).expect("commit")
+    }
+
+    #[test]
+    fn a_lone_commit_is_applied_in_its_callers_thread_only_where_allowed() {
+        let caller = std::thread::current().name().expect("test threads are named").to_owned();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            (StoreOptions::default().durability(Durability::OsBuffered), caller.as_str()),
+            (StoreOptions::default().durability(Durability::Periodic(std::time::Duration::from_secs(60))), &caller),
+            (StoreOptions::default().durability(Durability::Fsync), "airomem-writer"),
+            (StoreOptions::default().durability(Durability::OsBuffered).commit_in_caller(false), "airomem-writer"),
+        ];
+        for (i, (options, expected)) in cases.into_iter().enumerate() {
+            let store = open(&tmp.path().join(i.to_string()), options);
+            assert_eq!(applied_on(&store, 1), expected, "case {i}");
+            assert_eq!(applied_on(&store, 2), expected, "case {i}");
+            assert_eq!(store.query().expect("query").0, vec![1, 2]);
+            block_on(store.close()).expect("close");
+        }
+    }
+
+    /// A request handed to the writer thread and not yet committed (one whose caller gave up
+    /// waiting, say) must not be overtaken by a later commit of the same caller.
+    #[test]
+    fn a_commit_goes_through_the_writer_while_an_earlier_one_is_unwritten() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), StoreOptions::default().durability(Durability::OsBuffered));
+        assert_ne!(applied_on(&store, 1), "airomem-writer");
+        // As if a request were still queued: counted as handed over, never written.
+        store.shared().submitted.fetch_add(1, Ordering::Release);
+        assert_eq!(applied_on(&store, 2), "airomem-writer");
+        assert_eq!(store.query().expect("query").0, vec![1, 2]);
+    }
+
+    /// A commit that finds the committer busy with another caller's commit is queued for the
+    /// writer thread, never blocked on the lock in its own thread, and applied after it.
+    #[test]
+    fn a_commit_finding_the_committer_busy_is_queued_not_blocked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), StoreOptions::default().durability(Durability::OsBuffered));
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let first = store.clone();
+        let holder = std::thread::Builder::new().name("holder".into()).spawn(move || {
+            // Alone, so applied in this thread, which holds the committer until released.
+            block_on(first.commit_with(1, move |_: &Appended| {
+                entered.send(std::thread::current().name().map(str::to_owned)).expect("send");
+                wait_release.recv().expect("released");
+            }))
+            .expect("first commit")
+        });
+        let holder = holder.expect("spawn");
+        assert_eq!(wait_entered.recv().expect("entered").as_deref(), Some("holder"));
+        let second = store.clone();
+        let waiter = std::thread::spawn(move || applied_on(&second, 2));
+        // Released only once the second commit is queued for the writer thread, so it
+        // decided where to go while the first was still awaited.
+        while store.shared().submitted.load(Ordering::Acquire) < 1 {
+            std::thread::yield_now();
+        }
+        release.send(()).expect("release");
+        holder.join().expect("holder");
+        assert_eq!(waiter.join().expect("waiter"), "airomem-writer");
+        assert_eq!(store.query().expect("query").0, vec![1, 2]);
+    }
+}

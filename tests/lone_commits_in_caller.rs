@@ -1,0 +1,70 @@
+//! A commit awaited alone under `Durability::OsBuffered` or `Durability::Periodic` is written
+//! and applied in its caller's thread ([`StoreOptions::commit_in_caller`]), so the writer
+//! thread never sees it. What the writer thread still owes such commits is tested here: the
+//! periodic sync, which must come although the writer was asleep with nothing unsynced, and
+//! automatic snapshots, which must come due although the writer saw no batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airomem::{Durability, PostcardSerializer, Store, StoreOptions};
+use airomem_workspace::sim::SimStorage;
+use airomem_workspace::{Append, SeqLog};
+
+const DIR: &str = "/sim/store";
+
+type LogStore = Store<SeqLog, PostcardSerializer>;
+
+fn append(value: u64) -> Append {
+    Append { value, pad: Vec::new(), panic: false }
+}
+
+/// Polls `condition` until it holds; panics after a minute, which only a bug takes.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_periodic_commit_is_synced_within_its_interval() {
+    let sim = SimStorage::new();
+    let options = StoreOptions::default()
+        .storage(Arc::new(sim.clone()))
+        .durability(Durability::Periodic(Duration::from_millis(5)));
+    let store = LogStore::open_with(PostcardSerializer, DIR, options).await.expect("open");
+    // Each round starts with nothing unsynced, the writer thread asleep without a timer.
+    for value in 1..=3 {
+        let syncs = store.stats().syncs;
+        store.commit(append(value)).await.expect("commit");
+        wait_until("the writer thread syncs a commit it never saw", || store.stats().syncs > syncs).await;
+    }
+    assert_eq!(store.stats().batches, 3);
+    // The power fails: whatever was not synced may be lost, and nothing may be.
+    sim.power_cut();
+    for seed in 0..20 {
+        let options = StoreOptions::default().storage(Arc::new(sim.crash(seed)));
+        let reopened = LogStore::open_with(PostcardSerializer, DIR, options).await.expect("reopen");
+        let values: Vec<u64> = reopened.query().expect("query").entries.iter().map(|&(_, value)| value).collect();
+        assert_eq!(values, [1, 2, 3], "crash image {seed}");
+    }
+}
+
+#[cfg(feature = "snapshot")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_come_due_for_lone_commits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions::default().durability(Durability::OsBuffered).snapshot_every_commands(10);
+    let store = LogStore::open_with(PostcardSerializer, tmp.path(), options.clone()).await.expect("open");
+    for value in 1..=35 {
+        store.commit(append(value)).await.expect("commit");
+    }
+    wait_until("an automatic snapshot of lone commits", || store.stats().snapshot_seq >= 10).await;
+    store.close().await.expect("close");
+    let reopened = LogStore::open_with(PostcardSerializer, tmp.path(), options).await.expect("reopen");
+    let report = reopened.recovery();
+    assert!(report.snapshot.is_some_and(|seq| seq.0 >= 10), "{report:?}");
+    assert_eq!(reopened.query().expect("query").entries.len(), 35);
+}
