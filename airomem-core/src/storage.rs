@@ -22,6 +22,19 @@ pub trait StorageFile: Send {
     /// Cuts the file to `len` bytes (or extends it with zeros); later appends go to the new
     /// end.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Writes zeros over `from..to`: space prepared ahead of appends. Written rather than
+    /// `fallocate`d or left to `set_len`, because unwritten extents and holes need a metadata
+    /// update on their first write, which is what preparing the space is meant to spare.
+    fn write_zeros(&mut self, from: u64, to: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut offset = from;
+        while offset < to {
+            let len = (to - offset).min(ZEROS.len() as u64);
+            self.write_at(offset, &ZEROS[..len as usize])?;
+            offset += len;
+        }
+        Ok(())
+    }
 }
 
 /// A held lock; dropping it releases the lock.

@@ -325,8 +325,7 @@ impl JournalWriter {
         let end = self.segment_len + records.len() as u64;
         if prepare && self.config.preallocate > 0 && end > self.file_len {
             let target = (self.file_len + self.config.preallocate).min(self.config.segment_size).max(end);
-            write_zeros(&mut *self.file, self.file_len, target)
-                .map_err(|e| JournalError::io("write", self.path(), e))?;
+            self.file.write_zeros(self.file_len, target).map_err(|e| JournalError::io("write", self.path(), e))?;
             self.file_len = target;
         }
         self.file.write_at(self.segment_len, records).map_err(|e| JournalError::io("write", self.path(), e))?;
@@ -400,23 +399,11 @@ fn create_segment(
     let mut file = storage.create(&temp).map_err(|e| JournalError::io("create", &temp, e))?;
     file.write_all(&header.encode()).map_err(|e| JournalError::io("write", &temp, e))?;
     let len = config.preallocate.min(config.segment_size).max(SEGMENT_HEADER_LEN as u64);
-    write_zeros(&mut *file, SEGMENT_HEADER_LEN as u64, len).map_err(|e| JournalError::io("write", &temp, e))?;
+    file.write_zeros(SEGMENT_HEADER_LEN as u64, len).map_err(|e| JournalError::io("write", &temp, e))?;
     file.sync_data().map_err(|e| JournalError::io("fdatasync", &temp, e))?;
     storage.rename(&temp, &path).map_err(|e| JournalError::io("rename", &temp, e))?;
     storage.sync_dir(&config.dir).map_err(|e| JournalError::io("sync directory", &config.dir, e))?;
     let mark = Watermark { synced_through: Seq(first.0.saturating_sub(1)), mode };
     let head = HeadFile::create(config, first, mark, counter)?;
     Ok((file, len, head))
-}
-
-/// Fills `from..to` of `file` with zeros.
-fn write_zeros(file: &mut dyn StorageFile, from: u64, to: u64) -> std::io::Result<()> {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut offset = from;
-    while offset < to {
-        let len = (to - offset).min(ZEROS.len() as u64);
-        file.write_at(offset, &ZEROS[..len as usize])?;
-        offset += len;
-    }
-    Ok(())
 }

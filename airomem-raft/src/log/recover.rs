@@ -24,8 +24,11 @@ pub(crate) struct SegmentInfo {
     pub(crate) first: u64,
     /// Offset of each entry's frame: `offsets[i]` holds entry `first + i`.
     pub(crate) offsets: Vec<u64>,
-    /// Bytes in the file.
+    /// Bytes of its header and entries.
     pub(crate) len: u64,
+    /// Bytes in the file: past `len` by the zeroed space prepared for the next appends
+    /// (only in the newest segment).
+    pub(crate) file_len: u64,
 }
 
 impl SegmentInfo {
@@ -65,6 +68,7 @@ fn scan(file: &Path, bytes: &[u8], first: u64, newest: bool) -> Result<(Scanned,
     let mut entries = Vec::new();
     let mut offsets = Vec::new();
     let mut cut = None;
+    let mut prepared = None;
     while offset < bytes.len() {
         let expected = first + entries.len() as u64;
         let failure = match frame::decode(&bytes[offset..]) {
@@ -86,6 +90,12 @@ fn scan(file: &Path, bytes: &[u8], first: u64, newest: bool) -> Result<(Scanned,
         if let Bad::Invalid(reason) = failure {
             return Err(corrupt(offset, reason));
         }
+        // Zeros to the end are space the writer prepared for later appends, in the newest
+        // segment only: a segment is trimmed to its entries before a newer one is created.
+        if newest && bytes[offset..].iter().all(|&b| b == 0) {
+            prepared = Some(offset as u64);
+            break;
+        }
         if !newest {
             return Err(corrupt(
                 offset,
@@ -106,8 +116,10 @@ fn scan(file: &Path, bytes: &[u8], first: u64, newest: bool) -> Result<(Scanned,
         cut = Some(offset as u64);
         break;
     }
-    let len = cut.unwrap_or(bytes.len() as u64);
-    Ok((Scanned { info: SegmentInfo { first, offsets, len }, entries }, cut))
+    let len = cut.or(prepared).unwrap_or(bytes.len() as u64);
+    // A cut takes the prepared space with it; the writer prepares more when it appends.
+    let file_len = if cut.is_some() { len } else { bytes.len() as u64 };
+    Ok((Scanned { info: SegmentInfo { first, offsets, len, file_len }, entries }, cut))
 }
 
 /// Opens the log in `dir`: see the module docs.

@@ -38,6 +38,16 @@ pub(crate) const MAX_BATCH: usize = 1024;
 const COMMIT_POINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the writer is asked to do.
+/// How much zeroed space the newest segment keeps prepared past its entries.
+///
+/// An append that stays within space the file already has changes no file size, so its
+/// `fdatasync` is one device write. An append that grows the file must also make the new
+/// size durable: on ext4 without a journal that is a synchronous inode write after the data,
+/// on journaling file systems a journal commit. Measured with three nodes on one disk (`--replication --quick`,
+/// 64 writers): 71–77k commits/s appending, 110–112k with prepared space.
+const PREPARE_CHUNK: u64 = 1024 * 1024;
+
+/// What the writer is asked to do.
 pub(crate) enum Request {
     /// Write encoded frames (`lens[i]` bytes each, for entries `first..`), then fire `callback`.
     Append { frames: Vec<u8>, lens: Vec<u32>, first: u64, callback: LogFlushed<TypeConfig> },
@@ -241,14 +251,25 @@ impl Writer {
         frame::mark_first_of_write(&mut buf[frames_start..]);
 
         if roll {
+            self.give_back_prepared_space()?;
             let file = segment::path(&self.dir, first);
             let handle = self.storage.create(&file).map_err(|e| Error::io("create", &file, e))?;
             self.active = Some(handle);
-            self.segments.push(SegmentInfo { first, offsets: Vec::new(), len: 0 });
+            self.segments.push(SegmentInfo { first, offsets: Vec::new(), len: 0, file_len: 0 });
         }
         let file = segment::path(&self.dir, self.segments.last().expect("a segment exists or was just created").first);
+        let (at, file_len) = {
+            let segment = self.segments.last().expect("a segment exists or was just created");
+            (segment.len, segment.file_len)
+        };
+        let end = at + buf.len() as u64;
         let handle = self.active_file()?;
-        handle.write_all(&buf).map_err(|e| Error::io("write", &file, e))?;
+        handle.write_at(at, &buf).map_err(|e| Error::io("write", &file, e))?;
+        // Growing the file anyway: prepare the space the next appends need, under this sync.
+        let prepared = if end > file_len { end + PREPARE_CHUNK } else { file_len };
+        if prepared > end.max(file_len) {
+            handle.write_zeros(end, prepared).map_err(|e| Error::io("write", &file, e))?;
+        }
         handle.sync_data().map_err(|e| Error::io("fdatasync", &file, e))?;
         if roll {
             // The new file's name must be durable before its entries are acknowledged.
@@ -261,6 +282,22 @@ impl Writer {
             offset += u64::from(len);
         }
         segment.len += buf.len() as u64;
+        segment.file_len = prepared;
+        Ok(())
+    }
+
+    /// Cuts the newest segment's prepared space, durably, before a newer segment is created:
+    /// recovery accepts zeros past the entries only in the newest segment.
+    fn give_back_prepared_space(&mut self) -> Result<(), Error> {
+        let Some(last) = self.segments.last() else { return Ok(()) };
+        if last.file_len <= last.len {
+            return Ok(());
+        }
+        let (len, file) = (last.len, segment::path(&self.dir, last.first));
+        let handle = self.active_file()?;
+        handle.set_len(len).map_err(|e| Error::io("set_len", &file, e))?;
+        handle.sync_data().map_err(|e| Error::io("fdatasync", &file, e))?;
+        self.segments.last_mut().expect("checked above").file_len = len;
         Ok(())
     }
 
@@ -297,6 +334,7 @@ impl Writer {
         let last = self.segments.last_mut().expect("checked above");
         last.offsets.truncate((index - last.first) as usize);
         last.len = at;
+        last.file_len = at;
         Ok(())
     }
 

@@ -68,6 +68,15 @@ async fn second_open_of_the_same_directory_is_refused_until_the_first_is_dropped
     open(dir.path(), 1 << 20).expect("reopens once the first handle is gone");
 }
 
+/// Bytes of the segment header and the frames of `entries`.
+fn written_len(entries: &[Entry]) -> u64 {
+    let mut frames = Vec::new();
+    for entry in entries {
+        crate::log::encode_for_test(entry, &mut frames);
+    }
+    32 + frames.len() as u64
+}
+
 #[tokio::test]
 async fn torn_tail_of_the_newest_segment_is_cut() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -77,18 +86,88 @@ async fn torn_tail_of_the_newest_segment_is_cut() {
         log.blocking_append(entries.clone()).await.expect("appends");
     }
     let file = segments(dir.path()).pop().expect("a segment");
-    let intact = std::fs::metadata(&file).expect("metadata").len();
-    // Half a frame, as a crash during the next write leaves it.
+    let intact = written_len(&entries);
+    // Half a frame where the next write goes, over the prepared zeros, as a crash during
+    // that write leaves it.
     let mut next = Vec::new();
     crate::log::encode_for_test(&normal(1, 5, 5, 5), &mut next);
     let mut bytes = std::fs::read(&file).expect("reads");
-    bytes.extend_from_slice(&next[..next.len() / 2]);
+    assert!(bytes.len() as u64 > intact + next.len() as u64, "space is prepared past the entries");
+    bytes[intact as usize..intact as usize + next.len() / 2].copy_from_slice(&next[..next.len() / 2]);
     std::fs::write(&file, &bytes).expect("writes");
 
     let mut log = open(dir.path(), 1 << 20).expect("reopens over a torn tail");
     assert_eq!(all(&mut log).await, entries);
     assert_eq!(std::fs::metadata(&file).expect("metadata").len(), intact, "the torn bytes are cut");
     log.blocking_append([normal(1, 5, 5, 5)]).await.expect("appends after the cut");
+    drop(log);
+    let mut log = open(dir.path(), 1 << 20).expect("reopens");
+    assert_eq!(all(&mut log).await.len(), 5);
+}
+
+/// Appends within the space prepared past the entries change no file size (so their
+/// `fdatasync` need not write the inode); a reopen reads those zeros as free space, not as a
+/// torn tail, and appends go on over them.
+#[tokio::test]
+async fn appends_fill_prepared_space_which_a_reopen_keeps() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut expected: Vec<Entry> = Vec::new();
+    let size = |dir: &Path| std::fs::metadata(segments(dir).pop().expect("a segment")).expect("metadata").len();
+    let prepared;
+    {
+        let mut log = open(dir.path(), 1 << 30).expect("opens");
+        log.blocking_append([normal(1, 1, 1, 1)]).await.expect("appends");
+        expected.push(normal(1, 1, 1, 1));
+        prepared = size(dir.path());
+        assert!(prepared > written_len(&expected), "space is prepared past the entries");
+        for i in 2..=50 {
+            log.blocking_append([normal(1, i, i, i)]).await.expect("appends");
+            expected.push(normal(1, i, i, i));
+        }
+        assert_eq!(size(dir.path()), prepared, "the appends stayed within the prepared space");
+    }
+    for round in 0..2 {
+        let mut log = open(dir.path(), 1 << 30).expect("reopens");
+        assert_eq!(all(&mut log).await, expected, "round {round}");
+        // A torn tail would have been cut, prepared space and all.
+        assert_eq!(size(dir.path()), prepared, "round {round}: a reopen keeps the prepared space");
+        let next = expected.len() as u64 + 1;
+        log.blocking_append([normal(1, next, next, next)]).await.expect("appends over the zeros");
+        expected.push(normal(1, next, next, next));
+    }
+}
+
+/// A segment is trimmed to its entries before a newer one is created, so zeros past the
+/// entries of an older segment are damage, not prepared space.
+#[tokio::test]
+async fn rollover_trims_the_prepared_space_and_zeros_in_an_older_segment_are_corruption() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut expected: Vec<Entry> = Vec::new();
+    {
+        let mut log = open(dir.path(), 200).expect("opens");
+        for i in 1..=6 {
+            log.blocking_append([normal(1, i, i, i)]).await.expect("appends");
+            expected.push(normal(1, i, i, i));
+        }
+    }
+    let files = segments(dir.path());
+    assert!(files.len() > 1, "the test crosses segments");
+    for older in &files[..files.len() - 1] {
+        let bytes = std::fs::read(older).expect("reads");
+        assert_ne!(bytes.last(), Some(&0), "{}: trimmed to its entries", older.display());
+    }
+    let mut log = open(dir.path(), 200).expect("reopens");
+    assert_eq!(all(&mut log).await, expected);
+    drop(log);
+    let older = &files[0];
+    let mut bytes = std::fs::read(older).expect("reads");
+    let len = bytes.len();
+    bytes.resize(len + 4096, 0);
+    std::fs::write(older, &bytes).expect("writes");
+    match open(dir.path(), 200) {
+        Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, len as u64),
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }
 
 #[tokio::test]
