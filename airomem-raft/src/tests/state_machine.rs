@@ -262,3 +262,81 @@ async fn a_panicking_command_in_a_batch_is_rolled_back_alone() {
     assert!(matches!(replies[0][0], Applied::Panicked { index: 2, .. }), "{replies:?}");
     assert_eq!(sm.query(|s| s.seen.clone()), expected);
 }
+
+/// A follower and its log on the simulated disk `sim`, under `/node`.
+fn open_on(sim: &airomem_workspace::sim::SimStorage) -> (LogStore, Machine) {
+    let storage: Arc<dyn airomem::storage::Storage> = Arc::new(sim.clone());
+    let root = std::path::Path::new("/node");
+    let log = LogStore::open(storage.clone(), &root.join("log"), LogOptions::default()).expect("the log opens");
+    let machine = Machine::open(storage, &root.join("snapshots"), PostcardSerializer, log.reader()).expect("opens");
+    (log, machine)
+}
+
+/// A follower that has snapshotted entries 1–2, ready to install the leader's snapshot of 1–4.
+async fn follower_before_install(sim: &airomem_workspace::sim::SimStorage) -> (LogStore, Machine) {
+    let (mut log, mut sm) = open_on(sim);
+    let entries = [membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10)];
+    log.blocking_append(entries.clone()).await.expect("appends");
+    sm.apply(entries).await.expect("applies");
+    sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+    (log, sm)
+}
+
+/// A power cut before every storage operation of a snapshot install on a follower: the
+/// follower always reopens, into the state it had (its own older snapshot) or into the
+/// installed one, never a mix of the two; and once the install has returned, always into the
+/// installed one.
+#[tokio::test]
+async fn a_power_cut_anywhere_in_a_snapshot_install_leaves_the_old_state_or_the_new() {
+    use airomem_workspace::sim::SimStorage;
+
+    let leader_dir = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = {
+        let mut leader = open(leader_dir.path());
+        leader
+            .apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10), normal(1, 3, 6, 20), normal(1, 4, 7, 30)])
+            .await
+            .expect("applies");
+        leader.get_snapshot_builder().await.build_snapshot().await.expect("builds")
+    };
+    let old = (Some(log_id(1, 1, 2)), vec![(5, 1, 10)]);
+    let new = (Some(log_id(1, 1, 4)), vec![(5, 1, 10), (6, 2, 20), (7, 3, 30)]);
+    // How many storage operations the install takes.
+    let operations = {
+        let sim = SimStorage::new();
+        let (_log, mut sm) = follower_before_install(&sim).await;
+        let before = sim.ops();
+        install_on(&mut sm, &snapshot).await.expect("installs without faults");
+        sim.ops() - before
+    };
+    assert!(operations >= 4, "the install writes, syncs and renames ({operations} operations)");
+
+    for cut in 0..=operations {
+        let sim = SimStorage::new();
+        let (log, mut sm) = follower_before_install(&sim).await;
+        sim.freeze_after(sim.ops() + cut);
+        let installed = install_on(&mut sm, &snapshot).await.is_ok();
+        drop(sm);
+        drop(log);
+        sim.power_cut();
+        for seed in 0..4 {
+            let image = sim.crash(cut * 1000 + seed);
+            let (_log, mut reopened) = open_on(&image);
+            let applied = reopened.applied_state().await.expect("reads").0;
+            let found = (applied, reopened.query(|s| s.seen.clone()));
+            let at = format!("cut before operation {cut} of {operations}, crash image {seed}");
+            if installed {
+                assert_eq!(found, new, "{at}: the install returned, so it must survive");
+            } else {
+                assert!(found == old || found == new, "{at}: neither the old state nor the new: {found:?}");
+            }
+        }
+    }
+}
+
+/// Installs `snapshot` as a follower receives it.
+async fn install_on(sm: &mut Machine, snapshot: &openraft::Snapshot<crate::types::TypeConfig>) -> Result<(), String> {
+    let mut received = sm.begin_receiving_snapshot().await.map_err(|e| e.to_string())?;
+    *received = *snapshot.snapshot.clone();
+    sm.install_snapshot(&snapshot.meta, received).await.map_err(|e| e.to_string())
+}
