@@ -49,9 +49,10 @@ pub(crate) struct Committer<S: State, Z> {
     /// A rollback replayed a long journal tail: snapshot once the batch is done.
     #[cfg(feature = "snapshot")]
     snapshot_after_batch: bool,
-    /// A batch committed in a caller's thread found a snapshot due.
-    #[cfg(feature = "snapshot")]
-    snapshot_wanted: bool,
+    /// The batch of one that [`Committer::commit_here`] commits, kept for its allocation.
+    lone: Vec<Request<S>>,
+    /// Its callers' outcomes, likewise.
+    lone_outcomes: Vec<Outcome>,
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
@@ -94,8 +95,8 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             snapshotter,
             #[cfg(feature = "snapshot")]
             snapshot_after_batch: false,
-            #[cfg(feature = "snapshot")]
-            snapshot_wanted: false,
+            lone: Vec::with_capacity(1),
+            lone_outcomes: Vec::with_capacity(1),
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
             running: true,
@@ -124,12 +125,15 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         // the first unsynced write must wake it, or it would never be synced.
         let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
         let (commands, bytes) = (request.commands.len() as u64, self.journal.counters().bytes);
-        let mut outcomes = Vec::new();
-        self.commit_batch(&mut vec![request], &mut outcomes, true);
+        let (mut lone, mut outcomes) = (std::mem::take(&mut self.lone), std::mem::take(&mut self.lone_outcomes));
+        lone.push(request);
+        self.commit_batch(&mut lone, &mut outcomes, true);
+        (self.lone, self.lone_outcomes) = (lone, outcomes);
+        // Serializing the state is the writer thread's work, not a caller's: the nudge makes
+        // it check again (`snapshot_due` with nothing new), and a snapshot taken meanwhile
+        // has reset the counts, so none is taken twice.
         #[cfg(feature = "snapshot")]
-        if self.snapshot_due(commands, bytes) {
-            // Serializing the state is the writer thread's work, not a caller's.
-            self.snapshot_wanted = true;
+        if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) || self.snapshot_after_batch {
             return Here::DoneNudge;
         }
         #[cfg(not(feature = "snapshot"))]
@@ -144,13 +148,6 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         // `|`, not `||`: the trigger counts every batch, and the flag is reset either way.
         self.snapshotter.due(commands, self.journal.counters().bytes - bytes)
             | std::mem::take(&mut self.snapshot_after_batch)
-    }
-
-    /// Whether a batch committed in a caller's thread found a snapshot due, which the writer
-    /// thread must now take; reset by asking.
-    #[cfg(feature = "snapshot")]
-    pub(crate) fn take_snapshot_wanted(&mut self) -> bool {
-        std::mem::take(&mut self.snapshot_wanted)
     }
 
     /// The journal's byte count so far.

@@ -52,8 +52,8 @@ struct Inner<S: State, Z> {
     /// Shared with the writer thread, which closes it before releasing the directory.
     committer: Arc<Mutex<Committer<S, Z>>>,
     /// Whether a lone commit may be committed in its caller's thread (see
-    /// [`Committer::commit_here`]).
-    commit_here: bool,
+    /// [`Committer::commit_here`]): `commit_in_caller`, and a policy that never syncs a commit.
+    lone_in_caller: bool,
     sender: Sender<Message<S>>,
     /// Set by `close`: commits are refused from then on.
     closed: AtomicBool,
@@ -283,7 +283,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 shared,
                 serializer,
                 committer,
-                commit_here: options.durability != crate::Durability::Fsync && options.commit_in_caller,
+                lone_in_caller: options.durability != crate::Durability::Fsync && options.commit_in_caller,
                 sender,
                 closed: AtomicBool::new(false),
                 pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
@@ -492,7 +492,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Gives the request back otherwise.
     fn commit_here(&self, request: Request<S>) -> Result<(), Request<S>> {
         let inner = &*self.inner;
-        if !inner.commit_here || inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
+        if !inner.lone_in_caller || inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
             return Err(request);
         }
         // Busy (a batch, a sync, a snapshot's serialization) or poisoned: the writer thread

@@ -262,13 +262,12 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     self.follow_stream(&mut batch);
                     let requests = batch.len() as u64;
                     let commands = batch.iter().map(|r| r.commands.len() as u64).sum::<u64>();
-                    let shared = Arc::clone(&self.shared);
                     let mut committer = self.committer();
                     let bytes = committer.bytes();
                     committer.commit_batch(&mut batch, &mut outcomes, false);
                     // Under the lock, so that a caller who finds it equal to `submitted`
                     // knows nothing it sent earlier is still uncommitted.
-                    shared.written.fetch_add(requests, Ordering::Release);
+                    self.shared.written.fetch_add(requests, Ordering::Release);
                     #[cfg(feature = "snapshot")]
                     if committer.snapshot_due(commands, bytes) {
                         committer.snapshot(None);
@@ -294,7 +293,8 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                     #[cfg(feature = "snapshot")]
                     {
                         let mut committer = self.committer();
-                        if committer.take_snapshot_wanted() {
+                        let bytes = committer.bytes();
+                        if committer.snapshot_due(0, bytes) {
                             committer.snapshot(None);
                         }
                     }
