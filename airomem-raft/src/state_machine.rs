@@ -146,21 +146,26 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 
     /// Publishes `image` as the snapshot `seq` described by `meta`, makes it current (a build
     /// that finished after a newer one does not displace it, an install always does) and
-    /// removes the others.
+    /// removes the others. A build gets the file's bytes back, read under the same lock.
     fn publish(
         &self,
         seq: u64,
         image: &[u8],
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         install: bool,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         if self.halted.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
         let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)?;
-        let bytes = self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?;
+        // A build ships these bytes to followers; an install has nobody to ship them to.
+        let bytes = if install {
+            None
+        } else {
+            Some(self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?)
+        };
         if install || current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
             *current = Some((meta.clone(), seq));
         }
@@ -192,7 +197,7 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             last_membership: progress.membership.clone(),
             snapshot_id: snapshot_id(&progress),
         };
-        let bytes = self.publish(seq, &image, &meta, false)?;
+        let bytes = self.publish(seq, &image, &meta, false)?.expect("a build reads back what it published");
         info!(seq, raw = image.len(), file = bytes.len(), "Raft snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }

@@ -534,6 +534,10 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// running through this handle fail ([`Error::Closed`], [`Error::Stopped`] or, for a
     /// commit already handed over, [`Error::Indeterminate`]), and so does every later call.
     ///
+    /// It may block the calling thread for as long as the log's current write or sync takes,
+    /// when this handle turns out to be the last one on the log and so waits for its writer
+    /// to stop.
+    ///
     /// The log's writer thread releases the directory's lock when it stops, which can be
     /// after this returns (it finishes the write or sync it is in). Reopening the same
     /// directory meanwhile fails with [`Error::Io`] whose `op` is `"lock"` (kind

@@ -10,12 +10,13 @@
 //! 32     8    commit time stamped by that leader, ns since the Unix epoch (0 unless normal)
 //! 40     1    kind: bits 0..2 (1 blank, 2 normal, 3 membership), bit 7 first frame of a write
 //! 41     7    reserved, 0
-//! 48     n    payload: normal: the session prefix, then the encoded command;
-//!             membership: postcard; blank: empty
+//! 48     n    payload: normal: its requests, one after another; membership: postcard;
+//!             blank: empty
 //! ```
 //!
-//! The session prefix of a normal entry (32 bytes): client id u128, serial u64, low water
-//! u64, all little-endian (see `types::Command`).
+//! Each request of a normal entry: client id u128, serial u64, low water u64, the command's
+//! length u32 (36 bytes, little-endian), then the command as the store's serializer encoded
+//! it (see `types::Command`).
 
 use crate::Error;
 use crate::types::{Command, Entry, Membership, Request, log_id};

@@ -13,7 +13,7 @@
 mod frame;
 mod meta;
 mod recover;
-mod segment;
+pub(crate) mod segment;
 mod writer;
 
 use std::collections::VecDeque;
@@ -241,7 +241,9 @@ impl LogHalter {
     /// lock is released once the writer thread has returned.
     pub(crate) fn halt(&self) {
         // Upgrading can make this the last strong handle for a moment; its drop then joins
-        // the writer, which returns promptly since the flag is set before the wake-up.
+        // the writer, which stops at its next request since the flag is set before the
+        // wake-up, but first finishes the write or sync it is in: this can block for that
+        // long (see `ReplicatedStore::halt`).
         if let Some(writer) = self.writer.upgrade() {
             writer.halted.store(true, Ordering::Release);
             drop(writer.send(Request::Halt));

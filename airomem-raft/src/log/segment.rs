@@ -3,7 +3,8 @@
 //! ```text
 //! offset size field
 //!  0     8    magic "AIROMEMR"
-//!  8     2    format version, u16 (2; 1 had normal entries without the session prefix)
+//!  8     2    format version, u16 (3; 2 had one request per normal entry, 1 no session
+//!             prefix; neither was released)
 //! 10     6    reserved, 0
 //! 16     8    first log index, u64 (must equal the file name)
 //! 24     4    reserved, 0

@@ -37,14 +37,16 @@ pub(crate) const MAX_BATCH: usize = 1024;
 /// three nodes on one disk more than the log itself.
 const COMMIT_POINT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// What the writer is asked to do.
-/// How much zeroed space the newest segment keeps prepared past its entries.
+/// How much zeroed space the newest segment keeps prepared past its entries (never past
+/// `max_segment_bytes`, as the journal's `StoreOptions::preallocate` never passes the
+/// segment size).
 ///
 /// An append that stays within space the file already has changes no file size, so its
 /// `fdatasync` is one device write. An append that grows the file must also make the new
 /// size durable: on ext4 without a journal that is a synchronous inode write after the data,
-/// on journaling file systems a journal commit. Measured with three nodes on one disk (`--replication --quick`,
-/// 64 writers): 71–77k commits/s appending, 110–112k with prepared space.
+/// on journaling file systems a journal commit. Measured with three nodes on one disk
+/// (`--replication --quick`, 64 writers): 71–77k commits/s appending, 110–112k with
+/// prepared space.
 const PREPARE_CHUNK: u64 = 1024 * 1024;
 
 /// What the writer is asked to do.
@@ -263,13 +265,17 @@ impl Writer {
             (segment.len, segment.file_len)
         };
         let end = at + buf.len() as u64;
+        let limit = self.max_segment_bytes;
         let handle = self.active_file()?;
         handle.write_at(at, &buf).map_err(|e| Error::io("write", &file, e))?;
-        // Growing the file anyway: prepare the space the next appends need, under this sync.
-        let prepared = if end > file_len { end + PREPARE_CHUNK } else { file_len };
-        if prepared > end.max(file_len) {
+        let prepared = if end > file_len {
+            // Growing the file anyway: prepare the space the next appends need, under this sync.
+            let prepared = (end + PREPARE_CHUNK).min(limit).max(end);
             handle.write_zeros(end, prepared).map_err(|e| Error::io("write", &file, e))?;
-        }
+            prepared
+        } else {
+            file_len
+        };
         handle.sync_data().map_err(|e| Error::io("fdatasync", &file, e))?;
         if roll {
             // The new file's name must be durable before its entries are acknowledged.
@@ -287,7 +293,8 @@ impl Writer {
     }
 
     /// Cuts the newest segment's prepared space, durably, before a newer segment is created:
-    /// recovery accepts zeros past the entries only in the newest segment.
+    /// recovery accepts zeros past the entries only in the newest segment. (The journal's
+    /// `give_back_prepared_space` is the same rule for single-node segments.)
     fn give_back_prepared_space(&mut self) -> Result<(), Error> {
         let Some(last) = self.segments.last() else { return Ok(()) };
         if last.file_len <= last.len {

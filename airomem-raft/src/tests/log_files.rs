@@ -74,7 +74,7 @@ fn written_len(entries: &[Entry]) -> u64 {
     for entry in entries {
         crate::log::encode_for_test(entry, &mut frames);
     }
-    32 + frames.len() as u64
+    crate::log::segment::HEADER_LEN as u64 + frames.len() as u64
 }
 
 #[tokio::test]
@@ -138,14 +138,27 @@ async fn appends_fill_prepared_space_which_a_reopen_keeps() {
 }
 
 /// A segment is trimmed to its entries before a newer one is created, so zeros past the
-/// entries of an older segment are damage, not prepared space.
+/// entries of an older segment are damage, not prepared space. (Prepared space never passes
+/// the segment size, so a segment full enough to roll over has some left only when the log
+/// was written with larger segments than it is reopened with.)
 #[tokio::test]
 async fn rollover_trims_the_prepared_space_and_zeros_in_an_older_segment_are_corruption() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut expected: Vec<Entry> = Vec::new();
     {
-        let mut log = open(dir.path(), 200).expect("opens");
-        for i in 1..=6 {
+        let mut log = open(dir.path(), 1 << 20).expect("opens");
+        for i in 1..=4 {
+            log.blocking_append([normal(1, i, i, i)]).await.expect("appends");
+            expected.push(normal(1, i, i, i));
+        }
+        assert!(
+            std::fs::metadata(&segments(dir.path())[0]).expect("metadata").len() > written_len(&expected),
+            "space is prepared past the entries"
+        );
+    }
+    {
+        let mut log = open(dir.path(), 200).expect("reopens with smaller segments");
+        for i in 5..=6 {
             log.blocking_append([normal(1, i, i, i)]).await.expect("appends");
             expected.push(normal(1, i, i, i));
         }
@@ -156,6 +169,8 @@ async fn rollover_trims_the_prepared_space_and_zeros_in_an_older_segment_are_cor
         let bytes = std::fs::read(older).expect("reads");
         assert_ne!(bytes.last(), Some(&0), "{}: trimmed to its entries", older.display());
     }
+    let first = std::fs::metadata(&files[0]).expect("metadata").len();
+    assert_eq!(first, written_len(&expected[..4]), "the first segment holds its four entries and nothing more");
     let mut log = open(dir.path(), 200).expect("reopens");
     assert_eq!(all(&mut log).await, expected);
     drop(log);

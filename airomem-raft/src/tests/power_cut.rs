@@ -1,7 +1,10 @@
-//! A power cut before every storage operation of a short scenario (appends across segments,
-//! a truncation, purges, votes, a commit point), each followed by several crash images of
-//! the simulated disk: the log always reopens, never loses an entry or vote whose write was
-//! acknowledged, and never brings back a truncated entry.
+//! A power cut before every storage operation of two short scenarios, each followed by
+//! several crash images of the simulated disk: the log always reopens, never loses an entry
+//! or vote whose write was acknowledged, and never brings back a truncated entry. One
+//! scenario crosses segments at nearly every append (rollovers, a truncation that removes a
+//! segment, purges, votes, a commit point); the other stays in one segment's prepared zeros
+//! (appends over them, a truncation inside the segment, a purge past the log's end and the
+//! appends that start a new segment after it).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,10 +48,12 @@ impl Model {
     }
 }
 
+fn appends(term: u64, range: std::ops::RangeInclusive<u64>) -> Op {
+    Op::Append(range.map(|i| normal(term, i, i + 100 * term, i)).collect())
+}
+
+/// Segments of 150 bytes: nearly every append starts a segment.
 fn scenario() -> Vec<Op> {
-    let appends = |term, range: std::ops::RangeInclusive<u64>| {
-        Op::Append(range.map(|i| normal(term, i, i + 100 * term, i)).collect())
-    };
     vec![
         appends(1, 1..=3),
         Op::Vote(Vote::new(1, 1)),
@@ -75,52 +80,80 @@ async fn run(log: &mut LogStore, op: &Op) -> Result<(), StorageError> {
     }
 }
 
-fn open(storage: &SimStorage) -> LogStore {
-    LogStore::open(Arc::new(storage.clone()), Path::new("/node/log"), LogOptions { max_segment_bytes: 150 })
+/// Segments of 4 KiB: appends go into the zeroed space prepared past the entries, a
+/// truncation cuts inside the segment, and a purge past the log's end removes the segment
+/// being appended to before the next append starts another.
+fn scenario_in_prepared_space() -> Vec<Op> {
+    vec![
+        appends(1, 1..=3),
+        appends(1, 4..=5),
+        Op::Vote(Vote::new(1, 1)),
+        appends(1, 6..=6),
+        Op::Truncate(4),
+        appends(2, 4..=6),
+        Op::Committed(log_id(2, 1, 5)),
+        Op::Purge(log_id(2, 1, 6)),
+        appends(2, 7..=8),
+        appends(2, 9..=9),
+    ]
+}
+
+/// Each scenario with the segment size it is written for.
+/// Each scenario with the segment size it is written for and the fewest storage operations
+/// it must take to exercise the disk.
+fn scenarios() -> [(Vec<Op>, u64, u64); 2] {
+    [(scenario(), 150, 40), (scenario_in_prepared_space(), 4096, 25)]
+}
+
+fn open(storage: &SimStorage, max_segment_bytes: u64) -> LogStore {
+    LogStore::open(Arc::new(storage.clone()), Path::new("/node/log"), LogOptions { max_segment_bytes })
         .expect("the log opens")
 }
 
 #[tokio::test]
 async fn power_cut_at_every_operation_loses_nothing_acknowledged_and_resurrects_nothing() {
-    let ops = scenario();
-    // How many storage operations the whole scenario takes.
-    let total = {
-        let sim = SimStorage::new();
-        let mut log = open(&sim);
-        for op in &ops {
-            run(&mut log, op).await.expect("runs without faults");
-        }
-        drop(log);
-        sim.ops()
-    };
-    assert!(total > 40, "the scenario exercises the disk ({total} operations)");
+    for (ops, segment, least) in scenarios() {
+        // How many storage operations the whole scenario takes.
+        let total = {
+            let sim = SimStorage::new();
+            let mut log = open(&sim, segment);
+            for op in &ops {
+                run(&mut log, op).await.expect("runs without faults");
+            }
+            drop(log);
+            sim.ops()
+        };
+        assert!(total > least, "the scenario exercises the disk ({total} operations)");
 
-    for cut in 0..=total {
-        let sim = SimStorage::new();
-        let mut log = open(&sim);
-        let start = sim.ops();
-        if cut + start > total {
-            break;
-        }
-        sim.freeze_after(start + cut);
-        let mut acked = Model::default();
-        let mut failed = None;
-        for op in &ops {
-            if run(&mut log, op).await.is_ok() {
-                acked.apply(op);
-            } else {
-                failed = Some(op.clone());
+        for cut in 0..=total {
+            let sim = SimStorage::new();
+            let mut log = open(&sim, segment);
+            let start = sim.ops();
+            if cut + start > total {
                 break;
             }
-        }
-        drop(log);
-        sim.power_cut();
-        for seed in 0..4 {
-            let image = sim.crash(cut * 1000 + seed);
-            let mut log =
-                LogStore::open(Arc::new(image), Path::new("/node/log"), LogOptions { max_segment_bytes: 150 })
-                    .unwrap_or_else(|e| panic!("cut {cut}, seed {seed}: the log does not reopen: {e}"));
-            check(&mut log, &acked, failed.as_ref(), cut, seed).await;
+            sim.freeze_after(start + cut);
+            let mut acked = Model::default();
+            let mut failed = None;
+            for op in &ops {
+                if run(&mut log, op).await.is_ok() {
+                    acked.apply(op);
+                } else {
+                    failed = Some(op.clone());
+                    break;
+                }
+            }
+            drop(log);
+            sim.power_cut();
+            for seed in 0..4 {
+                let image = sim.crash(cut * 1000 + seed);
+                let mut log =
+                    LogStore::open(Arc::new(image), Path::new("/node/log"), LogOptions { max_segment_bytes: segment })
+                        .unwrap_or_else(|e| {
+                            panic!("segments of {segment}, cut {cut}, seed {seed}: the log does not reopen: {e}")
+                        });
+                check(&mut log, &acked, failed.as_ref(), cut, seed).await;
+            }
         }
     }
 }
@@ -164,8 +197,8 @@ async fn check(log: &mut LogStore, acked: &Model, failed: Option<&Op>, cut: u64,
 
 /// Runs the scenario on `sim` with the power cut before operation `cut` (counted from after
 /// the open); `None` once `cut` is past the scenario's last operation.
-async fn run_cut(sim: &SimStorage, ops: &[Op], cut: u64, total: u64) -> Option<()> {
-    let mut log = open(sim);
+async fn run_cut(sim: &SimStorage, ops: &[Op], segment: u64, cut: u64, total: u64) -> Option<()> {
+    let mut log = open(sim, segment);
     let start = sim.ops();
     if start + cut > total {
         return None;
@@ -182,33 +215,34 @@ async fn run_cut(sim: &SimStorage, ops: &[Op], cut: u64, total: u64) -> Option<(
 
 #[tokio::test]
 async fn what_a_reopen_after_a_killed_process_serves_survives_a_later_power_cut() {
-    let ops = scenario();
-    let total = {
-        let sim = SimStorage::new();
-        run_cut(&sim, &ops, u64::MAX / 2, u64::MAX).await.expect("runs");
-        sim.ops()
-    };
-    for cut in 0..=total {
-        let sim = SimStorage::new();
-        if run_cut(&sim, &ops, cut, total).await.is_none() {
-            break;
-        }
-        sim.power_cut();
-        // The process dies: its unsynced writes stay in the page cache, and the next open
-        // reads them.
-        let after_kill = sim.process_crash();
-        let (served, state, vote) = {
-            let mut log = open(&after_kill);
-            let served = log.try_get_log_entries(..).await.expect("reads");
-            (served, log.get_log_state().await.expect("reads"), log.read_vote().await.expect("reads"))
+    for (ops, segment, _) in scenarios() {
+        let total = {
+            let sim = SimStorage::new();
+            run_cut(&sim, &ops, segment, u64::MAX / 2, u64::MAX).await.expect("runs");
+            sim.ops()
         };
-        after_kill.power_cut();
-        for seed in 0..4 {
-            let mut log = open(&after_kill.crash(cut * 1000 + seed));
-            let at = format!("cut {cut}, seed {seed}");
-            assert_eq!(log.try_get_log_entries(..).await.expect("reads"), served, "{at}: entries");
-            assert_eq!(log.get_log_state().await.expect("reads"), state, "{at}: log state");
-            assert_eq!(log.read_vote().await.expect("reads"), vote, "{at}: vote");
+        for cut in 0..=total {
+            let sim = SimStorage::new();
+            if run_cut(&sim, &ops, segment, cut, total).await.is_none() {
+                break;
+            }
+            sim.power_cut();
+            // The process dies: its unsynced writes stay in the page cache, and the next open
+            // reads them.
+            let after_kill = sim.process_crash();
+            let (served, state, vote) = {
+                let mut log = open(&after_kill, segment);
+                let served = log.try_get_log_entries(..).await.expect("reads");
+                (served, log.get_log_state().await.expect("reads"), log.read_vote().await.expect("reads"))
+            };
+            after_kill.power_cut();
+            for seed in 0..4 {
+                let mut log = open(&after_kill.crash(cut * 1000 + seed), segment);
+                let at = format!("segments of {segment}, cut {cut}, seed {seed}");
+                assert_eq!(log.try_get_log_entries(..).await.expect("reads"), served, "{at}: entries");
+                assert_eq!(log.get_log_state().await.expect("reads"), state, "{at}: log state");
+                assert_eq!(log.read_vote().await.expect("reads"), vote, "{at}: vote");
+            }
         }
     }
 }
