@@ -389,6 +389,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Waits for a commit's outcome. A lone commit polls for it while the disk is fast
     /// enough (see [`StoreOptions::spin_limit`]); everything else sleeps until woken.
     async fn receive<T>(&self, mut rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+        // A commit made in the caller's thread is answered already: no clock, no poll.
+        match rx.try_recv() {
+            Ok(outcome) => return outcome,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(self.gone()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
         let shared = &self.inner.shared;
         let budget = Duration::from_nanos(shared.spin_nanos.load(Ordering::Relaxed));
         if !budget.is_zero() && shared.in_flight.load(Ordering::Relaxed) <= 1 {
