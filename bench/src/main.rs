@@ -129,7 +129,7 @@ impl Plan {
             lookups: 20_000,
             snapshot_sessions: 100_000,
             commit_api: commit_api::CommitApiPlan {
-                lone_buffered: 5_000,
+                lone_buffered: 50_000,
                 lone_fsync: 1_000,
                 import: 100_000,
                 unit_commands: 64_000,
