@@ -62,6 +62,7 @@ async fn import_beside_other_committers(durability: Durability) {
     for task in others {
         task.await.expect("writer");
     }
+    assert_eq!(seqs.len(), 3_000, "a receipt for every imported command");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "the import's sequence numbers increase");
     let entries = store.query().expect("query").entries.clone();
     let mine: Vec<u64> = entries.iter().map(|&(_, v)| v).filter(|&v| v < 1_000_000).collect();

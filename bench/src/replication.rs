@@ -29,7 +29,8 @@ pub struct ReplicationPlan {
     pub lone: u64,
     /// Commits per repetition with 64 writers.
     pub many: u64,
-    /// Leader kills for the failover figures (in the first repetition only).
+    /// Leader kills for the failover figures (one series, after the repetitions, on a
+    /// cluster of its own).
     pub kills: usize,
 }
 

@@ -91,11 +91,13 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
         let leader = leader_of(&live).await;
         let term = live.lock().expect("live nodes")[&leader].status().term;
         let killed_at = Instant::now();
-        let tick = history.now();
         disks[&leader].power_cut();
         let node = live.lock().expect("live nodes").remove(&leader).expect("the leader is live");
         node.halt();
         drop(node);
+        // Taken once the leader is halted: a command invoked earlier could still be answered
+        // by it (its followers alone are a majority), which is no failover.
+        let tick = history.now();
         // Failover: from the kill to the first receipt of a command invoked after it.
         tokio::time::timeout(crate::PATIENCE, history.wait_acked_invoked_after(tick))
             .await
