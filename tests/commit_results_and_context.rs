@@ -8,7 +8,9 @@ mod segment_files;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use airomem::{CommitContext, Committed, Error, PostcardSerializer, PostcardStore, Seq, State, Store};
+use airomem::{
+    CommitContext, Committed, Durability, Error, PostcardSerializer, PostcardStore, Seq, State, Store, StoreOptions,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -181,9 +183,20 @@ async fn receipts_match_the_context_and_replay_reproduces_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_query_still_commits_the_command() {
+    panicking_query_commits(Durability::Fsync).await;
+}
+
+/// Under `OsBuffered` a lone `commit_with` runs its query in the caller's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_query_in_the_callers_thread_still_commits_the_command() {
+    panicking_query_commits(Durability::OsBuffered).await;
+}
+
+async fn panicking_query_commits(durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("ledger");
-    let store = open(&dir).await;
+    let options = StoreOptions::default().durability(durability);
+    let store: PostcardStore<Ledger> = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
     store.commit(add("first")).await.expect("commit");
     let result = store.commit_with(add("second"), |_: &Ledger| -> u64 { panic!("query blew up") }).await;
     assert!(matches!(result, Err(Error::QueryPanicked)), "{result:?}");

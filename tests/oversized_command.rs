@@ -1,7 +1,7 @@
 //! A command that encodes to more than a record may hold is refused with a typed error before
 //! it reaches the journal: it takes no sequence number, and the store stays usable.
 
-use airomem::{Error, JournalError, PostcardSerializer, Store};
+use airomem::{Durability, Error, JournalError, PostcardSerializer, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default, Debug)]
@@ -18,8 +18,20 @@ impl airomem::State for Notes {
 
 #[tokio::test]
 async fn a_command_larger_than_a_record_is_refused_and_the_store_goes_on() {
+    refused_and_the_store_goes_on(Durability::Fsync).await;
+}
+
+/// Under `OsBuffered` a lone commit is encoded and refused in its caller's thread.
+#[tokio::test]
+async fn a_command_larger_than_a_record_is_refused_in_its_callers_thread() {
+    refused_and_the_store_goes_on(Durability::OsBuffered).await;
+}
+
+async fn refused_and_the_store_goes_on(durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store: Store<Notes, PostcardSerializer> = Store::open(PostcardSerializer, tmp.path()).await.expect("open");
+    let options = StoreOptions::default().durability(durability);
+    let store: Store<Notes, PostcardSerializer> =
+        Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
     store.commit("small".to_string()).await.expect("commit");
 
     let huge = "x".repeat(airomem_journal::MAX_PAYLOAD_LEN + 1);

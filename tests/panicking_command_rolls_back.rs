@@ -10,7 +10,7 @@ use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use airomem::{Error, PostcardSerializer, PostcardStore, Seq, State, Store, StoreOptions};
+use airomem::{Durability, Error, PostcardSerializer, PostcardStore, Seq, State, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -76,8 +76,15 @@ fn quiet_expected_panics() {
 }
 
 async fn open(dir: &std::path::Path) -> PostcardStore<Books> {
+    open_with(dir, Durability::Fsync).await
+}
+
+/// Under `OsBuffered` a lone commit is committed in its caller's thread, not by the writer
+/// thread: the rollback runs there.
+async fn open_with(dir: &std::path::Path, durability: Durability) -> PostcardStore<Books> {
     quiet_expected_panics();
-    Store::open_with(PostcardSerializer, dir, StoreOptions::default().segment_size(512)).await.expect("open")
+    let options = StoreOptions::default().segment_size(512).durability(durability);
+    Store::open_with(PostcardSerializer, dir, options).await.expect("open")
 }
 
 fn expect_panicked(result: Result<airomem::Committed, Error>, key: u64) -> Seq {
@@ -92,9 +99,18 @@ fn expect_panicked(result: Result<airomem::Committed, Error>, key: u64) -> Seq {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_command_has_no_effect_and_is_skipped_on_reopen() {
+    panicking_command_has_no_effect(Durability::Fsync).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_command_committed_in_its_callers_thread_has_no_effect() {
+    panicking_command_has_no_effect(Durability::OsBuffered).await;
+}
+
+async fn panicking_command_has_no_effect(durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("books");
-    let store = open(&dir).await;
+    let store = open_with(&dir, durability).await;
     let mut model = Books::default();
     let mut panicked = Vec::new();
     let mut last_seq = Seq(0);
@@ -119,7 +135,7 @@ async fn panicking_command_has_no_effect_and_is_skipped_on_reopen() {
     drop(store);
 
     for _ in 0..2 {
-        let store = open(&dir).await;
+        let store = open_with(&dir, durability).await;
         assert!(segment_files::segment_names(&dir).len() > 2, "aborted commands sit in several segments");
         assert_eq!(*store.query().expect("query"), model, "reopen yields the model");
         let report = store.recovery();
@@ -132,8 +148,17 @@ async fn panicking_command_has_no_effect_and_is_skipped_on_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_an_aborted_command_as_soon_as_its_caller_hears() {
+    stats_count_an_aborted_command(Durability::Fsync).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_a_command_aborted_in_its_callers_thread_as_soon_as_it_hears() {
+    stats_count_an_aborted_command(Durability::OsBuffered).await;
+}
+
+async fn stats_count_an_aborted_command(durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = open(tmp.path()).await;
+    let store = open_with(tmp.path(), durability).await;
     let mut seen = Vec::new();
     let (mut committed, mut aborted) = (0, 0);
     for key in 0..200u64 {

@@ -109,33 +109,53 @@ impl Frame {
 /// # Panics
 /// If `payload` is longer than [`MAX_PAYLOAD_LEN`]; callers check that first.
 pub fn encode(out: &mut Vec<u8>, seq: Seq, unix_nanos: u64, kind: RecordKind, mark: BatchMark, payload: &[u8]) {
+    let start = out.len();
+    encode_unsealed(out, seq, unix_nanos, kind, mark, payload);
+    seal(out, start);
+    debug_assert_eq!(decode(out, start).map(|f| f.seq), Ok(seq), "a frame must verify as written");
+}
+
+/// Appends one record to `out` with its checksum left blank, for a writer that may still
+/// set flags on it ([`mark_batch_end`], [`mark_unit_next`]): [`seal`] it once they are
+/// final, so that each record's checksum is computed once.
+///
+/// # Panics
+/// If `payload` is longer than [`MAX_PAYLOAD_LEN`]; callers check that first.
+pub fn encode_unsealed(
+    out: &mut Vec<u8>,
+    seq: Seq,
+    unix_nanos: u64,
+    kind: RecordKind,
+    mark: BatchMark,
+    payload: &[u8],
+) {
     assert!(payload.len() <= MAX_PAYLOAD_LEN, "payload length is checked before framing");
     let len = u32::try_from(payload.len()).expect("MAX_PAYLOAD_LEN fits in u32");
-    let start = out.len();
+    out.reserve(FRAME_HEADER_LEN + payload.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.0.to_le_bytes());
     out.extend_from_slice(&unix_nanos.to_le_bytes());
     out.push(kind.to_bits() | mark.bits());
     out.extend_from_slice(payload);
-    let crc = checksum(&out[start..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(decode(out, start).map(|f| f.seq), Ok(seq), "a frame must verify as written");
 }
 
-/// Marks the record that starts at `offset` in `buf` as the last of its batch, fixing its checksum.
-pub fn set_batch_end(buf: &mut [u8], offset: usize) {
+/// Computes and stores the checksum of the record that starts at `offset` in `buf`.
+pub fn seal(buf: &mut [u8], offset: usize) {
+    let end = offset + FRAME_HEADER_LEN + read_u32(buf, offset) as usize;
+    let crc = checksum(&buf[offset..end]);
+    buf[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Marks the unsealed record that starts at `offset` in `buf` as the last of its batch.
+pub fn mark_batch_end(buf: &mut [u8], offset: usize) {
     buf[offset + 24] |= BATCH_END;
-    let crc = checksum(&buf[offset..]);
-    buf[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Marks the record that starts at `offset` in `buf` as continuing into the next one, in one
-/// atomic unit, fixing its checksum.
-pub fn set_unit_next(buf: &mut [u8], offset: usize) {
+/// Marks the unsealed record that starts at `offset` in `buf` as continuing into the next
+/// one, in one atomic unit.
+pub fn mark_unit_next(buf: &mut [u8], offset: usize) {
     buf[offset + 24] |= UNIT_NEXT;
-    let crc = checksum(&buf[offset..]);
-    buf[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The checksum of the record that starts at `record[0]` and ends at `record.len()`.
@@ -222,8 +242,10 @@ mod tests {
     fn round_trip_and_batch_end() {
         let mut buf = Vec::new();
         encode(&mut buf, Seq(5), 99, RecordKind::Command, BatchMark { start: true, end: false }, b"hello");
-        encode(&mut buf, Seq(6), 100, RecordKind::Abort, BatchMark::default(), &5u64.to_le_bytes());
-        set_batch_end(&mut buf, FRAME_HEADER_LEN + 5);
+        encode_unsealed(&mut buf, Seq(6), 100, RecordKind::Abort, BatchMark::default(), &5u64.to_le_bytes());
+        mark_batch_end(&mut buf, FRAME_HEADER_LEN + 5);
+        assert!(matches!(decode(&buf, FRAME_HEADER_LEN + 5), Err(Corruption::Checksum { .. })), "not sealed yet");
+        seal(&mut buf, FRAME_HEADER_LEN + 5);
         let a = decode(&buf, 0).expect("first");
         assert_eq!(
             (a.seq, a.unix_nanos, a.kind, a.batch_start, a.batch_end),

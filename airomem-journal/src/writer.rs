@@ -171,9 +171,14 @@ impl JournalWriter {
             return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN });
         }
         let seq = self.next_seq;
+        // The record before is final now (a unit's flag is set before the next push): its
+        // checksum is computed once, here, and this one's when the next comes or the batch ends.
+        if let Some(previous) = self.last_frame {
+            frame::seal(&mut self.batch, previous);
+        }
         self.last_frame = Some(self.batch.len());
         let mark = BatchMark { start: self.batch.is_empty(), end: false };
-        frame::encode(&mut self.batch, seq, self.last_nanos, RecordKind::Command, mark, payload);
+        frame::encode_unsealed(&mut self.batch, seq, self.last_nanos, RecordKind::Command, mark, payload);
         self.next_seq = seq.next();
         Ok(seq)
     }
@@ -184,7 +189,7 @@ impl JournalWriter {
     /// the last; the batch must not end between them.
     pub fn continue_unit(&mut self) {
         if let Some(at) = self.last_frame {
-            frame::set_unit_next(&mut self.batch, at);
+            frame::mark_unit_next(&mut self.batch, at);
         }
     }
 
@@ -218,7 +223,8 @@ impl JournalWriter {
     pub fn write_batch(&mut self) -> Result<(), JournalError> {
         self.check_poisoned()?;
         let Some(last) = self.last_frame.take() else { return Ok(()) };
-        frame::set_batch_end(&mut self.batch, last);
+        frame::mark_batch_end(&mut self.batch, last);
+        frame::seal(&mut self.batch, last);
         let fits = self.segment_len + self.batch.len() as u64 <= self.config.segment_size;
         let other_schema = self.segment_schema != self.config.schema_version;
         if (!fits && self.segment_len > SEGMENT_HEADER_LEN as u64) || other_schema {

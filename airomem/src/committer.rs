@@ -15,7 +15,8 @@ use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalWriter};
 use tracing::{debug, error, warn};
 
-use crate::execute::execute;
+use crate::Committed;
+use crate::execute::{encode_copy, execute};
 use crate::rebuild::rebuild;
 use crate::writer::{Commands, Outcome, Request, Shared};
 use crate::{Durability, Error};
@@ -53,21 +54,13 @@ pub(crate) struct Committer<S: State, Z> {
     lone: Vec<Request<S>>,
     /// Its callers' outcomes, likewise.
     lone_outcomes: Vec<Outcome>,
+    /// The bytes of the command [`Committer::commit_one`] commits, kept for its allocation.
+    lone_payload: Vec<u8>,
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
     /// False once the writer thread has closed the journal.
     running: bool,
-}
-
-/// What [`Committer::commit_here`] did with a request.
-pub(crate) enum Here<S: State> {
-    /// Committed (or refused) and answered.
-    Done,
-    /// Committed, and the writer thread must be told (see [`crate::writer::Message::Nudge`]).
-    DoneNudge,
-    /// Not taken: the writer thread must commit it.
-    Declined(Request<S>),
 }
 
 impl<S: State, Z: Serializer> Committer<S, Z> {
@@ -97,48 +90,115 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             snapshot_after_batch: false,
             lone: Vec::with_capacity(1),
             lone_outcomes: Vec::with_capacity(1),
+            lone_payload: Vec::new(),
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
             running: true,
         }
     }
 
-    /// Commits one request in the calling thread, when that cannot reorder it behind anything
-    /// or cost a wait on the disk: under `OsBuffered` or `Periodic` only (the write goes to
-    /// the page cache; under `Fsync` a caller would block on the sync), and only while
-    /// nothing handed to the writer thread is still uncommitted, so that a command never
-    /// overtakes one sent before it, even one whose caller gave up waiting.
+    /// Whether a caller holding this committer may commit in its own thread, which cannot
+    /// reorder its command behind anything or cost it a wait on the disk: only under
+    /// `OsBuffered` or `Periodic` (the write goes to the page cache; under `Fsync` a caller
+    /// would block on the sync), and only while nothing handed to the writer thread is still
+    /// uncommitted, so that a command never overtakes one sent before it, even one whose
+    /// caller gave up waiting.
     ///
     /// This saves a lone committer both thread hand-offs (to the writer and back), which
     /// cost more than the write itself. What it costs the caller's thread is that `write`
     /// call, normally a few microseconds; the kernel may hold it longer while it throttles
     /// a process that dirties pages faster than the disk takes them.
-    pub(crate) fn commit_here(&mut self, request: Request<S>) -> Here<S> {
+    pub(crate) fn may_commit_here(&self) -> bool {
         let shared = &self.shared;
-        if !self.running
-            || self.durability == Durability::Fsync
-            || shared.submitted.load(Ordering::Acquire) != shared.written.load(Ordering::Acquire)
-        {
-            return Here::Declined(request);
+        self.running
+            && self.durability != Durability::Fsync
+            && shared.submitted.load(Ordering::Acquire) == shared.written.load(Ordering::Acquire)
+    }
+
+    /// Commits one command in the calling thread (which checked [`Self::may_commit_here`]),
+    /// exactly as the writer thread would commit it in a batch of its own, and answers with
+    /// `answer`, run on the state right after the command under the same write lock. Returns
+    /// that answer, or the error, and whether the writer thread must be nudged (see
+    /// [`crate::writer::Message::Nudge`]).
+    ///
+    /// The command is encoded into a buffer the committer keeps, and the copy decoded from
+    /// it is what executes, as on every path: no allocation of its own, no channel.
+    pub(crate) fn commit_one<R>(
+        &mut self,
+        command: S::Command,
+        answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
+    ) -> (Result<R, Error>, bool) {
+        if let Err(error) = self.shared.health.check_commit() {
+            return (Err(error), false);
         }
+        let mut payload = std::mem::take(&mut self.lone_payload);
+        payload.clear();
+        let decoded = encode_copy::<S, Z>(&self.serializer, command, &mut payload);
+        let result = match decoded {
+            Ok(command) => self.commit_encoded(&payload, command, answer),
+            Err(error) => (Err(error), false),
+        };
+        self.lone_payload = payload;
+        result
+    }
+
+    fn commit_encoded<R>(
+        &mut self,
+        payload: &[u8],
+        command: S::Command,
+        answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
+    ) -> (Result<R, Error>, bool) {
         // Under `Periodic`, the writer thread sleeps without a timer while nothing is unsynced:
         // the first unsynced write must wake it, or it would never be synced.
+        let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
+        let bytes = self.journal.counters().bytes;
+        let unix_nanos = match self.write_one(payload) {
+            Ok(nanos) => nanos,
+            Err(e) => return (Err(self.poison(e)), false),
+        };
+        let seq = Seq(self.journal.next_seq().0 - 1);
+        let result = {
+            let shared = Arc::clone(&self.shared);
+            let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // As in `commit_batch`: a state that could not be rebuilt is not executed on.
+            let (result, commits, aborted) = match shared.health.check_read() {
+                Err(error) => (Err(error), 0, 0),
+                Ok(()) => match self.apply(&mut state, seq, std::iter::once(command), unix_nanos) {
+                    Ok(()) => (answer(&state, Committed { seq, unix_nanos }), 1, 0),
+                    Err(error) => (Err(error), 0, 1),
+                },
+            };
+            self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+            result
+        };
+        (result, self.leaves_work(1, bytes) || nudge)
+    }
+
+    /// Commits one request in the calling thread (which checked [`Self::may_commit_here`])
+    /// through the writer's own batch code, as a batch of one, and answers it. Returns
+    /// whether the writer thread must be nudged (see [`crate::writer::Message::Nudge`]).
+    pub(crate) fn commit_here(&mut self, request: Request<S>) -> bool {
         let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
         let (commands, bytes) = (request.commands.len() as u64, self.journal.counters().bytes);
         let (mut lone, mut outcomes) = (std::mem::take(&mut self.lone), std::mem::take(&mut self.lone_outcomes));
         lone.push(request);
         self.commit_batch(&mut lone, &mut outcomes, true);
         (self.lone, self.lone_outcomes) = (lone, outcomes);
-        // Serializing the state is the writer thread's work, not a caller's: the nudge makes
-        // it check again (`snapshot_due` with nothing new), and a snapshot taken meanwhile
-        // has reset the counts, so none is taken twice.
+        self.leaves_work(commands, bytes) || nudge
+    }
+
+    /// Whether a commit of `commands` made in a caller's thread, written from journal byte
+    /// count `bytes` on, left a snapshot due. Serializing the state is the writer thread's
+    /// work, not a caller's: the nudge makes it check again (`snapshot_due` with nothing
+    /// new), and a snapshot taken meanwhile has reset the counts, so none is taken twice.
+    fn leaves_work(&mut self, commands: u64, bytes: u64) -> bool {
         #[cfg(feature = "snapshot")]
-        if self.snapshotter.due(commands, self.journal.counters().bytes - bytes) || self.snapshot_after_batch {
-            return Here::DoneNudge;
-        }
+        return self.snapshotter.due(commands, self.journal.counters().bytes - bytes) || self.snapshot_after_batch;
         #[cfg(not(feature = "snapshot"))]
-        let _ = (commands, bytes);
-        if nudge { Here::DoneNudge } else { Here::Done }
+        {
+            let _ = (commands, bytes);
+            false
+        }
     }
 
     /// Counts a written batch of `commands` that began at journal byte count `bytes`; true
@@ -237,26 +297,14 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                     Commands::Unit(unit) => (None, unit),
                 };
                 let commands = one.into_iter().chain(unit.into_iter().map(|(_, command)| command));
-                // The unit's commands run in order under this one write lock, so no reader
-                // sees a part of it; the first that panics rolls all of them back.
-                let mut panicked = None;
-                for (i, command) in commands.enumerate() {
-                    let seq = Seq(first.0 + i as u64);
-                    if let Err(message) = execute(&mut *state, command, CommitContext::new(seq, unix_nanos)) {
-                        panicked = Some((seq, message));
-                        break;
-                    }
-                }
-                match panicked {
-                    None => {
+                match self.apply(&mut state, first, commands, unix_nanos) {
+                    Ok(()) => {
                         commits += count;
                         outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
                     }
-                    Some((seq, message)) => {
+                    Err(error) => {
                         aborted += count;
-                        warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
-                        self.abort(&mut state, first, seq);
-                        outcomes.push(request.reply.prepare_failure(Error::CommandPanicked { seq, message }));
+                        outcomes.push(request.reply.prepare_failure(error));
                     }
                 }
             }
@@ -267,9 +315,30 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         }
     }
 
+    /// Executes the commands of one request, numbered from `first`, on `state` (under the
+    /// write lock, so that no reader sees a part of them). The first that panics rolls all
+    /// of them back, and its error is returned.
+    fn apply(
+        &mut self,
+        state: &mut S,
+        first: Seq,
+        commands: impl Iterator<Item = S::Command>,
+        unix_nanos: u64,
+    ) -> Result<(), Error> {
+        for (i, command) in commands.enumerate() {
+            let seq = Seq(first.0 + i as u64);
+            if let Err(message) = execute(state, command, CommitContext::new(seq, unix_nanos)) {
+                warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
+                self.abort(state, first, seq);
+                return Err(Error::CommandPanicked { seq, message });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the batch with one write and makes it as durable as the policy asks. A batch
     /// written `here`, in a caller's thread, never syncs under `Periodic`: the writer thread
-    /// does that on its timer (see [`Committer::commit_here`]).
+    /// does that on its timer (see [`Committer::may_commit_here`]).
     fn write(&mut self, batch: &[Request<S>], here: bool) -> Result<u64, airomem_journal::JournalError> {
         let unix_nanos = self.journal.begin_batch()?;
         for request in batch {
@@ -287,14 +356,27 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                 }
             }
         }
+        self.end_batch(batch.len(), here)?;
+        Ok(unix_nanos)
+    }
+
+    /// Writes one command as a batch of its own, in a caller's thread.
+    fn write_one(&mut self, payload: &[u8]) -> Result<u64, airomem_journal::JournalError> {
+        let unix_nanos = self.journal.begin_batch()?;
+        self.journal.push(payload)?;
+        self.end_batch(1, true)?;
+        Ok(unix_nanos)
+    }
+
+    fn end_batch(&mut self, requests: usize, here: bool) -> Result<(), airomem_journal::JournalError> {
         self.journal.write_batch()?;
         match self.durability {
             Durability::Fsync => self.sync()?,
             Durability::Periodic(interval) if !here && self.last_sync.elapsed() >= interval => self.sync()?,
             Durability::Periodic(_) | Durability::OsBuffered => {}
         }
-        debug!(requests = batch.len(), next_seq = self.journal.next_seq().0, "batch written");
-        Ok(unix_nanos)
+        debug!(requests, next_seq = self.journal.next_seq().0, "batch written");
+        Ok(())
     }
 
     pub(crate) fn sync(&mut self) -> Result<(), airomem_journal::JournalError> {

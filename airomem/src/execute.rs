@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airomem_core::{CommitContext, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, Repair, ReplayError, ReplayOutcome, ReplayRange, replay};
+use airomem_journal::{
+    JournalConfig, JournalError, MAX_PAYLOAD_LEN, Repair, ReplayError, ReplayOutcome, ReplayRange, replay,
+};
 
 use crate::Error;
 use crate::migrate::{Chain, Command, Held};
@@ -18,6 +20,22 @@ use crate::stats::Migration;
 /// must not be shown to anyone: the caller rebuilds it.
 pub(crate) fn execute<S: State>(state: &mut S, command: S::Command, context: CommitContext) -> Result<(), String> {
     context.enter(|| panic::catch_unwind(AssertUnwindSafe(|| state.execute(command)))).map_err(panic_message)
+}
+
+/// Encodes `command` into `payload` and decodes it again: the copy is what executes, exactly
+/// what recovery will execute. A command too large for a journal record is refused here,
+/// before it takes a sequence number, so the store stays usable.
+pub(crate) fn encode_copy<S: State, Z: Serializer>(
+    serializer: &Z,
+    command: S::Command,
+    payload: &mut Vec<u8>,
+) -> Result<S::Command, Error> {
+    serializer.encode(&command, payload).map_err(|e| Error::encode("command", e))?;
+    drop(command);
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
+    }
+    serializer.decode(payload).map_err(|e| Error::decode(None, None, e))
 }
 
 pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {

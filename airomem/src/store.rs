@@ -9,11 +9,12 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use airomem_core::{PostcardSerializer, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalError, JournalWriter, MAX_PAYLOAD_LEN, SyncMode};
+use airomem_journal::{JournalConfig, JournalWriter, SyncMode};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{error, info};
 
-use crate::committer::{Committer, Here};
+use crate::committer::Committer;
+use crate::execute::encode_copy;
 use crate::rebuild::recover;
 use crate::stats::Counters;
 use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
@@ -312,8 +313,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// is lost, so **its outcome is unknown to the caller**. Find out by reading the state
     /// (an idempotency key in the command makes that, and a retry, safe).
     pub async fn commit(&self, command: S::Command) -> Result<Committed, Error> {
-        let (tx, rx) = oneshot::channel();
         let _in_flight = InFlight::enter(&self.inner.shared);
+        let command = match self.commit_one_here(command, |_, committed| Ok(committed)) {
+            Ok(outcome) => return outcome,
+            Err(command) => command,
+        };
+        let (tx, rx) = oneshot::channel();
         self.send(command, Reply::Receipt(tx)).await?;
         self.receive(rx).await
     }
@@ -326,8 +331,14 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         R: Send + 'static,
         Q: FnOnce(&S) -> R + Send + 'static,
     {
-        let (reply, rx) = query_reply(query);
         let _in_flight = InFlight::enter(&self.inner.shared);
+        let mut query = Some(query);
+        let run = |state: &S, _| run_query(query.take().expect("answered once"), state);
+        let command = match self.commit_one_here(command, run) {
+            Ok(outcome) => return outcome,
+            Err(command) => command,
+        };
+        let (reply, rx) = query_reply(query.expect("not run: the command was not committed here"));
         self.send(command, reply).await?;
         self.receive(rx).await
     }
@@ -443,24 +454,17 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         }
     }
 
-    /// Encodes a command and decodes it again: the copy is what executes, exactly what
-    /// recovery will execute. A command too large for a journal record is refused here,
-    /// before it takes a sequence number or reaches the writer, so the store stays usable.
+    /// Encodes a command into a buffer of its own and decodes it again (see
+    /// [`encode_copy`]), for a request handed to the writer thread.
     fn encode(&self, command: S::Command) -> Result<(Vec<u8>, S::Command), Error> {
-        let serializer = &*self.inner.serializer;
         let mut payload = Vec::with_capacity(self.inner.payload_hint.load(Ordering::Relaxed));
-        serializer.encode(&command, &mut payload).map_err(|e| Error::encode("command", e))?;
-        drop(command);
+        let command = encode_copy::<S, Z>(&self.inner.serializer, command, &mut payload)?;
         // Rounded up, so that commands a little longer than the last fit too; capped, so
         // that one huge command does not make every later buffer huge.
         let hint = payload.len().next_power_of_two().min(MAX_PAYLOAD_HINT);
         if hint != self.inner.payload_hint.load(Ordering::Relaxed) {
             self.inner.payload_hint.store(hint, Ordering::Relaxed);
         }
-        if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_PAYLOAD_LEN }.into());
-        }
-        let command: S::Command = serializer.decode(&payload).map_err(|e| Error::decode(None, None, e))?;
         Ok((payload, command))
     }
 
@@ -486,39 +490,53 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Commits a request awaited alone in the caller's thread when it can
     /// ([`Committer::commit_here`]); otherwise queues it for the writer thread.
     async fn hand_over(&self, request: Request<S>) -> Result<(), Error> {
-        let request = match self.commit_here(request) {
-            Ok(()) => return Ok(()),
-            Err(request) => request,
-        };
+        if let Some(mut committer) = self.committer_here() {
+            let nudge = committer.commit_here(request);
+            drop(committer);
+            self.nudge_if(nudge);
+            return Ok(());
+        }
         self.queue(request).await
     }
 
-    /// The fast path of a lone commit: taken only when no other commit is awaited (one more
-    /// would make a batch worth the writer thread's hand-offs) and the committer is free.
-    /// Gives the request back otherwise.
-    fn commit_here(&self, request: Request<S>) -> Result<(), Request<S>> {
+    /// Commits one command awaited alone in the caller's thread when it can
+    /// ([`Committer::commit_one`]), answering with `answer`; gives the command back otherwise.
+    fn commit_one_here<R>(
+        &self,
+        command: S::Command,
+        answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
+    ) -> Result<Result<R, Error>, S::Command> {
+        let Some(mut committer) = self.committer_here() else { return Err(command) };
+        let (outcome, nudge) = committer.commit_one(command, answer);
+        drop(committer);
+        self.nudge_if(nudge);
+        Ok(outcome)
+    }
+
+    /// The committer, when a commit may be made in the caller's thread: only when no other
+    /// commit is awaited (one more would make a batch worth the writer thread's hand-offs),
+    /// the committer is free, and it allows it ([`Committer::may_commit_here`]).
+    fn committer_here(&self) -> Option<std::sync::MutexGuard<'_, Committer<S, Z>>> {
         let inner = &*self.inner;
         if !inner.lone_in_caller || inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
-            return Err(request);
+            return None;
         }
         // Busy (a batch, a sync, a snapshot's serialization) or poisoned: the writer thread
-        // takes it, and answers for a poisoned one.
-        let Ok(mut committer) = inner.committer.try_lock() else { return Err(request) };
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(request);
+        // takes the commit, and answers for a poisoned one. Our own code, not the command
+        // (whose panic `execute` catches), could still panic while this is held: the
+        // committer's mutex is then poisoned and the writer thread stops.
+        let committer = inner.committer.try_lock().ok()?;
+        if inner.closed.load(Ordering::Acquire) || !committer.may_commit_here() {
+            return None;
         }
-        // Our own code, not the command (whose panic `execute` catches), could still panic
-        // in here: the committer's mutex is then poisoned and the writer thread stops.
-        let here = committer.commit_here(request);
-        drop(committer);
-        match here {
-            Here::Done => Ok(()),
-            Here::DoneNudge => {
-                // A store being closed or dropped needs no nudge: its writer syncs as it stops.
-                drop(inner.sender.send(Message::Nudge));
-                Ok(())
-            }
-            Here::Declined(request) => Err(request),
+        Some(committer)
+    }
+
+    /// Tells the writer thread of work a commit in a caller's thread left it.
+    fn nudge_if(&self, nudge: bool) {
+        if nudge {
+            // A store being closed or dropped needs no nudge: its writer syncs as it stops.
+            drop(self.inner.sender.send(Message::Nudge));
         }
     }
 
@@ -628,14 +646,16 @@ where
 {
     let (tx, rx) = oneshot::channel();
     let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
-        let result = match outcome {
-            Ok((state, _)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state)))
-                .map_err(|_| Error::QueryPanicked),
-            Err(e) => Err(e),
-        };
+        let result = outcome.and_then(|(state, _)| run_query(query, state));
         Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
     }));
     (reply, rx)
+}
+
+/// Runs a `commit_with` query on the state its command left; its panic is the caller's
+/// error, not the store's.
+fn run_query<S, R>(query: impl FnOnce(&S) -> R, state: &S) -> Result<R, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state))).map_err(|_| Error::QueryPanicked)
 }
 
 struct InFlight<'a>(&'a AtomicUsize);

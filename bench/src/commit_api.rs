@@ -62,26 +62,11 @@ pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, Box
     let unit_sizes = [10u64, 100];
     let mut units: Vec<Vec<f64>> = vec![Vec::new(); unit_sizes.len()];
     for rep in 0..REPETITIONS {
-        for (i, (_, durability)) in LONE_POLICIES.iter().enumerate() {
-            let count = if *durability == Durability::Fsync { plan.lone_fsync } else { plan.lone_buffered };
-            let store_dir = dir.join(format!("lone-{i}-{rep}"));
-            let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options(*durability)).await?;
-            // Built before the clock starts, as the `Mutex<HashMap>` loop's are: generating a
-            // session token is a `format!`, a good part of a buffered commit's time.
-            let batch: Vec<SessionsCommand> = commands(count).collect();
-            let started = Instant::now();
-            for command in batch {
-                store.commit(command).await?;
-            }
-            lone[i].push(per_second(count, started.elapsed()));
-            store.close().await?;
-            std::fs::remove_dir_all(&store_dir)?;
+        let (rate, rates) = lone_round(dir, plan, rep).await?;
+        memory.push(rate);
+        for (i, rate) in rates.into_iter().enumerate() {
+            lone[i].push(rate);
         }
-        // The same commands as the buffered store loops, so that both maps grow to the same
-        // size (a larger map makes each insert slower, and the ratio kinder to the store).
-        // After the store loops: run before them, its set and map, freed just before, cut the
-        // OsBuffered loop that followed to a tenth (page faults, allocator).
-        memory.push(memory_loop(plan.lone_buffered));
         for (i, durability) in [Durability::OsBuffered, Durability::Fsync].into_iter().enumerate() {
             let store_dir = dir.join(format!("import-{i}-{rep}"));
             let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options(durability)).await?;
@@ -130,6 +115,47 @@ pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, Box
         imported: plan.import,
         units: unit_sizes.iter().copied().zip(units.into_iter().map(Summary::of)).collect(),
     })
+}
+
+/// The lone-task loops and the `Mutex<HashMap>` loop only, over [`REPETITIONS`] rounds
+/// (`--lone-ratio`): the baseline and the three policies, as in the full run.
+pub async fn lone_only(dir: &Path, plan: CommitApiPlan) -> Result<(Summary, [Summary; 3]), BoxError> {
+    let mut memory = Vec::new();
+    let mut lone: [Vec<f64>; 3] = Default::default();
+    for rep in 0..REPETITIONS {
+        let (rate, rates) = lone_round(dir, plan, rep).await?;
+        memory.push(rate);
+        for (i, rate) in rates.into_iter().enumerate() {
+            lone[i].push(rate);
+        }
+    }
+    Ok((Summary::of(memory), lone.map(Summary::of)))
+}
+
+/// One round of the lone-task loops, one store per policy, then the `Mutex<HashMap>` loop
+/// over the same commands: (the loop's rate, each policy's rate).
+async fn lone_round(dir: &Path, plan: CommitApiPlan, rep: usize) -> Result<(f64, [f64; 3]), BoxError> {
+    let mut rates = [0.0; 3];
+    for (i, (_, durability)) in LONE_POLICIES.iter().enumerate() {
+        let count = if *durability == Durability::Fsync { plan.lone_fsync } else { plan.lone_buffered };
+        let store_dir = dir.join(format!("lone-{i}-{rep}"));
+        let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options(*durability)).await?;
+        // Built before the clock starts, as the `Mutex<HashMap>` loop's are: generating a
+        // session token is a `format!`, a good part of a buffered commit's time.
+        let batch: Vec<SessionsCommand> = commands(count).collect();
+        let started = Instant::now();
+        for command in batch {
+            store.commit(command).await?;
+        }
+        rates[i] = per_second(count, started.elapsed());
+        store.close().await?;
+        std::fs::remove_dir_all(&store_dir)?;
+    }
+    // The same commands as the buffered store loops, so that both maps grow to the same
+    // size (a larger map makes each insert slower, and the ratio kinder to the store).
+    // After the store loops: run before them, its set and map, freed just before, cut the
+    // OsBuffered loop that followed to a tenth (page faults, allocator).
+    Ok((memory_loop(plan.lone_buffered), rates))
 }
 
 fn options(durability: Durability) -> StoreOptions {

@@ -77,6 +77,10 @@ import:    airomem-bench --import [--dir DIR]
              `Store::import` of 1,000,000 commands from one task under OsBuffered and
              Fsync, in 5 interleaved rounds, with the commands each journal write carried
 
+ratio:     airomem-bench --lone-ratio [--quick] [--dir DIR]
+             the full run's lone-task loops (one task awaiting each commit, per policy)
+             and the `Mutex<HashMap>` loop over the same commands, alone, 3 rounds
+
 internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              commits COMMITS commands to a fresh store of SYSTEM (airomem, airomem07,
              prevayler, sqlite, redb) and exits: what the strace check runs; SYSTEM
@@ -169,6 +173,8 @@ struct Args {
     lone_commit: bool,
     /// `--import`.
     import: bool,
+    /// `--lone-ratio`.
+    lone_ratio: bool,
     /// `--replication`.
     replication: bool,
     /// `--probe SYSTEM COMMITS`.
@@ -191,6 +197,7 @@ impl Args {
             dir: None,
             lone_commit: false,
             import: false,
+            lone_ratio: false,
             replication: false,
             probe: None,
             memory: None,
@@ -204,6 +211,7 @@ impl Args {
                 "--quick" => parsed.quick = true,
                 "--lone-commit" => parsed.lone_commit = true,
                 "--import" => parsed.import = true,
+                "--lone-ratio" => parsed.lone_ratio = true,
                 "--replication" => parsed.replication = true,
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
@@ -277,6 +285,13 @@ fn main() -> Result<(), BoxError> {
     if args.replication {
         let result = runtime.block_on(replication::run(dir, plan.replication))?;
         report::replication_table(&result).print();
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    if args.lone_ratio {
+        let (memory, lone) = runtime.block_on(commit_api::lone_only(dir, plan.commit_api))?;
+        report::lone_table(memory, &lone, plan.commit_api.lone_buffered).print();
         drop(runtime);
         scratch.close()?;
         return Ok(());

@@ -293,6 +293,34 @@ fn commit_api_table(results: &Results) -> Table {
     table
 }
 
+/// `--lone-ratio`: one task awaiting each commit, per policy, against the `Mutex<HashMap>`
+/// loop over the same commands, as the full run measures them.
+pub(crate) fn lone_table(memory: Summary, lone: &[Summary; 3], commands: u64) -> Table {
+    let mut table = Table::new(
+        &format!(
+            "One task awaiting each commit, {} commands (Fsync: fewer), against the in-memory loop",
+            number(commands as f64)
+        ),
+        &["loop", "rate", "min–max", "ratio"],
+    );
+    table.row(vec![
+        "`Mutex<HashMap>` insert/remove loop, no store".into(),
+        number(memory.median),
+        range(memory, number),
+        ratio(1.0),
+    ]);
+    for (i, (name, _)) in crate::commit_api::LONE_POLICIES.iter().enumerate() {
+        let s = lone[i];
+        table.row(vec![
+            format!("one task, `commit().await` each, {name}"),
+            number(s.median),
+            range(s, number),
+            ratio(s.median / memory.median),
+        ]);
+    }
+    table
+}
+
 /// Three `airomem-raft` nodes in one process against a single-node store, and failover.
 pub(crate) fn replication_table(r: &crate::replication::ReplicationResult) -> Table {
     let mut table = Table::new(
