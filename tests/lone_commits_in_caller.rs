@@ -68,3 +68,54 @@ async fn snapshots_come_due_for_lone_commits() {
     assert!(report.snapshot.is_some_and(|seq| seq.0 >= 10), "{report:?}");
     assert_eq!(reopened.query().expect("query").entries.len(), 35);
 }
+
+/// A command whose `Serialize` panics when asked to: a panic in the user's own code while the
+/// command is encoded, before it reaches the store.
+#[derive(Debug)]
+struct Fragile {
+    value: u64,
+    explode: bool,
+}
+
+impl serde::Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.explode, "encoding {} exploded", self.value);
+        self.value.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(|value| Fragile { value, explode: false })
+    }
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Values(Vec<u64>);
+
+impl airomem::State for Values {
+    type Command = Fragile;
+    fn execute(&mut self, command: Fragile) {
+        self.0.push(command.value);
+    }
+}
+
+/// The panic fails its own call, as it would in a store that committed nothing in its
+/// callers' threads: the committer the command would have gone through is not poisoned, and
+/// the store goes on committing, closes cleanly and reopens with the other commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_encoding_a_lone_command_fails_only_its_own_call() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions::default().durability(Durability::OsBuffered);
+    let store: Store<Values> = Store::open_with(PostcardSerializer, tmp.path(), options.clone()).await.expect("open");
+    store.commit(Fragile { value: 1, explode: false }).await.expect("commit");
+    let fragile = store.clone();
+    let failed = tokio::spawn(async move { fragile.commit(Fragile { value: 2, explode: true }).await }).await;
+    assert!(failed.expect_err("the encoding panicked").is_panic());
+    store.commit(Fragile { value: 3, explode: false }).await.expect("the store goes on");
+    assert_eq!(store.query().expect("query").0, [1, 3]);
+    assert_eq!(store.stats().commits, 2);
+    store.close().await.expect("close");
+    let store: Store<Values> = Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("reopen");
+    assert_eq!(store.query().expect("query").0, [1, 3]);
+}

@@ -115,8 +115,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     /// Commits a command and runs `query` on the state right after it, under the same lock:
-    /// the result reflects exactly this command and those before it. `query` runs on the
-    /// writer thread and must not block. See [`crate::Store::commit_with`].
+    /// the result reflects exactly this command and those before it. `query` runs under the
+    /// state's write lock and must not block. See [`crate::Store::commit_with`].
     pub fn commit_with<R, Q>(&self, command: S::Command, query: Q) -> Result<R, Error>
     where
         R: Send + 'static,

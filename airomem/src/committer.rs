@@ -1,6 +1,8 @@
 //! What commits a batch: the journal, the durability policy, the rollback of a panicking
 //! command. The writer thread commits its batches through it, and so does a lone caller that
-//! finds nothing queued (see [`Committer::commit_here`]); one mutex, held for a whole batch,
+//! finds nothing queued (see [`Committer::may_commit_here`]): a single command through
+//! [`Committer::commit_encoded`], an atomic unit through [`Committer::commit_here`]. One
+//! mutex, held for a whole batch,
 //! keeps them in one order.
 //!
 //! Lock order: this mutex, then the state's lock, then the prune lock. Nothing holding the
@@ -16,7 +18,7 @@ use airomem_journal::{JournalConfig, JournalWriter};
 use tracing::{debug, error, warn};
 
 use crate::Committed;
-use crate::execute::{encode_copy, execute};
+use crate::execute::execute;
 use crate::rebuild::rebuild;
 use crate::writer::{Commands, Outcome, Request, Shared};
 use crate::{Durability, Error};
@@ -54,8 +56,6 @@ pub(crate) struct Committer<S: State, Z> {
     lone: Vec<Request<S>>,
     /// Its callers' outcomes, likewise.
     lone_outcomes: Vec<Outcome>,
-    /// The bytes of the command [`Committer::commit_one`] commits, kept for its allocation.
-    lone_payload: Vec<u8>,
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
@@ -90,7 +90,6 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             snapshot_after_batch: false,
             lone: Vec::with_capacity(1),
             lone_outcomes: Vec::with_capacity(1),
-            lone_payload: Vec::new(),
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
             running: true,
@@ -115,39 +114,28 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             && shared.submitted.load(Ordering::Acquire) == shared.written.load(Ordering::Acquire)
     }
 
-    /// Commits one command in the calling thread (which checked [`Self::may_commit_here`]),
+    /// Commits one command, encoded as `payload` and decoded again as `command` (the copy
+    /// that executes), in the calling thread (which checked [`Self::may_commit_here`]),
     /// exactly as the writer thread would commit it in a batch of its own, and answers with
     /// `answer`, run on the state right after the command under the same write lock. Returns
     /// that answer, or the error, and whether the writer thread must be nudged (see
     /// [`crate::writer::Message::Nudge`]).
     ///
-    /// The command is encoded into a buffer the committer keeps, and the copy decoded from
-    /// it is what executes, as on every path: no allocation of its own, no channel.
-    pub(crate) fn commit_one<R>(
+    /// No request, no channel: the caller has its answer when this returns. The command's
+    /// own code runs here only inside `execute` and `answer`, which catch its panics: its
+    /// encoding, decoding and drop happened before the caller took the committer, so that
+    /// a panic in them can never poison the committer's mutex. For the same reason the
+    /// command is taken out of `command` only to be executed: one that is refused stays
+    /// there, for the caller to drop once it has let go of the committer.
+    pub(crate) fn commit_encoded<R>(
         &mut self,
-        command: S::Command,
+        payload: &[u8],
+        command: &mut Option<S::Command>,
         answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
     ) -> (Result<R, Error>, bool) {
         if let Err(error) = self.shared.health.check_commit() {
             return (Err(error), false);
         }
-        let mut payload = std::mem::take(&mut self.lone_payload);
-        payload.clear();
-        let decoded = encode_copy::<S, Z>(&self.serializer, command, &mut payload);
-        let result = match decoded {
-            Ok(command) => self.commit_encoded(&payload, command, answer),
-            Err(error) => (Err(error), false),
-        };
-        self.lone_payload = payload;
-        result
-    }
-
-    fn commit_encoded<R>(
-        &mut self,
-        payload: &[u8],
-        command: S::Command,
-        answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
-    ) -> (Result<R, Error>, bool) {
         // Under `Periodic`, the writer thread sleeps without a timer while nothing is unsynced:
         // the first unsynced write must wake it, or it would never be synced.
         let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
@@ -163,7 +151,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             // As in `commit_batch`: a state that could not be rebuilt is not executed on.
             let (result, commits, aborted) = match shared.health.check_read() {
                 Err(error) => (Err(error), 0, 0),
-                Ok(()) => match self.apply(&mut state, seq, std::iter::once(command), unix_nanos) {
+                Ok(()) => match self.apply(&mut state, seq, command.take().into_iter(), unix_nanos) {
                     Ok(()) => (answer(&state, Committed { seq, unix_nanos }), 1, 0),
                     Err(error) => (Err(error), 0, 1),
                 },

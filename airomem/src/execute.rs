@@ -1,6 +1,6 @@
-//! Executing commands: live on the writer thread, and replayed from the journal (decoding on a
-//! second thread while the state executes). Both go through here so that a command sees the
-//! same [`CommitContext`] every time.
+//! Executing commands: live (on the writer thread, or in a lone caller's), and replayed from
+//! the journal (decoding on a second thread while the state executes). Both go through here
+//! so that a command sees the same [`CommitContext`] every time.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};

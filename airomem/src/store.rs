@@ -53,7 +53,8 @@ struct Inner<S: State, Z> {
     /// Shared with the writer thread, which closes it before releasing the directory.
     committer: Arc<Mutex<Committer<S, Z>>>,
     /// Whether a lone commit may be committed in its caller's thread (see
-    /// [`Committer::commit_here`]): `commit_in_caller`, and a policy that never syncs a commit.
+    /// [`Committer::may_commit_here`]): `commit_in_caller`, and a policy that never syncs a
+    /// commit.
     lone_in_caller: bool,
     sender: Sender<Message<S>>,
     /// Set by `close`: commits are refused from then on.
@@ -314,18 +315,20 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// (an idempotency key in the command makes that, and a retry, safe).
     pub async fn commit(&self, command: S::Command) -> Result<Committed, Error> {
         let _in_flight = InFlight::enter(&self.inner.shared);
-        let command = match self.commit_one_here(command, |_, committed| Ok(committed)) {
-            Ok(outcome) => return outcome,
-            Err(command) => command,
+        let (payload, command) = match self.offer(command, |_, committed| Ok(committed))? {
+            Offered::Committed(outcome) => return outcome,
+            Offered::Declined(payload, command) => (payload, command),
         };
         let (tx, rx) = oneshot::channel();
-        self.send(command, Reply::Receipt(tx)).await?;
+        self.send_encoded(payload, command, Reply::Receipt(tx)).await?;
         self.receive(rx).await
     }
 
     /// Commits a command and runs `query` on the state right after it, under the same lock:
     /// the result reflects exactly this command and those before it (Prevayler's
-    /// transaction-with-query). `query` must not block; it runs on the writer thread.
+    /// transaction-with-query). `query` must not block: it runs under the state's write
+    /// lock, on the writer thread or, for a lone commit under `OsBuffered` or `Periodic`, in
+    /// the caller's thread.
     pub async fn commit_with<R, Q>(&self, command: S::Command, query: Q) -> Result<R, Error>
     where
         R: Send + 'static,
@@ -334,12 +337,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let _in_flight = InFlight::enter(&self.inner.shared);
         let mut query = Some(query);
         let run = |state: &S, _| run_query(query.take().expect("answered once"), state);
-        let command = match self.commit_one_here(command, run) {
-            Ok(outcome) => return outcome,
-            Err(command) => command,
+        let (payload, command) = match self.offer(command, run)? {
+            Offered::Committed(outcome) => return outcome,
+            Offered::Declined(payload, command) => (payload, command),
         };
         let (reply, rx) = query_reply(query.expect("not run: the command was not committed here"));
-        self.send(command, reply).await?;
+        self.send_encoded(payload, command, reply).await?;
         self.receive(rx).await
     }
 
@@ -468,8 +471,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         Ok((payload, command))
     }
 
-    pub(crate) async fn send(&self, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
-        let (payload, command) = self.encode(command)?;
+    /// Hands an encoded command to the writer thread, or commits it in the caller's thread
+    /// if it may by now.
+    async fn send_encoded(&self, payload: Vec<u8>, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
         let request = Request { commands: Commands::One(payload, command), reply, followed: false, _permit: None };
         self.hand_over(request).await
     }
@@ -499,18 +503,42 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         self.queue(request).await
     }
 
-    /// Commits one command awaited alone in the caller's thread when it can
-    /// ([`Committer::commit_one`]), answering with `answer`; gives the command back otherwise.
-    fn commit_one_here<R>(
+    /// Encodes a command and commits it in the caller's thread when it can
+    /// ([`Committer::commit_encoded`]), answering with `answer`; otherwise gives back its
+    /// encoding and decoded copy, for the writer thread. Fails only to encode it.
+    ///
+    /// The command is encoded, decoded and dropped before the committer is taken, into a
+    /// buffer this thread keeps: its own code never runs under the committer's lock except
+    /// inside `execute` and `answer`, where its panics are caught.
+    fn offer<R>(
         &self,
         command: S::Command,
         answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
-    ) -> Result<Result<R, Error>, S::Command> {
-        let Some(mut committer) = self.committer_here() else { return Err(command) };
-        let (outcome, nudge) = committer.commit_one(command, answer);
-        drop(committer);
-        self.nudge_if(nudge);
-        Ok(outcome)
+    ) -> Result<Offered<R, S::Command>, Error> {
+        if !self.inner.lone_in_caller {
+            let (payload, command) = self.encode(command)?;
+            return Ok(Offered::Declined(payload, command));
+        }
+        let mut payload = LONE_PAYLOAD.take();
+        payload.clear();
+        let offered = encode_copy::<S, Z>(&self.inner.serializer, command, &mut payload).map(|command| {
+            let mut command = Some(command);
+            match self.committer_here() {
+                Some(mut committer) => {
+                    let (outcome, nudge) = committer.commit_encoded(&payload, &mut command, answer);
+                    drop(committer);
+                    self.nudge_if(nudge);
+                    drop(command);
+                    Offered::Committed(outcome)
+                }
+                None => Offered::Declined(payload.clone(), command.expect("not taken: nothing was committed")),
+            }
+        });
+        // One huge command must not keep a huge buffer alive for the thread's lifetime.
+        if payload.capacity() <= MAX_PAYLOAD_HINT {
+            LONE_PAYLOAD.set(payload);
+        }
+        offered
     }
 
     /// The committer, when a commit may be made in the caller's thread: only when no other
@@ -656,6 +684,20 @@ where
 /// error, not the store's.
 fn run_query<S, R>(query: impl FnOnce(&S) -> R, state: &S) -> Result<R, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state))).map_err(|_| Error::QueryPanicked)
+}
+
+/// What became of a command offered for a commit in its caller's thread ([`Store::offer`]).
+enum Offered<R, C> {
+    /// Committed there: the caller's outcome.
+    Committed(Result<R, Error>),
+    /// Not committed: its encoding and decoded copy, for the writer thread.
+    Declined(Vec<u8>, C),
+}
+
+thread_local! {
+    /// The buffer a lone command is encoded into before it is committed in its caller's
+    /// thread: kept per thread for its allocation, taken while in use.
+    static LONE_PAYLOAD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 struct InFlight<'a>(&'a AtomicUsize);

@@ -40,7 +40,7 @@ pub(crate) struct Shared<S> {
     pub submitted: AtomicU64,
     /// Of those, how many the writer has committed (or refused), counted under the
     /// committer's lock: while it falls short of `submitted`, a caller may not commit in its
-    /// own thread ([`Committer::commit_here`]).
+    /// own thread ([`Committer::may_commit_here`]).
     pub written: AtomicU64,
     /// Commits whose callers are waiting for their outcome.
     pub in_flight: AtomicUsize,
@@ -235,8 +235,10 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
     }
 
     /// The committer, for one batch or one sync. A committer poisoned by a panic in a
-    /// caller's thread ([`Committer::commit_here`]) may be half way through a batch: this
-    /// thread then stops as if it had panicked itself.
+    /// caller's thread ([`Committer::may_commit_here`]) may be half way through a batch:
+    /// this thread then stops as if it had panicked itself. Only airomem's own code can
+    /// panic there: the command's code runs under it only inside `execute` and a
+    /// `commit_with` query, which catch their panics.
     fn committer(&self) -> MutexGuard<'_, Committer<S, Z>> {
         match self.committer.lock() {
             Ok(guard) => guard,
