@@ -8,8 +8,11 @@ use airomem_workspace::Log;
 /// The CPU time a thread of this process has used, in clock ticks, by its name.
 fn thread_cpu_ticks(name: &str) -> Option<u64> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path();
-        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        // Another thread (a runtime's blocking worker, say) may exit while this reads: its
+        // entry is skipped, not taken for the end of the search.
+        let Ok(task) = task else { continue };
+        let path = task.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
         if comm.trim() == name {
             let stat = std::fs::read_to_string(path.join("stat")).ok()?;
             // Fields after the parenthesised name: utime and stime are the 12th and 13th.
@@ -30,6 +33,14 @@ fn an_idle_writer_under_a_zero_periodic_interval_sleeps() {
     let store: PostcardStore<Log> =
         runtime.block_on(Store::open_with(PostcardSerializer, tmp.path(), options)).expect("open");
     runtime.block_on(store.commit(1)).expect("commit");
+    // The commit was made in this thread (`commit_in_caller`), so the writer thread may not
+    // have run at all yet, nor named itself. Its sync of that commit says it has, and that
+    // it has nothing left to do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.stats().syncs == 0 {
+        assert!(std::time::Instant::now() < deadline, "the writer thread never synced the commit");
+        std::thread::yield_now();
+    }
     let before = thread_cpu_ticks("airomem-writer").expect("the writer thread is there");
     let idle = std::time::Instant::now();
     // Time passing is what is measured here, not a wait for an event.
