@@ -471,11 +471,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         Ok((payload, command))
     }
 
-    /// Hands an encoded command to the writer thread, or commits it in the caller's thread
-    /// if it may by now.
+    /// Hands an encoded command that [`Store::offer`] could not commit to the writer thread.
+    /// Not offered to the committer again: a command committed in the caller's thread goes
+    /// through [`Committer::commit_encoded`] only, which never drops it under the lock.
     async fn send_encoded(&self, payload: Vec<u8>, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
         let request = Request { commands: Commands::One(payload, command), reply, followed: false, _permit: None };
-        self.hand_over(request).await
+        self.queue(request).await
     }
 
     /// Hands a request of a command that others follow, as an import does (see
@@ -515,11 +516,15 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         command: S::Command,
         answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
     ) -> Result<Offered<R, S::Command>, Error> {
-        if !self.inner.lone_in_caller {
+        // Another commit in flight means a batch for the writer thread: the command's own
+        // buffer then goes with it, with no copy out of this thread's.
+        if !self.inner.lone_in_caller || self.inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
             let (payload, command) = self.encode(command)?;
             return Ok(Offered::Declined(payload, command));
         }
-        let mut payload = LONE_PAYLOAD.take();
+        // `try_with`: a commit made while this thread's locals are being destroyed (from
+        // another local's destructor) works, with a buffer of its own.
+        let mut payload = LONE_PAYLOAD.try_with(std::cell::Cell::take).unwrap_or_default();
         payload.clear();
         let offered = encode_copy::<S, Z>(&self.inner.serializer, command, &mut payload).map(|command| {
             let mut command = Some(command);
@@ -535,9 +540,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             }
         });
         // One huge command must not keep a huge buffer alive for the thread's lifetime.
-        if payload.capacity() <= MAX_PAYLOAD_HINT {
-            LONE_PAYLOAD.set(payload);
-        }
+        payload.clear();
+        payload.shrink_to(MAX_PAYLOAD_HINT);
+        let _gone = LONE_PAYLOAD.try_with(|buffer| buffer.set(payload));
         offered
     }
 

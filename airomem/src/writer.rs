@@ -236,9 +236,9 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
 
     /// The committer, for one batch or one sync. A committer poisoned by a panic in a
     /// caller's thread ([`Committer::may_commit_here`]) may be half way through a batch:
-    /// this thread then stops as if it had panicked itself. Only airomem's own code can
-    /// panic there: the command's code runs under it only inside `execute` and a
-    /// `commit_with` query, which catch their panics.
+    /// this thread then stops as if it had panicked itself. A single command's own code runs
+    /// there only inside `execute` and a `commit_with` query, which catch their panics; an
+    /// atomic unit's commands are also dropped there when the unit is refused or rolled back.
     fn committer(&self) -> MutexGuard<'_, Committer<S, Z>> {
         match self.committer.lock() {
             Ok(guard) => guard,
