@@ -40,6 +40,9 @@ struct Service {
     child: Child,
     base: String,
     output: Arc<Mutex<String>>,
+    /// The tasks reading its stdout and stderr: done once the process has exited and they
+    /// have read its last lines.
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -59,13 +62,15 @@ impl Service {
         let (listening, address) = oneshot::channel();
         // Both pipes are read to the end, so that the service never blocks on a full pipe or
         // fails on a closed one.
-        tokio::spawn(collect(child.stdout.take().expect("stdout"), Arc::clone(&output), Some(listening)));
-        tokio::spawn(collect(child.stderr.take().expect("stderr"), Arc::clone(&output), None));
+        let collectors = vec![
+            tokio::spawn(collect(child.stdout.take().expect("stdout"), Arc::clone(&output), Some(listening))),
+            tokio::spawn(collect(child.stderr.take().expect("stderr"), Arc::clone(&output), None)),
+        ];
         let address = match tokio::time::timeout(PATIENCE, address).await {
             Ok(Ok(address)) => address,
             _ => panic!("the service did not say where it listens; it wrote:\n{}", output.lock().expect("output")),
         };
-        Service { child, base: format!("http://{address}"), output }
+        Service { child, base: format!("http://{address}"), output, collectors }
     }
 
     fn url(&self, path: &str) -> String {
@@ -82,15 +87,23 @@ impl Service {
         self.child.kill().await.expect("SIGKILL the service");
     }
 
-    /// SIGTERM, and the exit status once the process has shut down.
+    /// SIGTERM, and the exit status once the process has shut down and everything it wrote
+    /// has been read (an exited process's last lines may still sit in its pipes).
     async fn terminate(&mut self) -> ExitStatus {
         // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
         let sent = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         assert_eq!(sent, 0, "SIGTERM: {}", std::io::Error::last_os_error());
-        match tokio::time::timeout(PATIENCE, self.child.wait()).await {
+        let status = match tokio::time::timeout(PATIENCE, self.child.wait()).await {
             Ok(status) => status.expect("wait for the service"),
             Err(_) => panic!("the service did not exit within {PATIENCE:?} of SIGTERM"),
+        };
+        for collector in self.collectors.drain(..) {
+            match tokio::time::timeout(PATIENCE, collector).await {
+                Ok(done) => done.expect("the output collector"),
+                Err(_) => panic!("the service's pipes stayed open {PATIENCE:?} after it exited"),
+            }
         }
+        status
     }
 
     /// What the service wrote on stdout and stderr so far.
