@@ -63,6 +63,15 @@ pub(crate) struct Committer<S: State, Z> {
     running: bool,
 }
 
+/// The journal as a commit in a caller's thread found it (see [`Committer::leaves_work`]).
+#[derive(Clone, Copy)]
+struct BeforeHere {
+    /// The write will be the first unsynced one under `Periodic`.
+    wakes_timer: bool,
+    /// The journal's byte count before the write.
+    bytes: u64,
+}
+
 impl<S: State, Z: Serializer> Committer<S, Z> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -136,57 +145,67 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         if let Err(error) = self.shared.health.check_commit() {
             return (Err(error), false);
         }
-        // Under `Periodic`, the writer thread sleeps without a timer while nothing is unsynced:
-        // the first unsynced write must wake it, or it would never be synced.
-        let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
-        let bytes = self.journal.counters().bytes;
+        let before = self.before_here();
         let unix_nanos = match self.write_one(payload) {
             Ok(nanos) => nanos,
             Err(e) => return (Err(self.poison(e)), false),
         };
         let seq = Seq(self.journal.next_seq().0 - 1);
-        let result = {
+        let (result, commits, aborted) = {
             let shared = Arc::clone(&self.shared);
             let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             // As in `commit_batch`: a state that could not be rebuilt is not executed on.
-            let (result, commits, aborted) = match shared.health.check_read() {
+            match shared.health.check_read() {
                 Err(error) => (Err(error), 0, 0),
                 Ok(()) => match self.apply(&mut state, seq, command.take().into_iter(), unix_nanos) {
                     Ok(()) => (answer(&state, Committed { seq, unix_nanos }), 1, 0),
                     Err(error) => (Err(error), 0, 1),
                 },
-            };
-            self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
-            result
+            }
         };
-        (result, self.leaves_work(1, bytes) || nudge)
+        // After the write lock, as in `commit_batch`, and before the caller hears.
+        self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+        (result, self.leaves_work(1, before))
     }
 
     /// Commits one request in the calling thread (which checked [`Self::may_commit_here`])
     /// through the writer's own batch code, as a batch of one, and answers it. Returns
     /// whether the writer thread must be nudged (see [`crate::writer::Message::Nudge`]).
     pub(crate) fn commit_here(&mut self, request: Request<S>) -> bool {
-        let nudge = matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced();
-        let (commands, bytes) = (request.commands.len() as u64, self.journal.counters().bytes);
+        let before = self.before_here();
+        let commands = request.commands.len() as u64;
         let (mut lone, mut outcomes) = (std::mem::take(&mut self.lone), std::mem::take(&mut self.lone_outcomes));
         lone.push(request);
         self.commit_batch(&mut lone, &mut outcomes, true);
         (self.lone, self.lone_outcomes) = (lone, outcomes);
-        self.leaves_work(commands, bytes) || nudge
+        self.leaves_work(commands, before)
     }
 
-    /// Whether a commit of `commands` made in a caller's thread, written from journal byte
-    /// count `bytes` on, left a snapshot due. Serializing the state is the writer thread's
-    /// work, not a caller's: the nudge makes it check again (`snapshot_due` with nothing
-    /// new), and a snapshot taken meanwhile has reset the counts, so none is taken twice.
-    fn leaves_work(&mut self, commands: u64, bytes: u64) -> bool {
-        #[cfg(feature = "snapshot")]
-        return self.snapshotter.due(commands, self.journal.counters().bytes - bytes) || self.snapshot_after_batch;
-        #[cfg(not(feature = "snapshot"))]
-        {
-            let _ = (commands, bytes);
-            false
+    /// What [`Self::leaves_work`] compares against, read before a commit in a caller's thread.
+    fn before_here(&self) -> BeforeHere {
+        BeforeHere {
+            // Under `Periodic`, the writer thread sleeps without a timer while nothing is
+            // unsynced: the first unsynced write must wake it, or it would never be synced.
+            wakes_timer: matches!(self.durability, Durability::Periodic(_)) && !self.journal.has_unsynced(),
+            bytes: self.journal.counters().bytes,
         }
+    }
+
+    /// Whether a commit of `commands` made in a caller's thread left the writer thread work:
+    /// a periodic sync to start, or a snapshot that came due. Serializing the state is the
+    /// writer thread's work, not a caller's: the nudge makes it check again (`snapshot_due`
+    /// with nothing new), and a snapshot taken meanwhile has reset the counts, so none is
+    /// taken twice.
+    fn leaves_work(&mut self, commands: u64, before: BeforeHere) -> bool {
+        #[cfg(feature = "snapshot")]
+        let snapshot =
+            self.snapshotter.due(commands, self.journal.counters().bytes - before.bytes) || self.snapshot_after_batch;
+        #[cfg(not(feature = "snapshot"))]
+        let snapshot = {
+            let _ = (commands, before.bytes);
+            false
+        };
+        snapshot || before.wakes_timer
     }
 
     /// Counts a written batch of `commands` that began at journal byte count `bytes`; true

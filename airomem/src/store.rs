@@ -518,7 +518,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     ) -> Result<Offered<R, S::Command>, Error> {
         // Another commit in flight means a batch for the writer thread: the command's own
         // buffer then goes with it, with no copy out of this thread's.
-        if !self.inner.lone_in_caller || self.inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
+        if !self.alone() {
             let (payload, command) = self.encode(command)?;
             return Ok(Offered::Declined(payload, command));
         }
@@ -551,7 +551,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// the committer is free, and it allows it ([`Committer::may_commit_here`]).
     fn committer_here(&self) -> Option<std::sync::MutexGuard<'_, Committer<S, Z>>> {
         let inner = &*self.inner;
-        if !inner.lone_in_caller || inner.shared.in_flight.load(Ordering::Relaxed) > 1 {
+        if !self.alone() {
             return None;
         }
         // Busy (a batch, a sync, a snapshot's serialization) or poisoned: the writer thread
@@ -563,6 +563,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             return None;
         }
         Some(committer)
+    }
+
+    /// Whether this store commits in callers' threads and this caller's commit is the only
+    /// one awaited.
+    fn alone(&self) -> bool {
+        self.inner.lone_in_caller && self.inner.shared.in_flight.load(Ordering::Relaxed) <= 1
     }
 
     /// Tells the writer thread of work a commit in a caller's thread left it.
