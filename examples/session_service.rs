@@ -23,7 +23,8 @@
 //!
 //! Bad input gets a 4xx with `{"error": "..."}`: malformed JSON (400), a missing or mistyped
 //! field (422), no JSON content type (415), a body over [`MAX_BODY_BYTES`] (413), an unknown
-//! route (404) or method (405).
+//! route (404) or method (405). An answer given without reading the request's body to its end
+//! (413, 415) carries `Connection: close`, since the server then closes the connection.
 //!
 //! To build it in your own crate: `airomem` (feature `snapshot`), `axum` 0.8, `tokio` 1
 //! (features `macros`, `rt-multi-thread`, `net`, `signal`, `time`), `serde` (feature
@@ -41,13 +42,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airomem::{CommitContext, PostcardSerializer, PostcardStore, Store, StoreOptions};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::{CONNECTION, HeaderValue};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -222,7 +230,58 @@ fn router(app: App) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(close_if_body_unread))
         .with_state(app)
+}
+
+/// Answers a request whose body was not read to its end with `Connection: close`.
+///
+/// A handler that refuses a request (a body over the limit, no JSON content type) does not
+/// read its body, and hyper then closes the connection after the answer rather than read
+/// what may be megabytes. It does not say so in the answer, though, and a client that is
+/// not told may send its next request on the connection just as the close arrives: that
+/// request is lost, with an error the client cannot tell from a server that died. Answers
+/// to requests whose body was read keep the connection open.
+async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let ended = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let body = Body::new(EndWatched { body, ended: Arc::clone(&ended) });
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    // The handler has returned, so it has read all of the body it ever will.
+    if !ended.load(Ordering::Acquire) {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that records when it has been read to its end.
+struct EndWatched {
+    body: Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl HttpBody for EndWatched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.ended.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn create_session(State(app): State<App>, body: Result<Json<CreateRequest>, JsonRejection>) -> Response {

@@ -326,6 +326,53 @@ async fn killed_mid_load_restarted_serves_every_acknowledged_session_then_shuts_
     );
 }
 
+/// How many times a refused body is followed by a request on the same client.
+const REFUSED_ROUNDS: u32 = 200;
+
+/// A request refused before its body was read leaves that body's bytes unread, and the
+/// server closes the connection after its answer. The answer must say so
+/// (`Connection: close`): a client not told reuses the connection for its next request,
+/// which is lost when the close arrives. Answers to requests whose body was read keep the
+/// connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_unread_closes_its_connection_and_says_so() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&tmp.path().join("sessions"), &[]).await;
+    let client = client();
+    let sessions = service.url("/sessions");
+    let big = format!(r#"{{"user_id": 1, "padding": "{}"}}"#, "x".repeat(70 * 1024));
+    let connection = |response: &reqwest::Response| {
+        response.headers().get(reqwest::header::CONNECTION).map(|v| v.to_str().expect("ascii").to_string())
+    };
+    for round in 0..REFUSED_ROUNDS {
+        let refused = [
+            (
+                client.post(&sessions).header("content-type", "application/json").body(big.clone()),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (client.post(&sessions).body(r#"{"user_id": 1}"#), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ];
+        for (request, status) in refused {
+            let response = request.send().await.unwrap_or_else(|e| panic!("round {round}, {status}: no answer: {e}"));
+            assert_eq!(response.status(), status, "round {round}");
+            assert_eq!(connection(&response).as_deref(), Some("close"), "round {round}, {status}");
+            response.bytes().await.unwrap_or_else(|e| panic!("round {round}, {status}: body: {e}"));
+            // The next request on the same client must not be sent on the closing connection.
+            let response = client
+                .get(service.url("/healthz"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, after {status}: no answer: {e}"));
+            assert_eq!(response.status(), StatusCode::OK, "round {round}");
+            assert_eq!(connection(&response), None, "round {round}: a body-less request keeps the connection");
+            response.bytes().await.expect("healthz body");
+        }
+        let created = create(&client, &service.base, u64::from(round)).await.expect("a create after a refusal");
+        assert_eq!(created.user_id, u64::from(round));
+    }
+    assert_eq!(sessions_in_memory(&client, &service).await, u64::from(REFUSED_ROUNDS));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_follows_recorded_commit_times_and_the_sweep_frees_memory() {
     let tmp = tempfile::tempdir().expect("tempdir");
