@@ -56,17 +56,12 @@ pub const LONE_POLICIES: [(&str, Durability); 3] = [
 
 pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, BoxError> {
     eprintln!("commit API: lone task, import, atomic units, {REPETITIONS} runs each");
-    let mut memory = Vec::new();
-    let mut lone: [Vec<f64>; 3] = Default::default();
+    let mut lone = LoneRates::default();
     let mut import: [Vec<f64>; 2] = Default::default();
     let unit_sizes = [10u64, 100];
     let mut units: Vec<Vec<f64>> = vec![Vec::new(); unit_sizes.len()];
     for rep in 0..REPETITIONS {
-        let (rate, rates) = lone_round(dir, plan, rep).await?;
-        memory.push(rate);
-        for (i, rate) in rates.into_iter().enumerate() {
-            lone[i].push(rate);
-        }
+        lone.round(dir, plan, rep).await?;
         for (i, durability) in [Durability::OsBuffered, Durability::Fsync].into_iter().enumerate() {
             let store_dir = dir.join(format!("import-{i}-{rep}"));
             let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options(durability)).await?;
@@ -108,9 +103,10 @@ pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, Box
             std::fs::remove_dir_all(&store_dir)?;
         }
     }
+    let (memory, lone) = lone.summaries();
     Ok(CommitApiResult {
-        memory: Summary::of(memory),
-        lone: lone.map(Summary::of),
+        memory,
+        lone,
         import: import.map(Summary::of),
         imported: plan.import,
         units: unit_sizes.iter().copied().zip(units.into_iter().map(Summary::of)).collect(),
@@ -120,16 +116,34 @@ pub async fn run(dir: &Path, plan: CommitApiPlan) -> Result<CommitApiResult, Box
 /// The lone-task loops and the `Mutex<HashMap>` loop only, over [`REPETITIONS`] rounds
 /// (`--lone-ratio`): the baseline and the three policies, as in the full run.
 pub async fn lone_only(dir: &Path, plan: CommitApiPlan) -> Result<(Summary, [Summary; 3]), BoxError> {
-    let mut memory = Vec::new();
-    let mut lone: [Vec<f64>; 3] = Default::default();
+    let mut lone = LoneRates::default();
     for rep in 0..REPETITIONS {
-        let (rate, rates) = lone_round(dir, plan, rep).await?;
-        memory.push(rate);
-        for (i, rate) in rates.into_iter().enumerate() {
-            lone[i].push(rate);
-        }
+        lone.round(dir, plan, rep).await?;
     }
-    Ok((Summary::of(memory), lone.map(Summary::of)))
+    Ok(lone.summaries())
+}
+
+/// The rates of the lone-task rounds run so far: the `Mutex<HashMap>` loop's, and each
+/// policy's in [`LONE_POLICIES`] order.
+#[derive(Default)]
+struct LoneRates {
+    memory: Vec<f64>,
+    lone: [Vec<f64>; 3],
+}
+
+impl LoneRates {
+    async fn round(&mut self, dir: &Path, plan: CommitApiPlan, rep: usize) -> Result<(), BoxError> {
+        let (rate, rates) = lone_round(dir, plan, rep).await?;
+        self.memory.push(rate);
+        for (rates, rate) in self.lone.iter_mut().zip(rates) {
+            rates.push(rate);
+        }
+        Ok(())
+    }
+
+    fn summaries(self) -> (Summary, [Summary; 3]) {
+        (Summary::of(self.memory), self.lone.map(Summary::of))
+    }
 }
 
 /// One round of the lone-task loops, one store per policy, then the `Mutex<HashMap>` loop
