@@ -28,8 +28,8 @@
 //!
 //! To build it in your own crate: `airomem` (feature `snapshot`), `axum` 0.8, `tokio` 1
 //! (features `macros`, `rt-multi-thread`, `net`, `signal`, `time`), `serde` (feature
-//! `derive`), `serde_json`, `getrandom` 0.4, `humantime` 2 and `tracing-subscriber` (feature
-//! `env-filter`).
+//! `derive`), `serde_json`, `getrandom` 0.4, `http-body` 1, `humantime` 2 and
+//! `tracing-subscriber` (feature `env-filter`).
 //!
 //! Who owns what: `run` opens the store and owns it. The request handlers (through the
 //! router's state) and the sweeper task hold clones. On SIGTERM or Ctrl-C the server stops
