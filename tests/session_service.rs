@@ -329,6 +329,16 @@ async fn killed_mid_load_restarted_serves_every_acknowledged_session_then_shuts_
 /// How many times a refused body is followed by a request on the same client.
 const REFUSED_ROUNDS: u32 = 200;
 
+/// Sends `request` and reads its answer to the end: the status and the `Connection` header.
+async fn answer_and_connection(request: reqwest::RequestBuilder, what: &str) -> (StatusCode, Option<String>) {
+    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+    let status = response.status();
+    let connection =
+        response.headers().get(reqwest::header::CONNECTION).map(|v| v.to_str().expect("ascii").to_string());
+    response.bytes().await.unwrap_or_else(|e| panic!("{what}: body: {e}"));
+    (status, connection)
+}
+
 /// A request refused before its body was read leaves that body's bytes unread, and the
 /// server closes the connection after its answer. The answer must say so
 /// (`Connection: close`): a client not told reuses the connection for its next request,
@@ -341,9 +351,6 @@ async fn a_body_refused_unread_closes_its_connection_and_says_so() {
     let client = client();
     let sessions = service.url("/sessions");
     let big = format!(r#"{{"user_id": 1, "padding": "{}"}}"#, "x".repeat(70 * 1024));
-    let connection = |response: &reqwest::Response| {
-        response.headers().get(reqwest::header::CONNECTION).map(|v| v.to_str().expect("ascii").to_string())
-    };
     for round in 0..REFUSED_ROUNDS {
         let refused = [
             (
@@ -353,29 +360,21 @@ async fn a_body_refused_unread_closes_its_connection_and_says_so() {
             (client.post(&sessions).body(r#"{"user_id": 1}"#), StatusCode::UNSUPPORTED_MEDIA_TYPE),
         ];
         for (request, status) in refused {
-            let response = request.send().await.unwrap_or_else(|e| panic!("round {round}, {status}: no answer: {e}"));
-            assert_eq!(response.status(), status, "round {round}");
-            assert_eq!(connection(&response).as_deref(), Some("close"), "round {round}, {status}");
-            response.bytes().await.unwrap_or_else(|e| panic!("round {round}, {status}: body: {e}"));
+            let what = format!("round {round}, {status}");
+            let (answered, connection) = answer_and_connection(request, &what).await;
+            assert_eq!(answered, status, "{what}");
+            assert_eq!(connection.as_deref(), Some("close"), "{what}");
             // The next request on the same client must not be sent on the closing connection.
-            let response = client
-                .get(service.url("/healthz"))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("round {round}, after {status}: no answer: {e}"));
-            assert_eq!(response.status(), StatusCode::OK, "round {round}");
-            assert_eq!(connection(&response), None, "round {round}: a body-less request keeps the connection");
-            response.bytes().await.expect("healthz body");
+            let what = format!("round {round}, GET after {status}");
+            let (answered, connection) = answer_and_connection(client.get(service.url("/healthz")), &what).await;
+            assert_eq!(answered, StatusCode::OK, "{what}");
+            assert_eq!(connection, None, "{what}: a body-less request keeps the connection");
         }
-        let response = client
-            .post(&sessions)
-            .json(&json!({ "user_id": round }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("round {round}, create: no answer: {e}"));
-        assert_eq!(response.status(), StatusCode::CREATED, "round {round}");
-        assert_eq!(connection(&response), None, "round {round}: a create's body is read, so it keeps the connection");
-        response.bytes().await.expect("create body");
+        let what = format!("round {round}, create");
+        let create = client.post(&sessions).json(&json!({ "user_id": round }));
+        let (answered, connection) = answer_and_connection(create, &what).await;
+        assert_eq!(answered, StatusCode::CREATED, "{what}");
+        assert_eq!(connection, None, "{what}: a create's body is read, so it keeps the connection");
     }
     assert_eq!(sessions_in_memory(&client, &service).await, u64::from(REFUSED_ROUNDS));
 }

@@ -248,11 +248,8 @@ fn commit_api_table(results: &Results) -> Table {
         "The commit API: one task awaiting each commit, bulk import, atomic units (commands/s unless said)",
         &["loop", "rate", "min–max", "against", "ratio"],
     );
-    let row = |table: &mut Table, name: String, s: Summary, against: &str, base: f64| {
-        table.row(vec![name, number(s.median), range(s, number), against.into(), ratio(s.median / base)]);
-    };
     lone_rows(&mut table, c.memory, &c.lone);
-    row(
+    against_row(
         &mut table,
         "one task, `commit().await` each, Fsync".into(),
         c.lone[2],
@@ -265,15 +262,27 @@ fn commit_api_table(results: &Results) -> Table {
         let label = format!("`Store::import` of {} commands, one task, {name}", number(c.imported as f64));
         for kind in [crate::peers::PeerKind::Sqlite, crate::peers::PeerKind::Redb] {
             if let Some(rate) = peer(kind) {
-                row(&mut table, label.clone(), c.import[i], &format!("{} one-transaction build", kind.name()), rate);
+                against_row(
+                    &mut table,
+                    label.clone(),
+                    c.import[i],
+                    &format!("{} one-transaction build", kind.name()),
+                    rate,
+                );
             }
         }
     }
     for (size, s) in &c.units {
         let commands =
             Summary { median: s.median * *size as f64, min: s.min * *size as f64, max: s.max * *size as f64 };
-        row(&mut table, format!("64 writers, units of {size} (`commit_all`), Fsync: units/s"), *s, "—", s.median);
-        row(
+        against_row(
+            &mut table,
+            format!("64 writers, units of {size} (`commit_all`), Fsync: units/s"),
+            *s,
+            "—",
+            s.median,
+        );
+        against_row(
             &mut table,
             "  the same in commands/s".to_string(),
             commands,
@@ -300,13 +309,16 @@ pub(crate) fn lone_table(memory: Summary, lone: &[Summary; 3], commands: u64) ->
 
 /// The `Mutex<HashMap>` loop, then one task awaiting each commit under each policy against it.
 fn lone_rows(table: &mut Table, memory: Summary, lone: &[Summary; 3]) {
-    let mut row = |name: String, s: Summary, against: &str| {
-        table.row(vec![name, number(s.median), range(s, number), against.into(), ratio(s.median / memory.median)]);
-    };
-    row("`Mutex<HashMap>` insert/remove loop, no store".into(), memory, "itself");
+    against_row(table, "`Mutex<HashMap>` insert/remove loop, no store".into(), memory, "itself", memory.median);
     for ((name, _), s) in crate::commit_api::LONE_POLICIES.iter().zip(lone) {
-        row(format!("one task, `commit().await` each, {name}"), *s, "`Mutex<HashMap>` loop");
+        let name = format!("one task, `commit().await` each, {name}");
+        against_row(table, name, *s, "`Mutex<HashMap>` loop", memory.median);
     }
+}
+
+/// A row of a rate, its range, what it is compared against and the ratio to `base`.
+fn against_row(table: &mut Table, name: String, s: Summary, against: &str, base: f64) {
+    table.row(vec![name, number(s.median), range(s, number), against.into(), ratio(s.median / base)]);
 }
 
 /// Three `airomem-raft` nodes in one process against a single-node store, and failover.
