@@ -3,6 +3,8 @@
 //! Every subcommand reads through `airomem::inspect`, which never takes the store's lock and
 //! never writes, so it is safe beside a running store; the exceptions say so in their names
 //! (`quarantine remove`, `archive prune`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+//!
+//! This crate has no cargo features: it reads JSON and postcard stores, with snapshots.
 
 mod archive;
 mod dump;

@@ -6,6 +6,11 @@
 //! * [`storage`]: the one seam through which every file-system operation passes.
 //!
 //! Nothing in this crate performs I/O except [`storage::StdStorage`].
+//!
+//! # Features
+//!
+//! * `json` (off by default): `JsonSerializer`, commands and states as JSON through
+//!   serde_json. [`PostcardSerializer`] is always there.
 
 mod context;
 mod dir_lock;

@@ -10,6 +10,8 @@
 //! The journal knows bytes and sequence numbers, not the user's types; the `airomem` facade
 //! puts commands in and takes them out. Every file operation goes through the
 //! [`airomem_core::storage::Storage`] seam.
+//!
+//! This crate has no cargo features.
 
 mod config;
 mod error;

@@ -7,6 +7,8 @@
 //!
 //! Like the journal, this crate knows bytes, not the user's types, and does all its file
 //! operations through the [`airomem_core::storage::Storage`] seam.
+//!
+//! This crate has no cargo features.
 
 mod error;
 pub mod format;

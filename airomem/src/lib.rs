@@ -60,6 +60,21 @@
 //! under each older schema with that schema's own types and `execute`, converts the state
 //! with `From` or `TryFrom`, and seals the result with a snapshot at the new schema
 //! ([`RecoveryReport::migrations`], [`Stats::oldest_schema_on_disk`]).
+//!
+//! # Features
+//!
+//! * `json` (default): commands and snapshots as JSON through serde_json: `JsonSerializer`,
+//!   `JsonStore` and `blocking::JsonStore`. Without it, stores use postcard
+//!   ([`PostcardStore`]).
+//! * `snapshot`: compressed, checksummed state snapshots (the `airomem-snapshot` crate), so
+//!   recovery loads the newest snapshot plus the journal after it: `Store::snapshot`,
+//!   `SnapshotInfo`, and the `snapshot_every_commands`, `snapshot_every_bytes`,
+//!   `snapshots_retained`, `snapshot_compression_level` and `keep_history` options.
+//! * `testing`: the `testing` module, whose `assert_schema_recorded` fails a test when a
+//!   state's or command's serialized shape changes without a new [`State::SCHEMA_VERSION`].
+//!
+//! With both `json` and `snapshot`, the `tool` module offers an application's operators
+//! export, import and offline compaction.
 
 /// The README's examples compile and run as doctests.
 #[cfg(doctest)]
