@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpSocket;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, oneshot};
 
@@ -75,6 +76,12 @@ impl Service {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The address it listens on.
+    fn address(&self) -> std::net::SocketAddr {
+        let address = self.base.strip_prefix("http://").expect("an http:// base");
+        address.parse().expect("a socket address")
     }
 
     fn pid(&self) -> i32 {
@@ -377,6 +384,212 @@ async fn a_body_refused_unread_closes_its_connection_and_says_so() {
         assert_eq!(connection, None, "{what}: a create's body is read, so it keeps the connection");
     }
     assert_eq!(sessions_in_memory(&client, &service).await, u64::from(REFUSED_ROUNDS));
+}
+
+/// How much of a refused request's body the service reads and discards before it closes the
+/// connection (`DRAIN_BYTES` in the example).
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+/// The pieces a hand-written request's body is written in (and the size of each chunk).
+const PIECE: usize = 64 * 1024;
+
+/// How a hand-written request frames its body.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    ContentLength,
+    Chunked,
+}
+
+/// A `POST /sessions` with a body of `len` bytes, written by hand the way Python's
+/// `http.client` sends it: the head and the whole body, and only then a read of the answer.
+struct WholeBody {
+    framing: Framing,
+    len: usize,
+    /// Whether the request says its body is JSON (without, the service answers `415`).
+    json: bool,
+}
+
+impl WholeBody {
+    fn head(&self) -> String {
+        let mut head = String::from("POST /sessions HTTP/1.1\r\nhost: localhost\r\n");
+        if self.json {
+            head.push_str("content-type: application/json\r\n");
+        }
+        match self.framing {
+            Framing::ContentLength => head.push_str(&format!("content-length: {}\r\n", self.len)),
+            Framing::Chunked => head.push_str("transfer-encoding: chunked\r\n"),
+        }
+        head.push_str("\r\n");
+        head
+    }
+
+    /// The body's pieces on the wire, in order: `PIECE` bytes each (the last may be shorter),
+    /// framed as chunks if the request is chunked, then the last chunk.
+    fn pieces(&self) -> impl Iterator<Item = Vec<u8>> {
+        let (framing, len) = (self.framing, self.len);
+        let data = (0..len.div_ceil(PIECE)).map(move |i| {
+            let size = PIECE.min(len - i * PIECE);
+            match framing {
+                Framing::ContentLength => vec![b'x'; size],
+                Framing::Chunked => {
+                    let mut chunk = format!("{size:x}\r\n").into_bytes();
+                    chunk.resize(chunk.len() + size, b'x');
+                    chunk.extend_from_slice(b"\r\n");
+                    chunk
+                }
+            }
+        });
+        let last = match framing {
+            Framing::ContentLength => None,
+            Framing::Chunked => Some(b"0\r\n\r\n".to_vec()),
+        };
+        data.chain(last)
+    }
+}
+
+/// A connection to the service whose send buffer is small, so that what the client manages
+/// to write is what the server read plus little more than the server's receive buffer; and
+/// the size of that send buffer.
+async fn connect(service: &Service) -> (tokio::net::TcpStream, usize) {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_send_buffer_size(64 * 1024).expect("SO_SNDBUF");
+    let send_buffer = socket.send_buffer_size().expect("SO_SNDBUF");
+    let stream = socket.connect(service.address()).await.expect("connect to the service");
+    (stream, usize::try_from(send_buffer).expect("a buffer size fits usize"))
+}
+
+/// An answer read to the end of the connection: its status, its headers (names in lower
+/// case) and its body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn parse(bytes: &[u8], what: &str) -> Answer {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{what}: no answer head in {text:?}"));
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: status line {status_line:?}"));
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("{what}: header {line:?}"));
+                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+            })
+            .collect();
+        Answer { status, headers, body: body.as_bytes().to_vec() }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sends `request`, its whole body before reading anything, then reads the answer to the end
+/// of the connection.
+async fn send_whole_body_then_read(service: &Service, request: &WholeBody) -> std::io::Result<Vec<u8>> {
+    let (mut stream, _) = connect(service).await;
+    stream.write_all(request.head().as_bytes()).await?;
+    for piece in request.pieces() {
+        stream.write_all(&piece).await?;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    Ok(answer)
+}
+
+/// A client that writes its whole body before it reads (Python's `http.client` does) must be
+/// able to read why it was refused. The service refuses a body over its 4 KiB limit before
+/// reading it all; were it to close the connection with the rest of the body unread, the
+/// kernel would answer the client's next bytes with a reset, and the client would see
+/// `BrokenPipe` or `ConnectionReset` instead of the `413`. So the service reads and discards
+/// up to `DRAIN_BYTES` of a refused body, and closes only after: every body within that bound
+/// gets its answer, with `Connection: close`, followed by an orderly end of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_writes_its_whole_body_before_reading_gets_the_refusal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&tmp.path().join("sessions"), &[]).await;
+    // Just under the bound: the little the handler reads before it refuses counts too.
+    let just_under = DRAIN_BYTES - PIECE;
+    let requests = [
+        (WholeBody { framing: Framing::ContentLength, len: 4 * 1024 * 1024, json: true }, 413),
+        (WholeBody { framing: Framing::ContentLength, len: just_under, json: true }, 413),
+        (WholeBody { framing: Framing::Chunked, len: 4 * 1024 * 1024, json: true }, 413),
+        (WholeBody { framing: Framing::Chunked, len: just_under, json: true }, 413),
+        // Refused without a single byte of the body read.
+        (WholeBody { framing: Framing::ContentLength, len: 4 * 1024 * 1024, json: false }, 415),
+    ];
+    for (request, status) in requests {
+        let what = format!("a {} byte body, {:?}, JSON {}", request.len, request.framing, request.json);
+        let answer = tokio::time::timeout(PATIENCE, send_whole_body_then_read(&service, &request))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer within {PATIENCE:?}"))
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e} ({:?})", e.kind()));
+        let answer = Answer::parse(&answer, &what);
+        assert_eq!(answer.status, status, "{what}");
+        assert_eq!(answer.header("connection"), Some("close"), "{what}");
+        assert_eq!(answer.header("content-type"), Some("application/json"), "{what}");
+        let body: Value = serde_json::from_slice(&answer.body).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+    }
+    // The service still serves, and created nothing.
+    assert_eq!(sessions_in_memory(&client(), &service).await, 0);
+}
+
+/// The most bytes the kernel may hold for a connection between the client's writes and the
+/// server's reads: the server's receive buffer at its largest (`tcp_rmem`'s maximum on Linux,
+/// 64 MiB if it cannot be read), the client's send buffer, and a megabyte for the server's
+/// own read buffer.
+fn bytes_in_between(client_send_buffer: usize) -> usize {
+    let receive_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2).and_then(|max| max.parse().ok()))
+        .unwrap_or(64 * 1024 * 1024);
+    receive_max + client_send_buffer + 1024 * 1024
+}
+
+/// Past the bound the service stops reading and closes: a client sending a body far larger
+/// than `DRAIN_BYTES` is cut off (a reset, which is all a client that does not read early
+/// answers can get), and manages to write no more than the bound plus what the kernel holds
+/// in between, so the server read at most the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_past_the_drain_bound_gets_its_connection_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&tmp.path().join("sessions"), &[]).await;
+    for framing in [Framing::ContentLength, Framing::Chunked] {
+        let (mut stream, send_buffer) = connect(&service).await;
+        let in_between = bytes_in_between(send_buffer);
+        // Twice what the server could have taken in if it kept the bound.
+        let request = WholeBody { framing, len: 2 * (DRAIN_BYTES + in_between), json: true };
+        let what = format!("a {} byte body, {framing:?}", request.len);
+        let mut written = 0;
+        let writing = async {
+            stream.write_all(request.head().as_bytes()).await?;
+            for piece in request.pieces() {
+                stream.write_all(&piece).await?;
+                written += piece.len();
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(PATIENCE, writing).await {
+            Err(_) => panic!("{what}: the service neither read the body nor closed within {PATIENCE:?}"),
+            Ok(Ok(())) => panic!("{what}: the service took all {written} bytes"),
+            Ok(Err(e)) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset),
+                "{what}: {e}"
+            ),
+        }
+        assert!(
+            written <= DRAIN_BYTES + in_between,
+            "{what}: {written} bytes written, over the bound {DRAIN_BYTES} plus {in_between} the kernel may hold"
+        );
+    }
+    assert_eq!(sessions_in_memory(&client(), &service).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
