@@ -107,7 +107,8 @@ pub enum Error {
     },
     /// The command is committed and applied by the leader as the `seq`-th command (it will
     /// not be lost and will not run again), but this node had not applied it yet when
-    /// `commit_timeout` ran out, so [`crate::ReplicatedStore::query`] here does not show it yet.
+    /// `commit_timeout` ran out or the node was closed or halted, so
+    /// [`crate::ReplicatedStore::query`] here does not show it yet. Do not commit it again.
     #[error("committed as command {seq} at log index {index}, but not yet applied on this node")]
     Lagging {
         /// The command's sequence number.
@@ -122,7 +123,9 @@ pub enum Error {
         /// Why, as far as known.
         reason: String,
     },
-    /// The store was closed (or halted) while this call was running.
+    /// The store was closed (or halted) while this call was running. From a commit, it means
+    /// the command was never handed to any node: **not** applied. A command already handed
+    /// over answers [`Error::Indeterminate`] or [`Error::Lagging`] instead.
     #[error("the replicated store is closed")]
     Closed,
     /// The configuration (or the members given to bootstrap) is not usable.

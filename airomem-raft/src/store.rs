@@ -293,7 +293,11 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     ///   handed to any node: not applied.
     /// * [`Error::Indeterminate`]: it was handed to a node but no outcome came back in time:
     ///   it **may or may not** have been applied, and may still be.
-    /// * [`Error::Lagging`]: committed and applied by the leader, but not yet on this node.
+    /// * [`Error::Lagging`]: committed and applied by the leader, but not yet on this node
+    ///   (in time, or before this node was closed or halted).
+    /// * [`Error::Closed`]: the node was closed or halted before the command was handed to
+    ///   any node: not applied. Once it was handed over, a close or halt answers
+    ///   [`Error::Indeterminate`] or [`Error::Lagging`] instead.
     pub async fn commit(&self, command: S::Command) -> Result<Receipt, Error> {
         let mut bytes = Vec::new();
         self.machine.serializer().encode(&command, &mut bytes)?;
@@ -372,8 +376,11 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.raft.wait(Some(left)).applied_index_at_least(Some(answered), "commit applied here").await {
                 Ok(_) => Ok(()),
-                Err(WaitError::Timeout(..)) => Err(()),
-                Err(WaitError::ShuttingDown) => return Err(Error::Closed),
+                // The leader applied the command, so it is committed: stopping here changes
+                // only whether this node shows it. `Closed` would tell the caller it was
+                // never handed over, and a retry through another handle (a new client) would
+                // run it twice.
+                Err(WaitError::Timeout(..) | WaitError::ShuttingDown) => Err(()),
             }
         };
         match applied_as {
@@ -532,7 +539,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     ///
     /// It takes `&self`, as a kill does not wait for the calls in flight: those still
     /// running through this handle fail ([`Error::Closed`], [`Error::Stopped`] or, for a
-    /// commit already handed over, [`Error::Indeterminate`]), and so does every later call.
+    /// commit already handed over, [`Error::Indeterminate`] or, once the leader applied it,
+    /// [`Error::Lagging`]), and so does every later call.
     ///
     /// It may block the calling thread for as long as the log's current write or sync takes,
     /// when this handle turns out to be the last one on the log and so waits for its writer
@@ -583,5 +591,40 @@ impl<S: State, Z: Serializer> Drop for ReplicatedStore<S, Z> {
             self.leave();
             self.shutdown_in_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use airomem::PostcardSerializer;
+
+    use super::ReplicatedStore;
+    use crate::tests::Recorder;
+    use crate::types::Applied;
+    use crate::{Error, Network, NodeConfig, Role};
+
+    /// The leader has applied the command (its answer names the seq and index), and this node
+    /// stops before it applies that far: the command is committed, so the caller must not be
+    /// told `Closed`, which says it was never handed over (a retry through a new handle, a
+    /// new client, would run it twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_the_leader_applied_is_not_reported_closed_when_the_node_stops() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let network = Network::new();
+        let store = ReplicatedStore::<Recorder>::open(NodeConfig::new(1, dir.path()), PostcardSerializer, &network)
+            .await
+            .expect("opens");
+        store.bootstrap([1]).await.expect("bootstraps");
+        crate::tests::wait_for("node 1 to lead", || store.status().role == Role::Leader).await;
+        let applied = store.status().applied_index.expect("the membership entry is applied");
+
+        store.halt();
+        // An answer for an entry past anything this node applied.
+        let answered = applied + 10;
+        let executed = Applied::Executed { seq: 7, index: answered, unix_nanos: 1 };
+        let outcome = store.finish(answered, executed, Instant::now() + Duration::from_secs(10)).await;
+        assert!(matches!(outcome, Err(Error::Lagging { seq: 7, index }) if index == answered), "{outcome:?}");
     }
 }

@@ -9,6 +9,7 @@ mod state_machine;
 mod suite;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use airomem::CommitContext;
 use openraft::EntryPayload;
@@ -56,4 +57,14 @@ pub(crate) fn from_client(term: u64, index: u64, session: (u128, u64, u64), valu
 pub(crate) fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
     let voters: BTreeSet<u64> = voters.iter().copied().collect();
     Entry { log_id: log_id(term, 1, index), payload: EntryPayload::Membership(Membership::new(vec![voters], ())) }
+}
+
+/// Waits until `condition` holds, re-checking every 5 ms; panics after 30 s (a loaded 2-core
+/// machine in mind), naming `what`.
+pub(crate) async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
