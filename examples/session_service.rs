@@ -24,7 +24,10 @@
 //! Bad input gets a 4xx with `{"error": "..."}`: malformed JSON (400), a missing or mistyped
 //! field (422), no JSON content type (415), a body over [`MAX_BODY_BYTES`] (413), an unknown
 //! route (404) or method (405). An answer given without reading the request's body to its end
-//! (413, 415) carries `Connection: close`, since the server then closes the connection.
+//! (413, 415) carries `Connection: close`, since the server then closes the connection. Before
+//! it closes, it reads and discards the rest of that body, up to [`DRAIN_BYTES`] (8 MiB) or for
+//! [`DRAIN_TIME`] (2 s), whichever comes first, so that a client that sends its whole body
+//! before reading (Python's `http.client` does) reads the answer rather than a reset.
 //!
 //! To build it in your own crate: `airomem` (feature `snapshot`), `axum` 0.8, `tokio` 1
 //! (features `macros`, `rt-multi-thread`, `net`, `signal`, `time`), `serde` (feature
@@ -54,7 +57,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::{CONNECTION, HeaderValue};
+use axum::http::header::{CONNECTION, EXPECT, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -66,6 +69,18 @@ use tokio::sync::watch;
 /// Request bodies longer than this are refused with `413`: a create body is a few bytes, and
 /// a limit keeps a client from making the server buffer megabytes.
 const MAX_BODY_BYTES: usize = 4 * 1024;
+/// How much of a refused body (counted from its first byte) the server reads and discards
+/// before it closes the connection, so that a client still sending can read the refusal
+/// (nginx's lingering close). Twice the 4 MiB bodies seen refused with a reset: enough for any
+/// upload a client of this API plausibly makes by mistake, while a client that streams
+/// without end costs no more than this. Each piece read counts once it has come in, so the
+/// piece that crosses the bound is the last read (hyper reads at most about 400 KiB at once).
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// For how long at most the server reads a refused body, from the refusal: a client that
+/// trickles its body holds the connection, and a graceful shutdown (which waits for it), no
+/// longer than this. 8 MiB come over loopback or a LAN in a fraction of it; a client sending
+/// more slowly than about 4 MiB/s may be cut off before its body's end and see a reset.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// The most sessions one sweep command removes, so that a backlog of expired sessions is
 /// removed in several short write-lock holds rather than one long one.
 const SWEEP_BATCH: u32 = 10_000;
@@ -234,18 +249,30 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Answers a request whose body was not read to its end with `Connection: close`.
+/// Answers a request whose body was not read to its end with `Connection: close`, and reads
+/// the rest of that body, within a bound, before the connection closes.
 ///
 /// A handler that refuses a request (a body over the limit, no JSON content type) does not
-/// read its body, and hyper then closes the connection after the answer rather than read
-/// what may be megabytes. It does not say so in the answer, though, and a client that is
-/// not told may send its next request on the connection just as the close arrives: that
-/// request is lost, with an error the client cannot tell from a server that died. Answers
+/// read all of its body, and the server then closes the connection rather than keep it for
+/// a next request behind what may be megabytes of refused body. Two things follow. The
+/// answer must say so: a client that is not told may send its next request on the connection
+/// just as the close arrives, and that request is lost, with an error the client cannot tell
+/// from a server that died. And the close must wait for the body: closed with bytes unread,
+/// the connection is reset by the kernel as the client's next bytes arrive, and a client that
+/// writes its whole body before reading gets `BrokenPipe` instead of the answer. So what is
+/// left of the body is read and discarded in a task of its own while the answer goes out, up
+/// to [`DRAIN_BYTES`] or for [`DRAIN_TIME`], whichever comes first (see [`drain`]); hyper
+/// closes the connection at the body's end, or when that task gives up and drops it. Answers
 /// to requests whose body was read keep the connection open.
 async fn close_if_body_unread(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let ended = Arc::new(AtomicBool::new(body.is_end_stream()));
-    let body = Body::new(EndWatched { body, ended: Arc::clone(&ended) });
+    let expects_continue = parts
+        .headers
+        .get(EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
+    let body = Body::new(WatchedBody { body, ended: Arc::clone(&ended), read: 0, polled: false, expects_continue });
     let mut response = next.run(Request::from_parts(parts, body)).await;
     // The handler has returned, so it has read all of the body it ever will.
     if !ended.load(Ordering::Acquire) {
@@ -254,13 +281,20 @@ async fn close_if_body_unread(request: Request, next: Next) -> Response {
     response
 }
 
-/// A request body that records when it has been read to its end.
-struct EndWatched {
+/// A request body that records when it has been read to its end, and that hands what is
+/// left of it to [`drain`] when it is dropped before then.
+struct WatchedBody {
     body: Body,
     ended: Arc<AtomicBool>,
+    /// The bytes of body read so far.
+    read: u64,
+    /// Whether anything asked for the body yet.
+    polled: bool,
+    /// Whether the client waits to be told to send its body (`Expect: 100-continue`).
+    expects_continue: bool,
 }
 
-impl HttpBody for EndWatched {
+impl HttpBody for WatchedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -268,7 +302,11 @@ impl HttpBody for EndWatched {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.polled = true;
         let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &frame {
+            self.read = self.read.saturating_add(frame.data_ref().map_or(0, |data| data.len() as u64));
+        }
         if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
             self.ended.store(true, Ordering::Release);
         }
@@ -282,6 +320,45 @@ impl HttpBody for EndWatched {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        // A client that waits to be told (`100 Continue`, which hyper sends at the first read)
+        // has sent no body while nothing read it: hyper closes without waiting for one, and
+        // reading now could only ask the client to send what is refused anyway.
+        if self.expects_continue && !self.polled {
+            return;
+        }
+        let rest = std::mem::take(&mut self.body);
+        let budget = DRAIN_BYTES.saturating_sub(self.read);
+        // Bodies are dropped in the runtime's tasks; were one not, hyper would close at once.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(rest, budget));
+        }
+    }
+}
+
+/// Reads and discards `body` until its end, until `budget` bytes have come in, or for
+/// [`DRAIN_TIME`], whichever comes first. Dropping the body at the end lets hyper close the
+/// connection: at once, with an orderly end, if the body was read to its end; otherwise with
+/// the rest unread, which the client sees as a reset.
+async fn drain(mut body: Body, budget: u64) {
+    let reading = async {
+        let mut left = budget;
+        while left > 0 {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => left = left.saturating_sub(frame.data_ref().map_or(0, |data| data.len() as u64)),
+                // The body's end, or the client stopped sending (a malformed chunk, a reset).
+                None | Some(Err(_)) => return,
+            }
+        }
+    };
+    // Out of time: the body is dropped unread as well.
+    let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
 }
 
 async fn create_session(State(app): State<App>, body: Result<Json<CreateRequest>, JsonRejection>) -> Response {
