@@ -541,6 +541,33 @@ async fn a_client_that_writes_its_whole_body_before_reading_gets_the_refusal() {
     assert_eq!(sessions_in_memory(&client(), &service).await, 0);
 }
 
+/// A client that asks to be told before it sends its body (`Expect: 100-continue`, as curl
+/// does for large bodies) and is refused before anything read that body gets the refusal
+/// alone, not a `100 Continue` asking for the body, and then the end of the connection. (The
+/// service does not drain such a body, so the end comes at once rather than after the drain's
+/// time limit; only a clock could tell those apart, so that part is not asserted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_for_100_continue_is_refused_without_being_asked_for_its_body() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&tmp.path().join("sessions"), &[]).await;
+    let request = WholeBody { framing: Framing::ContentLength, len: 4 * 1024 * 1024, json: false };
+    let head = request.head().replacen("\r\n", "\r\nexpect: 100-continue\r\n", 1);
+    let (mut stream, _) = connect(&service).await;
+    let exchange = async {
+        stream.write_all(head.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<Vec<u8>, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {PATIENCE:?}"))
+        .unwrap_or_else(|e| panic!("no answer: {e} ({:?})", e.kind()));
+    let answer = Answer::parse(&answer, "Expect: 100-continue without a JSON type");
+    assert_eq!(answer.status, 415, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.header("connection"), Some("close"));
+}
+
 /// The most bytes the kernel may hold for a connection between the client's writes and the
 /// server's reads: the server's receive buffer at its largest (`tcp_rmem`'s maximum on Linux,
 /// 64 MiB if it cannot be read), the client's send buffer, and a megabyte for the server's
