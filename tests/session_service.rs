@@ -2,7 +2,9 @@
 //! a real process on a free loopback port, driven by concurrent HTTP clients, killed with
 //! SIGKILL in the middle of the load and restarted on the same directory, where every
 //! session whose create was answered `201` must be served with its user id and expiry.
-//! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep.
+//! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep; and
+//! refused bodies sent by hand-written clients that write their whole body before reading,
+//! within the bound the service drains and far past it.
 //!
 //! The binary is the one `cargo test` builds beside this test (`target/debug/examples/`).
 
