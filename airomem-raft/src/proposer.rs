@@ -8,19 +8,32 @@
 //! commands/s. The proposer keeps at most [`IN_FLIGHT`] entries in the core at once and, while
 //! they are taken in, gathers whatever arrives into the next one: group commit above the log.
 //!
+//! A slot is held until the entry is answered, or until it no longer can be: when the node
+//! stops leading the term it proposed in (it stepped down, or a new term began), or after a
+//! bound. openraft 0.9 answers a `client_write` whose entry a new leader truncates
+//! (`ForwardToLeader`), but not one whose entry a snapshot install purges: the following
+//! handler purges the whole log when it lacks the snapshot's last entry, and the entry's
+//! responder stays in the core forever. Holding the slot for it wedged the node: elected
+//! again, it proposed nothing (issue 22, section 4). The callers of an entry given up on are
+//! told so ([`Answer::Abandoned`]): the entry may still commit under a new leader, so the
+//! outcome is unknown, and their retries (same client and serial) are answered from the
+//! session table if it did.
+//!
 //! Owner: the [`crate::ReplicatedStore`] that spawned it aborts the task when it closes, halts
 //! or drops; the batches already handed to the core finish (or fail) in their own tasks and
 //! answer their callers either way.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use openraft::metrics::RaftServerMetrics;
+use openraft::{BasicNode, Raft, ServerState};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::debug;
 
-use crate::types::{Applied, Command, NodeId, Request, TypeConfig};
+use crate::types::{Applied, Command, NodeId, Request, TypeConfig, Vote};
 
 /// Entries a node's proposer has proposed and not yet had answered (an answer comes once the
 /// entry is committed and applied): while one is replicated and applied, the next is already
@@ -32,9 +45,17 @@ const IN_FLIGHT: usize = 2;
 /// message) and the work one apply does under the state's lock.
 const MAX_BATCH: usize = 1024;
 
-/// What a proposal gets back: the log index of the entry that carried it and its outcome, or
-/// the core's refusal (not the leader, shutting down).
-pub(crate) type Answer = Result<(u64, Applied), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+/// What a proposal gets back.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The entry committed and this node applied it: its log index and the command's outcome.
+    Applied(u64, Applied),
+    /// The core refused the write (not the leader, shutting down) or failed it.
+    Failed(RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
+    /// The proposer stopped waiting for the entry, for the reason given: it may or may not
+    /// commit.
+    Abandoned(&'static str),
+}
 
 struct Proposal {
     request: Request,
@@ -48,10 +69,12 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer of the node whose core is `raft`.
-    pub(crate) fn spawn(raft: Raft<TypeConfig>) -> (Proposer, JoinHandle<()>) {
+    /// Starts the proposer of the node whose core is `raft`. An entry still unanswered after
+    /// `give_up_after` releases its slot; by then its callers have stopped waiting for this
+    /// attempt (the store passes its attempt timeout).
+    pub(crate) fn spawn(raft: Raft<TypeConfig>, give_up_after: Duration) -> (Proposer, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Proposer { tx }, tokio::spawn(run(raft, rx)))
+        (Proposer { tx }, tokio::spawn(run(raft, rx, give_up_after)))
     }
 
     /// Proposes `request`; `None` when the proposer is gone (its node closed or halted)
@@ -63,7 +86,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, give_up_after: Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is when the next batch grows.
@@ -75,27 +98,68 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>) 
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Answer>>) =
-                batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-            // The leader stamps the time: every replica executes with the leader's clock.
-            let written = raft.client_write(Command { unix_nanos: unix_nanos_now(), requests: requests.into() }).await;
-            drop(slot);
-            match written {
-                Ok(response) => {
-                    let index = response.log_id.index;
-                    for (reply, applied) in replies.into_iter().zip(response.data) {
-                        drop(reply.send(Ok((index, applied))));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        drop(reply.send(Err(e.clone())));
-                    }
-                }
+        // A caller that stopped waiting (its attempt timed out) retries as a new proposal, if
+        // at all: proposing the stale copy would only add an entry nobody waits for.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        tokio::spawn(propose(raft.clone(), batch, slot, give_up_after));
+    }
+}
+
+/// Proposes one entry, holding `slot` until it is answered or given up on, and answers its
+/// callers.
+async fn propose(raft: Raft<TypeConfig>, batch: Vec<Proposal>, slot: OwnedSemaphorePermit, give_up_after: Duration) {
+    let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Answer>>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let mut server = raft.server_metrics();
+    // Read before the write: a change after it is a change after the proposal.
+    let vote = server.borrow_and_update().vote.clone();
+    // The leader stamps the time: every replica executes with the leader's clock.
+    let command = Command { unix_nanos: unix_nanos_now(), requests: requests.into() };
+    let written = tokio::select! {
+        written = raft.client_write(command) => Ok(written),
+        why = no_longer_leading(&mut server, vote) => Err(why),
+        () = tokio::time::sleep(give_up_after) => Err("the entry was not committed in time"),
+    };
+    drop(slot);
+    match written {
+        Ok(Ok(response)) => {
+            let index = response.log_id.index;
+            for (reply, applied) in replies.into_iter().zip(response.data) {
+                drop(reply.send(Answer::Applied(index, applied)));
             }
-        });
+        }
+        Ok(Err(e)) => {
+            for reply in replies {
+                drop(reply.send(Answer::Failed(e.clone())));
+            }
+        }
+        Err(why) => {
+            debug!(why, commands = replies.len(), "gave up waiting for a proposed entry");
+            for reply in replies {
+                drop(reply.send(Answer::Abandoned(why)));
+            }
+        }
+    }
+}
+
+/// Returns once the node no longer leads under `vote`, the vote it held when it proposed:
+/// past that, openraft may never answer the entry (see the module docs).
+async fn no_longer_leading(
+    server: &mut watch::Receiver<RaftServerMetrics<NodeId, BasicNode>>,
+    vote: Vote,
+) -> &'static str {
+    loop {
+        if server.changed().await.is_err() {
+            // The core stopped: `client_write` fails on its own.
+            return std::future::pending().await;
+        }
+        let metrics = server.borrow_and_update();
+        if metrics.state != ServerState::Leader || metrics.vote != vote {
+            return "the node stopped leading the term it proposed the entry in";
+        }
     }
 }
 

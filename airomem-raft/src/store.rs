@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::log::{LogHalter, LogOptions, LogReader, LogStore};
 use crate::network::{Connector, Contact, Failure, Network, random_u64};
-use crate::proposer::Proposer;
+use crate::proposer::{Answer, Proposer};
 use crate::state_machine::{Replica, StateMachine};
 use crate::types::{Applied, NodeId, Request, TypeConfig};
 use crate::{Error, watchdog};
@@ -237,7 +237,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let connector = Connector { network: network.clone(), from: id, incarnation, backoff: config.heartbeat };
         let raft = Raft::new(id, raft_config, connector, log, machine.clone()).await.map_err(stopped)?;
         let contact = Arc::new(Contact::new());
-        let (proposer, proposing) = Proposer::spawn(raft.clone());
+        let attempt_timeout = (config.election_max * 2).max(Duration::from_millis(500));
+        let (proposer, proposing) = Proposer::spawn(raft.clone(), attempt_timeout);
         network.register(id, incarnation, raft.clone(), proposer, Arc::clone(&contact));
         let watchdog = config.watchdog.then(|| watchdog::spawn(raft.clone(), id, contact, config.election_max));
         info!(node = id, dir = %config.dir.display(), "replicated store opened");
@@ -253,7 +254,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             watchdog: Mutex::new(watchdog),
             proposing: Mutex::new(Some(proposing)),
             commit_timeout: config.commit_timeout,
-            attempt_timeout: (config.election_max * 2).max(Duration::from_millis(500)),
+            attempt_timeout,
             dir: config.dir,
             stopped: AtomicBool::new(false),
         })
@@ -354,13 +355,14 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             Ok(Err(Failure::NotDelivered(why))) => Attempt::NotDelivered(why),
             Ok(Err(Failure::AnswerLost(why))) => Attempt::Unknown(why, None),
             Ok(Ok(None)) => Attempt::Unknown(format!("node {leader} stopped before it answered"), None),
-            Ok(Ok(Some(Ok((index, applied))))) => Attempt::Done(index, applied),
+            Ok(Ok(Some(Answer::Applied(index, applied)))) => Attempt::Done(index, applied),
             // A node that is not (or no longer) the leader may have appended the command
             // before it lost the leadership: the outcome is unknown.
-            Ok(Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))))) => {
+            Ok(Ok(Some(Answer::Failed(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))))) => {
                 Attempt::Unknown(format!("node {leader} is not the leader"), f.leader_id.filter(|&next| next != leader))
             }
-            Ok(Ok(Some(Err(e)))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
+            Ok(Ok(Some(Answer::Failed(e)))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
+            Ok(Ok(Some(Answer::Abandoned(why)))) => Attempt::Unknown(format!("node {leader}: {why}"), None),
         }
     }
 

@@ -13,6 +13,7 @@ mod linearizable_read;
 mod lossy_network;
 mod panicking_command;
 mod partition;
+mod reelected_after_snapshot_install;
 mod restart_keeps_acknowledged;
 mod snapshot_catch_up;
 mod watchdog;
