@@ -4,8 +4,9 @@
 //! its own: changing a `State` or its `Command` without a new [`crate::State::SCHEMA_VERSION`].
 //! Under postcard a reordered enum or a retyped field still decodes, as something else:
 //! history would be silently rewritten. The helper traces the serialized shape of both types
-//! (every struct, enum and variant, in order, with serde-reflection), keeps it in a file the
-//! user commits, and fails a test when the shape changes while the version does not.
+//! and of every type they reach (every struct, enum and variant, in order, however deep and
+//! through `Option`, sequences, maps and boxes, as serde-reflection's formats), keeps it in a
+//! file the user commits, and fails a test when the shape changes while the version does not.
 //!
 //! ```no_run
 //! # #[derive(serde::Serialize, serde::Deserialize, Default)] struct Sessions;
@@ -16,10 +17,12 @@
 //! }
 //! ```
 
+mod trace;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_reflection::{ContainerFormat, Format, Registry, Tracer, TracerConfig};
+use serde_reflection::{ContainerFormat, Format, Registry};
 
 use crate::State;
 
@@ -66,8 +69,17 @@ pub enum SchemaCheck {
 /// while `S::SCHEMA_VERSION` did not, or if the version went down. When the version went up,
 /// the file is rewritten with the new shape.
 ///
+/// Every type the two reach is traced, with every variant of every enum: a change deep inside
+/// a nested enum fails the check like a change to the state itself. A named type is recorded
+/// under its serde name; when two Rust types share one (a generic struct used with two
+/// parameters, or namesakes in two modules), the one met later is recorded under its type
+/// name without module paths (`Tagged<Level2>`). Recursive types are traced as long as some
+/// variant ends the recursion.
+///
 /// Types whose `Deserialize` validates its input (rejects the placeholder values tracing
-/// feeds it) cannot be traced; the panic then says which.
+/// feeds it: zeros, empty strings, `'A'`) cannot be traced, nor types read through
+/// `deserialize_any` (untagged and internally tagged enums, `#[serde(flatten)]`); the panic
+/// then says which type was being built.
 ///
 /// # Panics
 ///
@@ -75,7 +87,8 @@ pub enum SchemaCheck {
 /// written, and a type that cannot be traced: it is meant to fail a test.
 pub fn assert_schema_recorded<S: State>(file: impl AsRef<Path>) -> SchemaCheck {
     let file = file.as_ref();
-    let current = trace::<S>().unwrap_or_else(|e| panic!("tracing the shape of the state and its command: {e}"));
+    let current =
+        current_shape::<S>().unwrap_or_else(|e| panic!("tracing the shape of the state and its command: {e}"));
     let recorded = match std::fs::read(file) {
         Ok(bytes) => serde_json::from_slice::<Shape>(&bytes)
             .unwrap_or_else(|e| panic!("{} is not a schema file written by airomem: {e}", file.display())),
@@ -115,11 +128,9 @@ pub fn assert_schema_recorded<S: State>(file: impl AsRef<Path>) -> SchemaCheck {
     SchemaCheck::Unchanged
 }
 
-fn trace<S: State>() -> serde_reflection::Result<Shape> {
-    let mut tracer = Tracer::new(TracerConfig::default());
-    let (state, _) = tracer.trace_simple_type::<S>()?;
-    let (command, _) = tracer.trace_simple_type::<S::Command>()?;
-    Ok(Shape { schema_version: S::SCHEMA_VERSION, state, command, types: tracer.registry()? })
+fn current_shape<S: State>() -> serde_reflection::Result<Shape> {
+    let trace::Traced { state, command, types } = trace::trace::<S, S::Command>()?;
+    Ok(Shape { schema_version: S::SCHEMA_VERSION, state, command, types })
 }
 
 fn write(file: &Path, shape: &Shape) {
