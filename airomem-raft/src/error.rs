@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
-use std::io;
 use std::path::PathBuf;
+use std::{fmt, io};
 
 /// What can go wrong in a replicated store: its Raft log, its state machine, or the group.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +58,10 @@ pub enum Error {
     /// A command, entry or snapshot did not encode or decode.
     #[error(transparent)]
     Codec(#[from] airomem::CodecError),
-    /// A snapshot could not be written or read.
+    /// A snapshot could not be written, read or verified: the message says which file and
+    /// why. A damaged received snapshot changed nothing (the leader sends it again).
     #[error(transparent)]
-    Snapshot(#[from] airomem_snapshot::SnapshotError),
+    Snapshot(SnapshotError),
     /// The command panicked in `State::execute`. Every replica panicked on it the same way
     /// and rolled it back: the state is as if it had never been sent, and it took no
     /// sequence number. Fix the command (or `execute`); retrying it panics again.
@@ -136,8 +137,68 @@ pub enum Error {
     },
 }
 
+/// Why a snapshot could not be written, read or verified. Its message names the file and the
+/// failure, and [`std::error::Error::source`] leads on to the cause (the OS error, the
+/// mismatching checksum); the snapshot crate's own error type stays out of this crate's API.
+#[derive(Debug)]
+pub struct SnapshotError(airomem_snapshot::SnapshotError);
+
+impl SnapshotError {
+    /// Whether the disk (or a quota) was full: free space, and the next snapshot can succeed.
+    pub fn is_storage_full(&self) -> bool {
+        self.0.is_storage_full()
+    }
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SnapshotError {
+    // The wrapped error's message is this one's, so the chain goes on from its source.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 impl Error {
+    pub(crate) fn snapshot(e: airomem_snapshot::SnapshotError) -> Error {
+        Error::Snapshot(SnapshotError(e))
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io { op, path: path.into(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use airomem::storage::StdStorage;
+
+    use super::Error;
+
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |&e| e.source()).map(ToString::to_string).collect()
+    }
+
+    /// The wrapper adds nothing and hides nothing: the same message, the same causes.
+    #[test]
+    fn a_snapshot_error_keeps_its_message_and_its_causes() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"x").expect("writes");
+        let inner = airomem_snapshot::list(&StdStorage::default(), &file).expect_err("a file is not a directory");
+        let expected = chain(&inner);
+        assert!(expected.len() >= 2, "the OS error is a cause: {expected:?}");
+
+        let wrapped = Error::snapshot(inner);
+        assert!(matches!(&wrapped, Error::Snapshot(e) if !e.is_storage_full()));
+        assert_eq!(chain(&wrapped), expected);
+        let Error::Snapshot(snapshot) = &wrapped else { unreachable!("matched above") };
+        assert_eq!(snapshot.source().map(ToString::to_string), expected.get(1).cloned());
     }
 }

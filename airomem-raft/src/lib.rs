@@ -71,6 +71,6 @@ mod watchdog;
 mod tests;
 
 pub use config::NodeConfig;
-pub use error::Error;
+pub use error::{Error, SnapshotError};
 pub use network::Network;
 pub use store::{ReadGuard, Receipt, ReplicatedStore, Role, SnapshotInfo, Status};

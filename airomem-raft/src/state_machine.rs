@@ -159,7 +159,8 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
-        let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)?;
+        let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)
+            .map_err(Error::snapshot)?;
         // A build ships these bytes to followers; an install has nobody to ship them to.
         let bytes = if install {
             None
@@ -171,9 +172,9 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         }
         let keep = current.as_ref().map_or(seq, |(_, newest)| *newest);
         let mut removed = false;
-        for old in airomem_snapshot::list(self.storage.as_ref(), &self.dir)? {
+        for old in airomem_snapshot::list(self.storage.as_ref(), &self.dir).map_err(Error::snapshot)? {
             if old.0 != keep {
-                airomem_snapshot::remove(self.storage.as_ref(), &self.dir, old)?;
+                airomem_snapshot::remove(self.storage.as_ref(), &self.dir, old).map_err(Error::snapshot)?;
                 removed = true;
             }
         }
@@ -204,7 +205,8 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 
     fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, bytes: &[u8]) -> Result<(), Error> {
         let seq = snapshot_seq(meta.last_log_id);
-        let (header, image) = airomem_snapshot::verify(Path::new("<received snapshot>"), bytes, Seq(seq), Z::ID)?;
+        let (header, image) = airomem_snapshot::verify(Path::new("<received snapshot>"), bytes, Seq(seq), Z::ID)
+            .map_err(Error::snapshot)?;
         if header.schema_version != S::SCHEMA_VERSION {
             return Err(Error::Codec(airomem::CodecError::Decode {
                 serializer: "snapshot image",
@@ -323,9 +325,10 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
     /// silently stand in for everything the purged log held.
     fn load_newest(&self) -> Result<Option<(Progress, S, u64)>, Error> {
         let mut first_failure = None;
-        for seq in airomem_snapshot::list(self.storage.as_ref(), &self.dir)?.into_iter().rev() {
+        for seq in airomem_snapshot::list(self.storage.as_ref(), &self.dir).map_err(Error::snapshot)?.into_iter().rev()
+        {
             let loaded = airomem_snapshot::load(self.storage.as_ref(), &self.dir, seq, Z::ID)
-                .map_err(Error::from)
+                .map_err(Error::snapshot)
                 .and_then(|(_, image)| self.decode_image(&image));
             match loaded {
                 Ok((progress, state)) => return Ok(Some((progress, state, seq.0))),
@@ -437,7 +440,7 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
     /// node's Raft log, which the state is rebuilt from after a panicking command.
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, serializer: Z, log: LogReader) -> Result<Self, Error> {
         storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        airomem_snapshot::remove_temp_files(storage.as_ref(), dir)?;
+        airomem_snapshot::remove_temp_files(storage.as_ref(), dir).map_err(Error::snapshot)?;
         let inner = Inner {
             storage,
             dir: dir.to_path_buf(),
