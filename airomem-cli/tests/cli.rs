@@ -503,3 +503,52 @@ fn archive_prune_keeps_what_later_reads_need() {
         assert!(matches!(read(seq), Err(Error::HistoryGone { .. })), "#{seq} must be gone");
     }
 }
+
+/// Beside a store that rolls its journal over every few commits, snapshots every few dozen
+/// and removes what the snapshots cover: `verify` and `info` run again and again in the
+/// middle of it all and exit 0 every time, `verify` finding the store intact; `dump` too,
+/// unless retention removed a segment before the dump reached it, which it then says.
+#[test]
+fn read_only_commands_beside_rollovers_and_retention_always_succeed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("notes");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let options = StoreOptions::default()
+        .segment_size(1024)
+        .durability(Durability::OsBuffered)
+        .snapshot_every_commands(40)
+        .snapshots_retained(2);
+    let store: Store<Notes, PostcardSerializer> =
+        runtime.block_on(Store::open_with(PostcardSerializer, &dir, options)).expect("open");
+    let writer = {
+        let store = store.clone();
+        runtime.spawn(async move {
+            for i in 0..u64::MAX {
+                // About 200 bytes: a 1 KiB segment holds four or five.
+                if store.commit(Note::Add(format!("{i:0>200}"))).await.is_err() {
+                    return i;
+                }
+            }
+            0
+        })
+    };
+    let mut failures = Vec::new();
+    let mut check = |args: &[&str], runs: usize| {
+        for _ in 0..runs {
+            let (code, out, err) = run(args);
+            // A dump reads segment after segment as it prints: one that retention removed
+            // before the dump reached it cannot be shown, and the dump must say so.
+            let removed = args[0] == "dump" && err.contains("was removed while it was being read");
+            if (code != 0 && !removed) || (args[0] == "verify" && !out.contains("intact")) {
+                failures.push(format!("`{}` exited {code}:\n{out}{err}", args.join(" ")));
+            }
+        }
+    };
+    check(&["verify", path(&dir)], 1000);
+    check(&["info", path(&dir)], 200);
+    check(&["dump", path(&dir)], 200);
+    runtime.block_on(store.close()).expect("close");
+    let committed = runtime.block_on(writer).expect("writer");
+    assert!(committed > 0);
+    assert!(failures.is_empty(), "{} runs failed; the first:\n{}", failures.len(), failures[0]);
+}

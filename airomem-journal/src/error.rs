@@ -125,6 +125,16 @@ pub enum JournalError {
         /// The segment the journal head names.
         file: PathBuf,
     },
+    /// A segment that was listed had gone when it was read. Beside a running store that is
+    /// snapshot retention removing what a newer snapshot covers: a read started again, from
+    /// that snapshot, does not need it. With no store running it was deleted by hand.
+    #[error(
+        "journal segment {file} was removed while it was being read (by snapshot retention, if the store is running)"
+    )]
+    SegmentVanished {
+        /// The segment.
+        file: PathBuf,
+    },
     /// A single command encodes to more bytes than a record may hold.
     #[error("a record of {len} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge {

@@ -83,13 +83,20 @@ pub fn path(config: &JournalConfig) -> PathBuf {
 }
 
 /// What the head in `config.dir` says, or `None` if there is none (a new store, or one
-/// written before the head existed). `names` lists the directory.
-pub fn read(config: &JournalConfig, names: &[String]) -> Result<Option<Head>, JournalError> {
-    if !names.iter().any(|n| n == NAME) {
-        return Ok(None);
-    }
+/// written before the head existed).
+///
+/// A reader beside a running writer reads the head *before* it lists the directory: the
+/// writer makes a new segment durable before the head names it, and never removes the
+/// newest segment, so every segment a head read first names is in a listing taken after it.
+/// Listing first, a rollover between the two steps would show a head naming a segment the
+/// listing lacks, which is what a deleted newest segment looks like.
+pub fn read(config: &JournalConfig) -> Result<Option<Head>, JournalError> {
     let file = path(config);
-    let bytes = config.storage.read(&file).map_err(|e| JournalError::io("read", &file, e))?;
+    let bytes = match config.storage.read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(JournalError::io("read", &file, e)),
+    };
     decode(&bytes).map(Some).map_err(|reason| JournalError::BadHeader { file, reason })
 }
 

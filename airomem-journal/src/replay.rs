@@ -26,6 +26,10 @@ pub struct ReplayRange<'a> {
     pub until: Option<Seq>,
     /// Commands to skip on top of those the journal's abort markers cancel.
     pub skip: &'a BTreeSet<Seq>,
+    /// The journal is read beside a writer that may be appending to it (a read without the
+    /// lock): the newest segment's commands after its last complete batch are held back, as
+    /// the writer may be in the middle of writing that batch. A crash recovery keeps them.
+    pub beside_writer: bool,
 }
 
 /// One live command, as replay hands it over.
@@ -97,6 +101,9 @@ pub struct ReplayOutcome {
     pub records_replayed: u64,
     /// Commands skipped because they were aborted.
     pub records_skipped: u64,
+    /// The first command not handed over although the journal holds it: the start of an
+    /// atomic unit that ends past `until`, or (beside a writer) of an unfinished batch.
+    pub held_back_from: Option<Seq>,
 }
 
 /// What replay found to repair after a crash, and later repaired.
@@ -172,6 +179,8 @@ pub fn replay<E>(
     let started = Instant::now();
     let storage = &*config.storage;
     let dir = &config.dir;
+    // The head before the listing: see `head::read`.
+    let head = crate::head::read(config)?;
     let names = storage.list(dir).map_err(|e| JournalError::io("list", dir, e))?;
     if let Some(repair) = repair.as_deref_mut() {
         // Planned afresh by every pass, so a replay started over plans the same repair.
@@ -182,7 +191,6 @@ pub fn replay<E>(
     }
     let mut segments: Vec<Seq> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     segments.sort_unstable();
-    let head = crate::head::read(config, &names)?;
     if let Some(head) = head
         && segments.last().is_none_or(|&newest| newest < head.newest)
     {
@@ -202,6 +210,7 @@ pub fn replay<E>(
         bytes_read: 0,
         records_replayed: 0,
         records_skipped: 0,
+        held_back_from: None,
     };
 
     // Segments wholly before `from` are not needed: segment i ends where segment i + 1 begins.
@@ -211,7 +220,11 @@ pub fn replay<E>(
     for (index, &first) in segments.iter().enumerate().skip(first_needed) {
         let path = segment::path(dir, first);
         let newest = index + 1 == segments.len();
-        let bytes = storage.read(&path).map_err(|e| JournalError::io("read", &path, e))?;
+        let bytes = storage.read(&path).map_err(|e| match e.kind() {
+            // Listed a moment ago: snapshot retention removed it since (or a person did).
+            std::io::ErrorKind::NotFound => JournalError::SegmentVanished { file: path.clone() },
+            _ => JournalError::io("read", &path, e),
+        })?;
         outcome.segments_read += 1;
         outcome.bytes_read += bytes.len() as u64;
         let mut scan = SegmentScan::read(&path, &bytes)?;
@@ -273,9 +286,16 @@ pub fn replay<E>(
             (!scan.aborted.is_empty() && scan.aborted.contains(&seq))
                 || (!range.skip.is_empty() && range.skip.contains(&seq))
         };
+        // Beside a writer, whole records after the last batch end are a batch being written.
+        let unfinished =
+            (range.beside_writer && newest && !scan.ends_at_batch_boundary()).then_some(scan.final_batch_start);
         // The commands of one run: a lone command, or an atomic unit gathered up to its last.
         let mut run: Vec<Frame> = Vec::new();
         for frame in scan.frames(&bytes) {
+            if unfinished.is_some_and(|start| frame.seq >= start) {
+                outcome.held_back_from = outcome.held_back_from.or(unfinished);
+                break;
+            }
             outcome.last_nanos = outcome.last_nanos.max(frame.unix_nanos);
             if frame.kind != RecordKind::Command {
                 continue;
@@ -291,6 +311,7 @@ pub fn replay<E>(
                 continue;
             }
             if range.until.is_some_and(|until| last > until) {
+                outcome.held_back_from = outcome.held_back_from.or(Some(first));
                 break;
             }
             // One cancelled command of a unit cancels all of it.

@@ -259,7 +259,7 @@ pub enum Error {
     /// the snapshots and journal segments needed to rebuild the state at that point. Keep
     /// history with [`crate::StoreOptions::keep_history`] to be able to go back further.
     #[error(
-        "{dir}: the state after command {wanted} can no longer be rebuilt: retention removed the files it needs          (the earliest point still on disk is after command {earliest})"
+        "{dir}: the state after command {wanted} can no longer be rebuilt: retention removed the files it needs (the earliest point still on disk is after command {earliest})"
     )]
     HistoryGone {
         /// The store directory.
@@ -268,6 +268,15 @@ pub enum Error {
         wanted: Seq,
         /// The earliest point that can still be rebuilt.
         earliest: Seq,
+    },
+    /// A read without the lock (a point-in-time read, an export, an inspection) listed a
+    /// file that was gone when it came to read it: the running store's snapshot retention
+    /// removed it meanwhile. Reads start over from the newer snapshot by themselves; this is
+    /// what is left when the store kept removing what they needed, read after read.
+    #[error("{path} was removed while it was being read (snapshot retention of the running store)")]
+    RemovedWhileReading {
+        /// The file.
+        path: PathBuf,
     },
     /// A point-in-time read asked for a command the store has not reached.
     #[error("{dir}: command {wanted} is past the store's last command, {last}")]

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use airomem_core::storage::{LockGuard, StdStorage, Storage, StorageFile};
+use airomem_core::storage::{LockGuard, Storage, StorageFile};
 use airomem_core::{Seq, Serializer, State};
 use airomem_journal::frame::RecordKind;
 use airomem_journal::scan::SegmentScan;
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRange, replay, segment};
+
+use tracing::debug;
 
 use crate::Error;
 use crate::names::snapshot_seq;
@@ -53,20 +55,36 @@ impl<S: State> Past<S> {
     /// at or before that point and the journal after it, through the schema chain like an
     /// open, and in the archive too if the store keeps history.
     ///
-    /// It takes no lock and writes nothing, so it may run beside the live store (the files
-    /// it reads are those on disk at that moment; a batch the live store is still writing,
-    /// and under weaker [`crate::Durability`] policies one not yet synced, may be included
-    /// or not) and on a store that crashed (what an open would cut as a torn tail is left out
-    /// here, and left on disk). It blocks the calling thread while it reads; from async code,
-    /// call it in `tokio::task::spawn_blocking`.
+    /// It takes no lock and writes nothing, so it may run beside the live store and on a
+    /// store that crashed (what an open would cut as a torn tail is left out here, and left
+    /// on disk). Beside the live store it reads a gapless prefix of the history, never
+    /// shorter than an earlier read's: whole batches only (one the store is still writing is
+    /// left out), and never a command that the store cancels (a command that panics is
+    /// cancelled by the read exactly as by the store). Under [`crate::Durability::Fsync`]
+    /// everything it shows was synced; under weaker policies it may show commands written
+    /// but not yet synced, which a power cut can still take. It blocks the calling thread
+    /// while it reads; from async code, call it in `tokio::task::spawn_blocking`.
     ///
     /// Errors: [`Error::NotAStore`] if `dir` holds no store, [`Error::BeyondHistory`] for a
     /// command the store has not reached, [`Error::HistoryGone`] when retention removed
     /// what the point needs, and whatever [`crate::Store::open`] would report about damage
-    /// or types.
+    /// or types. A file the running store's retention removes while the read needs it
+    /// makes the read start over from the newer snapshot; [`Error::RemovedWhileReading`]
+    /// only if that keeps happening.
     pub fn open<Z: Serializer>(serializer: Z, dir: impl AsRef<Path>, at: At) -> Result<Past<S>, Error> {
+        Past::open_with(serializer, dir, at, &crate::StoreOptions::default())
+    }
+
+    /// [`Past::open`] through the storage of `options` (see [`crate::StoreOptions::storage`]),
+    /// for a store opened with one. The other options do not matter to a read.
+    pub fn open_with<Z: Serializer>(
+        serializer: Z,
+        dir: impl AsRef<Path>,
+        at: At,
+        options: &crate::StoreOptions,
+    ) -> Result<Past<S>, Error> {
         let dir = dir.as_ref().to_path_buf();
-        let view: Arc<dyn Storage> = Arc::new(HistoryView::new(Arc::new(StdStorage::default()), &dir));
+        let view: Arc<dyn Storage> = Arc::new(HistoryView::new(Arc::clone(&options.storage), &dir));
         let config = JournalConfig {
             storage: view,
             dir: dir.clone(),
@@ -75,12 +93,40 @@ impl<S: State> Past<S> {
             segment_size: u64::MAX,
             preallocate: 0,
         };
-        let files = Files::list(&config)?;
-        let point = files.locate(&config, at)?;
-        let recovered = match recover::<S, Z>(&config, &serializer, Some(point.seq)) {
+        let mut attempts = 0;
+        loop {
+            let before = retention_mark(&*config.storage, &config.dir);
+            match Past::read(&config, &serializer, at) {
+                // Retention removes files only once a newer snapshot covers them, and then the
+                // oldest files first. If it ran since this attempt began, whatever went wrong
+                // may be a file it removed (a segment listed and gone, or a gap between the
+                // snapshot read and the segments listed after it): reading again starts from
+                // the newer snapshot. Each retry follows a run of retention, so the store's
+                // pace bounds the loop; damage alone changes neither mark, and is reported.
+                Err(e) if attempts < REREADS && retention_mark(&*config.storage, &config.dir) != before => {
+                    attempts += 1;
+                    debug!(error = %e, attempts, "the store's retention ran during the read; reading again");
+                }
+                Err(Error::Journal(journal)) if matches!(*journal, JournalError::SegmentVanished { .. }) => {
+                    let JournalError::SegmentVanished { file } = &*journal else { unreachable!("matched above") };
+                    return Err(Error::RemovedWhileReading { path: file.clone() });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn read<Z: Serializer>(config: &JournalConfig, serializer: &Z, at: At) -> Result<Past<S>, Error> {
+        let files = Files::list(config)?;
+        let point = files.locate(config, at)?;
+        let recovered = match recover::<S, Z>(config, serializer, Some(point.seq)) {
             Ok(recovered) => recovered,
             Err(Error::Journal(e)) if matches!(*e, JournalError::MissingRecords { .. }) => {
-                return Err(Error::HistoryGone { dir, wanted: point.seq, earliest: files.earliest() });
+                return Err(Error::HistoryGone {
+                    dir: config.dir.clone(),
+                    wanted: point.seq,
+                    earliest: files.earliest(),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -110,6 +156,26 @@ impl<S: State> Past<S> {
     pub fn time(&self) -> Option<SystemTime> {
         self.unix_nanos.map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
     }
+}
+
+/// How many times a read starts over because the store published a snapshot under it.
+const REREADS: u32 = 16;
+
+/// What a run of snapshot retention changes in a store directory: its snapshots (one is
+/// published before each run, older ones go in it) and its oldest segment (the run removes
+/// segments from the oldest on). A rollover changes neither. `None` if `dir` cannot be
+/// listed.
+///
+/// A read without the lock compares the mark before and after: if it changed, what went
+/// wrong may be a file retention took (listed and gone when read, or a gap between a
+/// snapshot and the segments listed after it), and a read started again begins from the
+/// newer snapshot. If it did not, the read's failure is the store's own.
+pub(crate) fn retention_mark(storage: &dyn Storage, dir: &Path) -> Option<(Vec<Seq>, Option<Seq>)> {
+    let names = storage.list(dir).ok()?;
+    let mut snapshots: Vec<Seq> = names.iter().filter_map(|n| snapshot_seq(n)).collect();
+    snapshots.sort_unstable();
+    let oldest_segment = names.iter().filter_map(|n| segment::parse_file_name(n)).min();
+    Some((snapshots, oldest_segment))
 }
 
 /// The point a read stops at, resolved to a command.
@@ -194,19 +260,23 @@ impl Files {
         // The commit time of the last live command the point includes.
         let mut included: Option<u64> = None;
         let mut repair = Repair::default();
-        let walked = replay(config, ReplayRange { from, until, skip: &skip }, Some(&mut repair), |record| {
+        let range = ReplayRange { from, until, skip: &skip, beside_writer: true };
+        let walked = replay(config, range, Some(&mut repair), |record| {
             included = Some(record.unix_nanos);
             Ok::<(), ()>(())
         });
-        let last = match walked {
-            Ok(outcome) => Seq(outcome.next_seq.0 - 1),
+        let (last, held_back) = match walked {
+            Ok(outcome) => (Seq(outcome.next_seq.0 - 1), outcome.held_back_from),
             Err(ReplayError::Journal(e)) => return Err(e.into()),
             Err(ReplayError::Visit(())) => unreachable!("the visitor never stops the walk"),
         };
+        // What the state includes ends before the first command held back: a batch the
+        // store is still writing, or an atomic unit that ends past the point asked for.
+        let reached = held_back.map_or(last, |first| Seq(first.0 - 1));
         match at {
             At::Seq(wanted) if wanted > last => Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last }),
-            At::Seq(wanted) => Ok(Point { seq: wanted, unix_nanos: included }),
-            At::Latest | At::Time(_) => Ok(Point { seq: last, unix_nanos: included }),
+            At::Seq(wanted) => Ok(Point { seq: wanted.min(reached), unix_nanos: included }),
+            At::Latest | At::Time(_) => Ok(Point { seq: reached, unix_nanos: included }),
         }
     }
 
@@ -219,10 +289,9 @@ impl Files {
         let mut included = None;
         for &first in &self.segments {
             let path = segment::path(&config.dir, first);
-            let bytes = config.storage.read(&path).map_err(|e| Error::Io {
-                op: "read",
-                path: path.clone(),
-                source: Arc::new(e),
+            let bytes = config.storage.read(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::RemovedWhileReading { path: path.clone() },
+                _ => Error::Io { op: "read", path: path.clone(), source: Arc::new(e) },
             })?;
             let scan = SegmentScan::read(&path, &bytes)?;
             for frame in scan.frames(&bytes) {

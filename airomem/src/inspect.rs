@@ -21,7 +21,9 @@ use airomem_journal::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use airomem_journal::{Corruption, JournalConfig, JournalError, Repair, ReplayError, ReplayRange};
 
 use crate::Error;
-use crate::history::{ARCHIVE_DIR, HistoryView};
+use tracing::debug;
+
+use crate::history::{ARCHIVE_DIR, HistoryView, retention_mark};
 use crate::names::{snapshot_path, snapshot_seq};
 
 /// Everything in a store's directory, as [`survey`] found it.
@@ -172,11 +174,21 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         return Err(Error::NotAStore { dir });
     }
     for (_, path) in segments {
-        let bytes = read(&storage, &path)?;
+        let bytes = match storage.read(&path) {
+            Ok(bytes) => bytes,
+            // Listed a moment ago: the running store's retention removed it. It is no longer
+            // part of the store.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Io { op: "read", path, source: Arc::new(e) }),
+        };
         progress(bytes.len() as u64);
         survey.segments.push(summarize_segment(&path, &bytes));
     }
     for (seq, path) in snapshots {
+        if !path.exists() {
+            // Removed by retention since the listing, like a segment above.
+            continue;
+        }
         let header = read_snapshot_header(&storage, &dir, seq);
         survey.snapshots.push(SnapshotSummary {
             len: file_len(&path),
@@ -187,7 +199,7 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         });
     }
     let config = read_config(&dir, SerializerId(0), 0);
-    survey.head = airomem_journal::head::read(&config, &names)
+    survey.head = airomem_journal::head::read(&config)
         .ok()
         .flatten()
         .map(|head| HeadSummary { newest: head.newest, synced_through: head.watermark.map(|w| w.synced_through) });
@@ -296,8 +308,31 @@ impl Problem {
 /// refuse the store is reported (all but what needs the application's types: bytes that
 /// do not decode, a schema the state's chain does not reach). `progress` is told the size
 /// of each file as it is read.
+///
+/// Beside a running store, a check that fails or finds a problem while the store's snapshot
+/// retention removes files is made again (see [`crate::history::retention_mark`]), so a
+/// file removed under it is not reported as damage.
 pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Verification, Error> {
-    let dir = dir.as_ref().to_path_buf();
+    let dir = dir.as_ref();
+    let storage = StdStorage::default();
+    let mut attempts = 0;
+    loop {
+        let before = retention_mark(&storage, dir);
+        let found = verify_once(dir, progress);
+        let clean = found.as_ref().is_ok_and(|f| f.problems.is_empty());
+        if clean || attempts >= REREADS || retention_mark(&storage, dir) == before {
+            return found;
+        }
+        attempts += 1;
+        debug!(attempts, "the store's retention ran during the check; checking again");
+    }
+}
+
+/// How many times [`verify`] starts over because retention ran under it.
+const REREADS: u32 = 16;
+
+fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification, Error> {
+    let dir = dir.to_path_buf();
     let storage = StdStorage::default();
     let names = list_store(&storage, &dir)?;
     let mut found = Verification::default();
@@ -351,15 +386,19 @@ pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Ve
     let skip = Default::default();
     let mut repair = Repair::default();
     let mut reading: Option<PathBuf> = None;
-    let replayed =
-        airomem_journal::replay(&config, ReplayRange { from, until: None, skip: &skip }, Some(&mut repair), |record| {
+    let replayed = airomem_journal::replay(
+        &config,
+        ReplayRange { from, until: None, skip: &skip, beside_writer: false },
+        Some(&mut repair),
+        |record| {
             if reading.as_deref() != Some(record.segment)
                 && let Some(done) = reading.replace(record.segment.to_path_buf())
             {
                 progress(file_len(&done));
             }
             Ok::<(), ()>(())
-        });
+        },
+    );
     if let Some(done) = reading {
         progress(file_len(&done));
     }
@@ -638,7 +677,12 @@ impl Records {
 
     fn load(&mut self, first: Seq) -> Result<Loaded, Error> {
         let path = segment::path(&self.dir, first);
-        let bytes = read(&self.storage, &path)?;
+        let bytes = match self.storage.read(&path) {
+            Ok(bytes) => bytes,
+            // Listed when the records were asked for: the running store's retention took it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::RemovedWhileReading { path }),
+            Err(e) => return Err(Error::Io { op: "read", path, source: Arc::new(e) }),
+        };
         let scan = SegmentScan::read(&path, &bytes)?;
         let newest = Some(first) == self.last_segment;
         let mut damage = scan.damage.clone().map(|(offset, kind)| (offset as u64, scan.next_seq(), kind));

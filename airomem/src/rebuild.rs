@@ -90,7 +90,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
     loop {
         let Base { state: mut held, seq: base, skipped, newest_on_disk } =
             base::<S, Z>(config, serializer, &chain, until)?;
-        let range = ReplayRange { from: base.next(), until, skip: &aborted_now };
+        let range = ReplayRange { from: base.next(), until, skip: &aborted_now, beside_writer: false };
         let mut migrations = Vec::new();
         let replayed = replay_into(config, serializer, &chain, range, Some(&mut repaired), &mut held, &mut migrations);
         let finished = replayed.and_then(|outcome| {
@@ -197,7 +197,7 @@ pub(crate) fn rebuild<S: State, Z: Serializer>(
 ) -> Result<(S, u64), Error> {
     let chain = Chain::<S, Z>::new()?;
     let Base { state: mut held, seq, .. } = base::<S, Z>(config, serializer, &chain, Some(until))?;
-    let range = ReplayRange { from: seq.next(), until: Some(until), skip };
+    let range = ReplayRange { from: seq.next(), until: Some(until), skip, beside_writer: false };
     let mut migrations = Vec::new();
     let outcome =
         replay_into(config, serializer, &chain, range, None, &mut held, &mut migrations).map_err(stop_error)?;

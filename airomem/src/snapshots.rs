@@ -352,6 +352,11 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
                 return Ok(Loaded { state, seq, skipped, newest_on_disk });
             }
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
+            // Listed a moment ago: a reader without the lock raced the store's retention. It
+            // is no damage, and an older snapshot would only lead to more removed files.
+            Err(SnapshotError::Io { path, source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::RemovedWhileReading { path });
+            }
             // The reason is kept as text: the operating system's error goes into it too.
             Err(SnapshotError::Io { op, path, source }) => format!("{op} {}: {source}", path.display()),
             Err(e) => return Err(snapshot_error(e)),
