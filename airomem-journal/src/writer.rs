@@ -193,6 +193,16 @@ impl JournalWriter {
         }
     }
 
+    /// Whether a batch of `records` commands holding `payload_bytes` bytes between them would
+    /// be written into the active segment as it is: no rollover first (which syncs the old
+    /// segment and creates and syncs a new one and a new head), nothing but the write.
+    pub fn fits(&self, records: usize, payload_bytes: usize) -> bool {
+        let len = (payload_bytes + records * frame::FRAME_HEADER_LEN) as u64;
+        self.segment_schema == self.config.schema_version
+            && (self.segment_len + self.batch.len() as u64 + len <= self.config.segment_size
+                || self.segment_len <= SEGMENT_HEADER_LEN as u64)
+    }
+
     /// Bytes in the current batch so far.
     pub fn batch_len(&self) -> usize {
         self.batch.len()

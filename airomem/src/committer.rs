@@ -61,6 +61,11 @@ pub(crate) struct Committer<S: State, Z> {
     last_sync_took: Duration,
     /// False once the writer thread has closed the journal.
     running: bool,
+    /// A command that panicked in a caller's thread, whose rollback (its abort marker, a
+    /// rebuild from the files) is the writer thread's: `(first command of its request, the
+    /// command)`. Until [`Committer::settle`] carries it out, reads wait at the
+    /// [`crate::writer::RollbackGate`] and no caller commits in its own thread.
+    pending_rollback: Option<(Seq, Seq)>,
 }
 
 /// The journal as a commit in a caller's thread found it (see [`Committer::leaves_work`]).
@@ -102,6 +107,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
             running: true,
+            pending_rollback: None,
         }
     }
 
@@ -116,11 +122,19 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// cost more than the write itself. What it costs the caller's thread is that `write`
     /// call, normally a few microseconds; the kernel may hold it longer while it throttles
     /// a process that dirties pages faster than the disk takes them.
-    pub(crate) fn may_commit_here(&self) -> bool {
+    ///
+    /// A caller's thread only ever writes into the page cache: a commit whose batch of
+    /// `records` commands and `bytes` payload bytes would roll the journal over (a sync of
+    /// the old segment, a new segment and head, each synced) goes to the writer thread, and
+    /// so does every commit while the rollback of a command that panicked in a caller's
+    /// thread is still to be done.
+    pub(crate) fn may_commit_here(&self, records: usize, bytes: usize) -> bool {
         let shared = &self.shared;
         self.running
             && self.durability != Durability::Fsync
+            && self.pending_rollback.is_none()
             && shared.submitted.load(Ordering::Acquire) == shared.written.load(Ordering::Acquire)
+            && self.journal.fits(records, bytes)
     }
 
     /// Commits one command, encoded as `payload` and decoded again as `command` (the copy
@@ -157,7 +171,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             // As in `commit_batch`: a state that could not be rebuilt is not executed on.
             match shared.health.check_read() {
                 Err(error) => (Err(error), 0, 0),
-                Ok(()) => match self.apply(&mut state, seq, command.take().into_iter(), unix_nanos) {
+                Ok(()) => match self.apply(&mut state, seq, command.take().into_iter(), unix_nanos, true) {
                     Ok(()) => (answer(&state, Committed { seq, unix_nanos }), 1, 0),
                     Err(error) => (Err(error), 0, 1),
                 },
@@ -197,6 +211,9 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// with nothing new), and a snapshot taken meanwhile has reset the counts, so none is
     /// taken twice.
     fn leaves_work(&mut self, commands: u64, before: BeforeHere) -> bool {
+        if self.pending_rollback.is_some() {
+            return true;
+        }
         #[cfg(feature = "snapshot")]
         let snapshot =
             self.snapshotter.due(commands, self.journal.counters().bytes - before.bytes) || self.snapshot_after_batch;
@@ -237,6 +254,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// snapshot never includes a record that a crash could take out of the journal.
     #[cfg(feature = "snapshot")]
     pub(crate) fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
+        self.settle();
         if let Err(error) = self.shared.health.check_commit() {
             if let Some(reply) = reply {
                 drop(reply.send(Err(error)));
@@ -263,6 +281,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     }
 
     pub(crate) fn commit_batch(&mut self, batch: &mut Vec<Request<S>>, outcomes: &mut Vec<Outcome>, here: bool) {
+        self.settle();
         if let Err(error) = self.shared.health.check_commit() {
             for request in batch.drain(..) {
                 request.reply.fail(error.clone());
@@ -304,7 +323,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                     Commands::Unit(unit) => (None, unit),
                 };
                 let commands = one.into_iter().chain(unit.into_iter().map(|(_, command)| command));
-                match self.apply(&mut state, first, commands, unix_nanos) {
+                match self.apply(&mut state, first, commands, unix_nanos, here) {
                     Ok(()) => {
                         commits += count;
                         outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
@@ -324,23 +343,45 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
 
     /// Executes the commands of one request, numbered from `first`, on `state` (under the
     /// write lock, so that no reader sees a part of them). The first that panics rolls all
-    /// of them back, and its error is returned.
+    /// of them back, and its error is returned: at once in the writer thread; in a caller's
+    /// thread (`here`), which never waits for the disk, the rollback is left to the writer
+    /// thread (see [`Committer::settle`]) and reads wait for it.
     fn apply(
         &mut self,
         state: &mut S,
         first: Seq,
         commands: impl Iterator<Item = S::Command>,
         unix_nanos: u64,
+        here: bool,
     ) -> Result<(), Error> {
         for (i, command) in commands.enumerate() {
             let seq = Seq(first.0 + i as u64);
             if let Err(message) = execute(state, command, CommitContext::new(seq, unix_nanos)) {
                 warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
-                self.abort(state, first, seq);
+                if here {
+                    // Under the write lock: no read can come between the panic and the gate.
+                    self.aborted.insert(seq);
+                    self.pending_rollback = Some((first, seq));
+                    self.shared.rollback.close();
+                } else {
+                    self.abort(state, first, seq);
+                }
                 return Err(Error::CommandPanicked { seq, message });
             }
         }
         Ok(())
+    }
+
+    /// Carries out the rollback a command that panicked in a caller's thread left to the
+    /// writer thread, if there is one, and opens the gate reads wait at. Everything that
+    /// takes the committer in the writer thread calls it first, so no batch is written, no
+    /// snapshot taken and the journal not closed before it.
+    pub(crate) fn settle(&mut self) {
+        let Some((first, seq)) = self.pending_rollback.take() else { return };
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.abort(&mut state, first, seq);
+        shared.rollback.open();
     }
 
     /// Writes the batch with one write and makes it as durable as the policy asks. A batch
@@ -412,6 +453,10 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// before `first`, the first command of its request (itself, or the start of its atomic
     /// unit: one aborted command cancels its whole unit, in replay too), holding the write
     /// lock throughout so that no reader sees a half-applied request.
+    ///
+    /// A rebuild that panics itself (a `Deserialize`, a migration or a `Drop` of the user's
+    /// types) leaves the state half changed with no way back: the store is marked broken
+    /// before anyone can read it, and the panic goes no further.
     fn abort(&mut self, state: &mut S, first: Seq, seq: Seq) {
         self.aborted.insert(seq);
         if let Err(e) = self.journal.append_abort(seq) {
@@ -420,7 +465,11 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         }
         let until = Seq(first.0 - 1);
         let _files = self.prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted) {
+        let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|panic| Err(format!("the rebuild panicked: {}", crate::execute::panic_message(panic))));
+        match rebuilt {
             Ok((rebuilt, replayed)) => {
                 *state = rebuilt;
                 // The next rollback should not replay this tail again: with snapshots, one is
@@ -432,9 +481,9 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                 #[cfg(not(feature = "snapshot"))]
                 let _ = replayed;
             }
-            Err(e) => {
-                error!(error = %e, "the state could not be rebuilt after a panicking command; refusing reads");
-                self.shared.health.mark_broken(&e.to_string());
+            Err(cause) => {
+                error!(cause, "the state could not be rebuilt after a panicking command; refusing reads");
+                self.shared.health.mark_broken(&cause);
             }
         }
     }
@@ -442,6 +491,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// Closes the journal: waits for the snapshot thread, then syncs and trims the newest
     /// segment. Reports an earlier failure instead when the store was poisoned.
     pub(crate) fn finish(&mut self) -> Result<(), Error> {
+        self.settle();
         self.running = false;
         #[cfg(feature = "snapshot")]
         self.snapshotter.shutdown();

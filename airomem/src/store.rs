@@ -495,7 +495,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Commits a request awaited alone in the caller's thread when it can
     /// ([`Committer::commit_here`]); otherwise queues it for the writer thread.
     async fn hand_over(&self, request: Request<S>) -> Result<(), Error> {
-        if let Some(mut committer) = self.committer_here() {
+        if let Some(mut committer) = self.committer_here(request.commands.len(), request.commands.bytes()) {
             let nudge = committer.commit_here(request);
             drop(committer);
             self.nudge_if(nudge);
@@ -528,7 +528,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         payload.clear();
         let offered = encode_copy::<S, Z>(&self.inner.serializer, command, &mut payload).map(|command| {
             let mut command = Some(command);
-            match self.committer_here() {
+            match self.committer_here(1, payload.len()) {
                 Some(mut committer) => {
                     let (outcome, nudge) = committer.commit_encoded(&payload, &mut command, answer);
                     drop(committer);
@@ -549,7 +549,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// The committer, when a commit may be made in the caller's thread: only when no other
     /// commit is awaited (one more would make a batch worth the writer thread's hand-offs),
     /// the committer is free, and it allows it ([`Committer::may_commit_here`]).
-    fn committer_here(&self) -> Option<std::sync::MutexGuard<'_, Committer<S, Z>>> {
+    fn committer_here(&self, records: usize, bytes: usize) -> Option<std::sync::MutexGuard<'_, Committer<S, Z>>> {
         let inner = &*self.inner;
         if !self.alone() {
             return None;
@@ -559,7 +559,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         // (whose panic `execute` catches), could still panic while this is held: the
         // committer's mutex is then poisoned and the writer thread stops.
         let committer = inner.committer.try_lock().ok()?;
-        if inner.closed.load(Ordering::Acquire) || !committer.may_commit_here() {
+        if inner.closed.load(Ordering::Acquire) || !committer.may_commit_here(records, bytes) {
             return None;
         }
         Some(committer)
@@ -613,9 +613,18 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// A read lock on the state. Never waits for I/O; waits only while a batch of commands
     /// is being applied in memory.
     pub fn query(&self) -> Result<Query<'_, S>, Error> {
-        self.inner.shared.health.check_read()?;
-        let guard = self.inner.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(Query(guard))
+        let shared = &self.inner.shared;
+        loop {
+            shared.health.check_read()?;
+            let guard = shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A command that panicked in a caller's thread left the state half changed, and
+            // the writer thread has yet to roll it back: wait for that, as for a write lock.
+            if !shared.rollback.is_closed() {
+                return Ok(Query(guard));
+            }
+            drop(guard);
+            shared.rollback.wait();
+        }
     }
 
     /// Running totals since open: commits, batches, syncs, bytes.

@@ -52,6 +52,49 @@ pub(crate) struct Shared<S> {
     /// one the file system's journal thread may need to finish the sync (measured: 12 %
     /// fewer lone commits on 2 cores).
     pub spin_in_place: AtomicBool,
+    /// Where reads wait while the rollback of a command that panicked in a caller's thread
+    /// is the writer thread's to do.
+    pub rollback: RollbackGate,
+}
+
+/// Holds reads back from a state that a command left half changed, between its panic in a
+/// caller's thread and its rollback in the writer thread.
+///
+/// Closed by the caller whose command panicked, under the state's write lock; opened by the
+/// writer thread under the same lock once the state is rebuilt (or the store marked broken),
+/// or by the writer's unwinding if it dies first. A reader checks it under the read lock, so
+/// it never sees the state between those two points.
+#[derive(Default)]
+pub(crate) struct RollbackGate {
+    closed: AtomicBool,
+    waiting: Mutex<()>,
+    opened: std::sync::Condvar,
+}
+
+impl RollbackGate {
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn open(&self) {
+        // Under the mutex, so that a reader between its check and its wait is woken.
+        let _waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.closed.store(false, Ordering::Release);
+        self.opened.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the gate is open: as long as a rollback takes, as a reader used to wait
+    /// for the write lock the rollback held.
+    pub(crate) fn wait(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.closed.load(Ordering::Acquire) {
+            waiting = self.opened.wait(waiting).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 impl<S> Shared<S> {
@@ -65,6 +108,7 @@ impl<S> Shared<S> {
             in_flight: AtomicUsize::new(0),
             spin_nanos: AtomicU64::new(0),
             spin_in_place: AtomicBool::new(false),
+            rollback: RollbackGate::default(),
         }
     }
 }
@@ -292,6 +336,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
                 #[cfg(feature = "snapshot")]
                 Message::Snapshot(tx) => self.committer().snapshot(Some(tx)),
                 Message::Nudge => {
+                    self.committer().settle();
                     #[cfg(feature = "snapshot")]
                     {
                         let mut committer = self.committer();
@@ -463,6 +508,8 @@ impl<S> Drop for UnwindGuard<S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.0.health.writer_unwinding();
+            // Reads waiting for a rollback this thread will never do now get the error.
+            self.0.rollback.open();
         }
     }
 }
