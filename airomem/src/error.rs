@@ -1,3 +1,4 @@
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use airomem_journal::JournalError;
 use thiserror::Error;
 
 /// Everything a [`crate::Store`] can report.
-#[derive(Debug, Error, Clone)]
+#[derive(Error, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// Another `Store`, in this process or another, has the directory open. Close it first;
@@ -375,5 +376,88 @@ fn describe_decoded(file: Option<&std::path::Path>, seq: Option<Seq>) -> String 
         (Some(file), None) => file.display().to_string(),
         (None, Some(seq)) => format!("record {seq}"),
         (None, None) => "a command, re-read from its own encoding,".to_string(),
+    }
+}
+
+/// What `fn main() -> Result<(), airomem::Error>`, `unwrap()` and `expect()` print, so what a
+/// user sees first: the message, then each cause not already in it (the operating system's
+/// error is a cause, not part of the message), as `anyhow` prints them. `{:#?}` prints the
+/// variant and its fields, as a derived `Debug` would.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.fmt_fields(f);
+        }
+        let mut shown = self.to_string();
+        let mut causes = Vec::new();
+        for cause in std::iter::successors(std::error::Error::source(self), |e| e.source()) {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                shown.push('\n');
+                shown.push_str(&text);
+                causes.push(text);
+            }
+        }
+        write!(f, "{self}")?;
+        match causes.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, "\n\nCaused by:\n    {one}"),
+            several => {
+                f.write_str("\n\nCaused by:")?;
+                several.iter().enumerate().try_for_each(|(i, cause)| write!(f, "\n    {i}: {cause}"))
+            }
+        }
+    }
+}
+
+impl Error {
+    /// The derived-`Debug` form: the variant and every field.
+    fn fmt_fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        macro_rules! fields {
+            ($variant:literal $(, $field:ident)*) => {
+                f.debug_struct($variant)$(.field(stringify!($field), $field))*.finish()
+            };
+        }
+        match self {
+            Error::Locked { dir } => fields!("Locked", dir),
+            Error::Journal(e) => f.debug_tuple("Journal").field(e).finish(),
+            Error::StorageFull(e) => f.debug_tuple("StorageFull").field(e).finish(),
+            Error::WriteFailed(e) => f.debug_tuple("WriteFailed").field(e).finish(),
+            Error::Poisoned { cause } => fields!("Poisoned", cause),
+            Error::Encode { what, source } => fields!("Encode", what, source),
+            Error::Decode { file, seq, source } => fields!("Decode", file, seq, source),
+            Error::SchemaUnknown { file, found, current, state, known, oldest } => {
+                fields!("SchemaUnknown", file, found, current, state, known, oldest)
+            }
+            Error::SchemaNewer { file, found, current } => fields!("SchemaNewer", file, found, current),
+            Error::SchemaDecreases { file, found } => fields!("SchemaDecreases", file, found),
+            Error::MigrationFailed { from, to, after, conversion, reason } => {
+                fields!("MigrationFailed", from, to, after, conversion, reason)
+            }
+            Error::InvalidMigrationChain { chain } => fields!("InvalidMigrationChain", chain),
+            Error::CommandPanicked { seq, message } => fields!("CommandPanicked", seq, message),
+            Error::ReplayPanicked { seq, message } => fields!("ReplayPanicked", seq, message),
+            #[cfg(feature = "snapshot")]
+            Error::Snapshot(e) => f.debug_tuple("Snapshot").field(e).finish(),
+            Error::NoUsableSnapshot { skipped, source } => fields!("NoUsableSnapshot", skipped, source),
+            Error::Broken { cause } => fields!("Broken", cause),
+            Error::WriterPanicked { message } => fields!("WriterPanicked", message),
+            Error::JournalBehindSnapshot { snapshot, snapshot_seq, journal_ends, newest_segment } => {
+                fields!("JournalBehindSnapshot", snapshot, snapshot_seq, journal_ends, newest_segment)
+            }
+            Error::EmptyUnit => fields!("EmptyUnit"),
+            Error::UnitTooLarge { commands, bytes, limit } => fields!("UnitTooLarge", commands, bytes, limit),
+            Error::ImportStopped { failed_at, committed, last, source } => {
+                fields!("ImportStopped", failed_at, committed, last, source)
+            }
+            Error::QueryPanicked => fields!("QueryPanicked"),
+            Error::NotAStore { dir } => fields!("NotAStore", dir),
+            Error::HistoryGone { dir, wanted, earliest } => fields!("HistoryGone", dir, wanted, earliest),
+            Error::RemovedWhileReading { path } => fields!("RemovedWhileReading", path),
+            Error::BeyondHistory { dir, wanted, last } => fields!("BeyondHistory", dir, wanted, last),
+            Error::ImportRefused { dir, reason } => fields!("ImportRefused", dir, reason),
+            Error::Closed => fields!("Closed"),
+            Error::Io { op, path, source } => fields!("Io", op, path, source),
+        }
     }
 }
