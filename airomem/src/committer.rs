@@ -488,6 +488,17 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         }
     }
 
+    /// Stops everything that could still change a file, after the writer thread panicked:
+    /// nothing is written from now on, and the snapshot thread is joined (a snapshot it is
+    /// writing is finished first). Nothing is synced or trimmed: the journal's state is
+    /// whatever the panic left, and the next open recovers it.
+    pub(crate) fn halt(&mut self) {
+        self.running = false;
+        self.pending_rollback = None;
+        #[cfg(feature = "snapshot")]
+        self.snapshotter.shutdown();
+    }
+
     /// Closes the journal: waits for the snapshot thread, then syncs and trims the newest
     /// segment. Reports an earlier failure instead when the store was poisoned.
     pub(crate) fn finish(&mut self) -> Result<(), Error> {

@@ -260,12 +260,20 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let writer = Writer::new(Arc::clone(&committer), Arc::clone(&shared), rx, &options);
         let life = tenure.as_ref().map(crate::lifecycle::Tenure::life);
         let watched = Arc::clone(&shared);
+        let halted = Arc::clone(&committer);
         thread::Builder::new()
             .name("airomem-writer".into())
             .spawn(move || {
                 let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run()));
-                // The writer, its journal and its snapshot thread are gone: only now may
-                // another store take the directory.
+                if stopped.is_err() {
+                    // The journal and the snapshot thread live in the committer, which the
+                    // handles share and so outlive this thread: a snapshot in flight could
+                    // still publish and run retention. Stop them before the lock goes.
+                    halt(&halted);
+                }
+                // Nothing of this store writes any more (a closed committer refuses to, and
+                // its snapshot thread has ended): only now may another store take the
+                // directory.
                 drop(lock);
                 drop(tenure);
                 match stopped {
@@ -704,6 +712,14 @@ where
 /// error, not the store's.
 fn run_query<S, R>(query: impl FnOnce(&S) -> R, state: &S) -> Result<R, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(state))).map_err(|_| Error::QueryPanicked)
+}
+
+/// Closes the committer of a writer thread that panicked, whatever state it was left in (its
+/// mutex may be poisoned): it refuses to write from then on, and its snapshot thread is
+/// joined, so a snapshot in flight publishes (or fails) while the directory is still held.
+fn halt<S: State, Z: Serializer>(committer: &Mutex<Committer<S, Z>>) {
+    let mut committer = committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    committer.halt();
 }
 
 /// What became of a command offered for a commit in its caller's thread ([`Store::offer`]).
