@@ -139,13 +139,13 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// cut and kept in a quarantine file (see [`RecoveryReport::torn_tail`]).
     pub async fn open_with(serializer: Z, dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
+        let named = dir.clone();
         match tokio::task::spawn_blocking(move || Self::open_blocking(serializer, dir, options)).await {
             Ok(opened) => opened,
             // A panic in recovery is a bug; it must surface as one, not as an I/O error.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => {
-                Err(Error::Io { op: "recover", path: PathBuf::new(), source: Arc::new(std::io::Error::other(e)) })
-            }
+            // The runtime is shutting down and cancelled the open.
+            Err(e) => Err(Error::Io { op: "recover", path: named, source: Arc::new(std::io::Error::other(e)) }),
         }
     }
 
