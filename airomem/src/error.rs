@@ -232,17 +232,32 @@ pub enum Error {
         /// `max_pending_bytes`.
         limit: u64,
     },
-    /// [`crate::Store::import`] stopped at a command that failed. The commands before it
-    /// in the input, and any after it that were already handed over, were committed or not
-    /// as `committed` counts.
-    #[error("the import stopped at command {failed_at} of its input, with {committed} committed: {source}")]
+    /// [`crate::Store::import`] stopped at a command that failed: every command before it
+    /// in the input was committed, it was not, and of those after it exactly the ones
+    /// `committed_after` lists were (they were already handed over when it failed). To go
+    /// on, mend or drop the failed command and import it with every later one that
+    /// `committed_after` does not list: the example on [`crate::Store::import`] does.
+    ///
+    /// When `source` stopped the store (a failed write, the disk full, the writer thread
+    /// gone), the failed command and those after it in its journal batch have an unknown
+    /// outcome instead, as [`Error::WriteFailed`] says: reopen, then check before retrying.
+    #[error(
+        "the import stopped at command {failed_at} of its input, with {committed} committed ({} of them after it): \
+         {source}",
+        committed.saturating_sub(*failed_at)
+    )]
     ImportStopped {
         /// The failed command's index in the input (0 for the first).
         failed_at: u64,
-        /// Commands committed by the import.
+        /// Commands committed by the import: the `failed_at` before the failed one, and
+        /// those `committed_after` lists.
         committed: u64,
         /// The sequence number of the last of them.
         last: Option<Seq>,
+        /// The indices after `failed_at` whose commands were committed, as sorted ranges that
+        /// neither overlap nor touch; empty when none were. Every index from `failed_at` on
+        /// that no range holds was not committed.
+        committed_after: Vec<std::ops::Range<u64>>,
         /// Why the command failed.
         source: Box<Error>,
     },
@@ -447,8 +462,8 @@ impl Error {
             }
             Error::EmptyUnit => fields!("EmptyUnit"),
             Error::UnitTooLarge { commands, bytes, limit } => fields!("UnitTooLarge", commands, bytes, limit),
-            Error::ImportStopped { failed_at, committed, last, source } => {
-                fields!("ImportStopped", failed_at, committed, last, source)
+            Error::ImportStopped { failed_at, committed, last, committed_after, source } => {
+                fields!("ImportStopped", failed_at, committed, last, committed_after, source)
             }
             Error::QueryPanicked => fields!("QueryPanicked"),
             Error::NotAStore { dir } => fields!("NotAStore", dir),

@@ -4,9 +4,11 @@
 //! Order holds because one task hands the commands to the writer one after the other, each
 //! only once the previous one is in the writer's queue (back-pressure makes a send wait, never
 //! reorder), and the writer takes its queue in order. The receipts are awaited behind, a
-//! bounded window of them at a time.
+//! bounded window of them at a time, and settled in input order: after a failure too, so
+//! that the error says exactly which of the commands behind the failed one committed.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use airomem_core::{Seq, Serializer, State};
 use tokio::sync::oneshot;
@@ -44,37 +46,94 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     ///
     /// Stops taking commands at the first one that fails (it does not encode, it panics, the
     /// store is poisoned...), waits for those already handed over, and returns
-    /// [`Error::ImportStopped`] saying which command failed and how many were committed.
+    /// [`Error::ImportStopped`]: which command failed (`failed_at`; all before it were
+    /// committed) and exactly which after it were committed anyway, having been handed over
+    /// before the failure was known (`committed_after`). A retry therefore imports the
+    /// failed command, mended or left out, and every later command `committed_after` does
+    /// not list; those it lists must not be sent again. A retried command comes after the
+    /// ones `committed_after` lists, so the input's order does not hold across a retry.
+    ///
+    /// ```
+    /// use airomem::{Error, PostcardSerializer, PostcardStore, Store};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Default)]
+    /// struct Ledger {
+    ///     amounts: Vec<i64>,
+    /// }
+    ///
+    /// impl airomem::State for Ledger {
+    ///     type Command = i64;
+    ///     fn execute(&mut self, amount: i64) {
+    ///         assert!(amount != 0, "a zero amount is a bug upstream");
+    ///         self.amounts.push(amount);
+    ///     }
+    /// }
+    ///
+    /// /// Imports `commands`, each once: a command that panics is mended by `mend` (or left
+    /// /// out when it returns `None`), and what did not commit is imported again.
+    /// async fn import_each_once(
+    ///     store: &PostcardStore<Ledger>,
+    ///     mut commands: Vec<i64>,
+    ///     mend: impl Fn(i64) -> Option<i64>,
+    /// ) -> Result<(), Error> {
+    ///     loop {
+    ///         let error = match store.import(commands.clone()).await {
+    ///             Ok(_) => return Ok(()),
+    ///             Err(error) => error,
+    ///         };
+    ///         let Error::ImportStopped { failed_at, committed_after, source, .. } = &error else {
+    ///             return Err(error);
+    ///         };
+    ///         if !matches!(**source, Error::CommandPanicked { .. }) {
+    ///             return Err(error); // the store stopped, or the command does not encode
+    ///         }
+    ///         let committed = |i: u64| committed_after.iter().any(|range| range.contains(&i));
+    ///         let mut rest = Vec::new();
+    ///         for (i, command) in (0u64..).zip(commands).skip(*failed_at as usize) {
+    ///             if i == *failed_at {
+    ///                 rest.extend(mend(command));
+    ///             } else if !committed(i) {
+    ///                 rest.push(command);
+    ///             }
+    ///         }
+    ///         commands = rest;
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// # let dir = std::env::temp_dir().join(format!("airomem-import-retry-{}", std::process::id()));
+    /// let store: PostcardStore<Ledger> = Store::open(PostcardSerializer, &dir).await?;
+    /// let commands: Vec<i64> = (1..=1_000).map(|i| if i == 500 { 0 } else { i }).collect();
+    /// import_each_once(&store, commands, |_| None).await?;
+    /// let mut amounts = store.query()?.amounts.clone();
+    /// amounts.sort_unstable();
+    /// assert_eq!(amounts, (1..=1_000).filter(|&i| i != 500).collect::<Vec<_>>());
+    /// # store.close().await?;
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn import(&self, commands: impl IntoIterator<Item = S::Command>) -> Result<Imported, Error> {
         self.import_with_receipts(commands, |_, _| {}).await
     }
 
     /// [`Store::import`], handing `on_receipt` each command's index in `commands` and its
-    /// receipt, in order, as they come.
+    /// receipt, in order, as they come: after a failure too, for each command that
+    /// `committed_after` will list.
     pub async fn import_with_receipts(
         &self,
         commands: impl IntoIterator<Item = S::Command>,
-        mut on_receipt: impl FnMut(u64, Committed),
+        on_receipt: impl FnMut(u64, Committed),
     ) -> Result<Imported, Error> {
         let mut window: VecDeque<(u64, oneshot::Receiver<Result<Committed, Error>>)> = VecDeque::new();
-        let mut imported = Imported::default();
-        let mut failure: Option<(u64, Error)> = None;
-        let mut settle =
-            |index: u64, outcome: Result<Committed, Error>, failure: &mut Option<(u64, Error)>| match outcome {
-                Ok(receipt) => {
-                    on_receipt(index, receipt);
-                    imported.commands += 1;
-                    imported.first.get_or_insert(receipt.seq);
-                    imported.last = Some(receipt.seq);
-                }
-                Err(e) => {
-                    if failure.as_ref().is_none_or(|&(at, _)| index < at) {
-                        *failure = Some((index, e));
-                    }
-                }
-            };
+        let mut outcomes = Outcomes { on_receipt, imported: Imported::default(), settled: 0, failure: None };
         let mut commands = commands.into_iter().peekable();
         let mut index = 0u64;
+        // A command refused before it was handed over (it does not encode, the store is
+        // closed): settled after every command before it, so outcomes settle in input order.
+        let mut refused = None;
         while let Some(command) = commands.next() {
             // Settle what is already answered: keeps the window short and stops early.
             while let Some((at, rx)) = window.front_mut() {
@@ -85,42 +144,100 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 };
                 let at = *at;
                 window.pop_front();
-                settle(at, outcome, &mut failure);
+                outcomes.settle(at, outcome);
             }
-            if failure.is_some() {
+            if outcomes.failure.is_some() {
                 break;
             }
             if window.len() >= WINDOW
                 && let Some((at, rx)) = window.pop_front()
             {
                 let outcome = rx.await.unwrap_or_else(|_| Err(self.gone()));
-                settle(at, outcome, &mut failure);
+                outcomes.settle(at, outcome);
             }
             let (tx, rx) = oneshot::channel();
             // Knowing whether another follows means drawing it now instead of after the
             // send; an iterator slow to yield it keeps the writer waiting only one gap.
             let followed = commands.peek().is_some();
             if let Err(e) = self.send_followed(command, Reply::Receipt(tx), followed).await {
-                settle(index, Err(e), &mut failure);
+                refused = Some((index, e));
                 break;
             }
             window.push_back((index, rx));
             index += 1;
         }
         // Those handed over are committed (or not) whatever happens here: wait for them all,
-        // so the report is complete.
+        // so the report says exactly which were.
         while let Some((at, rx)) = window.pop_front() {
             let outcome = rx.await.unwrap_or_else(|_| Err(self.gone()));
-            settle(at, outcome, &mut failure);
+            outcomes.settle(at, outcome);
         }
+        if let Some((at, e)) = refused {
+            outcomes.settle(at, Err(e));
+        }
+        let Outcomes { imported, failure, .. } = outcomes;
         match failure {
             None => Ok(imported),
-            Some((failed_at, source)) => Err(Error::ImportStopped {
-                failed_at,
-                committed: imported.commands,
-                last: imported.last,
-                source: Box::new(source),
-            }),
+            Some(Failure { failed_at, source, committed_after }) => {
+                debug_assert_eq!(
+                    imported.commands,
+                    failed_at + committed_after.iter().map(|r| r.end - r.start).sum::<u64>(),
+                    "every command before the failed one committed, and after it those listed"
+                );
+                Err(Error::ImportStopped {
+                    failed_at,
+                    committed: imported.commands,
+                    last: imported.last,
+                    committed_after,
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+}
+
+/// The first command of an import that failed, and which of those after it committed anyway.
+struct Failure {
+    failed_at: u64,
+    source: Error,
+    /// Sorted, disjoint, never adjacent: a command that commits right after the last range
+    /// extends it.
+    committed_after: Vec<Range<u64>>,
+}
+
+/// An import's outcomes so far, settled one command at a time in input order.
+struct Outcomes<F> {
+    on_receipt: F,
+    imported: Imported,
+    /// The index of the next command to settle: every command before it is settled.
+    settled: u64,
+    failure: Option<Failure>,
+}
+
+impl<F: FnMut(u64, Committed)> Outcomes<F> {
+    fn settle(&mut self, index: u64, outcome: Result<Committed, Error>) {
+        // In input order, each once: what makes `committed_after` sorted and exact, and
+        // `failed_at` the first failure.
+        debug_assert_eq!(index, self.settled, "outcomes are settled in input order");
+        self.settled = index + 1;
+        match outcome {
+            Ok(receipt) => {
+                (self.on_receipt)(index, receipt);
+                self.imported.commands += 1;
+                self.imported.first.get_or_insert(receipt.seq);
+                self.imported.last = Some(receipt.seq);
+                if let Some(failure) = &mut self.failure {
+                    match failure.committed_after.last_mut() {
+                        Some(range) if range.end == index => range.end += 1,
+                        _ => failure.committed_after.push(index..index + 1),
+                    }
+                }
+            }
+            Err(source) => {
+                if self.failure.is_none() {
+                    self.failure = Some(Failure { failed_at: index, source, committed_after: Vec::new() });
+                }
+            }
         }
     }
 }
