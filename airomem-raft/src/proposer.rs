@@ -115,7 +115,7 @@ async fn propose(raft: Raft<TypeConfig>, batch: Vec<Proposal>, slot: OwnedSemaph
         batch.into_iter().map(|p| (p.request, p.reply)).unzip();
     let mut server = raft.server_metrics();
     // Read before the write: a change after it is a change after the proposal.
-    let vote = server.borrow_and_update().vote.clone();
+    let vote = server.borrow_and_update().vote;
     // The leader stamps the time: every replica executes with the leader's clock.
     let command = Command { unix_nanos: unix_nanos_now(), requests: requests.into() };
     let written = tokio::select! {

@@ -70,6 +70,9 @@ pub struct Status {
     pub leader: Option<u64>,
     /// Its current term.
     pub term: u64,
+    /// The last index in its log, committed or not (a leader cut off from the others keeps
+    /// appending entries that may never commit).
+    pub last_log_index: Option<u64>,
     /// The last log index it knows committed.
     pub commit_index: Option<u64>,
     /// The last log index applied to its state.
@@ -463,7 +466,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
 
     /// This node's role, leader, term and progress.
     pub fn status(&self) -> Status {
-        let (role, leader, term, snapshot_index, purged_index) = {
+        let (role, leader, term, last_log_index, snapshot_index, purged_index) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             let role = match metrics.state {
@@ -476,7 +479,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             let role = if metrics.running_state.is_err() { Role::Shutdown } else { role };
             let snapshot = metrics.snapshot.map(|id| id.index);
             let purged = metrics.purged.map(|id| id.index);
-            (role, metrics.current_leader, metrics.current_term, snapshot, purged)
+            (role, metrics.current_leader, metrics.current_term, metrics.last_log_index, snapshot, purged)
         };
         let (applied_index, applied_seq) = self.machine.progress();
         Status {
@@ -484,6 +487,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             role,
             leader,
             term,
+            last_log_index,
             commit_index: self.log.committed(),
             applied_index,
             applied_seq,

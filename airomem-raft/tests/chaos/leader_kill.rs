@@ -5,15 +5,15 @@
 //! the whole history is checked at the end.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use airomem_raft::Network;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 
 use crate::history::{History, value};
-use crate::{Node, converge, wait_until, write};
+use crate::{Live, Node, converge, leader_of, pick, wait_until, write};
 
 /// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
 const KILLS: u64 = 50;
@@ -22,15 +22,6 @@ const WORK_BETWEEN_KILLS: usize = 30;
 const WRITERS: u64 = 4;
 /// Terms one failover may go through before the test calls it a livelock.
 const MAX_TERMS_PER_FAILOVER: u64 = 5;
-
-/// The nodes running, by id: writers and readers pick one per operation.
-type Live = Arc<Mutex<BTreeMap<u64, Arc<Node>>>>;
-
-fn pick(live: &Live, rng: &mut SplitMix64) -> Arc<Node> {
-    let live = live.lock().expect("live nodes");
-    let nodes: Vec<&Arc<Node>> = live.values().collect();
-    Arc::clone(nodes[rng.below(nodes.len() as u64) as usize])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable() {
@@ -144,16 +135,4 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
 async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
     let config = crate::config(id, root, disk).snapshot_every(300).logs_kept_after_snapshot(50);
     Arc::new(Node::open(config, airomem::PostcardSerializer, network).await.expect("the node opens"))
-}
-
-/// The live node that leads, once every live node follows it.
-async fn leader_of(live: &Live) -> u64 {
-    let mut leader = None;
-    wait_until("a leader every live node follows", || {
-        let statuses: Vec<_> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
-        leader = crate::support::agreed_leader(&statuses);
-        leader.is_some()
-    })
-    .await;
-    leader.expect("waited for")
 }

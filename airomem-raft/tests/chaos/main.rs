@@ -5,19 +5,21 @@
 //! One test binary, so that the machine links openraft once more only. Waiting is on
 //! conditions (receipts, statuses), never on sleeps.
 
+mod failover_snapshots;
 mod history;
 mod leader_kill;
 mod power_loss;
 #[path = "../support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airomem::{CommitContext, PostcardSerializer, State};
 use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore};
-use airomem_workspace::sim::SimStorage;
+use airomem_workspace::sim::{SimStorage, SplitMix64};
 use serde::{Deserialize, Serialize};
 
 use history::{History, Outcome};
@@ -106,4 +108,26 @@ pub async fn converge(history: &History, nodes: &[Arc<Node>]) -> Vec<Vec<u64>> {
     })
     .await;
     nodes.iter().map(|n| n.query().expect("the state reads").values.clone()).collect()
+}
+
+/// The nodes running, by id: writers and readers pick one per operation.
+pub type Live = Arc<Mutex<BTreeMap<u64, Arc<Node>>>>;
+
+/// A live node drawn by `rng`.
+pub fn pick(live: &Live, rng: &mut SplitMix64) -> Arc<Node> {
+    let live = live.lock().expect("live nodes");
+    let nodes: Vec<&Arc<Node>> = live.values().collect();
+    Arc::clone(nodes[rng.below(nodes.len() as u64) as usize])
+}
+
+/// The live node that leads, once every live node follows it.
+pub async fn leader_of(live: &Live) -> u64 {
+    let mut leader = None;
+    wait_until("a leader every live node follows", || {
+        let statuses: Vec<_> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
+        leader = support::agreed_leader(&statuses);
+        leader.is_some()
+    })
+    .await;
+    leader.expect("waited for")
 }

@@ -1,0 +1,200 @@
+//! Failovers with snapshots every few hundred entries (issue 22, section 4): 60 events, each
+//! the leader either killed (its disk loses power, the node halts, then restarts on its crash
+//! image) or cut off from the others while commands wait on it and healed only once the
+//! majority has purged its log past everything the cut-off leader holds, so that it catches up
+//! from a snapshot that drops the entries it appended alone. Writers and a linearizable reader
+//! run on every node throughout.
+//!
+//! It asserts liveness and counts, not speed: every failover completes (a commit invoked after
+//! the event is acknowledged) within [`WEDGE`], a bound far above a healthy failover (about a
+//! second) that only detects a wedged leader, and so does the work between two events; at the
+//! end, the history check proves that no acknowledged command was lost or applied twice.
+//! Before the proposer released the slots of entries it can no longer get answered, a node
+//! that was cut off as leader and then elected again never committed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use airomem_raft::{Network, Status};
+use airomem_workspace::sim::{SimStorage, SplitMix64};
+
+use crate::history::{History, value};
+use crate::{Live, Node, converge, leader_of, pick, wait_until, write};
+
+/// Events by default (half kills, half partitions); `AIROMEM_FAILOVER_EVENTS` overrides it.
+const EVENTS: u64 = 60;
+/// How long a failover, or the work between two events, may take before the test calls the
+/// group wedged. Generous for a loaded 2-core machine: not a speed requirement.
+const WEDGE: Duration = Duration::from_secs(20);
+/// Receipts between two events, so that every leader does some work.
+const WORK_BETWEEN_EVENTS: usize = 20;
+const WRITERS: u64 = 6;
+/// Writers that also commit through a leader while it is cut off, so that commands wait on it.
+const WAITING_WRITERS: u64 = 2;
+/// Log entries between snapshots, and entries kept behind one: small enough that one partition
+/// purges past what the cut-off leader holds.
+const SNAPSHOT_EVERY: u64 = 200;
+const KEPT_AFTER_SNAPSHOT: u64 = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
+    crate::support::init_tracing();
+    let events = std::env::var("AIROMEM_FAILOVER_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(EVENTS);
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let network = Network::new();
+    let mut disks: BTreeMap<u64, SimStorage> = (1..=3).map(|id| (id, SimStorage::new())).collect();
+    let live: Live = Arc::default();
+    for id in 1..=3 {
+        let node = open_node(id, root.path(), &disks[&id], &network).await;
+        live.lock().expect("live nodes").insert(id, node);
+    }
+    let first = Arc::clone(&live.lock().expect("live nodes")[&1]);
+    first.bootstrap(1..=3).await.expect("bootstraps");
+    drop(first);
+
+    let history = Arc::new(History::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    // The node cut off from the others (0: none). A commit through it waits until
+    // `commit_timeout`, so only the first few writers use it, and the others keep the majority
+    // busy enough to fill a few hundred log entries in a second or two.
+    let cut_off = Arc::new(AtomicU64::new(0));
+    for writer in 0..WRITERS {
+        let (history, stop, live, cut_off) =
+            (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), Arc::clone(&cut_off));
+        clients.spawn(async move {
+            let mut rng = SplitMix64::new(writer + 100);
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut node = pick(&live, &mut rng);
+                while writer >= WAITING_WRITERS && node.status().id == cut_off.load(Ordering::SeqCst) {
+                    node = pick(&live, &mut rng);
+                }
+                write(&history, &node, value(writer, i)).await;
+            }
+        });
+    }
+    {
+        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
+        clients.spawn(async move {
+            let mut rng = SplitMix64::new(199);
+            while !stop.load(Ordering::SeqCst) {
+                let node = pick(&live, &mut rng);
+                let invoked = history.now();
+                // A read that fails (no leader in time, the node halted) observed nothing.
+                if let Ok(state) = node.query_linearizable().await {
+                    let seen = state.values.clone();
+                    drop(state);
+                    history.read(invoked, seen);
+                }
+            }
+        });
+    }
+
+    let mut failovers = Vec::new();
+    let mut rng = SplitMix64::new(11);
+    for event in 0..events {
+        let target = history.acked() + WORK_BETWEEN_EVENTS;
+        within(WEDGE, history.wait_acked(target), || format!("event {event}: no progress; {}", statuses(&live))).await;
+        let leader = leader_of(&live).await;
+        let started = Instant::now();
+        if event % 2 == 0 {
+            disks[&leader].power_cut();
+            let node = live.lock().expect("live nodes").remove(&leader).expect("the leader is live");
+            node.halt();
+            drop(node);
+            // Taken once the leader is halted: a command invoked earlier could still be
+            // answered by it, which is no failover.
+            let tick = history.now();
+            within(WEDGE, history.wait_acked_invoked_after(tick), || {
+                format!("event {event}: no commit after killing leader {leader}; {}", statuses(&live))
+            })
+            .await;
+            failovers.push(started.elapsed());
+
+            // The old leader restarts on what its disk kept, and catches up.
+            let image = disks[&leader].crash(event * 10 + leader + rng.below(1_000) * 1_000);
+            disks.insert(leader, image);
+            let node = open_node(leader, root.path(), &disks[&leader], &network).await;
+            live.lock().expect("live nodes").insert(leader, Arc::clone(&node));
+            let new_leader = leader_of(&live).await;
+            let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
+            wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
+        } else {
+            let old = Arc::clone(&live.lock().expect("live nodes")[&leader]);
+            network.isolate(leader);
+            cut_off.store(leader, Ordering::SeqCst);
+            // Nothing the cut-off leader appends from now on reaches another node.
+            let holds = old.status().last_log_index.expect("a leader has a log");
+            let tick = history.now();
+            within(WEDGE, history.wait_acked_invoked_after(tick), || {
+                format!("event {event}: no commit after cutting off leader {leader}; {}", statuses(&live))
+            })
+            .await;
+            failovers.push(started.elapsed());
+
+            // The majority purges past everything the old leader holds, so that no entry of
+            // its log can match, and it must be sent a snapshot.
+            let purged_past = || {
+                live.lock()
+                    .expect("live nodes")
+                    .iter()
+                    .filter(|&(&id, _)| id != leader)
+                    .all(|(_, n)| n.status().purged_index.is_some_and(|p| p >= holds))
+            };
+            wait_until("the majority to purge past the cut-off leader's log", purged_past).await;
+            let installed_before = old.status().snapshot_index;
+            network.heal();
+            cut_off.store(0, Ordering::SeqCst);
+            let new_leader = leader_of(&live).await;
+            let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
+            wait_until("the healed node catches up from a snapshot", || {
+                let status = old.status();
+                status.applied_index >= target && status.snapshot_index > installed_before
+            })
+            .await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    while let Some(joined) = clients.join_next().await {
+        joined.expect("a client task");
+    }
+    let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
+    let replicas = converge(&history, &nodes).await;
+    let summary = history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
+    for node in nodes {
+        node.halt();
+    }
+    failovers.sort_unstable();
+    eprintln!(
+        "{events} failovers (kills and partitions, snapshots every {SNAPSHOT_EVERY} entries): {summary:?}; \
+         failover p50 {:?}, max {:?}",
+        failovers[failovers.len() / 2],
+        failovers.last().expect("at least one event")
+    );
+    assert!(summary.reads > 0 && summary.acked >= events as usize * WORK_BETWEEN_EVENTS, "{summary:?}");
+}
+
+/// Awaits `future`, panicking with `what()` if it takes longer than `bound`.
+async fn within(bound: Duration, future: impl Future<Output = ()>, what: impl FnOnce() -> String) {
+    if tokio::time::timeout(bound, future).await.is_err() {
+        panic!("{} (waited {bound:?})", what());
+    }
+}
+
+/// Every live node's status, for a failure message.
+fn statuses(live: &Live) -> String {
+    let statuses: Vec<Status> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
+    format!("statuses: {statuses:?}")
+}
+
+async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
+    let config =
+        crate::config(id, root, disk).snapshot_every(SNAPSHOT_EVERY).logs_kept_after_snapshot(KEPT_AFTER_SNAPSHOT);
+    Arc::new(Node::open(config, airomem::PostcardSerializer, network).await.expect("the node opens"))
+}
