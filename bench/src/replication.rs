@@ -6,7 +6,12 @@
 //! * commit latency p50 and p99 at each writer count;
 //! * failover: the leader halted as a killed process is, then the time until a surviving
 //!   node acknowledges a commit, over a series of kills; each killed node restarts on its
-//!   directory and catches up before the next kill.
+//!   directory and catches up before the next kill;
+//! * failover after a partition, with snapshots every 200 entries: the leader cut off while
+//!   commands wait on it, then the time until the majority acknowledges a commit; the
+//!   majority purges its log past the old leader's before the heal, so that the old leader
+//!   catches up from a snapshot (the case that once left it unable to commit when elected
+//!   again, issue 22). Printed as p50 and max, over as many partitions as kills.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -88,7 +93,7 @@ pub async fn run(dir: &Path, plan: ReplicationPlan) -> Result<ReplicationResult,
             runs[w][0].push(s);
 
             let cluster_dir = dir.join(format!("cluster-{writers}-{rep}"));
-            let cluster = Cluster::start(&cluster_dir).await?;
+            let cluster = Cluster::start(&cluster_dir, |c| c).await?;
             let leader = cluster.leader().await?;
             let r = drive(writers, commits, {
                 let leader = Arc::clone(&leader);
@@ -112,6 +117,17 @@ pub async fn run(dir: &Path, plan: ReplicationPlan) -> Result<ReplicationResult,
     let commits = WRITERS.iter().zip(&runs).map(|(&w, [s, r])| (w, summarise(s), summarise(r))).collect();
     let failovers = failovers(&dir.join("failover"), plan.kills).await?;
     std::fs::remove_dir_all(dir.join("failover"))?;
+    let partitions = partition_failovers(&dir.join("partition"), plan.kills).await?;
+    std::fs::remove_dir_all(dir.join("partition"))?;
+    if let Some(max) = partitions.last() {
+        eprintln!(
+            "replication: failover after a partition (snapshots every {PARTITION_SNAPSHOT_EVERY} entries), over {} \
+             partitions: p50 {:.3} s, max {:.3} s",
+            partitions.len(),
+            percentile(&partitions, 50.0).as_secs_f64(),
+            max.as_secs_f64()
+        );
+    }
     Ok(ReplicationResult { commits, failovers })
 }
 
@@ -154,11 +170,13 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(dir: &Path) -> Result<Cluster, BoxError> {
+    /// Nodes 1..=3 with `configure` applied to [`node_config`], bootstrapped by node 1.
+    async fn start(dir: &Path, configure: impl Fn(NodeConfig) -> NodeConfig) -> Result<Cluster, BoxError> {
         let network = Network::new();
         let mut nodes = Vec::new();
         for id in 1..=3 {
-            nodes.push(Some(Arc::new(Replicated::open(node_config(id, dir), PostcardSerializer, &network).await?)));
+            let config = configure(node_config(id, dir));
+            nodes.push(Some(Arc::new(Replicated::open(config, PostcardSerializer, &network).await?)));
         }
         nodes[0].as_ref().expect("opened").bootstrap(1..=3).await?;
         Ok(Cluster { network, dir: dir.to_path_buf(), nodes })
@@ -212,7 +230,7 @@ async fn reopen(id: u64, dir: &Path, network: &Network) -> Result<Replicated, Bo
 /// Kills the leader `kills` times: the time from each kill to the first commit a survivor
 /// acknowledges, sorted.
 async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> {
-    let mut cluster = Cluster::start(dir).await?;
+    let mut cluster = Cluster::start(dir, |c| c).await?;
     let mut times = Vec::with_capacity(kills);
     let mut workload = SessionWorkload::new(0);
     for _ in 0..kills {
@@ -252,4 +270,89 @@ async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> 
     cluster.close().await?;
     times.sort_unstable();
     Ok(times)
+}
+
+/// Log entries between snapshots in the partition series, and entries kept behind one.
+const PARTITION_SNAPSHOT_EVERY: u64 = 200;
+const PARTITION_KEPT_AFTER_SNAPSHOT: u64 = 20;
+/// Commands that wait on the leader while it is cut off.
+const WAITING_ON_THE_CUT_OFF_LEADER: usize = 8;
+
+/// Cuts the leader off `partitions` times while commands wait on it: the time from each cut to
+/// the first commit the majority acknowledges, sorted. Before each heal the majority commits
+/// until every node of it has purged its log past the last entry the old leader holds, so
+/// that the old leader can only catch up from a snapshot, which it must do before the next
+/// partition.
+async fn partition_failovers(dir: &Path, partitions: usize) -> Result<Vec<Duration>, BoxError> {
+    // A short commit timeout: the commands sent to the cut-off leader give up within it.
+    let cluster = Cluster::start(dir, |c| {
+        c.snapshot_every(PARTITION_SNAPSHOT_EVERY)
+            .logs_kept_after_snapshot(PARTITION_KEPT_AFTER_SNAPSHOT)
+            .commit_timeout(Duration::from_secs(1))
+    })
+    .await?;
+    let mut times = Vec::with_capacity(partitions);
+    let mut workload = SessionWorkload::new(1);
+    for _ in 0..partitions {
+        let leader = cluster.leader().await?;
+        for command in workload.by_ref().take(100) {
+            leader.commit(command).await?;
+        }
+        let id = leader.status().id;
+        let survivor = Arc::clone(cluster.live().find(|n| n.status().id != id).expect("two other nodes"));
+        cluster.network.isolate(id);
+        let cut = Instant::now();
+        // Nothing the cut-off leader appends from now on reaches another node.
+        let holds = leader.status().last_log_index;
+        let mut waiting = JoinSet::new();
+        for command in workload.by_ref().take(WAITING_ON_THE_CUT_OFF_LEADER) {
+            let leader = Arc::clone(&leader);
+            // Its outcome is unknown (it cannot commit while cut off): not measured.
+            waiting.spawn(async move { drop(leader.commit(command).await) });
+        }
+        drop(leader);
+        commit_on(&survivor, &mut workload).await?;
+        times.push(cut.elapsed());
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cluster.live().filter(|n| n.status().id != id).all(|n| n.status().purged_index >= holds) {
+            if Instant::now() > deadline {
+                return Err(format!("the majority did not purge past node {id}'s log within 60 s").into());
+            }
+            commit_on(&survivor, &mut workload).await?;
+        }
+        while let Some(joined) = waiting.join_next().await {
+            joined?;
+        }
+        let old = Arc::clone(cluster.live().find(|n| n.status().id == id).expect("the old leader is live"));
+        let installed_before = old.status().snapshot_index;
+        cluster.network.heal();
+        let target = survivor.status().commit_index;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while old.status().applied_index < target || old.status().snapshot_index <= installed_before {
+            if Instant::now() > deadline {
+                return Err(format!("node {id} did not catch up from a snapshot within 60 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    cluster.close().await?;
+    times.sort_unstable();
+    Ok(times)
+}
+
+/// Commits the workload's next command through `node`, trying new commands until one is
+/// acknowledged: a command with an unknown outcome may be applied as well, which only adds a
+/// session to the state.
+async fn commit_on(node: &Replicated, workload: &mut SessionWorkload) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let command = workload.next().expect("an endless workload");
+        match node.commit(command).await {
+            Ok(_) => return Ok(()),
+            Err(airomem_raft::Error::Unavailable { .. } | airomem_raft::Error::Indeterminate { .. })
+                if Instant::now() < deadline => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
