@@ -122,11 +122,9 @@ impl<S: State> Past<S> {
         let recovered = match recover::<S, Z>(config, serializer, Some(point.seq)) {
             Ok(recovered) => recovered,
             Err(Error::Journal(e)) if matches!(*e, JournalError::MissingRecords { .. }) => {
-                return Err(Error::HistoryGone {
-                    dir: config.dir.clone(),
-                    wanted: point.seq,
-                    earliest: files.earliest(),
-                });
+                // The point asked for, not the one an atomic unit it falls in moved it to.
+                let wanted = if let At::Seq(asked) = at { asked } else { point.seq };
+                return Err(Error::HistoryGone { dir: config.dir.clone(), wanted, earliest: files.earliest() });
             }
             Err(e) => return Err(e),
         };
