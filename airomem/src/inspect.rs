@@ -310,8 +310,9 @@ impl Problem {
 /// of each file as it is read.
 ///
 /// Beside a running store, a check that fails or finds a problem while the store's snapshot
-/// retention removes files is made again (see [`crate::history::retention_mark`]), so a
-/// file removed under it is not reported as damage.
+/// retention removes files is made again (retention changes the list of snapshots or the
+/// oldest segment; damage changes neither), so a file removed under it is not reported as
+/// damage.
 pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Verification, Error> {
     let dir = dir.as_ref();
     let storage = StdStorage::default();
