@@ -2,8 +2,7 @@
 //! command. The writer thread commits its batches through it, and so does a lone caller that
 //! finds nothing queued (see [`Committer::may_commit_here`]): a single command through
 //! [`Committer::commit_encoded`], an atomic unit through [`Committer::commit_here`]. One
-//! mutex, held for a whole batch,
-//! keeps them in one order.
+//! mutex, held for a whole batch, keeps them in one order.
 //!
 //! Lock order: this mutex, then the state's lock, then the prune lock. Nothing holding the
 //! state's lock takes this one.

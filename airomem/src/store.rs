@@ -691,8 +691,6 @@ impl<S: State, Z: Serializer> fmt::Debug for Store<S, Z> {
     }
 }
 
-/// Counts a commit as in flight from before it is queued until its caller has the outcome
-/// or gave up waiting.
 /// The reply of a commit that runs `query` on the state right after its command (or the
 /// last command of its unit), and where its result arrives.
 fn query_reply<S, R, Q>(query: Q) -> (Reply<S>, oneshot::Receiver<Result<R, Error>>)
@@ -736,6 +734,8 @@ thread_local! {
     static LONE_PAYLOAD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Counts a commit as in flight from before it is queued until its caller has the outcome
+/// or gave up waiting.
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl<'a> InFlight<'a> {

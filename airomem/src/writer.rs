@@ -6,6 +6,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use airomem_core::{Seq, Serializer, State};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tracing::error;
+
+use crate::committer::Committer;
+use crate::health::Health;
+use crate::stats::Counters;
+use crate::{Committed, CommittedUnit, Durability, Error};
+
 /// The longest a batch waits for expected callers, whatever the disk.
 const MAX_LINGER: Duration = Duration::from_micros(500);
 /// How long either side of a lone commit polls when no sync is awaited (`OsBuffered`,
@@ -20,15 +29,6 @@ const STREAM_GAP: Duration = Duration::from_micros(20);
 /// The longest such a batch waits in all, so that commits queued behind an import are not
 /// held back for long.
 const STREAM_LINGER: Duration = Duration::from_micros(500);
-
-use airomem_core::{Seq, Serializer, State};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tracing::error;
-
-use crate::committer::Committer;
-use crate::health::Health;
-use crate::stats::Counters;
-use crate::{Committed, CommittedUnit, Durability, Error};
 
 /// What the writer shares with the `Store` handles.
 pub(crate) struct Shared<S> {
