@@ -150,7 +150,7 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         unfinished: Vec::new(),
         archived: Vec::new(),
         other: Vec::new(),
-        lock: lock_state(&dir.join(crate::store::LOCK_FILE)),
+        lock: lock_state(&dir.join(crate::lifecycle::LOCK_FILE)),
     };
     let mut segments = BTreeMap::new();
     let mut snapshots = BTreeMap::new();
@@ -160,7 +160,7 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
             segments.insert(first, path);
         } else if let Some(seq) = snapshot_seq(name) {
             snapshots.insert(seq, path);
-        } else if name == crate::store::LOCK_FILE || name == airomem_journal::head::NAME {
+        } else if name == crate::lifecycle::LOCK_FILE || name == airomem_journal::head::NAME {
             // Reported as `lock` and `head`.
         } else if name.contains(".torn-at-") {
             survey.quarantine.push(file_summary(path));
@@ -185,18 +185,14 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         survey.segments.push(summarize_segment(&path, &bytes));
     }
     for (seq, path) in snapshots {
+        let header = read_snapshot_header(&storage, &dir, seq);
+        let (len, raw_len) = (file_len(&path), footer_raw_len(&path));
+        // Asked after the reads, so that a file retention removed while they ran is not
+        // described as a damaged one: like a segment above, it is no longer the store's.
         if !path.exists() {
-            // Removed by retention since the listing, like a segment above.
             continue;
         }
-        let header = read_snapshot_header(&storage, &dir, seq);
-        survey.snapshots.push(SnapshotSummary {
-            len: file_len(&path),
-            raw_len: footer_raw_len(&path),
-            path,
-            seq,
-            header,
-        });
+        survey.snapshots.push(SnapshotSummary { len, raw_len, path, seq, header });
     }
     let config = read_config(&dir, SerializerId(0), 0);
     survey.head = airomem_journal::head::read(&config)
