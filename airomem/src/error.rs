@@ -342,6 +342,13 @@ impl Error {
         }
     }
 
+    /// Turns an operating system error from `op` on `path` into [`Error::Io`]: the one
+    /// constructor of it, for `map_err(Error::io("list", dir))`.
+    pub(crate) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+        let path = path.to_path_buf();
+        move |source| Error::Io { op, path, source: Arc::new(source) }
+    }
+
     pub(crate) fn encode(what: &'static str, source: CodecError) -> Error {
         Error::Encode { what, source: Arc::new(source) }
     }

@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use airomem_core::storage::{LockGuard, Storage};
 use tracing::debug;
+
+use crate::Error;
 
 /// How long an open waits for a closing store of the same directory before it gives up and
 /// reports `Locked`: longer than any sane final batch and snapshot, short of a hang.
@@ -98,4 +101,42 @@ pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
             Some(_) => return None,
         }
     }
+}
+
+/// The directory lock's file name in a store directory.
+pub(crate) const LOCK_FILE: &str = "airomem.lock";
+
+/// Creates `dir` if it is missing and makes every directory this created durable before
+/// anything is written in it: a directory's entry lives in its parent, so each parent is
+/// synced, outermost first. For an existing store that is one fsync of its parent, which
+/// is cheap. Used by every path that creates a store (an open, an import).
+pub(crate) fn make_dir(storage: &dyn Storage, dir: &Path) -> Result<(), Error> {
+    let mut missing: Vec<&Path> = Vec::new();
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match storage.list(ancestor) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(ancestor),
+            Err(e) => return Err(Error::io("list", ancestor)(e)),
+        }
+    }
+    storage.create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
+    if missing.is_empty() {
+        parents.extend(dir.parent());
+    }
+    for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
+        storage.sync_dir(parent).map_err(Error::io("sync directory", parent))?;
+    }
+    Ok(())
+}
+
+/// Takes the directory lock of the store in `dir`: [`Error::Locked`] if another store (in
+/// this process or another) holds it. The guard releases it when dropped; who holds the
+/// guard, and so when that happens, is the caller's to say.
+pub(crate) fn lock(storage: &dyn Storage, dir: &Path) -> Result<LockGuard, Error> {
+    let lock_path = dir.join(LOCK_FILE);
+    storage.lock(&lock_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.to_path_buf() },
+        _ => Error::io("lock", &lock_path)(e),
+    })
 }

@@ -266,16 +266,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// alone. A header that does not decode is left out (recovery reports such a file when it
 /// needs it); an I/O error is returned, like any at open.
 pub(crate) fn schemas_on_disk(storage: &dyn Storage, dir: &Path) -> Result<Vec<(PathBuf, u32)>, Error> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |e: std::io::Error| Error::Io { op, path, source: std::sync::Arc::new(e) }
-    };
-    let names = storage.list(dir).map_err(io("list", dir))?;
+    let names = storage.list(dir).map_err(Error::io("list", dir))?;
     let mut found = Vec::new();
     for name in names {
         if let Some(first) = segment::parse_file_name(&name) {
             let path = segment::path(dir, first);
-            let bytes = storage.read_prefix(&path, SEGMENT_HEADER_LEN).map_err(io("read", &path))?;
+            let bytes = storage.read_prefix(&path, SEGMENT_HEADER_LEN).map_err(Error::io("read", &path))?;
             if let Ok(header) = SegmentHeader::decode(&path, &bytes) {
                 found.push((path, header.schema_version));
             }

@@ -20,7 +20,6 @@ use crate::stats::Counters;
 use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
 use crate::{Error, RecoveryReport, Stats, StoreOptions};
 
-pub(crate) const LOCK_FILE: &str = "airomem.lock";
 /// How long a lone commit waits for its receipt in place before yielding (see `receive`).
 const INLINE_SPIN: Duration = Duration::from_micros(25);
 /// What a queued command costs in back-pressure budget beyond its payload.
@@ -152,37 +151,11 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     pub(crate) fn open_blocking(serializer: Z, dir: PathBuf, options: StoreOptions) -> Result<Self, Error> {
         let started = Instant::now();
         let storage = Arc::clone(&options.storage);
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |e: std::io::Error| Error::Io { op, path, source: Arc::new(e) }
-        };
-        // Every directory this open creates must be durable before anything in it is: its
-        // entry lives in its parent, so each parent is synced, outermost first. For an
-        // existing store that is one fsync of the parent per open, which is cheap.
-        let mut missing: Vec<&Path> = Vec::new();
-        for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
-            match storage.list(ancestor) {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(ancestor),
-                Err(e) => return Err(io("list", ancestor)(e)),
-            }
-        }
-        storage.create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        let mut parents: Vec<&Path> = missing.iter().rev().filter_map(|d| d.parent()).collect();
-        if missing.is_empty() {
-            parents.extend(dir.parent());
-        }
-        for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent).map_err(io("sync directory", parent))?;
-        }
+        crate::lifecycle::make_dir(&*storage, &dir)?;
         // The writer thread owns the lock and this registration from here on (see
         // `crate::lifecycle`); until it is running, this function does.
         let tenure = crate::lifecycle::enter(&dir);
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
-            _ => io("lock", &lock_path)(e),
-        })?;
+        let lock = crate::lifecycle::lock(&*storage, &dir)?;
 
         let config = JournalConfig {
             storage,
@@ -286,7 +259,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     }
                 }
             })
-            .map_err(io("spawn writer thread", &dir))?;
+            .map_err(Error::io("spawn writer thread", &dir))?;
         info!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
         Ok(Store {
             inner: Arc::new(Inner {

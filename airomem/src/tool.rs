@@ -120,25 +120,13 @@ pub fn import<S: State, Z: Serializer>(
         )));
     }
     let storage = Arc::clone(&options.storage);
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |e: io::Error| Error::Io { op, path, source: Arc::new(e) }
-    };
     let mut image = Vec::new();
     serializer.encode(&export.state, &mut image).map_err(|e| Error::encode("state", e))?;
     drop(export.state);
 
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-    storage.create_dir_all(dir).map_err(io("create directory", dir))?;
-    if let Some(parent) = parent {
-        storage.sync_dir(parent).map_err(io("sync directory", parent))?;
-    }
-    let lock_path = dir.join(crate::store::LOCK_FILE);
-    let lock = storage.lock(&lock_path).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => Error::Locked { dir: dir.to_path_buf() },
-        _ => io("lock", &lock_path)(e),
-    })?;
-    let names = storage.list(dir).map_err(io("list", dir))?;
+    crate::lifecycle::make_dir(&*storage, dir)?;
+    let lock = crate::lifecycle::lock(&*storage, dir)?;
+    let names = storage.list(dir).map_err(Error::io("list", dir))?;
     if let Some(name) = names.iter().find(|n| {
         airomem_journal::segment::parse_file_name(n).is_some() || airomem_snapshot::parse_file_name(n).is_some()
     }) {
