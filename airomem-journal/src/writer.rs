@@ -198,9 +198,15 @@ impl JournalWriter {
     /// segment and creates and syncs a new one and a new head), nothing but the write.
     pub fn fits(&self, records: usize, payload_bytes: usize) -> bool {
         let len = (payload_bytes + records * frame::FRAME_HEADER_LEN) as u64;
-        self.segment_schema == self.config.schema_version
-            && (self.segment_len + self.batch.len() as u64 + len <= self.config.segment_size
-                || self.segment_len <= SEGMENT_HEADER_LEN as u64)
+        !self.rolls_over(self.batch.len() as u64 + len)
+    }
+
+    /// Whether writing a batch of `batch_bytes` rolls over first: it would take the active
+    /// segment past its size (a segment holding no record takes any batch), or the segment
+    /// is of another schema version.
+    fn rolls_over(&self, batch_bytes: u64) -> bool {
+        let fits = self.segment_len + batch_bytes <= self.config.segment_size;
+        (!fits && self.segment_len > SEGMENT_HEADER_LEN as u64) || self.segment_schema != self.config.schema_version
     }
 
     /// Bytes in the current batch so far.
@@ -235,9 +241,7 @@ impl JournalWriter {
         let Some(last) = self.last_frame.take() else { return Ok(()) };
         frame::mark_batch_end(&mut self.batch, last);
         frame::seal(&mut self.batch, last);
-        let fits = self.segment_len + self.batch.len() as u64 <= self.config.segment_size;
-        let other_schema = self.segment_schema != self.config.schema_version;
-        if (!fits && self.segment_len > SEGMENT_HEADER_LEN as u64) || other_schema {
+        if self.rolls_over(self.batch.len() as u64) {
             let first = self.batch_first;
             if let Err(e) = self.poison_on_err(|w| w.roll_over(first)) {
                 self.batch.clear();
