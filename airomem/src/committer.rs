@@ -359,7 +359,6 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                 warn!(seq = seq.0, message, "command panicked; aborting it and rolling the state back");
                 if here {
                     // Under the write lock: no read can come between the panic and the gate.
-                    self.aborted.insert(seq);
                     self.pending_rollback = Some((first, seq));
                     self.shared.rollback.close();
                 } else {
