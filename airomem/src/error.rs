@@ -285,11 +285,12 @@ pub enum Error {
         /// The earliest point that can still be rebuilt.
         earliest: Seq,
     },
-    /// A read without the lock (a point-in-time read, an export, an inspection) listed a
-    /// file that was gone when it came to read it: the running store's snapshot retention
-    /// removed it meanwhile. Reads start over from the newer snapshot by themselves; this is
-    /// what is left when the store kept removing what they needed, read after read.
-    #[error("{path} was removed while it was being read (snapshot retention of the running store)")]
+    /// A file that was listed was gone when it came to be read. Beside a running store that
+    /// is its snapshot retention removing what a newer snapshot covers: reads without the
+    /// lock (a point-in-time read, an export, an inspection) start over from the newer
+    /// snapshot by themselves, and this is what is left when the store kept removing what
+    /// they needed, read after read. With no store running, the file was deleted by hand.
+    #[error("{path} was removed while it was being read (by the running store's snapshot retention, or by hand)")]
     RemovedWhileReading {
         /// The file.
         path: PathBuf,
@@ -372,6 +373,8 @@ impl From<JournalError> for Error {
         match e {
             // Whichever file says so, a newer schema is the same error for the user.
             JournalError::SchemaNewer { file, found, current } => Error::SchemaNewer { file, found, current },
+            // Like a snapshot gone between listing and loading: one error for either file.
+            JournalError::SegmentVanished { file } => Error::RemovedWhileReading { path: file },
             e => Error::Journal(Arc::new(e)),
         }
     }

@@ -93,27 +93,13 @@ impl<S: State> Past<S> {
             segment_size: u64::MAX,
             preallocate: 0,
         };
-        let mut attempts = 0;
-        loop {
-            let before = retention_mark(&*config.storage, &config.dir);
-            match Past::read(&config, &serializer, at) {
-                // Retention removes files only once a newer snapshot covers them, and then the
-                // oldest files first. If it ran since this attempt began, whatever went wrong
-                // may be a file it removed (a segment listed and gone, or a gap between the
-                // snapshot read and the segments listed after it): reading again starts from
-                // the newer snapshot. Each retry follows a run of retention, so the store's
-                // pace bounds the loop; damage alone changes neither mark, and is reported.
-                Err(e) if attempts < REREADS && retention_mark(&*config.storage, &config.dir) != before => {
-                    attempts += 1;
-                    debug!(error = %e, attempts, "the store's retention ran during the read; reading again");
-                }
-                Err(Error::Journal(journal)) if matches!(*journal, JournalError::SegmentVanished { .. }) => {
-                    let JournalError::SegmentVanished { file } = &*journal else { unreachable!("matched above") };
-                    return Err(Error::RemovedWhileReading { path: file.clone() });
-                }
-                other => return other,
-            }
-        }
+        // Retention removes files only once a newer snapshot covers them, oldest first: a
+        // read that failed while it ran may have lost a file to it (a segment listed and gone,
+        // or a gap between the snapshot read and the segments listed after it), and one
+        // started again begins from the newer snapshot.
+        reread_while_retention_runs(&*config.storage, &config.dir, Result::is_ok, || {
+            Past::read(&config, &serializer, at)
+        })
     }
 
     fn read<Z: Serializer>(config: &JournalConfig, serializer: &Z, at: At) -> Result<Past<S>, Error> {
@@ -156,8 +142,31 @@ impl<S: State> Past<S> {
     }
 }
 
-/// How many times a read starts over because the store published a snapshot under it.
+/// How many times a read starts over because the store's retention ran under it.
 const REREADS: u32 = 16;
+
+/// Runs `read` beside a store that may be running, and runs it again while its outcome is
+/// not `good` and the store's retention ran meanwhile (its [`retention_mark`] changed): what
+/// went wrong may then be a file retention took. Each retry follows a run of retention, so
+/// the store's pace bounds the loop, and at most [`REREADS`] retries are made; damage alone
+/// changes no mark, so its outcome is returned at once.
+pub(crate) fn reread_while_retention_runs<T>(
+    storage: &dyn Storage,
+    dir: &Path,
+    good: impl Fn(&Result<T, Error>) -> bool,
+    mut read: impl FnMut() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut attempts = 0;
+    loop {
+        let before = retention_mark(storage, dir);
+        let outcome = read();
+        if good(&outcome) || attempts >= REREADS || retention_mark(storage, dir) == before {
+            return outcome;
+        }
+        attempts += 1;
+        debug!(attempts, "the store's retention ran during a read; reading again");
+    }
+}
 
 /// What a run of snapshot retention changes in a store directory: its snapshots (one is
 /// published before each run, older ones go in it) and its oldest segment (the run removes

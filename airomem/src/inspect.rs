@@ -21,9 +21,7 @@ use airomem_journal::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use airomem_journal::{Corruption, JournalConfig, JournalError, Repair, ReplayError, ReplayRange};
 
 use crate::Error;
-use tracing::debug;
-
-use crate::history::{ARCHIVE_DIR, HistoryView, retention_mark};
+use crate::history::{ARCHIVE_DIR, HistoryView, reread_while_retention_runs};
 use crate::names::{snapshot_path, snapshot_seq};
 
 /// Everything in a store's directory, as [`survey`] found it.
@@ -311,22 +309,9 @@ impl Problem {
 /// damage.
 pub fn verify(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Verification, Error> {
     let dir = dir.as_ref();
-    let storage = StdStorage::default();
-    let mut attempts = 0;
-    loop {
-        let before = retention_mark(&storage, dir);
-        let found = verify_once(dir, progress);
-        let clean = found.as_ref().is_ok_and(|f| f.problems.is_empty());
-        if clean || attempts >= REREADS || retention_mark(&storage, dir) == before {
-            return found;
-        }
-        attempts += 1;
-        debug!(attempts, "the store's retention ran during the check; checking again");
-    }
+    let clean = |found: &Result<Verification, Error>| found.as_ref().is_ok_and(|f| f.problems.is_empty());
+    reread_while_retention_runs(&StdStorage::default(), dir, clean, || verify_once(dir, progress))
 }
-
-/// How many times [`verify`] starts over because retention ran under it.
-const REREADS: u32 = 16;
 
 fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification, Error> {
     let dir = dir.to_path_buf();
