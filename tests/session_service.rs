@@ -545,15 +545,19 @@ async fn a_client_that_writes_its_whole_body_before_reading_gets_the_refusal() {
 
 /// A client that asks to be told before it sends its body (`Expect: 100-continue`, as curl
 /// does for large bodies) and is refused before anything read that body gets the refusal
-/// alone, not a `100 Continue` asking for the body, and then the end of the connection. (The
-/// service does not drain such a body, so the end comes at once rather than after the drain's
-/// time limit; only a clock could tell those apart, so that part is not asserted.)
+/// alone, not a `100 Continue` asking for the body, and then the end of the connection. The
+/// service does not drain such a body: it closes as soon as the answer is out. A client that
+/// sends its body after the refusal anyway therefore finds the connection closed (a reset),
+/// where a service that drained would take the whole body and end the connection in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waiting_for_100_continue_is_refused_without_being_asked_for_its_body() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let service = Service::start(&tmp.path().join("sessions"), &[]).await;
     let request = WholeBody { framing: Framing::ContentLength, len: 4 * 1024 * 1024, json: false };
     let head = request.head().replacen("\r\n", "\r\nexpect: 100-continue\r\n", 1);
+    let what = "Expect: 100-continue without a JSON type";
+
+    // The refusal, then the end of the connection.
     let (mut stream, _) = connect(&service).await;
     let exchange = async {
         stream.write_all(head.as_bytes()).await?;
@@ -565,9 +569,60 @@ async fn a_client_waiting_for_100_continue_is_refused_without_being_asked_for_it
         .await
         .unwrap_or_else(|_| panic!("no answer within {PATIENCE:?}"))
         .unwrap_or_else(|e| panic!("no answer: {e} ({:?})", e.kind()));
-    let answer = Answer::parse(&answer, "Expect: 100-continue without a JSON type");
+    let answer = Answer::parse(&answer, what);
     assert_eq!(answer.status, 415, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(answer.header("connection"), Some("close"));
+
+    // Nothing waits for the body: sent after the refusal, it meets a closed connection.
+    let (mut stream, _) = connect(&service).await;
+    let exchange = async {
+        stream.write_all(head.as_bytes()).await?;
+        let answer = read_one_answer(&mut stream).await?;
+        let sent = async {
+            for piece in request.pieces() {
+                stream.write_all(&piece).await?;
+            }
+            stream.read_to_end(&mut Vec::new()).await
+        };
+        Ok::<_, std::io::Error>((answer, sent.await))
+    };
+    let (answer, sent) = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{what}, the body sent after the answer: nothing within {PATIENCE:?}"))
+        .unwrap_or_else(|e| panic!("{what}: no answer: {e} ({:?})", e.kind()));
+    assert_eq!(Answer::parse(&answer, what).status, 415, "{}", String::from_utf8_lossy(&answer));
+    match sent {
+        Ok(_) => panic!("{what}: the service took a body sent after its refusal and ended in order: it waited for it"),
+        Err(e) => assert!(
+            matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset),
+            "{what}, the body sent after the answer: {e}"
+        ),
+    }
+}
+
+/// Reads one answer from `stream`: its head and as many bytes of body as its
+/// `content-length` says, without waiting for the end of the connection.
+async fn read_one_answer(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    loop {
+        if let Some(head) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let body_len = String::from_utf8_lossy(&bytes[..head])
+                .split("\r\n")
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if bytes.len() >= head + 4 + body_len {
+                return Ok(bytes);
+            }
+        }
+        let mut piece = [0; 4096];
+        let n = stream.read(&mut piece).await?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        bytes.extend_from_slice(&piece[..n]);
+    }
 }
 
 /// The most bytes the kernel may hold for a connection between the client's writes and the
