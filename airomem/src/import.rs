@@ -127,72 +127,50 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         commands: impl IntoIterator<Item = S::Command>,
         on_receipt: impl FnMut(u64, Committed),
     ) -> Result<Imported, Error> {
-        let mut window: VecDeque<(u64, oneshot::Receiver<Result<Committed, Error>>)> = VecDeque::new();
-        let mut outcomes = Outcomes { on_receipt, imported: Imported::default(), settled: 0, failure: None };
+        let mut window: VecDeque<oneshot::Receiver<Result<Committed, Error>>> = VecDeque::new();
+        let mut outcomes = Outcomes { on_receipt, settled: 0, first: None, last: None, failure: None };
         let mut commands = commands.into_iter().peekable();
-        let mut index = 0u64;
         // A command refused before it was handed over (it does not encode, the store is
         // closed): settled after every command before it, so outcomes settle in input order.
         let mut refused = None;
         while let Some(command) = commands.next() {
             // Settle what is already answered: keeps the window short and stops early.
-            while let Some((at, rx)) = window.front_mut() {
+            while let Some(rx) = window.front_mut() {
                 let outcome = match rx.try_recv() {
                     Ok(outcome) => outcome,
                     Err(oneshot::error::TryRecvError::Empty) => break,
                     Err(oneshot::error::TryRecvError::Closed) => Err(self.gone()),
                 };
-                let at = *at;
                 window.pop_front();
-                outcomes.settle(at, outcome);
+                outcomes.settle(outcome);
             }
             if outcomes.failure.is_some() {
                 break;
             }
             if window.len() >= WINDOW
-                && let Some((at, rx)) = window.pop_front()
+                && let Some(rx) = window.pop_front()
             {
-                let outcome = rx.await.unwrap_or_else(|_| Err(self.gone()));
-                outcomes.settle(at, outcome);
+                outcomes.settle(rx.await.unwrap_or_else(|_| Err(self.gone())));
             }
             let (tx, rx) = oneshot::channel();
             // Knowing whether another follows means drawing it now instead of after the
             // send; an iterator slow to yield it keeps the writer waiting only one gap.
             let followed = commands.peek().is_some();
             if let Err(e) = self.send_followed(command, Reply::Receipt(tx), followed).await {
-                refused = Some((index, e));
+                refused = Some(e);
                 break;
             }
-            window.push_back((index, rx));
-            index += 1;
+            window.push_back(rx);
         }
         // Those handed over are committed (or not) whatever happens here: wait for them all,
         // so the report says exactly which were.
-        while let Some((at, rx)) = window.pop_front() {
-            let outcome = rx.await.unwrap_or_else(|_| Err(self.gone()));
-            outcomes.settle(at, outcome);
+        while let Some(rx) = window.pop_front() {
+            outcomes.settle(rx.await.unwrap_or_else(|_| Err(self.gone())));
         }
-        if let Some((at, e)) = refused {
-            outcomes.settle(at, Err(e));
+        if let Some(e) = refused {
+            outcomes.settle(Err(e));
         }
-        let Outcomes { imported, failure, .. } = outcomes;
-        match failure {
-            None => Ok(imported),
-            Some(Failure { failed_at, source, committed_after }) => {
-                debug_assert_eq!(
-                    imported.commands,
-                    failed_at + committed_after.iter().map(|r| r.end - r.start).sum::<u64>(),
-                    "every command before the failed one committed, and after it those listed"
-                );
-                Err(Error::ImportStopped {
-                    failed_at,
-                    committed: imported.commands,
-                    last: imported.last,
-                    committed_after,
-                    source: Box::new(source),
-                })
-            }
-        }
+        outcomes.finish()
     }
 }
 
@@ -205,27 +183,29 @@ struct Failure {
     committed_after: Vec<Range<u64>>,
 }
 
-/// An import's outcomes so far, settled one command at a time in input order.
+/// An import's outcomes so far, settled one command at a time in input order: the window
+/// holds the receipts in the order the commands were handed over, so the next one settled is
+/// always command `settled`, and every count the error reports follows from where the first
+/// failure is and which commands after it committed.
 struct Outcomes<F> {
     on_receipt: F,
-    imported: Imported,
-    /// The index of the next command to settle: every command before it is settled.
+    /// How many commands are settled: the index of the next one.
     settled: u64,
+    first: Option<Seq>,
+    last: Option<Seq>,
     failure: Option<Failure>,
 }
 
 impl<F: FnMut(u64, Committed)> Outcomes<F> {
-    fn settle(&mut self, index: u64, outcome: Result<Committed, Error>) {
-        // In input order, each once: what makes `committed_after` sorted and exact, and
-        // `failed_at` the first failure.
-        debug_assert_eq!(index, self.settled, "outcomes are settled in input order");
-        self.settled = index + 1;
+    /// Settles the next command in input order.
+    fn settle(&mut self, outcome: Result<Committed, Error>) {
+        let index = self.settled;
+        self.settled += 1;
         match outcome {
             Ok(receipt) => {
                 (self.on_receipt)(index, receipt);
-                self.imported.commands += 1;
-                self.imported.first.get_or_insert(receipt.seq);
-                self.imported.last = Some(receipt.seq);
+                self.first.get_or_insert(receipt.seq);
+                self.last = Some(receipt.seq);
                 if let Some(failure) = &mut self.failure {
                     match failure.committed_after.last_mut() {
                         Some(range) if range.end == index => range.end += 1,
@@ -238,6 +218,23 @@ impl<F: FnMut(u64, Committed)> Outcomes<F> {
                     self.failure = Some(Failure { failed_at: index, source, committed_after: Vec::new() });
                 }
             }
+        }
+    }
+
+    /// What the import reports once every command it took is settled.
+    fn finish(self) -> Result<Imported, Error> {
+        let Outcomes { settled, first, last, failure, .. } = self;
+        match failure {
+            None => Ok(Imported { commands: settled, first, last }),
+            // Every command before the failed one committed, and of those after it exactly
+            // the ones listed.
+            Some(Failure { failed_at, source, committed_after }) => Err(Error::ImportStopped {
+                failed_at,
+                committed: failed_at + committed_after.iter().map(|range| range.end - range.start).sum::<u64>(),
+                last,
+                committed_after,
+                source: Box::new(source),
+            }),
         }
     }
 }
