@@ -413,17 +413,15 @@ impl fmt::Debug for Error {
         if f.alternate() {
             return self.fmt_fields(f);
         }
-        let mut shown = self.to_string();
-        let mut causes = Vec::new();
+        let message = self.to_string();
+        let mut causes: Vec<String> = Vec::new();
         for cause in std::iter::successors(std::error::Error::source(self), |e| e.source()) {
             let text = cause.to_string();
-            if !shown.contains(&text) {
-                shown.push('\n');
-                shown.push_str(&text);
+            if !message.contains(&text) && !causes.iter().any(|shown| shown.contains(&text)) {
                 causes.push(text);
             }
         }
-        write!(f, "{self}")?;
+        f.write_str(&message)?;
         match causes.as_slice() {
             [] => Ok(()),
             [one] => write!(f, "\n\nCaused by:\n    {one}"),
