@@ -11,8 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airomem::{Error, JournalError, PostcardSerializer, PostcardStore, Store};
-use airomem_workspace::Log;
-use serde::{Deserialize, Serialize};
+use airomem_workspace::{Log, Sessions};
 
 async fn open_log(dir: &Path) -> Result<PostcardStore<Log>, Error> {
     Store::open(PostcardSerializer, dir).await
@@ -107,28 +106,16 @@ fn a_full_disk_is_named_in_the_cause_chain() {
     );
 }
 
-/// The command type changed without a new schema version.
-#[derive(Serialize, Deserialize, Default)]
-struct Words {
-    items: Vec<String>,
-}
-
-impl airomem::State for Words {
-    type Command = String;
-
-    fn execute(&mut self, word: String) {
-        self.items.push(word);
-    }
-}
-
+/// The command type changed without a new schema version: a store of numbers (`Log`) opened
+/// as one of sessions.
 #[tokio::test]
 async fn changed_types_show_what_to_do() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     five_records(&dir).await;
 
-    let opened = Store::<Words, PostcardSerializer>::open(PostcardSerializer, &dir).await;
-    let error = failed(opened, "u64 commands do not decode as strings");
+    let opened = Store::<Sessions, PostcardSerializer>::open(PostcardSerializer, &dir).await;
+    let error = failed(opened, "numbers do not decode as sessions");
     assert!(matches!(error, Error::Decode { .. }), "{error:#?}");
     let debug = format!("{error:?}");
     shows_the_message(&error, &debug);
