@@ -18,6 +18,7 @@ use openraft::{BasicNode, Config, Raft};
 
 use super::Recorder;
 use crate::log::{LogOptions, LogStore};
+use crate::proposer::{Answer, Proposer};
 use crate::state_machine::StateMachine;
 use crate::types::{Applied, Command, NodeId, Request, TypeConfig};
 
@@ -82,9 +83,11 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
-    const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
+/// Three nodes in `dir`, initialized and with a leader: the router, each node's `Raft` and
+/// state machine, and the leader's `Raft`.
+async fn start(dir: &std::path::Path) -> (Arc<Config>, Router, Vec<Raft<TypeConfig>>, Vec<Machine>, Raft<TypeConfig>) {
     // Long election timeouts: the test machine is small and shared, and a late heartbeat must
     // not depose the leader mid-test.
     let config = Config {
@@ -95,11 +98,10 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
     };
     let config = Arc::new(config.validate().expect("a valid config"));
     let router = Router::default();
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let mut machines = Vec::new();
     let mut rafts = Vec::new();
     for id in 1..=3u64 {
-        let node_dir = dir.path().join(id.to_string());
+        let node_dir = dir.join(id.to_string());
         let storage = Arc::new(StdStorage::default());
         let log = LogStore::open(storage.clone(), &node_dir.join("log"), LogOptions::default()).expect("log opens");
         let machine =
@@ -112,6 +114,13 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
     rafts[0].initialize(BTreeSet::from([1, 2, 3])).await.expect("initializes");
     let metrics = rafts[0].wait(WAIT).metrics(|m| m.current_leader.is_some(), "a leader").await.expect("elects");
     let leader = router.get(metrics.current_leader.expect("checked")).expect("a member");
+    (config, router, rafts, machines, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (config, _router, rafts, machines, leader) = start(dir.path()).await;
 
     let mut last = 0;
     for value in 1..=20u64 {
@@ -152,4 +161,32 @@ async fn three_nodes_commit_and_every_replica_applies_the_same_commands() {
         assert_eq!(machine.query(|s| s.seen.clone()), expected, "node {id} after a restart");
         raft.shutdown().await.expect("shuts down");
     }
+}
+
+/// A leader cut off from its followers stays leader (openraft 0.9 steps down only for a
+/// membership change), so its entries are never answered: the proposer gives each up after
+/// its bound and releases the slot, and more proposals than it has slots are all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_a_cut_off_leader_cannot_commit_is_given_up_after_the_bound() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (_config, router, rafts, _machines, leader) = start(dir.path()).await;
+    // The followers stop: nothing reaches the leader, nor does it reach anyone.
+    let leader_id = leader.metrics().borrow().id;
+    router.nodes.lock().unwrap_or_else(PoisonError::into_inner).retain(|&id, _| id == leader_id);
+    for raft in rafts.into_iter().filter(|raft| raft.metrics().borrow().id != leader_id) {
+        raft.shutdown().await.expect("shuts down");
+    }
+    let (proposer, proposing) = Proposer::spawn(leader.clone(), Duration::from_millis(200));
+
+    for serial in 1..=3u64 {
+        let request = Request { client: 7, serial, low_water: serial, bytes: vec![0] };
+        let answer = tokio::time::timeout(Duration::from_secs(20), proposer.propose(request)).await;
+        assert!(
+            matches!(answer, Ok(Some(Answer::Abandoned("the entry was not committed in time")))),
+            "proposal {serial}: {answer:?}"
+        );
+    }
+    assert!(leader.metrics().borrow().state.is_leader(), "the cut-off node still leads");
+    proposing.abort();
+    leader.shutdown().await.expect("shuts down");
 }
