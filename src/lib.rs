@@ -2,6 +2,7 @@
 //! holds the session store that the README's example is built around. The examples do not
 //! use it: each defines its own types, so that a user can copy it into a crate of their own.
 
+pub mod hooked;
 pub mod migration;
 pub mod sim;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airomem::{Durability, PostcardSerializer, Store, StoreOptions};
+use airomem_workspace::hooked::{Hooked, Hooks, Op};
 use airomem_workspace::sim::SimStorage;
 use airomem_workspace::{Append, SeqLog};
 
@@ -120,75 +121,19 @@ async fn a_panic_encoding_a_lone_command_fails_only_its_own_call() {
     assert_eq!(store.query().expect("query").0, [1, 3]);
 }
 
-/// The real file system, recording which thread made each operation that waits for the disk
-/// or changes the directory: syncs, creations, renames, removals, size changes.
-#[derive(Debug, Default)]
+/// Records which thread made each operation that waits for the disk or changes the
+/// directory: syncs, creations, renames, removals, size changes.
+#[derive(Default)]
 struct ThreadLedger {
-    inner: airomem::storage::StdStorage,
-    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    seen: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-fn note(seen: &std::sync::Mutex<Vec<(String, String)>>, op: &str, path: &std::path::Path) {
-    let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
-    seen.lock().expect("ledger").push((thread, format!("{op} {}", path.display())));
-}
-
-struct LedgerFile {
-    file: Box<dyn airomem::storage::StorageFile>,
-    path: std::path::PathBuf,
-    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
-impl airomem::storage::StorageFile for LedgerFile {
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_at(offset, buf)
-    }
-    fn sync_data(&mut self) -> std::io::Result<()> {
-        note(&self.seen, "fdatasync", &self.path);
-        self.file.sync_data()
-    }
-    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
-        note(&self.seen, "set_len", &self.path);
-        self.file.set_len(len)
-    }
-}
-
-impl airomem::storage::Storage for ThreadLedger {
-    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn create(&self, path: &std::path::Path) -> std::io::Result<Box<dyn airomem::storage::StorageFile>> {
-        note(&self.seen, "create", path);
-        let file = self.inner.create(path)?;
-        Ok(Box::new(LedgerFile { file, path: path.to_path_buf(), seen: Arc::clone(&self.seen) }))
-    }
-    fn open_write(&self, path: &std::path::Path) -> std::io::Result<Box<dyn airomem::storage::StorageFile>> {
-        let file = self.inner.open_write(path)?;
-        Ok(Box::new(LedgerFile { file, path: path.to_path_buf(), seen: Arc::clone(&self.seen) }))
-    }
-    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-        note(&self.seen, "rename", from);
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
-        note(&self.seen, "remove", path);
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        note(&self.seen, "fsync directory", dir);
-        self.inner.sync_dir(dir)
-    }
-    fn lock(&self, path: &std::path::Path) -> std::io::Result<airomem::storage::LockGuard> {
-        self.inner.lock(path)
+impl Hooks for ThreadLedger {
+    fn before(&self, op: Op, path: &std::path::Path) {
+        if matches!(op, Op::SyncData | Op::SyncDir | Op::Create | Op::Rename | Op::Remove | Op::SetLen) {
+            let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+            self.seen.lock().expect("ledger").push((thread, format!("{op:?} {}", path.display())));
+        }
     }
 }
 
@@ -209,10 +154,12 @@ fn in_callers_threads(seen: &std::sync::Mutex<Vec<(String, String)>>) -> Vec<Str
 async fn a_callers_thread_never_waits_for_the_disk() {
     airomem_workspace::quiet_deliberate_panics();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let ledger = ThreadLedger::default();
-    let seen = Arc::clone(&ledger.seen);
-    let options =
-        StoreOptions::default().storage(Arc::new(ledger)).durability(Durability::OsBuffered).segment_size(4096);
+    let ledger = Arc::new(ThreadLedger::default());
+    let seen = &ledger.seen;
+    let options = StoreOptions::default()
+        .storage(Arc::new(Hooked::new(Arc::clone(&ledger))))
+        .durability(Durability::OsBuffered)
+        .segment_size(4096);
     let store = LogStore::open_with(PostcardSerializer, tmp.path(), options.clone()).await.expect("open");
     // Opening is the caller's own wait: only what comes after counts.
     seen.lock().expect("ledger").clear();
@@ -229,7 +176,7 @@ async fn a_callers_thread_never_waits_for_the_disk() {
     assert_eq!(values, expected);
     let stats = store.stats();
     assert!(stats.segments_created >= 4, "the commits rolled the journal over: {stats:?}");
-    let waits = in_callers_threads(&seen);
+    let waits = in_callers_threads(seen);
     assert!(waits.is_empty(), "{} disk waits in callers' threads, first: {:?}", waits.len(), waits.first());
     store.close().await.expect("close");
     let store = LogStore::open_with(PostcardSerializer, tmp.path(), options).await.expect("reopen");

@@ -1,12 +1,11 @@
 //! Point-in-time reads at their edges: a point inside an atomic unit, and a store kept in a
 //! custom `Storage`.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile};
 use airomem::{At, Error, Past, PostcardSerializer, Seq, Store, StoreOptions};
+use airomem_workspace::hooked::{Hooked, Hooks};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -43,49 +42,17 @@ async fn a_point_inside_a_unit_reports_the_point_before_it() {
 
 /// Keeps every file of one directory under another: a store that is not where the real file
 /// system would look for it.
-#[derive(Debug)]
 struct Relocated {
     shown: PathBuf,
     actual: PathBuf,
-    inner: StdStorage,
 }
 
-impl Relocated {
-    fn map(&self, path: &Path) -> PathBuf {
+impl Hooks for Relocated {
+    fn locate(&self, path: &Path) -> PathBuf {
         match path.strip_prefix(&self.shown) {
             Ok(rest) => self.actual.join(rest),
             Err(_) => path.to_path_buf(),
         }
-    }
-}
-
-impl Storage for Relocated {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(&self.map(dir))
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(&self.map(dir))
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.inner.read(&self.map(path))
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.inner.create(&self.map(path))
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.inner.open_write(&self.map(path))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(&self.map(from), &self.map(to))
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(&self.map(path))
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(&self.map(dir))
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        self.inner.lock(&self.map(path))
     }
 }
 
@@ -94,9 +61,8 @@ impl Storage for Relocated {
 async fn a_store_in_a_custom_storage_is_read_through_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let shown = tmp.path().join("not-here");
-    let storage =
-        Arc::new(Relocated { shown: shown.clone(), actual: tmp.path().join("here"), inner: StdStorage::default() });
-    let options = StoreOptions::default().storage(storage);
+    let relocated = Relocated { shown: shown.clone(), actual: tmp.path().join("here") };
+    let options = StoreOptions::default().storage(Arc::new(Hooked::new(Arc::new(relocated))));
     let store: Store<Log, _> = Store::open_with(PostcardSerializer, &shown, options.clone()).await.expect("open");
     for value in 1..=3 {
         store.commit(value).await.expect("commit");

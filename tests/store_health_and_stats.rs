@@ -7,70 +7,26 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile};
+use airomem::storage::StdStorage;
 use airomem::{Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
 use airomem_workspace::Log;
+use airomem_workspace::hooked::{Hooked, Hooks, Op};
 use serde::{Deserialize, Serialize};
 
 type LogStore = PostcardStore<Log>;
 
-/// The real file system, with a switch that makes the next journal write panic: a bug in a
-/// storage implementation, met on the writer thread.
-#[derive(Debug, Default)]
-struct PanickingStorage {
-    armed: Arc<AtomicBool>,
+/// A switch that makes the next journal write panic: a bug in a storage implementation, met
+/// on the writer thread.
+#[derive(Default)]
+struct PanicOnWrite {
+    armed: AtomicBool,
 }
 
-struct PanickingFile {
-    file: Box<dyn StorageFile>,
-    armed: Arc<AtomicBool>,
-}
-
-impl StorageFile for PanickingFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
-        self.file.write_at(offset, buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-}
-
-impl Storage for PanickingStorage {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdStorage::default().create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdStorage::default().list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdStorage::default().read(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = StdStorage::default().create(path)?;
-        Ok(Box::new(PanickingFile { file, armed: Arc::clone(&self.armed) }))
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = StdStorage::default().open_write(path)?;
-        Ok(Box::new(PanickingFile { file, armed: Arc::clone(&self.armed) }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdStorage::default().rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdStorage::default().remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdStorage::default().sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        StdStorage::default().lock(path)
+impl Hooks for PanicOnWrite {
+    fn before(&self, op: Op, _path: &Path) {
+        if op == Op::WriteAt {
+            assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
+        }
     }
 }
 
@@ -78,9 +34,9 @@ impl Storage for PanickingStorage {
 async fn a_panic_on_the_writer_thread_marks_the_store_broken_for_reads_and_commits() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
-    let storage = PanickingStorage::default();
-    let armed = Arc::clone(&storage.armed);
-    let options = StoreOptions::default().storage(Arc::new(storage));
+    let switch = Arc::new(PanicOnWrite::default());
+    let armed = &switch.armed;
+    let options = StoreOptions::default().storage(Arc::new(Hooked::new(Arc::clone(&switch))));
     let store: LogStore = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
     for value in 0..10 {
         store.commit(value).await.expect("commit");

@@ -6,14 +6,13 @@
 #![cfg(feature = "snapshot")]
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile};
 use airomem::{Error, PostcardSerializer, Store, StoreOptions};
+use airomem_workspace::hooked::{Hooked, Hooks, Op};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Default)]
@@ -61,68 +60,13 @@ impl Controls {
     }
 }
 
-#[derive(Debug)]
-struct Controlled(Arc<Controls>);
-
-impl std::fmt::Debug for Controls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Controls")
-    }
-}
-
-struct ControlledFile {
-    file: Box<dyn StorageFile>,
-    controls: Arc<Controls>,
-}
-
-impl StorageFile for ControlledFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        assert!(!self.controls.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
-        self.file.write_at(offset, buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-}
-
-impl Storage for Controlled {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdStorage::default().create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdStorage::default().list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdStorage::default().read(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        if std::thread::current().name() == Some("airomem-snapshot") {
-            self.0.hold_snapshot();
+impl Hooks for Controls {
+    fn before(&self, op: Op, _path: &Path) {
+        match op {
+            Op::Create if std::thread::current().name() == Some("airomem-snapshot") => self.hold_snapshot(),
+            Op::WriteAt => assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread"),
+            _ => {}
         }
-        let file = StdStorage::default().create(path)?;
-        Ok(Box::new(ControlledFile { file, controls: Arc::clone(&self.0) }))
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = StdStorage::default().open_write(path)?;
-        Ok(Box::new(ControlledFile { file, controls: Arc::clone(&self.0) }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdStorage::default().rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdStorage::default().remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdStorage::default().sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        StdStorage::default().lock(path)
     }
 }
 
@@ -146,7 +90,7 @@ async fn a_panicking_writer_keeps_the_directory_until_its_snapshot_thread_is_don
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let controls = Arc::new(Controls::default());
-    let options = StoreOptions::default().storage(Arc::new(Controlled(Arc::clone(&controls))));
+    let options = StoreOptions::default().storage(Arc::new(Hooked::new(Arc::clone(&controls))));
     let store: LogStore = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
     for value in 0..10 {
         store.commit(value).await.expect("commit");
