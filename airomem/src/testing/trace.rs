@@ -66,13 +66,13 @@ struct Tracer {
     keys: BTreeMap<&'static str, String>,
     /// The serde name of each key that is not its serde name (another type had it first).
     renamed: BTreeMap<String, &'static str>,
-    /// For each enum key: how many variants it has and which have been built.
-    variants: BTreeMap<String, (u32, BTreeSet<u32>)>,
-    /// The keys of the named types being built, outermost first, and how often each occurs.
+    /// For each enum key: how many variants it has and how many times one was chosen (the
+    /// first choices take the variants in order, so those below this number were built).
+    variants: BTreeMap<String, (u32, u32)>,
+    /// The keys of the named types being built, outermost first.
     stack: Vec<String>,
-    on_stack: BTreeMap<String, usize>,
-    /// How many keys occur more than once on the stack: above 0, the value is inside a
-    /// recursion and containers are left empty so that it ends.
+    /// How many entries of the stack repeat a key further out: above 0, the value is inside
+    /// a recursion and containers are left empty so that it ends.
     repeated: usize,
     /// The stack when building a value first failed: where the error arose.
     failed_at: Option<Vec<String>>,
@@ -105,25 +105,22 @@ impl Tracer {
                 "{key} nests more than {MAX_DEPTH} named types deep: is it a recursive type whose every variant recurses?"
             )));
         }
-        self.stack.push(key.to_string());
-        let count = self.on_stack.entry(key.to_string()).or_default();
-        *count += 1;
-        if *count == 2 {
+        if self.on_stack(key) {
             self.repeated += 1;
         }
+        self.stack.push(key.to_string());
         Ok(())
     }
 
     fn leave(&mut self) {
         let key = self.stack.pop().expect("leave follows enter");
-        let count = self.on_stack.get_mut(&key).expect("an entered key is counted");
-        if *count == 2 {
+        if self.on_stack(&key) {
             self.repeated -= 1;
         }
-        *count -= 1;
-        if *count == 0 {
-            self.on_stack.remove(&key);
-        }
+    }
+
+    fn on_stack(&self, key: &str) -> bool {
+        self.stack.iter().any(|k| k == key)
     }
 
     /// Notes where `value` failed, if it is the first failure, and leaves the type.
@@ -158,22 +155,22 @@ impl Tracer {
 
     /// Which variant of enum `key` (with `count` variants) to build now.
     fn choose_variant(&mut self, key: &str, count: u32) -> u32 {
-        let (_, built) = self.variants.entry(key.to_string()).or_insert_with(|| (count, BTreeSet::new()));
-        if let Some(index) = (0..count).find(|i| !built.contains(i)) {
-            built.insert(index);
-            return index;
+        let (_, chosen) = self.variants.entry(key.to_string()).or_insert((count, 0));
+        if *chosen < count {
+            *chosen += 1;
+            return *chosen - 1;
         }
         // Every variant was chosen, but the one chosen first may still be being built (it
         // recursed to here) and not recorded yet: then it is the only choice.
         let Some(ContainerFormat::Enum(known)) = self.registry.get(key) else { return 0 };
-        let mut avoid: BTreeSet<String> = self.on_stack.keys().cloned().collect();
-        avoid.insert(key.to_string());
-        let cut = self.in_recursion() || self.on_stack.contains_key(key);
-        if !self.on_stack.contains_key(key)
-            && let Some((&index, _)) =
+        if !self.on_stack(key) {
+            let avoid: BTreeSet<String> = self.stack.iter().cloned().chain([key.to_string()]).collect();
+            let cut = self.in_recursion();
+            if let Some((&index, _)) =
                 known.iter().find(|(_, variant)| self.variant_leads_to_unexplored(&variant.value, &avoid, cut))
-        {
-            return index;
+            {
+                return index;
+            }
         }
         let ranks = self.ranks();
         known
@@ -185,8 +182,8 @@ impl Tracer {
     /// Whether a key still has something to explore: a variant never built, or a container
     /// left empty inside a recursion.
     fn unexplored(&self, key: &str) -> bool {
-        if let Some((count, built)) = self.variants.get(key)
-            && built.len() < *count as usize
+        if let Some((count, chosen)) = self.variants.get(key)
+            && chosen < count
         {
             return true;
         }
