@@ -183,3 +183,78 @@ async fn a_callers_thread_never_waits_for_the_disk() {
     let values: Vec<u64> = store.query().expect("query").entries.iter().map(|&(_, value)| value).collect();
     assert_eq!(values, expected);
 }
+
+/// Holds the writer thread at its next write once armed, until the test lets it go.
+#[derive(Default)]
+struct WriterGate {
+    armed: std::sync::atomic::AtomicBool,
+    /// Whether the writer is held, and whether it may go on.
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Hooks for WriterGate {
+    fn before(&self, op: Op, _path: &std::path::Path) {
+        let writer = std::thread::current().name() == Some("airomem-writer");
+        if op == Op::WriteAt && writer && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let mut state = self.state.lock().expect("gate");
+            state.0 = true;
+            self.changed.notify_all();
+            while !state.1 {
+                state = self.changed.wait(state).expect("gate");
+            }
+        }
+    }
+}
+
+/// The process dies after a command panicked in its caller's thread and its caller was told,
+/// but before the writer thread journaled the abort marker: the files (as a crashed process
+/// leaves them, page cache included) hold the command and no marker. The next open aborts
+/// it, and the state is the one its caller was promised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_callers_panic_and_its_rollback_aborts_the_command_at_open() {
+    airomem_workspace::quiet_deliberate_panics();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, crashed) = (tmp.path().join("store"), tmp.path().join("crashed"));
+    let gate = Arc::new(WriterGate::default());
+    let options =
+        StoreOptions::default().storage(Arc::new(Hooked::new(Arc::clone(&gate)))).durability(Durability::OsBuffered);
+    let store = LogStore::open_with(PostcardSerializer, &dir, options).await.expect("open");
+    for value in [1, 2] {
+        store.commit(Append { value, pad: Vec::new(), panic: false }).await.expect("commit");
+    }
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = store.commit(Append { value: 3, pad: Vec::new(), panic: true }).await;
+    let Err(airomem::Error::CommandPanicked { seq, .. }) = failed else { panic!("{failed:?}") };
+    // The writer thread is at the abort marker's write: copy the files as a crash leaves them.
+    tokio::task::spawn_blocking({
+        let gate = Arc::clone(&gate);
+        move || {
+            let mut state = gate.state.lock().expect("gate");
+            while !state.0 {
+                state = gate.changed.wait(state).expect("gate");
+            }
+        }
+    })
+    .await
+    .expect("the writer reached the marker");
+    std::fs::create_dir(&crashed).expect("mkdir");
+    for entry in std::fs::read_dir(&dir).expect("list") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, crashed.join(path.file_name().expect("name"))).expect("copy");
+    }
+    gate.state.lock().expect("gate").1 = true;
+    gate.changed.notify_all();
+    store.close().await.expect("close");
+
+    let values = |store: &LogStore| -> Vec<u64> {
+        store.query().expect("query").entries.iter().map(|&(_, value)| value).collect()
+    };
+    let reopened = LogStore::open(PostcardSerializer, &crashed).await.expect("open the crash image");
+    assert_eq!(reopened.recovery().aborted_now, vec![seq], "the command is aborted at open");
+    assert_eq!(values(&reopened), [1, 2]);
+    reopened.close().await.expect("close");
+    let reopened = LogStore::open(PostcardSerializer, &dir).await.expect("reopen");
+    assert!(reopened.recovery().aborted_now.is_empty(), "the marker was journaled before the close");
+    assert_eq!(values(&reopened), [1, 2]);
+}
