@@ -13,16 +13,15 @@
 //! that was cut off as leader and then elected again never committed.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use airomem_raft::{Network, Status};
+use airomem_raft::Network;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 
-use crate::history::{History, value};
-use crate::{Live, Node, converge, leader_of, pick, wait_until, write};
+use crate::history::History;
+use crate::{Live, Node, converge, kill_node, leader_of, restart_node, statuses, wait_until, within};
 
 /// Events by default (half kills, half partitions); `AIROMEM_FAILOVER_EVENTS` overrides it.
 const EVENTS: u64 = 60;
@@ -63,38 +62,13 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
     // busy enough to fill a few hundred log entries in a second or two.
     let cut_off = Arc::new(AtomicU64::new(0));
     for writer in 0..WRITERS {
+        let rng = SplitMix64::new(writer + 100);
         let (history, stop, live, cut_off) =
             (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), Arc::clone(&cut_off));
-        clients.spawn(async move {
-            let mut rng = SplitMix64::new(writer + 100);
-            for i in 0.. {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let mut node = pick(&live, &mut rng);
-                while writer >= WAITING_WRITERS && node.status().id == cut_off.load(Ordering::SeqCst) {
-                    node = pick(&live, &mut rng);
-                }
-                write(&history, &node, value(writer, i)).await;
-            }
-        });
+        let usable = move |node: &Node| writer < WAITING_WRITERS || node.status().id != cut_off.load(Ordering::SeqCst);
+        clients.spawn(crate::writer(history, stop, live, writer, rng, usable));
     }
-    {
-        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
-        clients.spawn(async move {
-            let mut rng = SplitMix64::new(199);
-            while !stop.load(Ordering::SeqCst) {
-                let node = pick(&live, &mut rng);
-                let invoked = history.now();
-                // A read that fails (no leader in time, the node halted) observed nothing.
-                if let Ok(state) = node.query_linearizable().await {
-                    let seen = state.values.clone();
-                    drop(state);
-                    history.read(invoked, seen);
-                }
-            }
-        });
-    }
+    clients.spawn(crate::reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), SplitMix64::new(199)));
 
     let mut failovers = Vec::new();
     let mut rng = SplitMix64::new(11);
@@ -103,62 +77,60 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
         within(WEDGE, history.wait_acked(target), || format!("event {event}: no progress; {}", statuses(&live))).await;
         let leader = leader_of(&live).await;
         let started = Instant::now();
-        if event % 2 == 0 {
-            disks[&leader].power_cut();
-            let node = live.lock().expect("live nodes").remove(&leader).expect("the leader is live");
-            node.halt();
-            drop(node);
-            // Taken once the leader is halted: a command invoked earlier could still be
-            // answered by it, which is no failover.
-            let tick = history.now();
-            within(WEDGE, history.wait_acked_invoked_after(tick), || {
-                format!("event {event}: no commit after killing leader {leader}; {}", statuses(&live))
-            })
-            .await;
-            failovers.push(started.elapsed());
-
-            // The old leader restarts on what its disk kept, and catches up.
-            let image = disks[&leader].crash(event * 10 + leader + rng.below(1_000) * 1_000);
-            disks.insert(leader, image);
-            let node = open_node(leader, root.path(), &disks[&leader], &network).await;
-            live.lock().expect("live nodes").insert(leader, Arc::clone(&node));
-            let new_leader = leader_of(&live).await;
-            let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
-            wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
+        let kill = event % 2 == 0;
+        // When the leader is cut off: its handle, and the last index in its log.
+        let mut cut = None;
+        if kill {
+            kill_node(&live, &disks[&leader], leader);
         } else {
             let old = Arc::clone(&live.lock().expect("live nodes")[&leader]);
             network.isolate(leader);
             cut_off.store(leader, Ordering::SeqCst);
             // Nothing the cut-off leader appends from now on reaches another node.
             let holds = old.status().last_log_index.expect("a leader has a log");
-            let tick = history.now();
-            within(WEDGE, history.wait_acked_invoked_after(tick), || {
-                format!("event {event}: no commit after cutting off leader {leader}; {}", statuses(&live))
-            })
-            .await;
-            failovers.push(started.elapsed());
-
-            // The majority purges past everything the old leader holds, so that no entry of
-            // its log can match, and it must be sent a snapshot.
-            let purged_past = || {
-                live.lock()
-                    .expect("live nodes")
-                    .iter()
-                    .filter(|&(&id, _)| id != leader)
-                    .all(|(_, n)| n.status().purged_index.is_some_and(|p| p >= holds))
-            };
-            wait_until("the majority to purge past the cut-off leader's log", purged_past).await;
-            let installed_before = old.status().snapshot_index;
-            network.heal();
-            cut_off.store(0, Ordering::SeqCst);
-            let new_leader = leader_of(&live).await;
-            let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
-            wait_until("the healed node catches up from a snapshot", || {
-                let status = old.status();
-                status.applied_index >= target && status.snapshot_index > installed_before
-            })
-            .await;
+            cut = Some((old, holds));
         }
+        // Taken once the leader is halted or cut off: a command invoked earlier could still be
+        // answered by it, which is no failover.
+        let tick = history.now();
+        within(WEDGE, history.wait_acked_invoked_after(tick), || {
+            let done = if kill { "killing" } else { "cutting off" };
+            format!("event {event}: no commit after {done} leader {leader}; {}", statuses(&live))
+        })
+        .await;
+        failovers.push(started.elapsed());
+
+        let Some((old, holds)) = cut else {
+            // The old leader restarts on what its disk kept, and catches up.
+            let seed = event * 10 + leader + rng.below(1_000) * 1_000;
+            let new_leader = leader_of(&live).await;
+            let (dir, net) = (root.path(), &network);
+            restart_node(&live, &mut disks, leader, seed, new_leader, |disk| async move {
+                open_node(leader, dir, &disk, net).await
+            })
+            .await;
+            continue;
+        };
+        // The majority purges past everything the old leader holds, so that no entry of its
+        // log can match, and it must be sent a snapshot.
+        let purged_past = || {
+            live.lock()
+                .expect("live nodes")
+                .iter()
+                .filter(|&(&id, _)| id != leader)
+                .all(|(_, n)| n.status().purged_index.is_some_and(|p| p >= holds))
+        };
+        wait_until("the majority to purge past the cut-off leader's log", purged_past).await;
+        let installed_before = old.status().snapshot_index;
+        network.heal();
+        cut_off.store(0, Ordering::SeqCst);
+        let new_leader = leader_of(&live).await;
+        let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
+        wait_until("the healed node catches up from a snapshot", || {
+            let status = old.status();
+            status.applied_index >= target && status.snapshot_index > installed_before
+        })
+        .await;
     }
     stop.store(true, Ordering::SeqCst);
     while let Some(joined) = clients.join_next().await {
@@ -178,19 +150,6 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
         failovers.last().expect("at least one event")
     );
     assert!(summary.reads > 0 && summary.acked >= events as usize * WORK_BETWEEN_EVENTS, "{summary:?}");
-}
-
-/// Awaits `future`, panicking with `what()` if it takes longer than `bound`.
-async fn within(bound: Duration, future: impl Future<Output = ()>, what: impl FnOnce() -> String) {
-    if tokio::time::timeout(bound, future).await.is_err() {
-        panic!("{} (waited {bound:?})", what());
-    }
-}
-
-/// Every live node's status, for a failure message.
-fn statuses(live: &Live) -> String {
-    let statuses: Vec<Status> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
-    format!("statuses: {statuses:?}")
 }
 
 async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {

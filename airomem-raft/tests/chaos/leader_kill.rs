@@ -12,8 +12,8 @@ use std::time::Instant;
 use airomem_raft::Network;
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 
-use crate::history::{History, value};
-use crate::{Live, Node, converge, leader_of, pick, wait_until, write};
+use crate::history::History;
+use crate::{Live, Node, converge, kill_node, leader_of, pick, restart_node, statuses, within};
 
 /// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
 const KILLS: u64 = 50;
@@ -43,34 +43,11 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
+        let rng = SplitMix64::new(writer + 1);
         let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
-        clients.spawn(async move {
-            let mut rng = SplitMix64::new(writer + 1);
-            for i in 0.. {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let node = pick(&live, &mut rng);
-                write(&history, &node, value(writer, i)).await;
-            }
-        });
+        clients.spawn(crate::writer(history, stop, live, writer, rng, |_| true));
     }
-    {
-        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
-        clients.spawn(async move {
-            let mut rng = SplitMix64::new(99);
-            while !stop.load(Ordering::SeqCst) {
-                let node = pick(&live, &mut rng);
-                let invoked = history.now();
-                // A read that fails (no leader in time, the node halted) observed nothing.
-                if let Ok(state) = node.query_linearizable().await {
-                    let seen = state.values.clone();
-                    drop(state);
-                    history.read(invoked, seen);
-                }
-            }
-        });
-    }
+    clients.spawn(crate::reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), SplitMix64::new(99)));
 
     let mut failovers = Vec::new();
     // Terms each failover went through: counted, not timed.
@@ -82,29 +59,27 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
         let leader = leader_of(&live).await;
         let term = live.lock().expect("live nodes")[&leader].status().term;
         let killed_at = Instant::now();
-        disks[&leader].power_cut();
-        let node = live.lock().expect("live nodes").remove(&leader).expect("the leader is live");
-        node.halt();
-        drop(node);
+        kill_node(&live, &disks[&leader], leader);
         // Taken once the leader is halted: a command invoked earlier could still be answered
         // by it (its followers alone are a majority), which is no failover.
         let tick = history.now();
         // Failover: from the kill to the first receipt of a command invoked after it.
-        tokio::time::timeout(crate::PATIENCE, history.wait_acked_invoked_after(tick))
-            .await
-            .unwrap_or_else(|_| panic!("kill {kill}: no commit after killing leader {leader}"));
+        within(crate::PATIENCE, history.wait_acked_invoked_after(tick), || {
+            format!("kill {kill}: no commit after killing leader {leader}; {}", statuses(&live))
+        })
+        .await;
         failovers.push(killed_at.elapsed());
         let new_leader = leader_of(&live).await;
         let new_term = live.lock().expect("live nodes")[&new_leader].status().term;
         elections.push(new_term - term);
 
         // The old leader restarts on what its disk kept, and catches up before the next kill.
-        let image = disks[&leader].crash(kill * 10 + leader + rng.below(1_000) * 1_000);
-        disks.insert(leader, image);
-        let node = open_node(leader, root.path(), &disks[&leader], &network).await;
-        live.lock().expect("live nodes").insert(leader, Arc::clone(&node));
-        let target = live.lock().expect("live nodes")[&new_leader].status().commit_index;
-        wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
+        let seed = kill * 10 + leader + rng.below(1_000) * 1_000;
+        let (dir, net) = (root.path(), &network);
+        restart_node(&live, &mut disks, leader, seed, new_leader, |disk| async move {
+            open_node(leader, dir, &disk, net).await
+        })
+        .await;
     }
     stop.store(true, Ordering::SeqCst);
     while let Some(joined) = clients.join_next().await {

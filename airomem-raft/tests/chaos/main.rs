@@ -13,16 +13,18 @@ mod power_loss;
 mod support;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airomem::{CommitContext, PostcardSerializer, State};
-use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore};
+use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore, Status};
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 use serde::{Deserialize, Serialize};
 
-use history::{History, Outcome};
+use history::{History, Outcome, value};
 
 /// Every value committed, in the order executed: a receipt's `seq` is its place here.
 #[derive(Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,4 +132,79 @@ pub async fn leader_of(live: &Live) -> u64 {
     })
     .await;
     leader.expect("waited for")
+}
+
+/// Writer `writer` until `stop`: commits `value(writer, 0)`, `value(writer, 1)`, … each through
+/// a live node drawn by `rng` that `usable` accepts, recording each in `history`.
+pub async fn writer(
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+    live: Live,
+    writer: u64,
+    mut rng: SplitMix64,
+    usable: impl Fn(&Node) -> bool,
+) {
+    for i in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut node = pick(&live, &mut rng);
+        while !usable(&node) {
+            node = pick(&live, &mut rng);
+        }
+        write(&history, &node, value(writer, i)).await;
+    }
+}
+
+/// A reader until `stop`: linearizable reads through live nodes drawn by `rng`, each recorded
+/// in `history`.
+pub async fn reader(history: Arc<History>, stop: Arc<AtomicBool>, live: Live, mut rng: SplitMix64) {
+    while !stop.load(Ordering::SeqCst) {
+        let node = pick(&live, &mut rng);
+        let invoked = history.now();
+        // A read that fails (no leader in time, the node halted) observed nothing.
+        if let Ok(state) = node.query_linearizable().await {
+            let seen = state.values.clone();
+            drop(state);
+            history.read(invoked, seen);
+        }
+    }
+}
+
+/// Kills node `id`: its disk loses what it had not synced, and the node halts and leaves `live`.
+pub fn kill_node(live: &Live, disk: &SimStorage, id: u64) {
+    disk.power_cut();
+    let node = live.lock().expect("live nodes").remove(&id).expect("the node is live");
+    node.halt();
+}
+
+/// Restarts killed node `id` on the crash image of its disk that `seed` draws, opened by `open`,
+/// and waits until it has applied everything `leader` had committed once it was back.
+pub async fn restart_node<Fut: Future<Output = Arc<Node>>>(
+    live: &Live,
+    disks: &mut BTreeMap<u64, SimStorage>,
+    id: u64,
+    seed: u64,
+    leader: u64,
+    open: impl FnOnce(SimStorage) -> Fut,
+) {
+    let image = disks[&id].crash(seed);
+    disks.insert(id, image.clone());
+    let node = open(image).await;
+    live.lock().expect("live nodes").insert(id, Arc::clone(&node));
+    let target = live.lock().expect("live nodes")[&leader].status().commit_index;
+    wait_until("the restarted node catches up", || node.status().applied_index >= target).await;
+}
+
+/// Awaits `future`, panicking with `what()` if it takes longer than `bound`.
+pub async fn within(bound: Duration, future: impl Future<Output = ()>, what: impl FnOnce() -> String) {
+    if tokio::time::timeout(bound, future).await.is_err() {
+        panic!("{} (waited {bound:?})", what());
+    }
+}
+
+/// Every live node's status, for a failure message.
+pub fn statuses(live: &Live) -> String {
+    let statuses: Vec<Status> = live.lock().expect("live nodes").values().map(|n| n.status()).collect();
+    format!("statuses: {statuses:?}")
 }
