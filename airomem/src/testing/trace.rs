@@ -166,8 +166,9 @@ impl Tracer {
         if !self.on_stack(key) {
             let avoid: BTreeSet<String> = self.stack.iter().cloned().chain([key.to_string()]).collect();
             let cut = self.in_recursion();
-            if let Some((&index, _)) =
-                known.iter().find(|(_, variant)| self.variant_leads_to_unexplored(&variant.value, &avoid, cut))
+            if let Some((&index, _)) = known
+                .iter()
+                .find(|(_, variant)| self.leads_to_unexplored(&variant_contents(&variant.value), &avoid, cut))
             {
                 return index;
             }
@@ -188,32 +189,18 @@ impl Tracer {
             return true;
         }
         self.registry.get(key).is_some_and(|container| {
-            contents(container).iter().any(|format| !references(format, false, &mut Vec::new()))
+            contents(container).into_iter().any(|format| !references(format, false, &mut Vec::new()))
         })
-    }
-
-    fn variant_leads_to_unexplored(&self, variant: &VariantFormat, avoid: &BTreeSet<String>, cut: bool) -> bool {
-        let formats: Vec<&Format> = match variant {
-            VariantFormat::Unit => Vec::new(),
-            VariantFormat::NewType(format) => vec![format],
-            VariantFormat::Tuple(formats) => formats.iter().collect(),
-            VariantFormat::Struct(fields) => fields.iter().map(|f| &f.value).collect(),
-            VariantFormat::Variable(variable) => match &*variable.borrow() {
-                None => return true,
-                Some(variant) => return self.variant_leads_to_unexplored(variant, avoid, cut),
-            },
-        };
-        self.leads_to_unexplored(&formats, avoid, cut)
     }
 
     /// Whether any of `formats` has an unknown part or reaches a key with something to
     /// explore, through keys not in `avoid` (and not through containers if `cut`).
-    fn leads_to_unexplored(&self, formats: &[&Format], avoid: &BTreeSet<String>, cut: bool) -> bool {
+    fn leads_to_unexplored<'a>(&'a self, formats: &[&'a Format], avoid: &BTreeSet<String>, cut: bool) -> bool {
         let mut seen = avoid.clone();
-        let mut pending: Vec<Format> = formats.iter().map(|&f| f.clone()).collect();
+        let mut pending = formats.to_vec();
         while let Some(format) = pending.pop() {
             let mut names = Vec::new();
-            if !references(&format, cut, &mut names) {
+            if !references(format, cut, &mut names) {
                 return true;
             }
             for name in names {
@@ -243,7 +230,7 @@ impl Tracer {
                     ContainerFormat::Enum(variants) => {
                         variants.values().map(|v| variant_rank(&v.value, &ranks)).min().unwrap_or(u32::MAX)
                     }
-                    other => contents(other).iter().map(|f| format_rank(f, &ranks)).max().unwrap_or(0),
+                    other => rank(contents(other), &ranks),
                 };
                 if rank < ranks[key.as_str()] {
                     ranks.insert(key.as_str(), rank);
@@ -308,21 +295,24 @@ fn without_paths(rust: &str) -> String {
 }
 
 /// The formats directly inside a named type.
-fn contents(container: &ContainerFormat) -> Vec<Format> {
+fn contents(container: &ContainerFormat) -> Vec<&Format> {
     match container {
         ContainerFormat::UnitStruct => Vec::new(),
-        ContainerFormat::NewTypeStruct(format) => vec![(**format).clone()],
-        ContainerFormat::TupleStruct(formats) => formats.clone(),
-        ContainerFormat::Struct(fields) => fields.iter().map(|f| f.value.clone()).collect(),
-        ContainerFormat::Enum(variants) => variants
-            .values()
-            .flat_map(|v| match &v.value {
-                VariantFormat::NewType(format) => vec![(**format).clone()],
-                VariantFormat::Tuple(formats) => formats.clone(),
-                VariantFormat::Struct(fields) => fields.iter().map(|f| f.value.clone()).collect(),
-                VariantFormat::Unit | VariantFormat::Variable(_) => Vec::new(),
-            })
-            .collect(),
+        ContainerFormat::NewTypeStruct(format) => vec![&**format],
+        ContainerFormat::TupleStruct(formats) => formats.iter().collect(),
+        ContainerFormat::Struct(fields) => fields.iter().map(|f| &f.value).collect(),
+        ContainerFormat::Enum(variants) => variants.values().flat_map(|v| variant_contents(&v.value)).collect(),
+    }
+}
+
+/// The formats directly inside a variant (this tracer records every variant with its
+/// content, never as a variable).
+fn variant_contents(variant: &VariantFormat) -> Vec<&Format> {
+    match variant {
+        VariantFormat::Unit | VariantFormat::Variable(_) => Vec::new(),
+        VariantFormat::NewType(format) => vec![&**format],
+        VariantFormat::Tuple(formats) => formats.iter().collect(),
+        VariantFormat::Struct(fields) => fields.iter().map(|f| &f.value).collect(),
     }
 }
 
@@ -350,7 +340,7 @@ fn format_rank(format: &Format, ranks: &BTreeMap<&str, u32>) -> u32 {
     match format {
         Format::Variable(variable) => variable.borrow().as_ref().map_or(0, |f| format_rank(f, ranks)),
         Format::TypeName(name) => ranks.get(name.as_str()).map_or(u32::MAX, |r| r.saturating_add(1)),
-        Format::Tuple(formats) => formats.iter().map(|f| format_rank(f, ranks)).max().unwrap_or(0),
+        Format::Tuple(formats) => rank(formats.iter().collect(), ranks),
         Format::TupleArray { content, .. } => format_rank(content, ranks),
         // Containers are left empty inside a recursion.
         _ => 0,
@@ -358,13 +348,12 @@ fn format_rank(format: &Format, ranks: &BTreeMap<&str, u32>) -> u32 {
 }
 
 fn variant_rank(variant: &VariantFormat, ranks: &BTreeMap<&str, u32>) -> u32 {
-    match variant {
-        VariantFormat::Unit => 0,
-        VariantFormat::Variable(variable) => variable.borrow().as_ref().map_or(0, |v| variant_rank(v, ranks)),
-        VariantFormat::NewType(format) => format_rank(format, ranks),
-        VariantFormat::Tuple(formats) => formats.iter().map(|f| format_rank(f, ranks)).max().unwrap_or(0),
-        VariantFormat::Struct(fields) => fields.iter().map(|f| format_rank(&f.value, ranks)).max().unwrap_or(0),
-    }
+    rank(variant_contents(variant), ranks)
+}
+
+/// The rank of a value made of `formats`: that of the deepest.
+fn rank(formats: Vec<&Format>, ranks: &BTreeMap<&str, u32>) -> u32 {
+    formats.into_iter().map(|f| format_rank(f, ranks)).max().unwrap_or(0)
 }
 
 /// A deserializer that builds a placeholder value and writes its format into `slot`.
@@ -373,9 +362,16 @@ struct Tracing<'t> {
     slot: &'t mut Format,
 }
 
-/// `len` unknown formats, to be filled in by the elements deserialized into them.
-fn unknowns(len: usize) -> Vec<Format> {
-    std::iter::repeat_with(Format::unknown).take(len).collect()
+/// Builds `len` elements through `visit`: its result, and the elements' formats.
+fn elements<T>(tracer: &mut Tracer, len: usize, visit: impl FnOnce(Elements<'_>) -> T) -> (T, Vec<Format>) {
+    let mut formats: Vec<Format> = std::iter::repeat_with(Format::unknown).take(len).collect();
+    let value = visit(Elements { tracer, formats: formats.iter_mut() });
+    (value, formats)
+}
+
+/// A struct's (or struct variant's) fields, named.
+fn named_fields(names: &[&str], formats: Vec<Format>) -> Vec<Named<Format>> {
+    names.iter().zip(formats).map(|(name, value)| Named { name: name.to_string(), value }).collect()
 }
 
 impl Tracing<'_> {
@@ -383,15 +379,14 @@ impl Tracing<'_> {
     fn named<'de, V: Visitor<'de>>(
         self,
         name: &'static str,
-        formats: Vec<Format>,
+        len: usize,
         visit: impl FnOnce(Elements<'_>) -> Result<V::Value, Error>,
         container: impl FnOnce(Vec<Format>) -> ContainerFormat,
     ) -> Result<V::Value, Error> {
         let key = self.tracer.key(name, type_name::<V::Value>());
         *self.slot = Format::TypeName(key.clone());
         self.tracer.enter(&key)?;
-        let mut formats = formats;
-        let value = visit(Elements { tracer: self.tracer, formats: formats.iter_mut() });
+        let (value, formats) = elements(self.tracer, len, visit);
         self.tracer.leave_after(&value);
         let value = value?;
         self.tracer.record(&key, container(formats))?;
@@ -462,15 +457,15 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let mut formats = unknowns(usize::from(!self.tracer.in_recursion()));
-        let value = visitor.visit_seq(Elements { tracer: self.tracer, formats: formats.iter_mut() });
+        let len = usize::from(!self.tracer.in_recursion());
+        let (value, mut formats) = elements(self.tracer, len, |elements| visitor.visit_seq(elements));
         *self.slot = Format::Seq(Box::new(formats.pop().unwrap_or_else(Format::unknown)));
         value
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let mut formats = unknowns(if self.tracer.in_recursion() { 0 } else { 2 });
-        let value = visitor.visit_map(Elements { tracer: self.tracer, formats: formats.iter_mut() });
+        let len = if self.tracer.in_recursion() { 0 } else { 2 };
+        let (value, mut formats) = elements(self.tracer, len, |elements| visitor.visit_map(elements));
         let value_format = formats.pop().unwrap_or_else(Format::unknown);
         let key_format = formats.pop().unwrap_or_else(Format::unknown);
         *self.slot = Format::Map { key: Box::new(key_format), value: Box::new(value_format) };
@@ -478,20 +473,19 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
-        let mut formats = unknowns(len);
-        let value = visitor.visit_seq(Elements { tracer: self.tracer, formats: formats.iter_mut() });
+        let (value, formats) = elements(self.tracer, len, |elements| visitor.visit_seq(elements));
         *self.slot = Format::Tuple(formats);
         value
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, Error> {
-        self.named::<V>(name, Vec::new(), |_| visitor.visit_unit(), |_| ContainerFormat::UnitStruct)
+        self.named::<V>(name, 0, |_| visitor.visit_unit(), |_| ContainerFormat::UnitStruct)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, Error> {
         self.named::<V>(
             name,
-            unknowns(1),
+            1,
             |Elements { tracer, mut formats }| {
                 let slot = formats.next().expect("one format for the newtype's content");
                 visitor.visit_newtype_struct(Tracing { tracer, slot })
@@ -506,7 +500,7 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, Error> {
-        self.named::<V>(name, unknowns(len), |elements| visitor.visit_seq(elements), ContainerFormat::TupleStruct)
+        self.named::<V>(name, len, |elements| visitor.visit_seq(elements), ContainerFormat::TupleStruct)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -517,12 +511,9 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     ) -> Result<V::Value, Error> {
         self.named::<V>(
             name,
-            unknowns(fields.len()),
+            fields.len(),
             |elements| visitor.visit_seq(elements),
-            |formats| {
-                let named = fields.iter().zip(formats).map(|(name, value)| Named { name: name.to_string(), value });
-                ContainerFormat::Struct(named.collect())
-            },
+            |formats| ContainerFormat::Struct(named_fields(fields, formats)),
         )
     }
 
@@ -626,17 +617,14 @@ impl<'de> de::VariantAccess<'de> for Variant<'_> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
-        let mut formats = unknowns(len);
-        let value = visitor.visit_seq(Elements { tracer: self.tracer, formats: formats.iter_mut() });
+        let (value, formats) = elements(self.tracer, len, |elements| visitor.visit_seq(elements));
         *self.format = Some(VariantFormat::Tuple(formats));
         value
     }
 
     fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
-        let mut formats = unknowns(fields.len());
-        let value = visitor.visit_seq(Elements { tracer: self.tracer, formats: formats.iter_mut() });
-        let named = fields.iter().zip(formats).map(|(name, value)| Named { name: name.to_string(), value });
-        *self.format = Some(VariantFormat::Struct(named.collect()));
+        let (value, formats) = elements(self.tracer, fields.len(), |elements| visitor.visit_seq(elements));
+        *self.format = Some(VariantFormat::Struct(named_fields(fields, formats)));
         value
     }
 }
