@@ -250,8 +250,8 @@ impl Tracer {
         }
         // The roots are reduced, not normalized, as serde-reflection's `Tracer` left them:
         // a root tuple stays a tuple in files recorded before.
-        state.visit_mut(&mut |_| Ok(()))?;
-        command.visit_mut(&mut |_| Ok(()))?;
+        state.reduce();
+        command.reduce();
         // Namesakes of the same shape share their serde name, as serde-reflection's `Tracer`
         // recorded them (it merged all types of one name); merging one can make others equal.
         let mut renamed = self.renamed;
