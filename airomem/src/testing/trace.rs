@@ -8,7 +8,8 @@
 //!
 //! It deserializes the roots over and over from placeholder values. At each enum it picks
 //! the variant to build: one not explored yet if there is any, otherwise one whose content
-//! still leads to something unexplored, otherwise the one that ends the value soonest.
+//! still leads to something unexplored, otherwise the one that ends the value soonest (or,
+//! while no variant of it has ended yet, the next in turn).
 //! Every `Option`, sequence and map holds one element, except inside a recursion (a type
 //! already being built further out), where they are empty so the value ends. It stops when
 //! nothing reachable from the roots is left unexplored.
@@ -66,8 +67,8 @@ struct Tracer {
     keys: BTreeMap<&'static str, String>,
     /// The serde name of each key that is not its serde name (another type had it first).
     renamed: BTreeMap<String, &'static str>,
-    /// For each enum key: how many variants it has and how many times one was chosen (the
-    /// first choices take the variants in order, so those below this number were built).
+    /// For each enum key: how many variants it has, and how many times one was chosen while
+    /// none had ended (the first choices take the variants in order, later ones in turn).
     variants: BTreeMap<String, (u32, u32)>,
     /// The keys of the named types being built, outermost first.
     stack: Vec<String>,
@@ -160,9 +161,14 @@ impl Tracer {
             *chosen += 1;
             return *chosen - 1;
         }
-        // Every variant was chosen, but the one chosen first may still be being built (it
-        // recursed to here) and not recorded yet: then it is the only choice.
-        let Some(ContainerFormat::Enum(known)) = self.registry.get(key) else { return 0 };
+        // Every variant was chosen but none has ended yet: they are all still being built
+        // further out (the type recursed to here). Take them in turn, so that a value which
+        // ends only through another enum's later variant is still found.
+        let Some(ContainerFormat::Enum(known)) = self.registry.get(key) else {
+            let index = *chosen % count;
+            *chosen += 1;
+            return index;
+        };
         if !self.on_stack(key) {
             let avoid: BTreeSet<String> = self.stack.iter().cloned().chain([key.to_string()]).collect();
             let cut = self.in_recursion();
@@ -730,6 +736,53 @@ mod tests {
     fn a_type_with_no_finite_value_is_an_error_not_a_stack_overflow() {
         let error = trace::<Endless, ()>().err().expect("no value of Endless can be built");
         assert!(error.to_string().contains("every variant recurses"), "{error}");
+    }
+
+    /// Recursion through boxes only, where the value ends in another enum's last variant
+    /// (`Term::Ann(Ty::Base)`), and a cycle of three enums that only the third ends.
+    #[derive(Deserialize)]
+    #[expect(dead_code, reason = "only traced")]
+    enum Term {
+        App(Box<Term>, Box<Term>),
+        Ann(Box<Ty>),
+    }
+
+    #[derive(Deserialize)]
+    #[expect(dead_code, reason = "only traced")]
+    enum Ty {
+        Of(Box<Term>),
+        Base,
+    }
+
+    #[derive(Deserialize)]
+    #[expect(dead_code, reason = "only traced")]
+    enum First {
+        Again(Box<First>),
+        On(Box<Second>),
+    }
+
+    #[derive(Deserialize)]
+    #[expect(dead_code, reason = "only traced")]
+    enum Second {
+        Back(Box<First>),
+        On(Box<Third>),
+    }
+
+    #[derive(Deserialize)]
+    #[expect(dead_code, reason = "only traced")]
+    enum Third {
+        Back(Box<First>),
+        Again(Box<Second>),
+        End,
+    }
+
+    #[test]
+    fn a_recursion_ended_only_by_another_enum_is_traced() {
+        let traced = trace::<Term, First>().expect("Term::Ann(Ty::Base) and First::On(Second::On(Third::End)) end");
+        for (name, count) in [("Term", 2), ("Ty", 2), ("First", 2), ("Second", 2), ("Third", 3)] {
+            let ContainerFormat::Enum(variants) = &traced.types[name] else { panic!("{name} is an enum") };
+            assert_eq!(variants.len(), count, "{name}");
+        }
     }
 
     /// A `Deserialize` that refuses the placeholder it is given.
