@@ -71,10 +71,10 @@ pub enum SchemaCheck {
 ///
 /// Every type the two reach is traced, with every variant of every enum: a change deep inside
 /// a nested enum fails the check like a change to the state itself. A named type is recorded
-/// under its serde name; when two Rust types share one (a generic struct used with two
-/// parameters, or namesakes in two modules), the one met later is recorded under its type
-/// name without module paths (`Tagged<Level2>`). Recursive types are traced as long as some
-/// variant ends the recursion.
+/// under its serde name; when two Rust types of different shapes share one (a generic struct
+/// used with two parameters, or namesakes in two modules), the one met later is recorded
+/// under its type name without module paths (`Tagged<Level2>`); namesakes of one shape share
+/// the serde name. Recursive types are traced as long as some variant ends the recursion.
 ///
 /// Types whose `Deserialize` validates its input (rejects the placeholder values tracing
 /// feeds it: zeros, empty strings, `'A'`) cannot be traced, nor types read through
