@@ -258,13 +258,10 @@ async fn failovers(dir: &Path, kills: usize) -> Result<Vec<Duration>, BoxError> 
         // The killed node restarts on its directory and catches up before the next kill.
         let node = Arc::new(reopen(id, &cluster.dir, &cluster.network).await?);
         let target = survivor.status().commit_index;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.status().applied_index < target {
-            if Instant::now() > deadline {
-                return Err(format!("node {id} did not catch up within 30 s").into());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        poll_until(&format!("node {id} to catch up"), Duration::from_secs(30), || {
+            node.status().applied_index >= target
+        })
+        .await?;
         cluster.nodes[id as usize - 1] = Some(node);
     }
     cluster.close().await?;
@@ -328,17 +325,28 @@ async fn partition_failovers(dir: &Path, partitions: usize) -> Result<Vec<Durati
         let installed_before = old.status().snapshot_index;
         cluster.network.heal();
         let target = survivor.status().commit_index;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while old.status().applied_index < target || old.status().snapshot_index <= installed_before {
-            if Instant::now() > deadline {
-                return Err(format!("node {id} did not catch up from a snapshot within 60 s").into());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        poll_until(&format!("node {id} to catch up from a snapshot"), Duration::from_secs(60), || {
+            let status = old.status();
+            status.applied_index >= target && status.snapshot_index > installed_before
+        })
+        .await?;
     }
     cluster.close().await?;
     times.sort_unstable();
     Ok(times)
+}
+
+/// Waits until `done` holds, checking every millisecond; fails after `patience`, naming what
+/// it waited `for_what`.
+async fn poll_until(for_what: &str, patience: Duration, mut done: impl FnMut() -> bool) -> Result<(), BoxError> {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("waited {patience:?} for {for_what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// Commits the workload's next command through `node`, trying new commands until one is
