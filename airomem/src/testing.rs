@@ -74,7 +74,9 @@ pub enum SchemaCheck {
 /// under its serde name; when two Rust types of different shapes share one (a generic struct
 /// used with two parameters, or namesakes in two modules), the one met later is recorded
 /// under its type name without module paths (`Tagged<Level2>`); namesakes of one shape share
-/// the serde name. Recursive types are traced as long as some variant ends the recursion.
+/// the serde name. Recursive types are traced as long as some variant ends the recursion
+/// (and it goes through a named type: a `#[serde(transparent)]` type that contains itself
+/// has no finite shape).
 ///
 /// Types whose `Deserialize` validates its input (rejects the placeholder values tracing
 /// feeds it: zeros, empty strings, `'A'`) cannot be traced, nor types read through

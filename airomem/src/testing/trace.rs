@@ -21,7 +21,9 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde_reflection::{ContainerFormat, Error, Format, FormatHolder, Named, Registry, VariantFormat};
 
 /// How deep a value may nest named types before tracing gives up (a recursive type whose
-/// every variant recurses has no finite value to build).
+/// every variant recurses has no finite value to build), and how deep options, sequences,
+/// maps and tuples may nest (only a `#[serde(transparent)]` type that contains itself nests
+/// them without end: its shape has no name to refer to itself by).
 const MAX_DEPTH: usize = 128;
 /// How many times the roots may be rebuilt; each pass explores at least one variant or fills
 /// in one container left empty, so only a bug reaches this.
@@ -48,7 +50,7 @@ where
         let mut command = Format::unknown();
         let built = C::deserialize(Tracing { tracer: &mut tracer, slot: &mut command });
         built.map_err(|e| tracer.locate(e))?;
-        assert!(tracer.stack.is_empty() && tracer.repeated == 0, "every type entered was left");
+        assert!(tracer.stack.is_empty() && tracer.repeated == 0 && tracer.unnamed == 0, "every type entered was left");
         if !tracer.leads_to_unexplored(&[&state, &command], &BTreeSet::new(), false) {
             return tracer.finish(state, command);
         }
@@ -75,6 +77,8 @@ struct Tracer {
     /// How many entries of the stack repeat a key further out: above 0, the value is inside
     /// a recursion and containers are left empty so that it ends.
     repeated: usize,
+    /// How many options, sequences, maps and tuples are being built, one inside another.
+    unnamed: usize,
     /// The stack when building a value first failed: where the error arose.
     failed_at: Option<Vec<String>>,
 }
@@ -118,6 +122,22 @@ impl Tracer {
         if self.on_stack(&key) {
             self.repeated -= 1;
         }
+    }
+
+    /// Starts building an option, sequence, map or tuple; `close` ends it.
+    fn open(&mut self) -> Result<(), Error> {
+        if self.unnamed >= MAX_DEPTH {
+            return Err(Error::Custom(format!(
+                "options, sequences, maps or tuples nest more than {MAX_DEPTH} deep: is it a \
+                 #[serde(transparent)] type that contains itself?"
+            )));
+        }
+        self.unnamed += 1;
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.unnamed -= 1;
     }
 
     fn on_stack(&self, key: &str) -> bool {
@@ -452,26 +472,32 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.tracer.open()?;
         let mut inner = Format::unknown();
         let value = if self.tracer.in_recursion() {
             visitor.visit_none()
         } else {
             visitor.visit_some(Tracing { tracer: self.tracer, slot: &mut inner })
         };
+        self.tracer.close();
         *self.slot = Format::Option(Box::new(inner));
         value
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.tracer.open()?;
         let len = usize::from(!self.tracer.in_recursion());
         let (value, mut formats) = elements(self.tracer, len, |elements| visitor.visit_seq(elements));
+        self.tracer.close();
         *self.slot = Format::Seq(Box::new(formats.pop().unwrap_or_else(Format::unknown)));
         value
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.tracer.open()?;
         let len = if self.tracer.in_recursion() { 0 } else { 2 };
         let (value, mut formats) = elements(self.tracer, len, |elements| visitor.visit_map(elements));
+        self.tracer.close();
         let value_format = formats.pop().unwrap_or_else(Format::unknown);
         let key_format = formats.pop().unwrap_or_else(Format::unknown);
         *self.slot = Format::Map { key: Box::new(key_format), value: Box::new(value_format) };
@@ -479,7 +505,9 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.tracer.open()?;
         let (value, formats) = elements(self.tracer, len, |elements| visitor.visit_seq(elements));
+        self.tracer.close();
         *self.slot = Format::Tuple(formats);
         value
     }
@@ -782,6 +810,28 @@ mod tests {
         for (name, count) in [("Term", 2), ("Ty", 2), ("First", 2), ("Second", 2), ("Third", 3)] {
             let ContainerFormat::Enum(variants) = &traced.types[name] else { panic!("{name} is an enum") };
             assert_eq!(variants.len(), count, "{name}");
+        }
+    }
+
+    /// Transparent structs have no name in serde's data model: one that contains itself has
+    /// no finite shape (`Option<Option<…>>`), and tracing it used to nest values until the
+    /// stack overflowed, aborting the test binary.
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Chain {
+        #[expect(dead_code, reason = "only traced")]
+        next: Option<Box<Chain>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Pairs(#[expect(dead_code, reason = "only traced")] (u8, Box<Pairs>));
+
+    #[test]
+    fn a_transparent_type_that_contains_itself_is_an_error_not_a_stack_overflow() {
+        for error in [trace::<Chain, ()>().err(), trace::<(), Vec<Pairs>>().err()] {
+            let error = error.expect("no finite shape");
+            assert!(error.to_string().contains("transparent"), "{error}");
         }
     }
 
