@@ -90,8 +90,8 @@ mod tasks {
 
 /// Enums three levels deep, reached through every kind of container; `released` is the
 /// recorded release, `forgotten` changes one variant of the innermost enum (`Level3`)
-/// without a new version, `inserted` inserts a variant before others in it, `bumped` is
-/// `forgotten` released properly.
+/// without a new version, `inserted` inserts a variant before others in it, `appended`
+/// appends one after them, `bumped` is `forgotten` released properly.
 macro_rules! deep_state {
     ($name:ident, $version:expr, { $($level3:tt)* }) => {
         mod $name {
