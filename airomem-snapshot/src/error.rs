@@ -50,7 +50,9 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> SnapshotError {
+    /// The error for a failed file-system call `op` on `path`; the store's retention, which
+    /// removes and archives snapshot files, reports its failures with it too.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> SnapshotError {
         SnapshotError::Io { op, path: path.into(), source }
     }
 

@@ -484,3 +484,9 @@ impl Error {
         }
     }
 }
+
+/// The facade's error for a failure of the snapshot crate.
+#[cfg(feature = "snapshot")]
+pub(crate) fn snapshot_error(e: airomem_snapshot::SnapshotError) -> Error {
+    Error::Snapshot(Arc::new(e))
+}

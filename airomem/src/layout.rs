@@ -1,12 +1,20 @@
-//! Snapshot file names, with or without the `snapshot` feature.
+//! Every name the facade gives a file or folder in a store directory.
 //!
-//! `airomem-snapshot` owns the naming. A build without it still has to recognise snapshot
-//! files (a point-in-time read, an inspection, an error message naming one) that another build
-//! wrote, so it falls back to the same scheme: the sequence number in 20 digits.
+//! The journal's segment and head names belong to `airomem-journal`, snapshot names to
+//! `airomem-snapshot`. A build without the `snapshot` feature still has to recognise snapshot
+//! files that another build wrote (a point-in-time read, an inspection, an error message
+//! naming one), so it falls back to the same scheme: the sequence number in 20 digits.
 
 use std::path::{Path, PathBuf};
 
 use airomem_core::Seq;
+
+/// The directory lock's file name in a store directory.
+pub(crate) const LOCK_FILE: &str = "airomem.lock";
+
+/// The subdirectory of a store that keeps the files retention took away, when the store
+/// keeps history.
+pub const ARCHIVE_DIR: &str = "archive";
 
 /// The sequence number a snapshot file's name carries, if `name` is one.
 pub(crate) fn snapshot_seq(name: &str) -> Option<Seq> {

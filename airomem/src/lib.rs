@@ -81,28 +81,22 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-pub mod blocking;
-mod committer;
 mod error;
 mod execute;
-mod health;
-mod history;
-mod import;
-pub mod inspect;
-mod lifecycle;
-mod migrate;
-mod names;
+mod layout;
 mod options;
-mod rebuild;
+mod park;
+mod read_only;
+mod recover;
+mod report;
 #[cfg(feature = "snapshot")]
-mod snapshots;
-mod stats;
+mod snapshot;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(all(feature = "json", feature = "snapshot"))]
 pub mod tool;
-mod writer;
+mod write;
 
 #[cfg(feature = "json")]
 pub use airomem_core::JsonSerializer;
@@ -114,14 +108,17 @@ pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, 
 pub use airomem_journal::MAX_PAYLOAD_LEN;
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
-pub use history::{ARCHIVE_DIR, At, Past};
-pub use import::Imported;
+pub use layout::ARCHIVE_DIR;
 pub use options::{Durability, StoreOptions};
-pub use stats::{Migration, RecoveryReport, Stats};
-pub use store::{Committed, CommittedUnit, Query, Store};
-
+pub use read_only::inspect;
+pub use read_only::past::{At, Past};
 #[cfg(feature = "snapshot")]
-pub use snapshots::SnapshotInfo;
+pub use report::SnapshotInfo;
+pub use report::{Migration, RecoveryReport, Stats};
+pub use store::blocking;
+pub use store::import::Imported;
+pub use store::{Query, Store};
+pub use write::request::{Committed, CommittedUnit};
 
 /// A store that journals commands as postcard, the compact default.
 pub type PostcardStore<S> = Store<S, PostcardSerializer>;

@@ -43,7 +43,7 @@ pub struct StoreOptions {
     pub(crate) commit_in_caller: bool,
     pub(crate) storage: Arc<dyn Storage>,
     #[cfg(feature = "snapshot")]
-    pub(crate) snapshots: crate::snapshots::SnapshotPolicy,
+    pub(crate) snapshots: SnapshotPolicy,
 }
 
 impl Default for StoreOptions {
@@ -59,7 +59,7 @@ impl Default for StoreOptions {
             commit_in_caller: true,
             storage: Arc::new(StdStorage::default()),
             #[cfg(feature = "snapshot")]
-            snapshots: crate::snapshots::SnapshotPolicy::default(),
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
@@ -193,7 +193,7 @@ impl StoreOptions {
     #[cfg(feature = "snapshot")]
     #[must_use]
     pub fn snapshots_retained(mut self, count: usize) -> Self {
-        self.snapshots.retain = count.max(crate::snapshots::MIN_RETAINED);
+        self.snapshots.retain = count.max(MIN_RETAINED);
         self
     }
 
@@ -242,3 +242,26 @@ impl fmt::Debug for StoreOptions {
             .finish_non_exhaustive()
     }
 }
+
+/// When snapshots are taken and how many are kept.
+#[cfg(feature = "snapshot")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotPolicy {
+    pub every_commands: Option<u64>,
+    pub every_bytes: Option<u64>,
+    pub retain: usize,
+    pub level: i32,
+    /// Retention archives instead of removing.
+    pub keep_history: bool,
+}
+
+#[cfg(feature = "snapshot")]
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { every_commands: None, every_bytes: None, retain: 2, level: 3, keep_history: false }
+    }
+}
+
+/// Snapshots always kept, whatever the policy asks: the newest, and one to fall back on.
+#[cfg(feature = "snapshot")]
+pub(crate) const MIN_RETAINED: usize = 2;

@@ -105,6 +105,29 @@ impl Stats {
     }
 }
 
+/// A snapshot that is durable, from [`crate::Store::snapshot`].
+#[cfg(feature = "snapshot")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// The last journal record it includes.
+    pub seq: Seq,
+    /// Bytes of the serialized state.
+    pub raw_len: u64,
+    /// Bytes of the compressed file.
+    pub file_len: u64,
+    /// Time spent serializing under the read lock: the only time commits waited.
+    pub serialize_time: Duration,
+    /// Time spent compressing, writing, syncing and publishing, with no lock held.
+    pub write_time: Duration,
+    /// Older snapshots removed by retention.
+    pub snapshots_removed: u64,
+    /// Journal segments removed because the oldest retained snapshot covers them.
+    pub segments_removed: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     commits: AtomicU64,
@@ -164,7 +187,7 @@ impl Counters {
 
     /// A snapshot became durable and retention ran.
     #[cfg(feature = "snapshot")]
-    pub(crate) fn snapshot_published(&self, info: &crate::SnapshotInfo, changed: &[PathBuf]) {
+    pub(crate) fn snapshot_published(&self, info: &SnapshotInfo, changed: &[PathBuf]) {
         self.snapshot_seq.fetch_max(info.seq.0, Ordering::Relaxed);
         self.segments_removed.fetch_add(info.segments_removed, Ordering::Relaxed);
         // Removed, or (the new snapshot) written under the current schema.

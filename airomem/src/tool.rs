@@ -24,8 +24,14 @@ use std::sync::Arc;
 use airomem_core::{Seq, Serializer, State};
 use serde::{Deserialize, Serialize};
 
-use crate::blocking::block_on;
-use crate::{At, Error, Past, SnapshotInfo, Store, StoreOptions};
+use crate::Error;
+use crate::error::snapshot_error;
+use crate::options::StoreOptions;
+use crate::park::block_on;
+use crate::read_only::past::{At, Past};
+use crate::report::SnapshotInfo;
+use crate::store::Store;
+use crate::write::tenure::claim;
 
 /// The `format` field of every export.
 pub const EXPORT_FORMAT: &str = "airomem-export";
@@ -124,8 +130,7 @@ pub fn import<S: State, Z: Serializer>(
     serializer.encode(&export.state, &mut image).map_err(|e| Error::encode("state", e))?;
     drop(export.state);
 
-    crate::lifecycle::make_dir(&*storage, dir)?;
-    let lock = crate::lifecycle::lock(&*storage, dir)?;
+    let claim = claim(&*storage, dir)?;
     let names = storage.list(dir).map_err(Error::io("list", dir))?;
     if let Some(name) = names.iter().find(|n| {
         airomem_journal::segment::parse_file_name(n).is_some() || airomem_snapshot::parse_file_name(n).is_some()
@@ -134,10 +139,9 @@ pub fn import<S: State, Z: Serializer>(
     }
     let header =
         airomem_snapshot::SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(export.seq) };
-    airomem_snapshot::write(&*storage, dir, header, &image, options.snapshots.level)
-        .map_err(crate::snapshots::snapshot_error)?;
+    airomem_snapshot::write(&*storage, dir, header, &image, options.snapshots.level).map_err(snapshot_error)?;
     drop(image);
-    drop(lock);
+    drop(claim);
     let store: Store<S, Z> = Store::open_blocking(serializer, dir.to_path_buf(), options)?;
     block_on(store.close())?;
     Ok(Seq(export.seq))

@@ -1,32 +1,28 @@
 //! Point-in-time reads: the state of a store as it was after a given command or at a given
 //! time, rebuilt from the files without the store's lock and without changing anything.
 //!
-//! A read goes through [`HistoryView`], a storage that refuses every write: whatever the
+//! A read goes through [`HistoryView`](crate::read_only::view::HistoryView), a storage that refuses every write: whatever the
 //! recovery code would repair after a crash (a torn tail, an unfinished file) it only plans,
-//! and reads as if it were done. The view also merges the store's [`ARCHIVE_DIR`] into its
+//! and reads as if it were done. The view also merges the store's [`ARCHIVE_DIR`](crate::ARCHIVE_DIR) into its
 //! directory, so history that retention archived (with
 //! [`crate::StoreOptions::keep_history`]) is found where recovery looks for it.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use airomem_core::storage::{LockGuard, Storage, StorageFile};
+use airomem_core::storage::Storage;
 use airomem_core::{Seq, Serializer, State};
 use airomem_journal::frame::RecordKind;
 use airomem_journal::scan::SegmentScan;
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRange, replay, segment};
 
-use tracing::debug;
-
 use crate::Error;
-use crate::names::snapshot_seq;
-use crate::rebuild::recover;
-
-/// The subdirectory of a store that keeps the files retention took away, when the store
-/// keeps history.
-pub const ARCHIVE_DIR: &str = "archive";
+use crate::layout::snapshot_seq;
+use crate::options::StoreOptions;
+use crate::read_only::view::{HistoryView, reread_while_retention_runs};
+use crate::recover::recover;
 
 /// Where a point-in-time read stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +68,7 @@ impl<S: State> Past<S> {
     /// makes the read start over from the newer snapshot; [`Error::RemovedWhileReading`]
     /// only if that keeps happening.
     pub fn open<Z: Serializer>(serializer: Z, dir: impl AsRef<Path>, at: At) -> Result<Past<S>, Error> {
-        Past::open_with(serializer, dir, at, &crate::StoreOptions::default())
+        Past::open_with(serializer, dir, at, &StoreOptions::default())
     }
 
     /// [`Past::open`] through the storage of `options` (see [`crate::StoreOptions::storage`]),
@@ -81,7 +77,7 @@ impl<S: State> Past<S> {
         serializer: Z,
         dir: impl AsRef<Path>,
         at: At,
-        options: &crate::StoreOptions,
+        options: &StoreOptions,
     ) -> Result<Past<S>, Error> {
         let dir = dir.as_ref().to_path_buf();
         let view: Arc<dyn Storage> = Arc::new(HistoryView::new(Arc::clone(&options.storage), &dir));
@@ -140,49 +136,6 @@ impl<S: State> Past<S> {
     pub fn time(&self) -> Option<SystemTime> {
         self.unix_nanos.map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
     }
-}
-
-/// How many times a read starts over because the store's retention ran under it.
-const REREADS: u32 = 16;
-
-/// Runs `read` beside a store that may be running, and runs it again while its outcome is
-/// not `good` and the store's retention ran meanwhile (its [`retention_mark`] changed): what
-/// went wrong may then be a file retention took. Each retry follows a run of retention, so
-/// the store's pace bounds the loop, and at most [`REREADS`] retries are made; damage alone
-/// changes no mark, so its outcome is returned at once.
-pub(crate) fn reread_while_retention_runs<T>(
-    storage: &dyn Storage,
-    dir: &Path,
-    good: impl Fn(&Result<T, Error>) -> bool,
-    mut read: impl FnMut() -> Result<T, Error>,
-) -> Result<T, Error> {
-    let mut attempts = 0;
-    loop {
-        let before = retention_mark(storage, dir);
-        let outcome = read();
-        if good(&outcome) || attempts >= REREADS || retention_mark(storage, dir) == before {
-            return outcome;
-        }
-        attempts += 1;
-        debug!(attempts, "the store's retention ran during a read; reading again");
-    }
-}
-
-/// What a run of snapshot retention changes in a store directory: its snapshots (one is
-/// published before each run, older ones go in it) and its oldest segment (the run removes
-/// segments from the oldest on). A rollover changes neither. `None` if `dir` cannot be
-/// listed.
-///
-/// A read without the lock compares the mark before and after: if it changed, what went
-/// wrong may be a file retention took (listed and gone when read, or a gap between a
-/// snapshot and the segments listed after it), and a read started again begins from the
-/// newer snapshot. If it did not, the read's failure is the store's own.
-pub(crate) fn retention_mark(storage: &dyn Storage, dir: &Path) -> Option<(Vec<Seq>, Option<Seq>)> {
-    let names = storage.list(dir).ok()?;
-    let mut snapshots: Vec<Seq> = names.iter().filter_map(|n| snapshot_seq(n)).collect();
-    snapshots.sort_unstable();
-    let oldest_segment = names.iter().filter_map(|n| segment::parse_file_name(n)).min();
-    Some((snapshots, oldest_segment))
 }
 
 /// The point a read stops at, resolved to a command.
@@ -311,103 +264,5 @@ impl Files {
             }
         }
         Ok(None)
-    }
-}
-
-/// A read-only view of a store directory with its archive merged in.
-///
-/// Listing the store directory lists both; reading a file of it that is not there reads the
-/// archive's copy (retention may move a file while a read is under way). Every write fails
-/// with [`io::ErrorKind::PermissionDenied`]: nothing that reads through this view can change
-/// a file, whatever its code path.
-#[derive(Debug)]
-pub(crate) struct HistoryView {
-    inner: Arc<dyn Storage>,
-    dir: PathBuf,
-    archive: PathBuf,
-}
-
-impl HistoryView {
-    pub(crate) fn new(inner: Arc<dyn Storage>, dir: &Path) -> HistoryView {
-        HistoryView { inner, dir: dir.to_path_buf(), archive: dir.join(ARCHIVE_DIR) }
-    }
-
-    /// The store directory alone, read-only.
-    pub(crate) fn without_archive(inner: Arc<dyn Storage>, dir: &Path) -> HistoryView {
-        HistoryView { inner, dir: dir.to_path_buf(), archive: PathBuf::new() }
-    }
-
-    /// Where to read `path` from if it is not where it was listed.
-    fn archived(&self, path: &Path) -> Option<PathBuf> {
-        (!self.archive.as_os_str().is_empty() && path.parent() == Some(self.dir.as_path()))
-            .then(|| self.archive.join(path.file_name().unwrap_or_default()))
-    }
-
-    fn with_fallback<T>(&self, path: &Path, read: impl Fn(&Path) -> io::Result<T>) -> io::Result<T> {
-        match read(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.archived(path) {
-                Some(archived) => read(&archived).map_err(|_| e),
-                None => Err(e),
-            },
-            other => other,
-        }
-    }
-}
-
-fn read_only() -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, "a point-in-time read never writes")
-}
-
-impl Storage for HistoryView {
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = self.inner.list(dir)?;
-        if dir == self.dir && !self.archive.as_os_str().is_empty() {
-            match self.inner.list(&self.archive) {
-                Ok(archived) => {
-                    names.extend(archived);
-                    names.sort_unstable();
-                    names.dedup();
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(names)
-    }
-
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.with_fallback(path, |p| self.inner.read(p))
-    }
-
-    fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
-        self.with_fallback(path, |p| self.inner.read_prefix(p, len))
-    }
-
-    fn create(&self, _path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Err(read_only())
-    }
-
-    fn open_write(&self, _path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Err(read_only())
-    }
-
-    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn remove(&self, _path: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn lock(&self, _path: &Path) -> io::Result<LockGuard> {
-        Err(read_only())
     }
 }

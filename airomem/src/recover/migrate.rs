@@ -19,8 +19,8 @@ use airomem_journal::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use tracing::info;
 
 use crate::Error;
-use crate::execute::panic_message;
-use crate::stats::Migration;
+use crate::execute::{execute, panic_message};
+use crate::report::Migration;
 
 /// The schemas a store of `S` can read: `S`'s own and its ancestors', newest first.
 pub(crate) struct Chain<S, Z> {
@@ -132,7 +132,7 @@ impl<S: State, Z: Serializer> Chain<S, Z> {
             *held = self.upgrade(current, version, before, file, migrations)?;
         }
         Ok(match (held, command) {
-            (Held::Current(state), Command::Current(command)) => crate::execute::execute(state, command, context),
+            (Held::Current(state), Command::Current(command)) => execute(state, command, context),
             (Held::Old { state, version }, Command::Old(command)) => {
                 let ancestor = &self.ancestors[self.position(*version).expect("held versions are in the chain")];
                 context

@@ -1,12 +1,18 @@
-//! Building the state from the files: at open (`recover`: plan the repair of the journal
-//! after a crash, load the newest valid snapshot with the `snapshot` feature, replay the
-//! journal after it through the schema chain, aborting a command that panics if and only if
-//! a crash may have stopped it from being aborted when it was committed), and after a live
-//! command panicked (`rebuild`).
+//! The state from the files: at open, after a live command panicked, and for a point in time.
+//! This path reads snapshots and the journal. It changes no file and never takes the lock.
 //!
-//! Neither changes a file: `recover` returns the repair it planned, and the caller carries
-//! it out ([`Recovered::apply_repair`]) once the state is built, so a failed open leaves the
-//! directory as it found it.
+//! [`recover`] plans the repair of the journal after a crash, loads the newest valid snapshot
+//! (feature `snapshot`), and replays the journal after it through the schema chain. It aborts
+//! a command that panics if and only if a crash may have stopped it from being aborted when it
+//! was committed. [`rebuild`] rebuilds the state after a live command panicked.
+//!
+//! The repair is returned, not done. The caller carries it out ([`Recovered::apply_repair`])
+//! once the state is built, so a failed open leaves the directory as it found it.
+
+pub(crate) mod migrate;
+pub(crate) mod replay;
+#[cfg(feature = "snapshot")]
+pub(crate) mod snapshot;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,9 +22,11 @@ use airomem_core::{Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange, segment};
 use tracing::{info, warn};
 
-use crate::execute::{Stop, replay_into, stop_error};
-use crate::migrate::{Chain, Held};
-use crate::{Error, RecoveryReport};
+use crate::Error;
+use crate::layout::snapshot_path;
+use crate::recover::migrate::{Chain, Held};
+use crate::recover::replay::{Stop, replay_into, stop_error};
+use crate::report::RecoveryReport;
 
 pub(crate) struct Recovered<S> {
     pub state: S,
@@ -37,7 +45,7 @@ impl<S> Recovered<S> {
         {
             self.report.snapshot_temp_files_removed =
                 airomem_snapshot::remove_temp_files(&*config.storage, &config.dir)
-                    .map_err(crate::snapshots::snapshot_error)?;
+                    .map_err(crate::error::snapshot_error)?;
         }
         Ok(())
     }
@@ -61,7 +69,7 @@ pub(crate) fn base<S: State, Z: Serializer>(
 ) -> Result<Base<S>, Error> {
     #[cfg(feature = "snapshot")]
     {
-        let loaded = crate::snapshots::load_newest::<S, Z>(config, serializer, chain, until)?;
+        let loaded = snapshot::load_newest::<S, Z>(config, serializer, chain, until)?;
         Ok(Base {
             state: loaded.state,
             seq: loaded.seq,
@@ -157,7 +165,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
                 if base.0 > 0 && found == base.next() && expected < found =>
             {
                 return Err(Error::JournalBehindSnapshot {
-                    snapshot: crate::names::snapshot_path(&config.dir, base),
+                    snapshot: snapshot_path(&config.dir, base),
                     snapshot_seq: base,
                     journal_ends: Seq(expected.0 - 1),
                     newest_segment: Some(file),
@@ -172,7 +180,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
                 ..
             })) if base.0 > 0 && seq <= base => {
                 return Err(Error::JournalBehindSnapshot {
-                    snapshot: crate::names::snapshot_path(&config.dir, base),
+                    snapshot: snapshot_path(&config.dir, base),
                     snapshot_seq: base,
                     journal_ends: Seq(seq.0 - 1),
                     newest_segment: Some(file),

@@ -64,18 +64,20 @@
 //! on it. It does not deadlock there (nothing in it waits for the runtime), but use
 //! [`Store::as_async`] instead.
 
-use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
 use std::path::Path;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 
 use airomem_core::{PostcardSerializer, Serializer, State};
 
-use crate::{Committed, CommittedUnit, Error, Imported, Query, RecoveryReport, Stats, StoreOptions};
+use super::Query;
+use super::import::Imported;
+use crate::Error;
+use crate::options::StoreOptions;
+use crate::park::block_on;
+#[cfg(feature = "snapshot")]
+use crate::report::SnapshotInfo;
+use crate::report::{RecoveryReport, Stats};
+use crate::write::request::{Committed, CommittedUnit};
 
 /// A durable, in-memory prevalent system whose methods block instead of returning futures.
 ///
@@ -84,7 +86,7 @@ use crate::{Committed, CommittedUnit, Error, Imported, Query, RecoveryReport, St
 /// namesake on [`crate::Store`] and returns the same errors; only waiting differs. There is
 /// no cancellation to speak of: a call returns once the writer has answered.
 pub struct Store<S: State, Z: Serializer = PostcardSerializer> {
-    store: crate::Store<S, Z>,
+    store: super::Store<S, Z>,
 }
 
 /// A blocking store that journals commands as postcard, the compact default.
@@ -104,7 +106,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Opens (or creates) the store in `dir`, recovering the state on this thread. See
     /// [`crate::Store::open_with`].
     pub fn open_with(serializer: Z, dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, Error> {
-        crate::Store::open_blocking(serializer, dir.as_ref().to_path_buf(), options).map(Store::from)
+        super::Store::open_blocking(serializer, dir.as_ref().to_path_buf(), options).map(Store::from)
     }
 
     /// Commits a command: journals it, makes it durable (per the store's
@@ -161,7 +163,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
 
     /// Takes a snapshot now and returns once it is durable. See [`crate::Store::snapshot`].
     #[cfg(feature = "snapshot")]
-    pub fn snapshot(&self) -> Result<crate::SnapshotInfo, Error> {
+    pub fn snapshot(&self) -> Result<SnapshotInfo, Error> {
         block_on(self.store.snapshot())
     }
 
@@ -193,24 +195,24 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     /// The same store as an async handle, for code that has a runtime.
-    pub fn as_async(&self) -> &crate::Store<S, Z> {
+    pub fn as_async(&self) -> &super::Store<S, Z> {
         &self.store
     }
 
     /// Turns this handle into an async one on the same store.
-    pub fn into_async(self) -> crate::Store<S, Z> {
+    pub fn into_async(self) -> super::Store<S, Z> {
         self.store
     }
 }
 
-impl<S: State, Z: Serializer> From<crate::Store<S, Z>> for Store<S, Z> {
+impl<S: State, Z: Serializer> From<super::Store<S, Z>> for Store<S, Z> {
     /// A blocking handle on the same store: nothing is reopened.
-    fn from(store: crate::Store<S, Z>) -> Self {
+    fn from(store: super::Store<S, Z>) -> Self {
         Store { store }
     }
 }
 
-impl<S: State, Z: Serializer> From<Store<S, Z>> for crate::Store<S, Z> {
+impl<S: State, Z: Serializer> From<Store<S, Z>> for super::Store<S, Z> {
     /// An async handle on the same store: nothing is reopened.
     fn from(store: Store<S, Z>) -> Self {
         store.store
@@ -226,157 +228,5 @@ impl<S: State, Z: Serializer> Clone for Store<S, Z> {
 impl<S: State, Z: Serializer> fmt::Debug for Store<S, Z> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("blocking::Store").field(&self.store).finish()
-    }
-}
-
-thread_local! {
-    /// Whether this thread is inside [`block_on`]: see [`pause`].
-    static DRIVING: Cell<bool> = const { Cell::new(false) };
-    /// Wakes this thread from [`block_on`]'s park; built once per thread, so a commit does
-    /// not allocate one.
-    static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
-}
-
-/// Wakes the thread that waits in [`block_on`].
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs `future` to completion on this thread, parking it while the future waits.
-///
-/// The store's futures need no runtime: they wait on tokio's `sync` primitives (a
-/// semaphore, oneshot channels), which work with any waker, and on the writer thread, which
-/// wakes them. A wake-up that comes before the park leaves the thread's token set, so the
-/// park returns at once and none is lost; a spurious return only costs another poll.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    // On a runtime's thread, tokio's primitives would charge each poll to the running task's
-    // cooperative budget, and once it ran out would leave their wake-up to the scheduler,
-    // which cannot run while this parks: a blocking call from async code would hang after
-    // some dozens of commits. Unconstrained, they never defer.
-    let mut future = pin!(tokio::task::unconstrained(future));
-    let waker = WAKER.with(Waker::clone);
-    let mut context = Context::from_waker(&waker);
-    let _driving = Driving::enter();
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => thread::park(),
-        }
-    }
-}
-
-/// Marks this thread as driven by [`block_on`] until dropped (restoring the mark it found,
-/// should one `block_on` ever run inside another).
-struct Driving(bool);
-
-impl Driving {
-    fn enter() -> Driving {
-        Driving(DRIVING.replace(true))
-    }
-}
-
-impl Drop for Driving {
-    fn drop(&mut self) {
-        DRIVING.set(self.0);
-    }
-}
-
-/// The pause between two polls of a lone commit's outcome (see
-/// [`crate::StoreOptions::spin_limit`]).
-///
-/// In a tokio task, `tokio::task::yield_now` lets the runtime's other tasks run. Under
-/// [`block_on`] the thread is the caller's own, with no tasks to run: the pause lets other
-/// threads (the writer, on a machine with few cores) have the CPU, and returns. It must not
-/// use `tokio::task::yield_now` there: called on a runtime's thread (a blocking call from
-/// async code), that hands the wake-up to the runtime's scheduler, which cannot run while
-/// [`block_on`] parks the thread, and the commit would never finish.
-pub(crate) async fn pause() {
-    if DRIVING.get() {
-        thread::yield_now();
-    } else {
-        tokio::task::yield_now().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn block_on_returns_what_the_future_returns() {
-        assert_eq!(block_on(async { 7 }), 7);
-    }
-
-    /// A wake-up from another thread ends the park; one that came before it is not lost.
-    #[test]
-    fn block_on_waits_for_a_wake_from_another_thread() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sender = thread::spawn(move || tx.send(42).expect("receiver alive"));
-        assert_eq!(block_on(rx).expect("sent"), 42);
-        sender.join().expect("sender");
-
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tx.send(43).expect("receiver alive");
-        assert_eq!(block_on(rx).expect("sent"), 43);
-    }
-
-    /// On a runtime's thread, tokio's primitives charge each poll to the running task's
-    /// budget (128 polls), then answer `Pending` and leave the wake-up to the scheduler, which
-    /// cannot run while `block_on` parks. Without `unconstrained` this test hangs.
-    #[test]
-    fn block_on_is_not_charged_to_a_runtime_task_budget() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime.block_on(async {
-            for n in 0..1_000 {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                tx.send(n).expect("receiver alive");
-                assert_eq!(block_on(rx).expect("sent"), n);
-            }
-        });
-    }
-
-    #[test]
-    fn pause_knows_who_drives_it() {
-        assert!(!DRIVING.get());
-        block_on(async {
-            assert!(DRIVING.get(), "inside block_on");
-            pause().await;
-            assert!(DRIVING.get(), "still inside block_on after a pause");
-        });
-        assert!(!DRIVING.get(), "the mark is gone once block_on returns");
-    }
-
-    /// The reason `pause` exists: on a runtime's thread (a blocking call made from async
-    /// code) the lone-commit spin's pause must not leave its wake-up to the runtime's
-    /// scheduler, which cannot run while `block_on` parks the thread. `tokio::task::yield_now`
-    /// in its place returns `Pending` without waking, and the commit would never finish.
-    #[test]
-    fn pause_does_not_wait_for_a_scheduler() {
-        struct Woken(std::sync::atomic::AtomicBool);
-        impl Wake for Woken {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime.block_on(async {
-            let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
-            let waker = Waker::from(Arc::clone(&woken));
-            let _driving = Driving::enter();
-            let mut paused = pin!(pause());
-            let ready = paused.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
-            assert!(
-                ready || woken.0.load(std::sync::atomic::Ordering::SeqCst),
-                "the pause neither finished nor woke its caller: block_on would park for good"
-            );
-        });
     }
 }

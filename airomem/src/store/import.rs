@@ -13,8 +13,9 @@ use std::ops::Range;
 use airomem_core::{Seq, Serializer, State};
 use tokio::sync::oneshot;
 
-use crate::writer::Reply;
-use crate::{Committed, Error, Store};
+use super::Store;
+use crate::Error;
+use crate::write::request::{Committed, Reply};
 
 /// Receipts awaited at once at most: bounds the memory an import holds beyond the store's
 /// own queue.

@@ -1,24 +1,34 @@
-use std::collections::BTreeSet;
+//! The store's handle: commits, queries, snapshots on demand, stats and close. A handle
+//! hands commands to the write path and reads the state under its lock; it never touches a
+//! file itself.
+
+pub mod blocking;
+pub(crate) mod import;
+mod open;
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLockReadGuard};
-use std::thread;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use airomem_core::{PostcardSerializer, Seq, Serializer, State};
-use airomem_journal::{JournalConfig, JournalWriter, SyncMode};
+use airomem_core::{PostcardSerializer, Serializer, State};
 use tokio::sync::{Semaphore, oneshot};
-use tracing::{error, info};
 
-use crate::committer::Committer;
+use crate::Error;
 use crate::execute::encode_copy;
-use crate::rebuild::recover;
-use crate::stats::Counters;
-use crate::writer::{Commands, Message, Reply, Request, Shared, Stopped, Writer};
-use crate::{Error, RecoveryReport, Stats, StoreOptions};
+use crate::park::pause;
+#[cfg(feature = "snapshot")]
+use crate::report::SnapshotInfo;
+use crate::report::{RecoveryReport, Stats};
+use crate::write::committer::Committer;
+use crate::write::request::{Commands, Committed, CommittedUnit, Deliver, Message, Reply, Request};
+use crate::write::shared::Shared;
+use crate::write::tenure::Life;
 
 /// How long a lone commit waits for its receipt in place before yielding (see `receive`).
 const INLINE_SPIN: Duration = Duration::from_micros(25);
@@ -61,56 +71,13 @@ struct Inner<S: State, Z> {
     pending: Arc<Semaphore>,
     max_pending: u32,
     /// The writer thread's registration: marked closing when the last handle goes.
-    life: Option<Arc<crate::lifecycle::Life>>,
+    life: Option<Arc<Life>>,
     dir: PathBuf,
     report: RecoveryReport,
     /// The length of the last command encoded: the capacity the next one starts with, so
     /// that encoding does not grow its buffer step by step (measured: 5 % of an import's time
     /// went to `realloc`).
     payload_hint: AtomicUsize,
-}
-
-/// The receipt of a committed command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Committed {
-    /// The command's sequence number.
-    pub seq: Seq,
-    /// Its recorded commit time, nanoseconds since the Unix epoch; what
-    /// [`crate::CommitContext::current`] told the command.
-    pub unix_nanos: u64,
-}
-
-/// The receipt of an atomic unit ([`Store::commit_all`]): its commands got the consecutive
-/// sequence numbers `first..=last` and one commit time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CommittedUnit {
-    /// The unit's first command.
-    pub first: Seq,
-    /// Its last command.
-    pub last: Seq,
-    /// Their recorded commit time, nanoseconds since the Unix epoch.
-    pub unix_nanos: u64,
-}
-
-impl CommittedUnit {
-    /// How many commands the unit holds.
-    pub fn len(&self) -> u64 {
-        self.last.0 - self.first.0 + 1
-    }
-
-    /// Never: a unit holds at least one command.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
-impl Committed {
-    /// The recorded commit time.
-    pub fn time(&self) -> std::time::SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.unix_nanos)
-    }
 }
 
 /// A read lock on the state. Many can be held at once; commits wait while any is held, so
@@ -125,160 +92,6 @@ impl<S> Deref for Query<'_, S> {
 }
 
 impl<S: State, Z: Serializer> Store<S, Z> {
-    /// Opens (or creates) the store in `dir` with default options, recovering the state
-    /// from what is on disk.
-    pub async fn open(serializer: Z, dir: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::open_with(serializer, dir, StoreOptions::default()).await
-    }
-
-    /// Opens (or creates) the store in `dir`, recovering the state from what is on disk.
-    ///
-    /// Recovery runs on a blocking thread. Errors name what is wrong on disk; nothing is
-    /// deleted or rewritten except a torn write at the very end of the journal, which is
-    /// cut and kept in a quarantine file (see [`RecoveryReport::torn_tail`]).
-    pub async fn open_with(serializer: Z, dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, Error> {
-        let dir = dir.as_ref().to_path_buf();
-        let named = dir.clone();
-        match tokio::task::spawn_blocking(move || Self::open_blocking(serializer, dir, options)).await {
-            Ok(opened) => opened,
-            // A panic in recovery is a bug; it must surface as one, not as an I/O error.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down and cancelled the open.
-            Err(e) => Err(Error::Io { op: "recover", path: named, source: Arc::new(std::io::Error::other(e)) }),
-        }
-    }
-
-    pub(crate) fn open_blocking(serializer: Z, dir: PathBuf, options: StoreOptions) -> Result<Self, Error> {
-        let started = Instant::now();
-        let storage = Arc::clone(&options.storage);
-        crate::lifecycle::make_dir(&*storage, &dir)?;
-        // The writer thread owns the lock and this registration from here on (see
-        // `crate::lifecycle`); until it is running, this function does.
-        let tenure = crate::lifecycle::enter(&dir);
-        let lock = crate::lifecycle::lock(&*storage, &dir)?;
-
-        let config = JournalConfig {
-            storage,
-            dir: dir.clone(),
-            serializer: Z::ID,
-            schema_version: S::SCHEMA_VERSION,
-            segment_size: options.segment_size,
-            preallocate: if options.durability == crate::Durability::Fsync { options.preallocate } else { 0 },
-        };
-        // Nothing in the directory changes until the state is built: a failed recovery (a
-        // state that does not convert, a schema the chain does not reach) leaves it as it was.
-        let mut recovered = recover::<S, Z>(&config, &serializer, None)?;
-        recovered.apply_repair(&config)?;
-        let mode =
-            if options.durability == crate::Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
-        // Opening the writer syncs what recovery read. Abort markers go next to the commands
-        // they cancel, in the newest segment whatever its schema; only then does a segment of
-        // the current schema start, if the newest was written under another.
-        let mut journal = JournalWriter::open_with(config.clone(), &recovered.outcome, mode)?;
-        for &seq in &recovered.report.aborted_now {
-            journal.append_abort(seq)?;
-        }
-        let replaced = journal.start_current_schema()?;
-        let prune = Arc::new(Mutex::new(()));
-        #[cfg(feature = "snapshot")]
-        let mut sealed = None;
-        #[cfg(feature = "snapshot")]
-        if !recovered.report.migrations.is_empty() {
-            // Sealed before any commit, so that the next open starts at the current schema.
-            // Only synced records may be in a snapshot: the writer's open synced the journal
-            // and each abort marker was synced as it was written.
-            journal.sync()?;
-            let seq = Seq(journal.next_seq().0 - 1);
-            match crate::snapshots::seal(&config, options.snapshots, &prune, &serializer, &recovered.state, seq) {
-                Ok((info, changed)) => {
-                    info!(seq = info.seq.0, bytes = info.file_len, "migration sealed with a snapshot");
-                    recovered.report.sealed = Some(info.seq);
-                    sealed = Some((info, changed));
-                }
-                // The journal still holds everything, and the next open migrates again.
-                Err(e) => tracing::warn!(error = %e, "could not write the snapshot sealing the migration"),
-            }
-        }
-
-        let segments = recovered.outcome.segments.len() as u64 - u64::from(replaced);
-        // Read after the seal, which may have removed or replaced files of older schemas.
-        let on_disk = crate::migrate::schemas_on_disk(&*config.storage, &config.dir)?;
-        let counters = Arc::new(Counters::at_open(&recovered.report, segments, S::SCHEMA_VERSION, on_disk));
-        counters.record(0, 0, journal.counters(), journal.next_seq());
-        #[cfg(feature = "snapshot")]
-        if let Some((info, changed)) = &sealed {
-            counters.snapshot_published(info, changed);
-        }
-        let shared = Arc::new(Shared::new(recovered.state, counters));
-        let serializer = Arc::new(serializer);
-        let (sender, rx) = mpsc::channel();
-        #[cfg(feature = "snapshot")]
-        let snapshotter = crate::snapshots::Snapshotter::start(
-            options.snapshots,
-            config.clone(),
-            Arc::clone(&prune),
-            Arc::clone(&shared.counters),
-        )?;
-        let committer = Arc::new(Mutex::new(Committer::new(
-            journal,
-            config,
-            Arc::clone(&serializer),
-            Arc::clone(&shared),
-            &options,
-            recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
-            prune,
-            #[cfg(feature = "snapshot")]
-            snapshotter,
-        )));
-        let writer = Writer::new(Arc::clone(&committer), Arc::clone(&shared), rx, &options);
-        let life = tenure.as_ref().map(crate::lifecycle::Tenure::life);
-        let watched = Arc::clone(&shared);
-        let halted = Arc::clone(&committer);
-        thread::Builder::new()
-            .name("airomem-writer".into())
-            .spawn(move || {
-                let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run()));
-                if stopped.is_err() {
-                    // The journal and the snapshot thread live in the committer, which the
-                    // handles share and so outlive this thread: a snapshot in flight could
-                    // still publish and run retention. Stop them before the lock goes.
-                    halt(&halted);
-                }
-                // Nothing of this store writes any more (a closed committer refuses to, and
-                // its snapshot thread has ended): only now may another store take the
-                // directory.
-                drop(lock);
-                drop(tenure);
-                match stopped {
-                    Ok(Stopped { result, reply: Some(reply) }) => drop(reply.send(result)),
-                    Ok(Stopped { reply: None, .. }) => {}
-                    Err(panic) => {
-                        let message = crate::execute::panic_message(panic);
-                        error!(message, "the writer thread panicked; the store refuses reads and commits");
-                        watched.health.writer_panicked(&message);
-                    }
-                }
-            })
-            .map_err(Error::io("spawn writer thread", &dir))?;
-        info!(dir = %dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
-        Ok(Store {
-            inner: Arc::new(Inner {
-                shared,
-                serializer,
-                committer,
-                lone_in_caller: options.durability != crate::Durability::Fsync && options.commit_in_caller,
-                sender,
-                closed: AtomicBool::new(false),
-                pending: Arc::new(Semaphore::new(options.max_pending_bytes as usize)),
-                max_pending: options.max_pending_bytes,
-                life,
-                dir,
-                report: recovered.report,
-                payload_hint: AtomicUsize::new(0),
-            }),
-        })
-    }
-
     /// Commits a command: journals it, makes it durable (per the store's
     /// [`crate::Durability`]), applies it to the state, and returns its receipt.
     ///
@@ -419,7 +232,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                     break;
                 }
                 // Not `tokio::task::yield_now`: a blocking handle drives this future too.
-                crate::blocking::pause().await;
+                pause().await;
             }
         }
         rx.await.map_err(|_| self.gone())?
@@ -585,7 +398,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// writing, `fdatasync` and publishing happen on the snapshot thread with no lock held,
     /// while commits continue. Then retention removes old snapshots and covered segments.
     #[cfg(feature = "snapshot")]
-    pub async fn snapshot(&self) -> Result<crate::SnapshotInfo, Error> {
+    pub async fn snapshot(&self) -> Result<SnapshotInfo, Error> {
         let (tx, rx) = oneshot::channel();
         self.post(Message::Snapshot(tx))?;
         rx.await.map_err(|_| Error::Closed)?
@@ -674,7 +487,7 @@ where
     let (tx, rx) = oneshot::channel();
     let reply = Reply::Query(Box::new(move |outcome: Result<(&S, Committed), Error>| {
         let result = outcome.and_then(|(state, _)| run_query(query, state));
-        Box::new(move || drop(tx.send(result))) as crate::writer::Deliver
+        Box::new(move || drop(tx.send(result))) as Deliver
     }));
     (reply, rx)
 }

@@ -16,11 +16,14 @@ use airomem_core::{CommitContext, Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalWriter};
 use tracing::{debug, error, warn};
 
-use crate::Committed;
-use crate::execute::execute;
-use crate::rebuild::rebuild;
-use crate::writer::{Commands, Outcome, Request, Shared};
-use crate::{Durability, Error};
+use crate::Error;
+use crate::execute::{execute, panic_message};
+use crate::options::{Durability, StoreOptions};
+use crate::recover::rebuild;
+#[cfg(feature = "snapshot")]
+use crate::snapshot::worker::{SnapshotReply, Snapshotter};
+use crate::write::request::{Commands, Committed, Outcome, Request};
+use crate::write::shared::Shared;
 
 /// A rollback that replays more commands than this leaves a snapshot behind, so that the next
 /// one starts from it.
@@ -47,7 +50,7 @@ pub(crate) struct Committer<S: State, Z> {
     /// from files after a panic.
     prune: Arc<std::sync::Mutex<()>>,
     #[cfg(feature = "snapshot")]
-    snapshotter: crate::snapshots::Snapshotter,
+    snapshotter: Snapshotter,
     /// A rollback replayed a long journal tail: snapshot once the batch is done.
     #[cfg(feature = "snapshot")]
     snapshot_after_batch: bool,
@@ -63,7 +66,7 @@ pub(crate) struct Committer<S: State, Z> {
     /// A command that panicked in a caller's thread, whose rollback (its abort marker, a
     /// rebuild from the files) is the writer thread's: `(first command of its request, the
     /// command)`. Until [`Committer::settle`] carries it out, reads wait at the
-    /// [`crate::writer::RollbackGate`] and no caller commits in its own thread.
+    /// [`crate::write::shared::RollbackGate`] and no caller commits in its own thread.
     pending_rollback: Option<(Seq, Seq)>,
 }
 
@@ -83,10 +86,10 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         config: JournalConfig,
         serializer: Arc<Z>,
         shared: Arc<Shared<S>>,
-        options: &crate::StoreOptions,
+        options: &StoreOptions,
         aborted: BTreeSet<Seq>,
         prune: Arc<std::sync::Mutex<()>>,
-        #[cfg(feature = "snapshot")] snapshotter: crate::snapshots::Snapshotter,
+        #[cfg(feature = "snapshot")] snapshotter: Snapshotter,
     ) -> Self {
         Committer {
             journal,
@@ -141,7 +144,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// exactly as the writer thread would commit it in a batch of its own, and answers with
     /// `answer`, run on the state right after the command under the same write lock. Returns
     /// that answer, or the error, and whether the writer thread must be nudged (see
-    /// [`crate::writer::Message::Nudge`]).
+    /// [`crate::write::request::Message::Nudge`]).
     ///
     /// No request, no channel: the caller has its answer when this returns. The command's
     /// own code runs here only inside `execute` and `answer`, which catch its panics: its
@@ -183,7 +186,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
 
     /// Commits one request in the calling thread (which checked [`Self::may_commit_here`])
     /// through the writer's own batch code, as a batch of one, and answers it. Returns
-    /// whether the writer thread must be nudged (see [`crate::writer::Message::Nudge`]).
+    /// whether the writer thread must be nudged (see [`crate::write::request::Message::Nudge`]).
     pub(crate) fn commit_here(&mut self, request: Request<S>) -> bool {
         let before = self.before_here();
         let commands = request.commands.len() as u64;
@@ -252,7 +255,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
     /// snapshot thread. The journal is synced first, whatever the durability policy, so a
     /// snapshot never includes a record that a crash could take out of the journal.
     #[cfg(feature = "snapshot")]
-    pub(crate) fn snapshot(&mut self, reply: Option<crate::snapshots::SnapshotReply>) {
+    pub(crate) fn snapshot(&mut self, reply: Option<SnapshotReply>) {
         self.settle();
         if let Err(error) = self.shared.health.check_commit() {
             if let Some(reply) = reply {
@@ -466,7 +469,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             rebuild::<S, Z>(&self.config, &self.serializer, until, &self.aborted).map_err(|e| e.to_string())
         }))
-        .unwrap_or_else(|panic| Err(format!("the rebuild panicked: {}", crate::execute::panic_message(panic))));
+        .unwrap_or_else(|panic| Err(format!("the rebuild panicked: {}", panic_message(panic))));
         match rebuilt {
             Ok((rebuilt, replayed)) => {
                 *state = rebuilt;
@@ -506,100 +509,5 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         self.snapshotter.shutdown();
         self.shared.health.check_commit()?;
         self.journal.trim().map_err(|e| self.poison(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use airomem_core::{PostcardSerializer, State};
-
-    use crate::blocking::block_on;
-    use crate::{Durability, Store, StoreOptions};
-
-    /// Every command appended, in order.
-    #[derive(Default, serde::Serialize, serde::Deserialize)]
-    struct Appended(Vec<u64>);
-
-    impl State for Appended {
-        type Command = u64;
-        fn execute(&mut self, command: u64) {
-            self.0.push(command);
-        }
-    }
-
-    fn open(dir: &std::path::Path, options: StoreOptions) -> Store<Appended> {
-        Store::open_blocking(PostcardSerializer, dir.to_path_buf(), options).expect("open")
-    }
-
-    /// The name of the thread that applies a command: its `commit_with` query runs there.
-    fn applied_on(store: &Store<Appended>, command: u64) -> String {
-        let name = |_: &Appended| std::thread::current().name().unwrap_or("unnamed").to_owned();
-        block_on(store.commit_with(command, name)).expect("commit")
-    }
-
-    #[test]
-    fn a_lone_commit_is_applied_in_its_callers_thread_only_where_allowed() {
-        let caller = std::thread::current().name().expect("test threads are named").to_owned();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let cases = [
-            (StoreOptions::default().durability(Durability::OsBuffered), caller.as_str()),
-            (StoreOptions::default().durability(Durability::Periodic(std::time::Duration::from_secs(60))), &caller),
-            (StoreOptions::default().durability(Durability::Fsync), "airomem-writer"),
-            (StoreOptions::default().durability(Durability::OsBuffered).commit_in_caller(false), "airomem-writer"),
-        ];
-        for (i, (options, expected)) in cases.into_iter().enumerate() {
-            let store = open(&tmp.path().join(i.to_string()), options);
-            assert_eq!(applied_on(&store, 1), expected, "case {i}");
-            assert_eq!(applied_on(&store, 2), expected, "case {i}");
-            assert_eq!(store.query().expect("query").0, vec![1, 2]);
-            block_on(store.close()).expect("close");
-        }
-    }
-
-    /// A request handed to the writer thread and not yet committed (one whose caller gave up
-    /// waiting, say) must not be overtaken by a later commit of the same caller.
-    #[test]
-    fn a_commit_goes_through_the_writer_while_an_earlier_one_is_unwritten() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = open(tmp.path(), StoreOptions::default().durability(Durability::OsBuffered));
-        assert_ne!(applied_on(&store, 1), "airomem-writer");
-        // As if a request were still queued: counted as handed over, never written.
-        store.shared().submitted.fetch_add(1, Ordering::Release);
-        assert_eq!(applied_on(&store, 2), "airomem-writer");
-        assert_eq!(store.query().expect("query").0, vec![1, 2]);
-    }
-
-    /// A commit that finds the committer busy with another caller's commit is queued for the
-    /// writer thread, never blocked on the lock in its own thread, and applied after it.
-    #[test]
-    fn a_commit_finding_the_committer_busy_is_queued_not_blocked() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = open(tmp.path(), StoreOptions::default().durability(Durability::OsBuffered));
-        let (entered, wait_entered) = std::sync::mpsc::channel();
-        let (release, wait_release) = std::sync::mpsc::channel::<()>();
-        let first = store.clone();
-        let holder = std::thread::Builder::new().name("holder".into()).spawn(move || {
-            // Alone, so applied in this thread, which holds the committer until released.
-            block_on(first.commit_with(1, move |_: &Appended| {
-                entered.send(std::thread::current().name().map(str::to_owned)).expect("send");
-                wait_release.recv().expect("released");
-            }))
-            .expect("first commit")
-        });
-        let holder = holder.expect("spawn");
-        assert_eq!(wait_entered.recv().expect("entered").as_deref(), Some("holder"));
-        let second = store.clone();
-        let waiter = std::thread::spawn(move || applied_on(&second, 2));
-        // Released only once the second commit is queued for the writer thread, so it
-        // decided where to go while the first was still awaited.
-        while store.shared().submitted.load(Ordering::Acquire) < 1 {
-            std::thread::yield_now();
-        }
-        release.send(()).expect("release");
-        holder.join().expect("holder");
-        assert_eq!(waiter.join().expect("waiter"), "airomem-writer");
-        assert_eq!(store.query().expect("query").0, vec![1, 2]);
     }
 }

@@ -22,6 +22,7 @@ use airomem_core::storage::{LockGuard, Storage};
 use tracing::debug;
 
 use crate::Error;
+use crate::layout::LOCK_FILE;
 
 /// How long an open waits for a closing store of the same directory before it gives up and
 /// reports `Locked`: longer than any sane final batch and snapshot, short of a hang.
@@ -79,7 +80,7 @@ fn key(dir: &Path) -> PathBuf {
 /// writer that is about to take it. Returns `None` when an open store is registered under
 /// the same path: the directory lock then decides (it reports `Locked`, unless the path names
 /// a directory of another storage, such as a second simulated disk).
-pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
+fn enter(dir: &Path) -> Option<Tenure> {
     let key = key(dir);
     let deadline = Instant::now() + CLOSING_PATIENCE;
     let mut writers = WRITERS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -103,14 +104,11 @@ pub(crate) fn enter(dir: &Path) -> Option<Tenure> {
     }
 }
 
-/// The directory lock's file name in a store directory.
-pub(crate) const LOCK_FILE: &str = "airomem.lock";
-
 /// Creates `dir` if it is missing and makes every directory this created durable before
 /// anything is written in it: a directory's entry lives in its parent, so each parent is
 /// synced, outermost first. For an existing store that is one fsync of its parent, which
 /// is cheap. Used by every path that creates a store (an open, an import).
-pub(crate) fn make_dir(storage: &dyn Storage, dir: &Path) -> Result<(), Error> {
+fn make_dir(storage: &dyn Storage, dir: &Path) -> Result<(), Error> {
     let mut missing: Vec<&Path> = Vec::new();
     for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
         match storage.list(ancestor) {
@@ -133,10 +131,29 @@ pub(crate) fn make_dir(storage: &dyn Storage, dir: &Path) -> Result<(), Error> {
 /// Takes the directory lock of the store in `dir`: [`Error::Locked`] if another store (in
 /// this process or another) holds it. The guard releases it when dropped; who holds the
 /// guard, and so when that happens, is the caller's to say.
-pub(crate) fn lock(storage: &dyn Storage, dir: &Path) -> Result<LockGuard, Error> {
+fn lock(storage: &dyn Storage, dir: &Path) -> Result<LockGuard, Error> {
     let lock_path = dir.join(LOCK_FILE);
     storage.lock(&lock_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.to_path_buf() },
         _ => Error::io("lock", &lock_path)(e),
     })
+}
+
+/// A store directory claimed for writing: created and durable, registered as this process's
+/// writer of it, and locked. Whoever holds the claim decides when the directory is free: the
+/// writer thread drops the lock and then the tenure as the last thing it does; an import
+/// drops both once its snapshot is written.
+pub(crate) struct Claim {
+    pub lock: LockGuard,
+    pub tenure: Option<Tenure>,
+}
+
+/// The open sequence's first steps, shared by every path that writes a store (an open, an
+/// import): create the directory and sync its parents ([`make_dir`]), wait for a closing
+/// store of this process ([`enter`]), then take the lock ([`lock`]).
+pub(crate) fn claim(storage: &dyn Storage, dir: &Path) -> Result<Claim, Error> {
+    make_dir(storage, dir)?;
+    let tenure = enter(dir);
+    let lock = lock(storage, dir)?;
+    Ok(Claim { lock, tenure })
 }

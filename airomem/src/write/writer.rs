@@ -1,19 +1,20 @@
 //! The writer thread: owns the journal, turns queued commits into batches (one write, one
 //! sync each), applies each batch under one write-lock acquisition, then acknowledges.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use airomem_core::{Seq, Serializer, State};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use airomem_core::{Serializer, State};
+use tokio::sync::oneshot;
 use tracing::error;
 
-use crate::committer::Committer;
-use crate::health::Health;
-use crate::stats::Counters;
-use crate::{Committed, CommittedUnit, Durability, Error};
+use crate::Error;
+use crate::options::{Durability, StoreOptions};
+use crate::write::committer::Committer;
+use crate::write::request::{Message, Request};
+use crate::write::shared::Shared;
 
 /// The longest a batch waits for expected callers, whatever the disk.
 const MAX_LINGER: Duration = Duration::from_micros(500);
@@ -29,192 +30,6 @@ const STREAM_GAP: Duration = Duration::from_micros(20);
 /// The longest such a batch waits in all, so that commits queued behind an import are not
 /// held back for long.
 const STREAM_LINGER: Duration = Duration::from_micros(500);
-
-/// What the writer shares with the `Store` handles.
-pub(crate) struct Shared<S> {
-    pub state: RwLock<S>,
-    pub counters: Arc<Counters>,
-    /// Whether commits and reads are still served (see [`crate::health`]).
-    pub health: Health,
-    /// Commits handed to the writer so far (see [`Writer::linger`]).
-    pub submitted: AtomicU64,
-    /// Of those, how many the writer has committed (or refused), counted under the
-    /// committer's lock: while it falls short of `submitted`, a caller may not commit in its
-    /// own thread ([`Committer::may_commit_here`]).
-    pub written: AtomicU64,
-    /// Commits whose callers are waiting for their outcome.
-    pub in_flight: AtomicUsize,
-    /// How long a lone caller may poll for its outcome before sleeping, in nanoseconds: zero
-    /// when the disk is too slow for polling to pay (see [`crate::StoreOptions::spin_limit`]).
-    pub spin_nanos: AtomicU64,
-    /// Whether a lone caller starts its poll in place, without yielding: only when no sync
-    /// stands between its command and its receipt. Under `Fsync` a core spinning in place is
-    /// one the file system's journal thread may need to finish the sync (measured: 12 %
-    /// fewer lone commits on 2 cores).
-    pub spin_in_place: AtomicBool,
-    /// Where reads wait while the rollback of a command that panicked in a caller's thread
-    /// is the writer thread's to do.
-    pub rollback: RollbackGate,
-}
-
-/// Holds reads back from a state that a command left half changed, between its panic in a
-/// caller's thread and its rollback in the writer thread.
-///
-/// Closed by the caller whose command panicked, under the state's write lock; opened by the
-/// writer thread under the same lock once the state is rebuilt (or the store marked broken),
-/// or by the writer's unwinding if it dies first. A reader checks it under the read lock, so
-/// it never sees the state between those two points.
-#[derive(Default)]
-pub(crate) struct RollbackGate {
-    closed: AtomicBool,
-    waiting: Mutex<()>,
-    opened: std::sync::Condvar,
-}
-
-impl RollbackGate {
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn open(&self) {
-        // Under the mutex, so that a reader between its check and its wait is woken.
-        let _waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.closed.store(false, Ordering::Release);
-        self.opened.notify_all();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Blocks until the gate is open: as long as a rollback takes, as a reader used to wait
-    /// for the write lock the rollback held.
-    pub(crate) fn wait(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while self.closed.load(Ordering::Acquire) {
-            waiting = self.opened.wait(waiting).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-}
-
-impl<S> Shared<S> {
-    pub(crate) fn new(state: S, counters: Arc<Counters>) -> Self {
-        Shared {
-            state: RwLock::new(state),
-            counters,
-            health: Health::default(),
-            submitted: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            spin_nanos: AtomicU64::new(0),
-            spin_in_place: AtomicBool::new(false),
-            rollback: RollbackGate::default(),
-        }
-    }
-}
-
-/// How the caller of one commit hears of its outcome.
-pub(crate) enum Reply<S> {
-    Receipt(oneshot::Sender<Result<Committed, Error>>),
-    /// The receipt of an atomic unit.
-    Unit(oneshot::Sender<Result<CommittedUnit, Error>>),
-    /// Runs under the write lock right after the command, so it sees the state exactly as
-    /// the command left it.
-    Query(QueryReply<S>),
-}
-
-/// The closure behind [`Reply::Query`]: handed the state right after the command, or the
-/// error; computes the caller's result and returns the step that delivers it.
-pub(crate) type QueryReply<S> = Box<dyn FnOnce(Result<(&S, Committed), Error>) -> Deliver + Send>;
-
-/// Tells a caller its outcome.
-pub(crate) type Deliver = Box<dyn FnOnce() + Send>;
-
-impl<S> Reply<S> {
-    pub(crate) fn fail(self, error: Error) {
-        self.prepare_failure(error).deliver();
-    }
-
-    pub(crate) fn prepare_failure(self, error: Error) -> Outcome {
-        match self {
-            Reply::Receipt(tx) => Outcome::Receipt(tx, Err(error)),
-            Reply::Unit(tx) => Outcome::Unit(tx, Err(error)),
-            Reply::Query(f) => Outcome::Deliver(f(Err(error))),
-        }
-    }
-
-    /// The outcome of a request whose commands all succeeded: `first..=last`.
-    pub(crate) fn prepare_success(self, state: &S, first: Seq, last: Seq, unix_nanos: u64) -> Outcome {
-        let committed = Committed { seq: last, unix_nanos };
-        match self {
-            Reply::Receipt(tx) => Outcome::Receipt(tx, Ok(committed)),
-            Reply::Unit(tx) => Outcome::Unit(tx, Ok(CommittedUnit { first, last, unix_nanos })),
-            Reply::Query(f) => Outcome::Deliver(f(Ok((state, committed)))),
-        }
-    }
-}
-
-/// A caller's outcome, held back until the write lock is released and the counters are
-/// updated, so that `stats()` read by an answered caller includes its command.
-pub(crate) enum Outcome {
-    Receipt(oneshot::Sender<Result<Committed, Error>>, Result<Committed, Error>),
-    Unit(oneshot::Sender<Result<CommittedUnit, Error>>, Result<CommittedUnit, Error>),
-    Deliver(Deliver),
-}
-
-impl Outcome {
-    pub(crate) fn deliver(self) {
-        match self {
-            Outcome::Receipt(tx, result) => drop(tx.send(result)),
-            Outcome::Unit(tx, result) => drop(tx.send(result)),
-            Outcome::Deliver(deliver) => deliver(),
-        }
-    }
-}
-
-pub(crate) struct Request<S: State> {
-    pub commands: Commands<S::Command>,
-    pub reply: Reply<S>,
-    /// The caller hands over another request right behind this one (an import does, for all
-    /// but its last command): see [`Writer::follow_stream`].
-    pub followed: bool,
-    /// Back-pressure: released when the writer is done with the request. None for one
-    /// committed in its caller's thread, which never queues.
-    pub _permit: Option<OwnedSemaphorePermit>,
-}
-
-/// What a request commits: one command, or an atomic unit of several, each with the bytes
-/// it is journaled as.
-pub(crate) enum Commands<C> {
-    One(Vec<u8>, C),
-    Unit(Vec<(Vec<u8>, C)>),
-}
-
-impl<C> Commands<C> {
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            Commands::One(payload, _) => payload.len(),
-            Commands::Unit(unit) => unit.iter().map(|(payload, _)| payload.len()).sum(),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Commands::One(..) => 1,
-            Commands::Unit(unit) => unit.len(),
-        }
-    }
-}
-
-pub(crate) enum Message<S: State> {
-    Commit(Request<S>),
-    Close(oneshot::Sender<Result<(), Error>>),
-    #[cfg(feature = "snapshot")]
-    Snapshot(crate::snapshots::SnapshotReply),
-    /// A caller committed in its own thread and left work for the writer thread: a timer to
-    /// start under `Periodic`, or a snapshot that came due.
-    Nudge,
-}
 
 /// How the writer paces batches and syncs: what it learned from the last ones.
 struct Pacing {
@@ -257,7 +72,7 @@ impl<S: State, Z: Serializer> Writer<S, Z> {
         committer: Arc<Mutex<Committer<S, Z>>>,
         shared: Arc<Shared<S>>,
         rx: Receiver<Message<S>>,
-        options: &crate::StoreOptions,
+        options: &StoreOptions,
     ) -> Self {
         if options.durability != Durability::Fsync {
             // No sync stands between a lone commit and its receipt (see `sync` for `Fsync`).
