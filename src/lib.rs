@@ -6,6 +6,32 @@ pub mod hooked;
 pub mod migration;
 pub mod sim;
 
+// The guide's chapters (docs/guide/) hold the examples the README used to: their Rust
+// blocks compile and run as doctests of this package, which has the facade's `json` and
+// `snapshot` features and, in doctests, its dev-dependencies. (Replication's chapter is
+// doctested by airomem-raft.)
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/commands-and-units.md")]
+pub struct GuideCommandsAndUnits;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/without-a-runtime.md")]
+pub struct GuideWithoutARuntime;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/changing-your-types.md")]
+pub struct GuideChangingYourTypes;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/looking-inside.md")]
+pub struct GuideLookingInside;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/web-service.md")]
+pub struct GuideWebService;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/operations.md")]
+pub struct GuideOperations;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/guarantees.md")]
+pub struct GuideGuarantees;
+
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};

@@ -56,6 +56,11 @@
 //! airomem snapshots, and every file goes through airomem's storage seam, so the power-loss
 //! tests run the whole group on a simulated disk.
 
+// The guide's replication chapter compiles and runs as a doctest of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide/replication.md")]
+pub struct GuideReplication;
+
 mod config;
 mod error;
 mod log;
