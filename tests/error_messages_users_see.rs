@@ -1,5 +1,5 @@
 //! What a user sees of an `airomem::Error` first: the `Debug` form, which
-//! `fn main() -> Result<(), airomem::Error>` (every README example), `unwrap()` and
+//! `fn main() -> Result<(), airomem::Error>` (every README and guide example), `unwrap()` and
 //! `expect()` print. It is the message (the `Display` text) and then every cause not already
 //! in it, the operating system's error included; `{:#?}` keeps the variant and its fields.
 //! Each case is a real failure, met as a user meets it.

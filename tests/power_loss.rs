@@ -15,7 +15,7 @@
 //! Scenarios (see [`Scenario`]): cuts anywhere in open, commits, snapshots and close; a
 //! second cut during the recovery of the first crash image; cuts at each operation of a
 //! snapshot's publication and retention; and workloads where some commands panic after
-//! changing the state (crash point 6 of ARCHITECTURE.md: an abort marker may be lost). A
+//! changing the state (crash point 6 of docs/design.md: an abort marker may be lost). A
 //! panicking command must never be recovered; its sequence number and its abort marker's are
 //! then the only gaps the log may have. Two deterministic tests pin down the case of two
 //! panicking commands in one batch.
@@ -886,7 +886,7 @@ async fn expect_recovered(disk: &SimStorage, expected: &[(u64, u64)], what: &str
 
 /// Two commands of one batch panic, and the power fails after the first one's abort marker
 /// is durable but before the second one's is. Neither was acknowledged, and the second is in
-/// the final batch of commands: recovery must abort it (crash point 6 of ARCHITECTURE.md),
+/// the final batch of commands: recovery must abort it (crash point 6 of docs/design.md),
 /// as it does when the batch holds one such command.
 #[test]
 fn a_batch_with_two_panicking_commands_recovers_after_losing_the_second_abort_marker() {

@@ -1,4 +1,4 @@
-//! The README's table of which type changes need a new `State::SCHEMA_VERSION`, row by row,
+//! The guide's table (docs/guide/changing-your-types.md) of which type changes need a new `State::SCHEMA_VERSION`, row by row,
 //! with the two serializers a store uses: bytes written by the old type, read by the new one.
 //! "Decodes as something else" is the dangerous outcome: no error, a different history.
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use airomem::testing::{SchemaCheck, assert_schema_recorded};
 use serde::{Deserialize, Serialize};
 
-/// The README's refusal example, verbatim in its types: the verdict of the latest command
+/// The guide's refusal example (docs/guide/commands-and-units.md), verbatim in its types: the verdict of the latest command
 /// is kept in the state as an enum.
 mod bank {
     use super::*;
@@ -301,7 +301,7 @@ fn recursive_types_are_recorded() {
     assert_eq!(shape["types"]["Node"]["STRUCT"][1]["children"]["SEQ"]["TYPENAME"], "Node", "{shape:#}");
 }
 
-/// The README's other states, as it shows them: each can be guarded.
+/// The guide's other states (docs/guide/), as it shows them: each can be guarded.
 mod readme {
     use super::*;
 

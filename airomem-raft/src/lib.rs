@@ -52,7 +52,7 @@
 //! # }
 //! ```
 //!
-//! The Raft log is a journal of its own (see `ARCHITECTURE.md`, *Replication*), snapshots are
+//! The Raft log is a journal of its own (see `DESIGN.md` in this crate), snapshots are
 //! airomem snapshots, and every file goes through airomem's storage seam, so the power-loss
 //! tests run the whole group on a simulated disk.
 

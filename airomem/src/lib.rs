@@ -76,7 +76,8 @@
 //! With both `json` and `snapshot`, the `tool` module offers an application's operators
 //! export, import and offline compaction.
 
-/// The README's examples compile and run as doctests.
+/// The README's quick start compiles and runs as a doctest (the guide's chapters are
+/// doctested by the workspace's root package).
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
