@@ -48,7 +48,7 @@ impl airomem::State for Sessions {
 
 /// A 32-character token derived from `n`: distinct for distinct `n`, cheap and repeatable,
 /// which is what a load demo needs (a real service draws random ones, see
-/// `session_service.rs`).
+/// `examples/web/session_service.rs`).
 fn token(n: u64) -> String {
     // splitmix64, twice, so that neighbouring n give unrelated tokens.
     let mix = |mut z: u64| {

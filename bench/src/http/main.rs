@@ -1,7 +1,8 @@
 //! `http-bench`: the session service under HTTP load, with its state in airomem (the
-//! release build of `examples/session_service.rs`), in SQLite (WAL, `synchronous=FULL`), and
-//! nowhere (the ceiling of the server and the load generator on this machine). Same routes,
-//! same JSON, one process per variant; oha drives each from the same machine.
+//! release build of `examples/web/session_service.rs`), in SQLite (WAL,
+//! `synchronous=FULL`), and nowhere (the ceiling of the server and the load generator on
+//! this machine). Same routes, same JSON, one process per variant; oha drives each from the
+//! same machine.
 //!
 //! For each repetition and variant, a fresh server on a fresh directory gets, from
 //! `--connections` connections (default 64):
@@ -19,7 +20,7 @@
 //!
 //! ```text
 //! scripts/install-oha
-//! cargo build --release --example session_service
+//! cargo build --release -p airomem-web-examples --example session_service
 //! cargo run --release -p airomem-bench --bin http-bench -- [--seconds S] [--repetitions N] [--dir DIR]
 //! ```
 //!
@@ -246,11 +247,11 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
 /// `target/release/examples/session_service`.
 fn example_binary(exe: &Path) -> Result<PathBuf, BoxError> {
     let binary = exe.parent().ok_or("this binary's directory")?.join("examples/session_service");
-    let build = "run `cargo build --release --example session_service` first";
+    let build = "run `cargo build --release -p airomem-web-examples --example session_service` first";
     let built = std::fs::metadata(&binary)
         .and_then(|m| m.modified())
         .map_err(|e| format!("{} ({e}): {build}", binary.display()))?;
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/session_service.rs");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/web/session_service.rs");
     if std::fs::metadata(source)?.modified()? > built {
         return Err(format!("{} is older than its source: {build}", binary.display()).into());
     }

@@ -1,5 +1,5 @@
-//! The session service example (`examples/session_service.rs`) run the way its users run it:
-//! a real process on a free loopback port, driven by concurrent HTTP clients, killed with
+//! The session service example (`examples/web/session_service.rs`) run the way its users run
+//! it: a real process on a free loopback port, driven by concurrent HTTP clients, killed with
 //! SIGKILL in the middle of the load and restarted on the same directory, where every
 //! session whose create was answered `201` must be served with its user id and expiry.
 //! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep; and
@@ -32,9 +32,28 @@ const MAX_REQUESTS_PER_CLIENT: u64 = 10_000;
 /// How long anything the service should do at once may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The example's binary, as `cargo test` builds it.
+/// The example's binary, as `cargo test` builds it beside the test binaries: the test
+/// binary is `target/<profile>/deps/<test>`, the example
+/// `target/<profile>/examples/session_service`.
+///
+/// # Panics
+///
+/// If the binary is missing or older than its source (`cargo test --test session_service`
+/// alone does not rebuild examples), with a message saying how to build it.
 fn service_binary() -> PathBuf {
-    airomem_workspace::example_binary("session_service")
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir =
+        test_binary.parent().and_then(Path::parent).expect("the test binary lies in target/<profile>/deps");
+    let binary = profile_dir.join("examples").join(format!("session_service{}", std::env::consts::EXE_SUFFIX));
+    let build = "`cargo test -p airomem-web-examples` builds it; `--test session_service` alone does not: \
+                 run `cargo build -p airomem-web-examples --example session_service` first";
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("the example binary {} is missing ({e}): {build}", binary.display()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("session_service.rs");
+    let edited = std::fs::metadata(&source).and_then(|m| m.modified()).expect("the example's source");
+    assert!(built >= edited, "the example binary {} is older than its source: {build}", binary.display());
+    binary
 }
 
 /// A running service. Dropping it kills the process (`kill_on_drop`), also when a test
@@ -86,9 +105,10 @@ impl Service {
         address.parse().expect("a socket address")
     }
 
-    fn pid(&self) -> i32 {
+    fn pid(&self) -> rustix::process::Pid {
         let pid = self.child.id().expect("the service is running");
-        i32::try_from(pid).expect("a pid fits a pid_t")
+        let pid = i32::try_from(pid).expect("a pid fits a pid_t");
+        rustix::process::Pid::from_raw(pid).expect("a child's pid is positive")
     }
 
     /// SIGKILL, and waits until the process is gone.
@@ -99,9 +119,8 @@ impl Service {
     /// SIGTERM, and the exit status once the process has shut down and everything it wrote
     /// has been read (an exited process's last lines may still sit in its pipes).
     async fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: `kill` only sends a signal; the pid is our own child's, not yet reaped.
-        let sent = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM: {}", std::io::Error::last_os_error());
+        // The pid is our own child's, not yet reaped, so it names no other process.
+        rustix::process::kill_process(self.pid(), rustix::process::Signal::TERM).expect("SIGTERM the service");
         let status = match tokio::time::timeout(PATIENCE, self.child.wait()).await {
             Ok(status) => status.expect("wait for the service"),
             Err(_) => panic!("the service did not exit within {PATIENCE:?} of SIGTERM"),

@@ -3,7 +3,7 @@
 //! after `kill -9`, serves every session a client was given.
 //!
 //! ```text
-//! cargo run --release --example session_service -- --listen 127.0.0.1:8080 --dir ./sessions
+//! cargo run --release -p airomem-web-examples --example session_service -- --listen 127.0.0.1:8080 --dir ./sessions
 //! curl -i -X POST 127.0.0.1:8080/sessions -H 'content-type: application/json' -d '{"user_id": 42}'
 //! ```
 //!
