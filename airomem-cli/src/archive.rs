@@ -7,8 +7,8 @@ use airomem::inspect;
 use airomem::{ARCHIVE_DIR, Seq};
 use serde_json::json;
 
+use crate::outcome::{Failure, Outcome};
 use crate::output::bytes;
-use crate::{Failure, Outcome};
 
 /// An archived file, with the sequence number its name carries.
 struct Archived {

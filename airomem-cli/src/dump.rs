@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::IgnoredAny;
 
+use crate::outcome::{Failure, Outcome};
 use crate::output::{chain, time};
-use crate::{Failure, Outcome};
 
 /// The serializer id of `JsonSerializer`: its payloads are printed as JSON.
 const JSON: u16 = 2;

@@ -6,8 +6,8 @@ use std::path::Path;
 use airomem::inspect::{self, LockState, Survey};
 use serde_json::{Value, json};
 
+use crate::outcome::{Failure, Outcome};
 use crate::output::{bytes, progress, store_bytes, time};
-use crate::{Failure, Outcome};
 
 pub(crate) fn run(dir: &Path, as_json: bool) -> Result<Outcome, Failure> {
     let bar = progress(store_bytes(dir), "reading");

@@ -9,6 +9,7 @@
 mod archive;
 mod dump;
 mod info;
+mod outcome;
 mod output;
 mod quarantine;
 mod verify;
@@ -17,6 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::outcome::Outcome;
 
 /// Look inside an airomem store: its files, their integrity, its journal records.
 ///
@@ -115,14 +118,6 @@ enum QuarantineCommand {
     },
 }
 
-/// How a subcommand ended, for the exit code.
-pub(crate) enum Outcome {
-    /// Nothing wrong.
-    Clean,
-    /// Damage found (already reported).
-    Damaged,
-}
-
 /// The exit code for damage found.
 const EXIT_DAMAGE: u8 = 1;
 /// The exit code for a usage or I/O error (clap uses it for usage errors too).
@@ -148,6 +143,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// What a subcommand fails with: printed with its causes, exit code 2.
-pub(crate) type Failure = Box<dyn std::error::Error>;

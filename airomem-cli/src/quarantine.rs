@@ -5,8 +5,8 @@ use std::path::Path;
 use airomem::inspect;
 use serde_json::json;
 
+use crate::outcome::{Failure, Outcome};
 use crate::output::bytes;
-use crate::{Failure, Outcome};
 
 pub(crate) fn list(dir: &Path, as_json: bool) -> Result<Outcome, Failure> {
     let survey = inspect::survey(dir, &mut |_| {})?;

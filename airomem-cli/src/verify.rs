@@ -5,8 +5,8 @@ use std::path::Path;
 use airomem::inspect::{self, Problem};
 use serde_json::json;
 
+use crate::outcome::{Failure, Outcome};
 use crate::output::{bytes, progress, store_bytes};
-use crate::{Failure, Outcome};
 
 pub(crate) fn run(dir: &Path, as_json: bool) -> Result<Outcome, Failure> {
     let bar = progress(store_bytes(dir), "verifying");

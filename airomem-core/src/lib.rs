@@ -12,6 +12,7 @@
 //! * `json` (off by default): `JsonSerializer`, commands and states as JSON through
 //!   serde_json. [`PostcardSerializer`] is always there.
 
+mod ancestor;
 mod context;
 mod dir_lock;
 mod error;
@@ -21,11 +22,11 @@ mod serializer;
 mod state;
 pub mod storage;
 
+pub use ancestor::Ancestor;
 pub use context::CommitContext;
 pub use error::CodecError;
-pub use migration::{Ancestor, Previous};
 pub use seq::Seq;
 #[cfg(feature = "json")]
 pub use serializer::JsonSerializer;
 pub use serializer::{PostcardSerializer, Serializer, SerializerId};
-pub use state::State;
+pub use state::{Previous, State};

@@ -9,39 +9,23 @@
 //! has one type however long it is; the generic code is instantiated once per link, in
 //! [`Previous::from`] and [`Previous::try_from`].
 
-use std::any::{Any, type_name};
-use std::fmt;
-use std::marker::PhantomData;
+use std::any::type_name;
 
-use crate::{CodecError, Serializer, State};
+pub use crate::ancestor::{Ancestor, AnyCommand, AnyState, ConvertError};
+use crate::serializer::Serializer;
+pub use crate::state::Previous;
+use crate::state::State;
 
-/// A state of some older schema, boxed so that a chain of any length has one type.
-pub type AnyState = Box<dyn Any + Send>;
-/// A command of some older schema.
-pub type AnyCommand = Box<dyn Any + Send>;
-/// Why a `TryFrom` conversion between schemas refused a state.
-pub type ConvertError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The schema a state replaced, returned by [`State::previous`]: none (the default), or an
-/// older state type the current one converts from.
-pub struct Previous<S, Z> {
-    ancestor: Option<Ancestor<Z>>,
-    state: PhantomData<fn() -> S>,
-}
-
+// The types live beside what names them (`Previous` beside `State::previous`, `Ancestor` on
+// its own); here is what builds a link from a `State` impl, which needs the trait.
 impl<S: State, Z: Serializer> Previous<S, Z> {
-    /// No predecessor: files written under any other schema version are refused.
-    pub fn none() -> Self {
-        Previous { ancestor: None, state: PhantomData }
-    }
-
     /// `P` is the schema this one replaced; its state converts with `From`. `P`'s own
     /// [`State::previous`] continues the chain.
     pub fn from<P: State>() -> Self
     where
         S: From<P>,
     {
-        Previous { ancestor: Some(Ancestor::of::<P>(convert_from::<P, S>)), state: PhantomData }
+        Previous::with_ancestor(Ancestor::of::<P>(convert_from::<P, S>))
     }
 
     /// `P` is the schema this one replaced; its state converts with `TryFrom`, and a
@@ -51,35 +35,8 @@ impl<S: State, Z: Serializer> Previous<S, Z> {
         S: TryFrom<P>,
         <S as TryFrom<P>>::Error: std::error::Error + Send + Sync + 'static,
     {
-        Previous { ancestor: Some(Ancestor::of::<P>(convert_try_from::<P, S>)), state: PhantomData }
+        Previous::with_ancestor(Ancestor::of::<P>(convert_try_from::<P, S>))
     }
-
-    /// The predecessor, if there is one.
-    pub fn into_ancestor(self) -> Option<Ancestor<Z>> {
-        self.ancestor
-    }
-}
-
-impl<S, Z> fmt::Debug for Previous<S, Z> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Previous").field("ancestor", &self.ancestor).finish()
-    }
-}
-
-/// One older schema in a chain, with everything recovery needs to run its history: decode
-/// its snapshots and commands with the store's serializer, execute its commands with its
-/// own `execute`, and convert its state into the next newer schema's.
-///
-/// Built by [`Previous::from`] and [`Previous::try_from`]; the store drives it.
-pub struct Ancestor<Z> {
-    version: u32,
-    name: &'static str,
-    previous: fn() -> Option<Ancestor<Z>>,
-    empty: fn() -> AnyState,
-    decode_state: fn(&Z, &[u8]) -> Result<AnyState, CodecError>,
-    decode_command: fn(&Z, &[u8]) -> Result<AnyCommand, CodecError>,
-    execute: fn(&mut AnyState, AnyCommand),
-    convert: fn(AnyState) -> Result<AnyState, ConvertError>,
 }
 
 impl<Z: Serializer> Ancestor<Z> {
@@ -94,62 +51,6 @@ impl<Z: Serializer> Ancestor<Z> {
             execute: execute::<P>,
             convert,
         }
-    }
-
-    /// The schema version of this older state.
-    pub fn schema_version(&self) -> u32 {
-        self.version
-    }
-
-    /// The Rust type name of this older state, for errors and logs.
-    pub fn type_name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The schema this one replaced, if it names one.
-    pub fn previous(&self) -> Option<Ancestor<Z>> {
-        (self.previous)()
-    }
-
-    /// The empty state of this schema: where a store with no snapshot starts.
-    pub fn empty(&self) -> AnyState {
-        (self.empty)()
-    }
-
-    /// Decodes a snapshot image written under this schema.
-    pub fn decode_state(&self, serializer: &Z, bytes: &[u8]) -> Result<AnyState, CodecError> {
-        (self.decode_state)(serializer, bytes)
-    }
-
-    /// Decodes a journaled command written under this schema.
-    pub fn decode_command(&self, serializer: &Z, bytes: &[u8]) -> Result<AnyCommand, CodecError> {
-        (self.decode_command)(serializer, bytes)
-    }
-
-    /// Executes a command of this schema on a state of this schema, with this schema's own
-    /// `execute`. A panic in it propagates to the caller.
-    ///
-    /// # Panics
-    ///
-    /// If `state` or `command` is not of this schema: a bug in the caller.
-    pub fn execute(&self, state: &mut AnyState, command: AnyCommand) {
-        (self.execute)(state, command)
-    }
-
-    /// Converts a state of this schema into the next newer schema's state.
-    ///
-    /// # Panics
-    ///
-    /// If `state` is not of this schema (a bug in the caller), or if the user's conversion
-    /// panics.
-    pub fn convert(&self, state: AnyState) -> Result<AnyState, ConvertError> {
-        (self.convert)(state)
-    }
-}
-
-impl<Z> fmt::Debug for Ancestor<Z> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ancestor").field("version", &self.version).field("type", &self.name).finish()
     }
 }
 

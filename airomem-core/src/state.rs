@@ -1,7 +1,11 @@
-use serde::Serialize;
+use std::fmt;
+use std::marker::PhantomData;
 
-use crate::{Previous, Serializer};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::ancestor::Ancestor;
+use crate::serializer::Serializer;
 
 /// The application's whole prevalent system: a value that lives in memory and changes only
 /// through [`State::execute`].
@@ -73,5 +77,35 @@ pub trait State: Default + Serialize + DeserializeOwned + Send + Sync + 'static 
     /// ```
     fn previous<Z: Serializer>() -> Previous<Self, Z> {
         Previous::none()
+    }
+}
+
+/// The schema a state replaced, returned by [`State::previous`]: none (the default), or an
+/// older state type the current one converts from (`migration` builds those).
+pub struct Previous<S, Z> {
+    ancestor: Option<Ancestor<Z>>,
+    state: PhantomData<fn() -> S>,
+}
+
+impl<S: State, Z: Serializer> Previous<S, Z> {
+    /// No predecessor: files written under any other schema version are refused.
+    pub fn none() -> Self {
+        Previous { ancestor: None, state: PhantomData }
+    }
+
+    /// A link to `ancestor`, for the constructors in `migration`.
+    pub(crate) fn with_ancestor(ancestor: Ancestor<Z>) -> Self {
+        Previous { ancestor: Some(ancestor), state: PhantomData }
+    }
+
+    /// The predecessor, if there is one.
+    pub fn into_ancestor(self) -> Option<Ancestor<Z>> {
+        self.ancestor
+    }
+}
+
+impl<S, Z> fmt::Debug for Previous<S, Z> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Previous").field("ancestor", &self.ancestor).finish()
     }
 }

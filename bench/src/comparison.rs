@@ -4,8 +4,9 @@
 
 use crate::measure::{DiskUse, Summary};
 use crate::peers::PeerKind;
-use crate::report::{PeerResults, Results, Table, megabytes, number, range, ratio, seconds};
+use crate::results::{PeerResults, Results};
 use crate::sync_probe::{PROBE_COMMITS, SyncProbe};
+use crate::table::{Table, megabytes, number, range, ratio, seconds};
 
 /// Which way a row improves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

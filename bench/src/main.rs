@@ -38,8 +38,10 @@ mod raw_disk;
 mod recovery;
 mod replication;
 mod report;
+mod results;
 mod snapshot_stall;
 mod sync_probe;
+mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +54,7 @@ use crate::dataset::Dataset;
 use crate::measure::{BoxError, REPETITIONS};
 use crate::peers::{PeerCommits, PeerKind};
 use crate::raw_disk::{RawDiskPlan, RawDiskResults};
-use crate::report::{PeerResults, Results, Setting};
+use crate::results::{PeerResults, Results, Setting};
 
 const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
 

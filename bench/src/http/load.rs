@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::BoxError;
+use crate::error::BoxError;
 
 /// A server process, from its `listening on` line until [`Server::stop`]; dropping it kills
 /// the process, so that a failed measurement leaves nothing behind.

@@ -27,6 +27,8 @@
 //! The scratch directory is created inside `--dir` (default: the current directory, so that
 //! it lands on the real disk, not a tmpfs `/tmp`) and removed at the end.
 
+mod backend;
+mod error;
 mod load;
 mod memory;
 mod serve;
@@ -37,11 +39,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use crate::error::BoxError;
 use crate::load::{Phase, Server};
 use crate::serve::Kind;
-
-/// The error type of the measurement: any error, sendable between threads.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: http-bench [--seconds S] [--repetitions N] [--connections C] [--dir DIR]
                   [--oha PATH] [--sqlite-writers N] [--variants airomem,sqlite,memory]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::serve::{Backend, Session, Token};
+use crate::backend::{Backend, Session, Token};
 
 /// Sessions in memory only.
 #[derive(Clone, Default)]

@@ -4,7 +4,7 @@
 //! process, so that every variant is a separate server process the load generator talks to.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::BoxError;
+use crate::backend::{Backend, Session, Token, now_nanos};
+use crate::error::BoxError;
 
 /// The same limit as the example's.
 const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -24,32 +25,6 @@ const MAX_BODY_BYTES: usize = 4 * 1024;
 /// start, so never within a measurement).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const NANOS_PER_SEC: u64 = 1_000_000_000;
-
-/// A session token: 128 random bits, 32 hex digits in the API.
-pub type Token = u128;
-
-/// One session, as the example keeps it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Session {
-    /// Who logged in.
-    pub user_id: u64,
-    /// When it expires, in nanoseconds since the Unix epoch.
-    pub expires_at_nanos: u64,
-}
-
-/// Where a variant keeps its sessions. Errors are the backend's, as text for the `503`.
-pub trait Backend: Clone + Send + Sync + 'static {
-    /// Stores a new session; returns `Ok` once it is as durable as the backend makes it.
-    fn create(&self, token: Token, session: Session) -> impl Future<Output = Result<(), String>> + Send;
-    /// The session of `token`, if it exists and has not expired by `now_nanos`.
-    fn read(&self, token: Token, now_nanos: u64) -> impl Future<Output = Result<Option<Session>, String>> + Send;
-    /// Ends the session of `token`; whether it existed and had not expired by `now_nanos`.
-    fn delete(&self, token: Token, now_nanos: u64) -> impl Future<Output = Result<bool, String>> + Send;
-    /// Removes the sessions expired by `now_nanos`.
-    fn sweep(&self, now_nanos: u64) -> impl Future<Output = Result<(), String>> + Send;
-    /// How many sessions it holds.
-    fn count(&self) -> impl Future<Output = Result<u64, String>> + Send;
-}
 
 #[derive(Clone)]
 struct App<B> {
@@ -166,12 +141,6 @@ fn parse_token(path: Result<Path<String>, PathRejection>) -> Option<Token> {
     let Path(text) = path.ok()?;
     let well_formed = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if well_formed { Token::from_str_radix(&text, 16).ok() } else { None }
-}
-
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_nanos() -> u64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn rfc3339(unix_nanos: u64) -> String {

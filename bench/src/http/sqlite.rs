@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::BoxError;
-use crate::serve::{Backend, Session, Token};
+use crate::backend::{Backend, Session, Token};
+use crate::error::BoxError;
 
 /// Connections for reads.
 const READERS: u32 = 8;

@@ -13,7 +13,7 @@ use airomem07::{JournalFlushPolicy, JsonSerializer, Store, StoreOptions, Tx};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Commands, Peer};
+use super::peer::{Commands, Peer};
 use crate::measure::BoxError;
 
 /// The session state as airomem 0.7 holds it.

@@ -14,7 +14,7 @@ use prevayler_rs::{PrevaylerBuilder, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Commands, Peer};
+use super::peer::{Commands, Peer};
 use crate::measure::BoxError;
 
 /// The session state as prevayler-rs holds it.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use super::{Peer, PeerKind};
+use super::kind::PeerKind;
+use super::peer::Peer;
 use crate::commits::{Driven, SessionWorkload, share};
 use crate::dataset::Dataset;
 use crate::measure::{BoxError, DiskUse, REPETITIONS, Summary, disk_use, per_second, percentile, sync_disks};

@@ -10,7 +10,7 @@ use airomem_workspace::SessionsCommand;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::runtime::Handle;
 
-use super::{Commands, Peer};
+use super::peer::{Commands, Peer};
 use crate::measure::BoxError;
 
 const INSERT: &str = "INSERT INTO sessions (token, user_id) VALUES (?1, ?2)";
