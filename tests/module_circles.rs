@@ -55,7 +55,10 @@ fn workspace_crates(root: &Path) -> Result<Vec<Crate>, String> {
     for member in members {
         let dir = if member == "." { root.to_path_buf() } else { root.join(&member) };
         let mut files = BTreeMap::new();
-        collect_rs(root, &dir.join("src"), &mut files)?;
+        // A member of examples alone (examples/web) has no `src/`, so no modules.
+        if dir.join("src").is_dir() {
+            collect_rs(root, &dir.join("src"), &mut files)?;
+        }
         let prefix = if member == "." { String::new() } else { format!("{member}/") };
         let mut roots = BTreeSet::new();
         for default in ["src/lib.rs", "src/main.rs"] {
