@@ -133,7 +133,7 @@ fn recovery_table(r: &RecoveryResult) -> Table {
     table
 }
 
-/// Memory beyond the state, against the bound ARCHITECTURE.md states for it.
+/// Memory beyond the state, against the bound docs/design.md (*Memory bounds*) states for it.
 fn memory_table(m: &crate::memory::MemoryUse) -> Table {
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     let title = format!(

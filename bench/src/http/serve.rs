@@ -1,4 +1,4 @@
-//! The session service's routes and JSON, the same as `examples/session_service.rs`, over a
+//! The session service's routes and JSON, the same as `examples/web/session_service.rs`, over a
 //! [`Backend`] that is not airomem: the SQLite variant ([`crate::sqlite`]) and the variant
 //! without storage ([`crate::memory`]). `http-bench --serve KIND` runs one as its own
 //! process, so that every variant is a separate server process the load generator talks to.
