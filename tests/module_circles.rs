@@ -34,6 +34,76 @@ fn no_module_imports_in_a_circle() {
     );
 }
 
+/// The facade's layers, lowest first, as ARCHITECTURE.md draws them: each top-level module
+/// or folder of `airomem/src` and its floor. A module may import from its own folder or from
+/// a lower floor, never from a folder beside it or above it.
+const FACADE_LAYERS: &[(&str, u32)] = &[
+    ("error", 0),
+    ("layout", 0),
+    ("options", 0),
+    ("report", 0),
+    ("park", 0),
+    ("execute", 1),
+    ("recover", 2),
+    ("snapshot", 2),
+    ("write", 3),
+    ("read_only", 4),
+    ("store", 5),
+    ("tool", 6),
+    ("testing", 6),
+];
+
+/// The facade's imports run only down its layers (or inside one folder), so a new import
+/// that runs up fails here even before it closes a circle.
+#[test]
+fn the_facade_imports_only_from_its_own_folder_or_below() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crates = workspace_crates(root).expect("the workspace's crates and their files can be read");
+    let facade = crates.iter().find(|k| k.root == "airomem/src/lib.rs").expect("the facade is a member");
+    let upward = imports_against_layers(facade, "airomem/src/", FACADE_LAYERS).expect("the facade can be read");
+    assert!(
+        upward.is_empty(),
+        "imports that run up or sideways in the facade's layers (see ARCHITECTURE.md):\n{upward}"
+    );
+}
+
+/// Every import of `krate` whose target is not in its importer's folder and not on a lower
+/// layer, as text. A module under `prefix` that `layers` does not place is reported too.
+fn imports_against_layers(krate: &Crate, prefix: &str, layers: &[(&str, u32)]) -> Result<String, String> {
+    let modules = module_tree(krate)?;
+    let room = |file: &str| -> Option<String> {
+        let rest = file.strip_prefix(prefix)?;
+        let first = rest.split('/').next()?;
+        (first != "lib.rs").then(|| first.trim_end_matches(".rs").to_string())
+    };
+    let floor = |room: &str| layers.iter().find(|(name, _)| *name == room).map(|&(_, floor)| floor);
+    let mut out = String::new();
+    let mut unplaced = BTreeSet::new();
+    for ((from, to), names) in edges(&modules) {
+        let (Some(a), Some(b)) = (room(&modules[from].file), room(&modules[to].file)) else { continue };
+        if a == b {
+            continue;
+        }
+        match (floor(&a), floor(&b)) {
+            (Some(fa), Some(fb)) if fb < fa => {}
+            (Some(fa), Some(fb)) => {
+                let names = names.iter().cloned().collect::<Vec<_>>().join(", ");
+                let _ = writeln!(
+                    out,
+                    "  {} (layer {fa}) -> {} (layer {fb}): {names}",
+                    modules[from].file, modules[to].file
+                );
+            }
+            (None, _) => drop(unplaced.insert(a)),
+            (_, None) => drop(unplaced.insert(b)),
+        }
+    }
+    for room in unplaced {
+        let _ = writeln!(out, "  `{room}` has no layer: add it to the table");
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Finding the crates.
 
@@ -940,4 +1010,29 @@ fn a_module_path_attribute_is_refused() {
     };
     let error = crate_circles(&krate).expect_err("`#[path]` is not followed, so it must not pass silently");
     assert!(error.contains("#[path]"), "{error}");
+}
+
+/// The layer check itself can fail: an import from a lower layer up, one sideways, and a
+/// module the table does not place are each reported.
+#[test]
+fn an_import_up_or_sideways_is_reported() {
+    let files = [
+        ("c/src/lib.rs", "mod low;\nmod high;\nmod side;\nmod stray;\n"),
+        ("c/src/low.rs", "use crate::high::H;\npub struct L;\n"),
+        ("c/src/high.rs", "pub struct H;\n"),
+        ("c/src/side.rs", "use crate::high::H;\nuse crate::stray::S;\n"),
+        ("c/src/stray.rs", "pub struct S;\n"),
+    ];
+    let krate = Crate {
+        root: "c/src/lib.rs".into(),
+        files: files.iter().map(|&(name, src)| (name.to_string(), src.to_string())).collect(),
+    };
+    let layers = [("low", 0), ("high", 1), ("side", 1)];
+    let found = imports_against_layers(&krate, "c/src/", &layers).expect("the snippet parses");
+    assert!(found.contains("c/src/low.rs (layer 0) -> c/src/high.rs (layer 1): H"), "{found}");
+    assert!(found.contains("c/src/side.rs (layer 1) -> c/src/high.rs (layer 1): H"), "{found}");
+    assert!(found.contains("`stray` has no layer"), "{found}");
+    let allowed = imports_against_layers(&krate, "c/src/", &[("low", 2), ("high", 0), ("side", 1), ("stray", 0)])
+        .expect("the snippet parses");
+    assert!(allowed.is_empty(), "{allowed}");
 }
