@@ -24,8 +24,10 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::layout::snapshot_path;
-use crate::recover::migrate::{Chain, Held};
-use crate::recover::replay::{Stop, replay_into, stop_error};
+use crate::recover::migrate::Chain;
+#[cfg(not(feature = "snapshot"))]
+use crate::recover::migrate::Held;
+use crate::recover::replay::{Base, Stop, replay_into, stop_error};
 use crate::report::RecoveryReport;
 
 pub(crate) struct Recovered<S> {
@@ -51,15 +53,6 @@ impl<S> Recovered<S> {
     }
 }
 
-/// Where replay starts: a state and the last record it includes (`Seq(0)` for none).
-pub(crate) struct Base<S> {
-    pub state: Held<S>,
-    pub seq: Seq,
-    pub skipped: Vec<String>,
-    /// The newest snapshot file in range, usable or not (`Seq(0)`: none).
-    pub newest_on_disk: Seq,
-}
-
 /// The newest usable snapshot no later than `until`, or the empty state.
 pub(crate) fn base<S: State, Z: Serializer>(
     config: &JournalConfig,
@@ -69,13 +62,7 @@ pub(crate) fn base<S: State, Z: Serializer>(
 ) -> Result<Base<S>, Error> {
     #[cfg(feature = "snapshot")]
     {
-        let loaded = snapshot::load_newest::<S, Z>(config, serializer, chain, until)?;
-        Ok(Base {
-            state: loaded.state,
-            seq: loaded.seq,
-            skipped: loaded.skipped,
-            newest_on_disk: loaded.newest_on_disk,
-        })
+        snapshot::load_newest::<S, Z>(config, serializer, chain, until)
     }
     #[cfg(not(feature = "snapshot"))]
     {

@@ -12,6 +12,18 @@ use crate::Error;
 use crate::recover::migrate::{Chain, Command, Held};
 use crate::report::Migration;
 
+/// Where replay starts: a state and the last record it includes (`Seq(0)` for none), from the
+/// newest snapshot that verified or from nothing, and what was passed over to find it.
+pub(crate) struct Base<S> {
+    pub state: Held<S>,
+    pub seq: Seq,
+    /// Why each newer snapshot was passed over.
+    pub skipped: Vec<String>,
+    /// The newest snapshot file in range, usable or not (`Seq(0)`: none): every command up to
+    /// it was committed, so a state rebuilt short of it is missing acknowledged commands.
+    pub newest_on_disk: Seq,
+}
+
 /// Why a replay visitor stopped.
 pub(crate) enum Stop {
     /// A record did not decode, was of a schema the chain does not reach, or the state did

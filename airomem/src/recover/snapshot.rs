@@ -8,17 +8,7 @@ use tracing::warn;
 use crate::Error;
 use crate::error::snapshot_error;
 use crate::recover::migrate::{Chain, Held};
-
-/// A state loaded from a snapshot (or nothing and `Seq(0)` if none verified), and what was
-/// passed over to find it.
-pub(crate) struct Loaded<S> {
-    pub state: Held<S>,
-    pub seq: Seq,
-    pub skipped: Vec<String>,
-    /// The newest snapshot file no later than `until`, usable or not: every command up to it
-    /// was committed, so a state rebuilt short of it is missing acknowledged commands.
-    pub newest_on_disk: Seq,
-}
+use crate::recover::replay::Base;
 
 /// Loads the newest snapshot that verifies and decodes, with a sequence number no higher
 /// than `until`, whichever schema of `chain` wrote it. Damaged snapshots are passed over
@@ -30,7 +20,7 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
     serializer: &Z,
     chain: &Chain<S, Z>,
     until: Option<Seq>,
-) -> Result<Loaded<S>, Error> {
+) -> Result<Base<S>, Error> {
     let storage = &*config.storage;
     let mut skipped = Vec::new();
     let candidates = airomem_snapshot::list(storage, &config.dir).map_err(snapshot_error)?;
@@ -51,7 +41,7 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
             Ok((header, image)) => {
                 let file = airomem_snapshot::path(&config.dir, seq);
                 let state = chain.decode_state(serializer, header.schema_version, &image, &file, seq)?;
-                return Ok(Loaded { state, seq, skipped, newest_on_disk });
+                return Ok(Base { state, seq, skipped, newest_on_disk });
             }
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
             // Listed a moment ago: a reader without the lock raced the store's retention. It
@@ -67,5 +57,5 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
         skipped.push(reason);
     }
     // No snapshot verified (or there is none): replay from the start.
-    Ok(Loaded { state: Held::Empty, seq: Seq(0), skipped, newest_on_disk })
+    Ok(Base { state: Held::Empty, seq: Seq(0), skipped, newest_on_disk })
 }
