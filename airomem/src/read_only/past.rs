@@ -1,11 +1,13 @@
 //! Point-in-time reads: the state of a store as it was after a given command or at a given
 //! time, rebuilt from the files without the store's lock and without changing anything.
 //!
-//! A read goes through [`HistoryView`](crate::read_only::view::HistoryView), a storage that refuses every write: whatever the
+//! A read goes through [`HistoryView`], a storage that refuses every write. Whatever the
 //! recovery code would repair after a crash (a torn tail, an unfinished file) it only plans,
-//! and reads as if it were done. The view also merges the store's [`ARCHIVE_DIR`](crate::ARCHIVE_DIR) into its
+//! and reads as if it were done. The view also merges the store's [`ARCHIVE_DIR`] into its
 //! directory, so history that retention archived (with
 //! [`crate::StoreOptions::keep_history`]) is found where recovery looks for it.
+//!
+//! [`ARCHIVE_DIR`]: crate::ARCHIVE_DIR
 
 use std::io;
 use std::path::Path;

@@ -33,12 +33,18 @@ pub(crate) fn reread_while_retention_runs<T>(
     mut read: impl FnMut() -> Result<T, Error>,
 ) -> Result<T, Error> {
     let mut attempts = 0;
+    let mut before = retention_mark(storage, dir);
     loop {
-        let before = retention_mark(storage, dir);
         let outcome = read();
-        if good(&outcome) || attempts >= REREADS || retention_mark(storage, dir) == before {
+        if good(&outcome) || attempts >= REREADS {
             return outcome;
         }
+        // The mark after one read is the mark before the next: one listing per attempt.
+        let after = retention_mark(storage, dir);
+        if after == before {
+            return outcome;
+        }
+        before = after;
         attempts += 1;
         debug!(attempts, "the store's retention ran during a read; reading again");
     }
