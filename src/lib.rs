@@ -152,6 +152,19 @@ pub fn quiet_deliberate_panics() {
     });
 }
 
+/// Runs `check`, which must panic, and returns the panic's message; panics itself, naming
+/// what `check` returned, if it does not. For tests of guards whose failure is a panic.
+pub fn panic_message_of<T: std::fmt::Debug>(check: impl FnOnce() -> T) -> String {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+        Ok(outcome) => panic!("expected a panic, but the check returned {outcome:?}"),
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    }
+}
+
 /// Polls `future` once: its output if it is ready at once, `None` otherwise. A commit polled
 /// once has been handed to the store's writer (unless back-pressure holds it), which lets a
 /// test queue commands in a known order without spawning them.

@@ -4,10 +4,10 @@
 //! nested enum's variant without a new schema version still fails the guard.
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use airomem::testing::{SchemaCheck, assert_schema_recorded};
+use airomem_workspace::panic_message_of;
 use serde::{Deserialize, Serialize};
 
 /// The guide's refusal example (docs/guide/commands-and-units.md), verbatim in its types: the verdict of the latest command
@@ -208,17 +208,6 @@ fn variants(shape: &serde_json::Value, name: &str) -> Vec<String> {
     indexed.into_iter().map(|(_, name)| name).collect()
 }
 
-fn failure(check: impl FnOnce() -> SchemaCheck) -> String {
-    match catch_unwind(AssertUnwindSafe(check)) {
-        Ok(outcome) => panic!("the guard passed ({outcome:?}) although the shape changed without a new version"),
-        Err(panic) => panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default(),
-    }
-}
-
 #[test]
 fn the_readme_bank_with_its_outcome_enum_is_recorded() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -272,11 +261,11 @@ fn a_nested_variant_changed_without_a_new_version_fails_the_guard() {
     assert_eq!(assert_schema_recorded::<released::Deep>(&file), SchemaCheck::Recorded);
     let before = std::fs::read(&file).expect("read");
 
-    let message = failure(|| assert_schema_recorded::<forgotten::Deep>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<forgotten::Deep>(&file));
     assert!(message.contains("SCHEMA_VERSION is still 1") && message.contains("Level3: changed"), "{message}");
     assert!(!message.contains("Level1: changed") && !message.contains("Deep: changed"), "{message}");
 
-    let message = failure(|| assert_schema_recorded::<inserted::Deep>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<inserted::Deep>(&file));
     assert!(message.contains("Level3: changed"), "{message}");
     assert_eq!(std::fs::read(&file).expect("read"), before, "a failed check leaves the record as it was");
 

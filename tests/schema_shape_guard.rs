@@ -3,10 +3,10 @@
 //! variants, a retyped field); a raised version records the new shape; an unchanged type
 //! passes. Postcard would decode most of these changes silently, as something else.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use airomem::testing::{SchemaCheck, assert_schema_recorded};
+use airomem_workspace::panic_message_of;
 use serde::{Deserialize, Serialize};
 
 /// The released types.
@@ -110,17 +110,6 @@ mod appended {
     }
 }
 
-fn failure(check: impl FnOnce() -> SchemaCheck) -> String {
-    match catch_unwind(AssertUnwindSafe(check)) {
-        Ok(outcome) => panic!("the guard passed ({outcome:?}) although the shape changed without a new version"),
-        Err(panic) => panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default(),
-    }
-}
-
 fn recorded(dir: &Path) -> std::path::PathBuf {
     let file = dir.join("schema").join("accounts.json");
     assert_eq!(assert_schema_recorded::<v1::Accounts>(&file), SchemaCheck::Recorded);
@@ -133,7 +122,7 @@ fn reordered_variants_without_a_new_version_fail_the_guard() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = recorded(tmp.path());
     let before = std::fs::read(&file).expect("read");
-    let message = failure(|| assert_schema_recorded::<reordered::Accounts>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<reordered::Accounts>(&file));
     assert!(message.contains("SCHEMA_VERSION is still 1") && message.contains("Command: changed"), "{message}");
     assert_eq!(std::fs::read(&file).expect("read"), before, "a failed check leaves the record as it was");
 }
@@ -142,7 +131,7 @@ fn reordered_variants_without_a_new_version_fail_the_guard() {
 fn a_retyped_field_without_a_new_version_fails_the_guard() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = recorded(tmp.path());
-    let message = failure(|| assert_schema_recorded::<retyped::Accounts>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<retyped::Accounts>(&file));
     assert!(message.contains("Accounts: changed"), "{message}");
 }
 
@@ -152,7 +141,7 @@ fn a_new_version_records_the_new_shape_and_versions_never_go_down() {
     let file = recorded(tmp.path());
     assert_eq!(assert_schema_recorded::<v2::Accounts>(&file), SchemaCheck::Updated { from: 1, to: 2 });
     assert_eq!(assert_schema_recorded::<v2::Accounts>(&file), SchemaCheck::Unchanged);
-    let message = failure(|| assert_schema_recorded::<v1::Accounts>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<v1::Accounts>(&file));
     assert!(message.contains("went down from 2") && message.contains("to 1"), "{message}");
 }
 
@@ -174,6 +163,6 @@ fn an_appended_variant_needs_no_new_version_and_is_recorded() {
     assert_eq!(assert_schema_recorded::<appended::Accounts>(&file), SchemaCheck::Extended { variants: 1 });
     assert_eq!(assert_schema_recorded::<appended::Accounts>(&file), SchemaCheck::Unchanged);
     // Taking the variant away again is a change like any other.
-    let message = failure(|| assert_schema_recorded::<v1::Accounts>(&file));
+    let message = panic_message_of(|| assert_schema_recorded::<v1::Accounts>(&file));
     assert!(message.contains("Command: changed"), "{message}");
 }
