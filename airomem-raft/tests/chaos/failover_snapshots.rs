@@ -12,16 +12,18 @@
 //! Before the proposer released the slots of entries it can no longer get answered, a node
 //! that was cut off as leader and then elected again never committed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airomem_raft::Network;
-use airomem_workspace::sim::{SimStorage, SplitMix64};
+use airomem_workspace::sim::SplitMix64;
 
 use crate::history::History;
-use crate::{Live, Node, converge, kill_node, leader_of, restart_node, statuses, wait_until, within};
+use crate::{
+    Node, Snapshots, converge, count_from_env, kill_node, leader_of, open_snapshotting, restart_node, start_three,
+    statuses, wait_until, within,
+};
 
 /// Events by default (half kills, half partitions); `AIROMEM_FAILOVER_EVENTS` overrides it.
 const EVENTS: u64 = 60;
@@ -35,21 +37,15 @@ const WRITERS: u64 = 6;
 const WAITING_WRITERS: u64 = 2;
 /// Log entries between snapshots, and entries kept behind one: small enough that one partition
 /// purges past what the cut-off leader holds.
-const SNAPSHOT_EVERY: u64 = 200;
-const KEPT_AFTER_SNAPSHOT: u64 = 20;
+const SNAPSHOTS: Snapshots = Snapshots { every: 200, kept: 20 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
     crate::support::init_tracing();
-    let events = std::env::var("AIROMEM_FAILOVER_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(EVENTS);
+    let events = count_from_env("AIROMEM_FAILOVER_EVENTS", EVENTS);
     let root = tempfile::tempdir().expect("a temporary directory");
     let network = Network::new();
-    let mut disks: BTreeMap<u64, SimStorage> = (1..=3).map(|id| (id, SimStorage::new())).collect();
-    let live: Live = Arc::default();
-    for id in 1..=3 {
-        let node = open_node(id, root.path(), &disks[&id], &network).await;
-        live.lock().expect("live nodes").insert(id, node);
-    }
+    let (mut disks, live) = start_three(root.path(), &network, SNAPSHOTS).await;
     let first = Arc::clone(&live.lock().expect("live nodes")[&1]);
     first.bootstrap(1..=3).await.expect("bootstraps");
     drop(first);
@@ -106,7 +102,7 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
             let new_leader = leader_of(&live).await;
             let (dir, net) = (root.path(), &network);
             restart_node(&live, &mut disks, leader, seed, new_leader, |disk| async move {
-                open_node(leader, dir, &disk, net).await
+                open_snapshotting(leader, dir, &disk, net, SNAPSHOTS).await
             })
             .await;
             continue;
@@ -144,16 +140,11 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
     }
     failovers.sort_unstable();
     eprintln!(
-        "{events} failovers (kills and partitions, snapshots every {SNAPSHOT_EVERY} entries): {summary:?}; \
+        "{events} failovers (kills and partitions, snapshots every {} entries): {summary:?}; \
          failover p50 {:?}, max {:?}",
+        SNAPSHOTS.every,
         failovers[failovers.len() / 2],
         failovers.last().expect("at least one event")
     );
     assert!(summary.reads > 0 && summary.acked >= events as usize * WORK_BETWEEN_EVENTS, "{summary:?}");
-}
-
-async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
-    let config =
-        crate::config(id, root, disk).snapshot_every(SNAPSHOT_EVERY).logs_kept_after_snapshot(KEPT_AFTER_SNAPSHOT);
-    Arc::new(Node::open(config, airomem::PostcardSerializer, network).await.expect("the node opens"))
 }

@@ -4,37 +4,37 @@
 //! before the next kill. Writers and linearizable readers run on every node throughout, and
 //! the whole history is checked at the end.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use airomem_raft::Network;
-use airomem_workspace::sim::{SimStorage, SplitMix64};
+use airomem_workspace::sim::SplitMix64;
 
 use crate::history::History;
-use crate::{Live, Node, converge, kill_node, leader_of, pick, restart_node, statuses, within};
+use crate::{
+    Node, Snapshots, converge, count_from_env, kill_node, leader_of, open_snapshotting, pick, restart_node,
+    start_three, statuses, within,
+};
 
 /// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
 const KILLS: u64 = 50;
 /// Receipts between two kills, so that every leader does some work.
 const WORK_BETWEEN_KILLS: usize = 30;
 const WRITERS: u64 = 4;
+/// Snapshots every few hundred entries and a short log behind them, so that a restarted
+/// node sometimes finds the entries it lacks purged and is sent a snapshot instead.
+const SNAPSHOTS: Snapshots = Snapshots { every: 300, kept: 50 };
 /// Terms one failover may go through before the test calls it a livelock.
 const MAX_TERMS_PER_FAILOVER: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable() {
     crate::support::init_tracing();
-    let kills = std::env::var("AIROMEM_LEADER_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(KILLS);
+    let kills = count_from_env("AIROMEM_LEADER_KILLS", KILLS);
     let root = tempfile::tempdir().expect("a temporary directory");
     let network = Network::new();
-    let mut disks: BTreeMap<u64, SimStorage> = (1..=3).map(|id| (id, SimStorage::new())).collect();
-    let live: Live = Arc::default();
-    for id in 1..=3 {
-        let node = open_node(id, root.path(), &disks[&id], &network).await;
-        live.lock().expect("live nodes").insert(id, node);
-    }
+    let (mut disks, live) = start_three(root.path(), &network, SNAPSHOTS).await;
     let first = pick(&live, &mut SplitMix64::new(0));
     first.bootstrap(1..=3).await.expect("bootstraps");
     drop(first);
@@ -77,7 +77,7 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
         let seed = kill * 10 + leader + rng.below(1_000) * 1_000;
         let (dir, net) = (root.path(), &network);
         restart_node(&live, &mut disks, leader, seed, new_leader, |disk| async move {
-            open_node(leader, dir, &disk, net).await
+            open_snapshotting(leader, dir, &disk, net, SNAPSHOTS).await
         })
         .await;
     }
@@ -103,11 +103,4 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
     let worst = *elections.last().expect("at least one kill");
     assert!(worst <= MAX_TERMS_PER_FAILOVER, "a failover went through {worst} terms: {elections:?}");
     assert!(summary.reads > 0 && summary.acked >= kills as usize * WORK_BETWEEN_KILLS, "{summary:?}");
-}
-
-/// Snapshots every few hundred entries and a short log behind them, so that a restarted
-/// node sometimes finds the entries it lacks purged and is sent a snapshot instead.
-async fn open_node(id: u64, root: &std::path::Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
-    let config = crate::config(id, root, disk).snapshot_every(300).logs_kept_after_snapshot(50);
-    Arc::new(Node::open(config, airomem::PostcardSerializer, network).await.expect("the node opens"))
 }

@@ -65,6 +65,44 @@ pub async fn open(id: u64, root: &Path, disk: &SimStorage, network: &Network) ->
     Arc::new(Node::open(config(id, root, disk), PostcardSerializer, network).await.expect("the node opens"))
 }
 
+/// How often a node's log is snapshotted: every `every` entries, keeping `kept` behind it.
+#[derive(Clone, Copy)]
+pub struct Snapshots {
+    /// Log entries between two snapshots.
+    pub every: u64,
+    /// Log entries kept behind a snapshot.
+    pub kept: u64,
+}
+
+/// Opens node `id` on `disk` with the snapshot settings of `snapshots`.
+pub async fn open_snapshotting(
+    id: u64,
+    root: &Path,
+    disk: &SimStorage,
+    network: &Network,
+    snapshots: Snapshots,
+) -> Arc<Node> {
+    let config = config(id, root, disk).snapshot_every(snapshots.every).logs_kept_after_snapshot(snapshots.kept);
+    Arc::new(Node::open(config, PostcardSerializer, network).await.expect("the node opens"))
+}
+
+/// Opens nodes 1 to 3, each on a fresh simulated disk: the disks, and the nodes as live.
+pub async fn start_three(root: &Path, network: &Network, snapshots: Snapshots) -> (BTreeMap<u64, SimStorage>, Live) {
+    let disks: BTreeMap<u64, SimStorage> = (1..=3).map(|id| (id, SimStorage::new())).collect();
+    let live: Live = Arc::default();
+    for (&id, disk) in &disks {
+        let node = open_snapshotting(id, root, disk, network, snapshots).await;
+        live.lock().expect("live nodes").insert(id, node);
+    }
+    (disks, live)
+}
+
+/// The count the environment variable `name` asks for, else `default`: the long runs of these
+/// tests are asked for by name.
+pub fn count_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// Commits `value` through `node`, recording the invocation and the outcome in `history`.
 pub async fn write(history: &History, node: &Node, value: u64) -> Outcome {
     let pending = history.invoke(value);

@@ -21,7 +21,7 @@ const WRITERS: u64 = 4;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_command_survives_a_whole_cluster_power_loss_only_in_part() {
     crate::support::init_tracing();
-    let seeds = std::env::var("AIROMEM_POWER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(SEEDS);
+    let seeds = crate::count_from_env("AIROMEM_POWER_SEEDS", SEEDS);
     let mut totals = Summary::default();
     let mut next = 0;
     let mut running = tokio::task::JoinSet::new();
