@@ -41,6 +41,7 @@ pub struct NodeConfig {
     pub(crate) commit_timeout: Duration,
     pub(crate) election_timer: bool,
     pub(crate) watchdog: bool,
+    pub(crate) min_voters: usize,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -55,6 +56,7 @@ impl fmt::Debug for NodeConfig {
             .field("commit_timeout", &self.commit_timeout)
             .field("election_timer", &self.election_timer)
             .field("watchdog", &self.watchdog)
+            .field("min_voters", &self.min_voters)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +79,7 @@ impl NodeConfig {
             commit_timeout: Duration::from_secs(10),
             election_timer: true,
             watchdog: true,
+            min_voters: 3,
         }
     }
 
@@ -147,6 +150,14 @@ impl NodeConfig {
     /// two survivors with similar timeouts can fall into. Turn it off only to test it.
     pub fn watchdog(mut self, enabled: bool) -> NodeConfig {
         self.watchdog = enabled;
+        self
+    }
+
+    /// The fewest voters a removal may leave when this node leads (default 3: a group of
+    /// three survives one failure; of two, none). [`crate::ReplicatedStore::remove_forced`]
+    /// goes below it.
+    pub fn min_voters(mut self, voters: usize) -> NodeConfig {
+        self.min_voters = voters.max(1);
         self
     }
 

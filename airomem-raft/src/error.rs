@@ -129,6 +129,26 @@ pub enum Error {
     /// over answers [`Error::Indeterminate`] or [`Error::Lagging`] instead.
     #[error("the replicated store is closed")]
     Closed,
+    /// A membership change was refused and not made: it would leave fewer voters than the
+    /// node's minimum (force it to proceed), or names no such learner or member.
+    #[error("refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// A read with a bound on staleness could not be served here within it: this node has
+    /// not heard from a leader recently enough, or has not applied what it knows committed.
+    #[error("this node may be stale: {reason}")]
+    TooStale {
+        /// What is behind, and by how much.
+        reason: String,
+    },
+    /// A read that must run on the leader was sent to a node that does not lead.
+    #[error("this node does not lead (the leader it knows of: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<u64>,
+    },
     /// The configuration (or the members given to bootstrap) is not usable.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

@@ -64,18 +64,25 @@ pub struct GuideReplication;
 mod config;
 mod error;
 mod log;
-mod network;
 mod proposer;
+mod reads;
 mod sessions;
 mod state_machine;
+mod status;
 mod store;
+mod transport;
 mod types;
 mod watchdog;
+mod wire;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::NodeConfig;
 pub use error::{Error, SnapshotError};
-pub use network::Network;
-pub use store::{ReadGuard, Receipt, ReplicatedStore, Role, SnapshotInfo, Status};
+pub use status::{Members, Role, Status};
+pub use store::{ReadGuard, Receipt, ReplicatedStore, SnapshotInfo};
+pub use transport::Transport;
+pub use transport::memory::Network;
+pub use transport::tcp::{AdminClient, TcpConfig, TcpTransport};
+pub use wire::secret::Secret;

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::metrics::RaftServerMetrics;
 use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -46,7 +47,7 @@ const IN_FLIGHT: usize = 2;
 const MAX_BATCH: usize = 1024;
 
 /// What a proposal gets back.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Answer {
     /// The entry committed and this node applied it: its log index and the command's outcome.
     Applied(u64, Applied),
@@ -54,7 +55,7 @@ pub(crate) enum Answer {
     Failed(RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
     /// The proposer stopped waiting for the entry, for the reason given: it may or may not
     /// commit.
-    Abandoned(&'static str),
+    Abandoned(String),
 }
 
 struct Proposal {
@@ -139,7 +140,7 @@ async fn propose(raft: Raft<TypeConfig>, batch: Vec<Proposal>, slot: OwnedSemaph
         Err(why) => {
             debug!(why, commands = replies.len(), "gave up waiting for a proposed entry");
             for reply in replies {
-                drop(reply.send(Answer::Abandoned(why)));
+                drop(reply.send(Answer::Abandoned(why.to_owned())));
             }
         }
     }

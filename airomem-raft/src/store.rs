@@ -1,6 +1,6 @@
 //! The public replicated store: one node of a Raft group holding an airomem `State`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -9,17 +9,20 @@ use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use airomem::{PostcardSerializer, Serializer, State};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::{Raft, ServerState};
+use openraft::{BasicNode, Raft};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
 use crate::log::{LogHalter, LogOptions, LogReader, LogStore};
-use crate::network::{Connector, Contact, Failure, Network, random_u64};
 use crate::proposer::{Answer, Proposer};
+use crate::reads::ReadRounds;
 use crate::state_machine::{Replica, StateMachine};
+use crate::status::{Members, Role, Status, status_of};
+use crate::transport::admin::{self, ADMIN_TIMEOUT, AdminCall, AdminOutcome};
+use crate::transport::{Call, Connector, Contact, Failure, Link, Local, Reply, Transport, random_u64};
 use crate::types::{Applied, NodeId, Request, TypeConfig};
 use crate::{Error, watchdog};
 
@@ -39,51 +42,6 @@ pub struct Receipt {
     /// Its commit time, nanoseconds since the Unix epoch: the leader's clock when it accepted
     /// the command, made monotonic; what `CommitContext::current` told the command.
     pub unix_nanos: u64,
-}
-
-/// What a node is doing in its Raft group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Role {
-    /// It leads: commits go through it.
-    Leader,
-    /// It follows a leader (or waits for one).
-    Follower,
-    /// It stands for election.
-    Candidate,
-    /// It is not a voter: not yet bootstrapped, or not a member.
-    Learner,
-    /// It is stopping.
-    Shutdown,
-}
-
-/// A node's view of its group, from [`ReplicatedStore::status`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Status {
-    /// This node's id.
-    pub id: u64,
-    /// Its role.
-    pub role: Role,
-    /// The leader it knows of, if any (possibly stale: a dead leader stays here until an
-    /// election replaces it).
-    pub leader: Option<u64>,
-    /// Its current term.
-    pub term: u64,
-    /// The last index in its log, committed or not (a leader cut off from the others keeps
-    /// appending entries that may never commit).
-    pub last_log_index: Option<u64>,
-    /// The last log index it knows committed.
-    pub commit_index: Option<u64>,
-    /// The last log index applied to its state.
-    pub applied_index: Option<u64>,
-    /// How many commands its state has executed: the `seq` of the last one.
-    pub applied_seq: u64,
-    /// The last log index its newest snapshot covers (built here or installed from the
-    /// leader).
-    pub snapshot_index: Option<u64>,
-    /// The last log index removed from its log (covered by a snapshot).
-    pub purged_index: Option<u64>,
 }
 
 /// A snapshot built by [`ReplicatedStore::snapshot`].
@@ -170,8 +128,10 @@ pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
     machine: StateMachine<S, Z>,
     log: LogReader,
     halter: LogHalter,
-    network: Network,
-    incarnation: u64,
+    /// This node's way to the others (made by its transport when it opened).
+    link: Link,
+    /// Concurrent linearizable reads share their rounds to the leader.
+    reads: ReadRounds,
     client: Client,
     /// Taken (and aborted) by whichever of `close`, `halt` and `Drop` comes first.
     watchdog: Mutex<Option<JoinHandle<()>>>,
@@ -214,11 +174,11 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     ///
     /// A new node is not part of any group until [`ReplicatedStore::bootstrap`] (on any one
     /// node, or several with the same members); a node that was a member rejoins its group.
-    pub async fn open(config: NodeConfig, serializer: Z, network: &Network) -> Result<Self, Error> {
+    pub async fn open(config: NodeConfig, serializer: Z, transport: &impl Transport) -> Result<Self, Error> {
         let id = config.id;
         let raft_config = Arc::new(config.raft_config()?);
-        if network.is_registered(id) {
-            return Err(Error::InvalidConfig { reason: format!("node {id} is already open on this network") });
+        if transport.is_attached(id) {
+            return Err(Error::InvalidConfig { reason: format!("node {id} is already open on this transport") });
         }
         let storage = Arc::clone(&config.storage);
         let dir = config.dir.clone();
@@ -236,13 +196,34 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         };
         let reader = log.reader();
         let halter = log.halter();
-        let incarnation = network.next_incarnation();
-        let connector = Connector { network: network.clone(), from: id, incarnation, backoff: config.heartbeat };
+        let pending_link = Arc::new(std::sync::OnceLock::new());
+        let connector = Connector { link: Arc::clone(&pending_link) };
         let raft = Raft::new(id, raft_config, connector, log, machine.clone()).await.map_err(stopped)?;
         let contact = Arc::new(Contact::new());
         let attempt_timeout = (config.election_max * 2).max(Duration::from_millis(500));
         let (proposer, proposing) = Proposer::spawn(raft.clone(), attempt_timeout);
-        network.register(id, incarnation, raft.clone(), proposer, Arc::clone(&contact));
+        let status = {
+            let (raft, machine, log) = (raft.clone(), machine.clone(), reader.clone());
+            Arc::new(move || status_of(id, &raft, machine.progress(), log.committed()))
+        };
+        let local = Local {
+            id,
+            raft: raft.clone(),
+            proposer,
+            contact: Arc::clone(&contact),
+            status,
+            min_voters: config.min_voters,
+        };
+        let link = match transport.attach(local, config.heartbeat) {
+            Ok(link) => link,
+            Err(e) => {
+                proposing.abort();
+                drop(raft.shutdown().await);
+                return Err(e);
+            }
+        };
+        // Set once, here: nothing else fills it.
+        drop(pending_link.set(link.clone()));
         let watchdog = config.watchdog.then(|| watchdog::spawn(raft.clone(), id, contact, config.election_max));
         info!(node = id, dir = %config.dir.display(), "replicated store opened");
         Ok(ReplicatedStore {
@@ -251,8 +232,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             machine,
             log: reader,
             halter,
-            network: network.clone(),
-            incarnation,
+            link,
+            reads: ReadRounds::default(),
             client: Client::new(),
             watchdog: Mutex::new(watchdog),
             proposing: Mutex::new(Some(proposing)),
@@ -269,9 +250,18 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// changes nothing (calling it on several nodes with the same members is safe; with
     /// different members it would split the group).
     pub async fn bootstrap(&self, members: impl IntoIterator<Item = u64>) -> Result<(), Error> {
-        let members: BTreeSet<NodeId> = members.into_iter().collect();
+        let ids: BTreeSet<NodeId> = members.into_iter().collect();
         if self.raft.is_initialized().await.map_err(stopped)? {
             return Ok(());
+        }
+        let mut members = BTreeMap::new();
+        for id in ids {
+            let Some(addr) = self.link.address_of(id) else {
+                return Err(Error::InvalidConfig {
+                    reason: format!("no address known for node {id}: name it with TcpConfig::peer"),
+                });
+            };
+            members.insert(id, BasicNode::new(addr));
         }
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
@@ -350,22 +340,23 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     }
 
     async fn attempt_write(&self, leader: NodeId, request: Request, left: Duration) -> Attempt {
-        let call = self
-            .network
-            .call(self.id, self.incarnation, leader, |peer| async move { peer.proposer.propose(request).await });
-        match tokio::time::timeout(left.min(self.attempt_timeout), call).await {
-            Err(_) => Attempt::Unknown(format!("no answer from node {leader} in time"), None),
-            Ok(Err(Failure::NotDelivered(why))) => Attempt::NotDelivered(why),
-            Ok(Err(Failure::AnswerLost(why))) => Attempt::Unknown(why, None),
-            Ok(Ok(None)) => Attempt::Unknown(format!("node {leader} stopped before it answered"), None),
-            Ok(Ok(Some(Answer::Applied(index, applied)))) => Attempt::Done(index, applied),
+        match self.link.call(leader, Call::Propose(request), left.min(self.attempt_timeout)).await {
+            Err(Failure::NotDelivered(why)) => Attempt::NotDelivered(why),
+            Err(Failure::AnswerLost(why)) => Attempt::Unknown(why, None),
+            Ok(Reply::Proposed(None)) => Attempt::Unknown(format!("node {leader} stopped before it answered"), None),
+            Ok(Reply::Proposed(Some(Answer::Applied(index, applied)))) => Attempt::Done(index, applied),
             // A node that is not (or no longer) the leader may have appended the command
             // before it lost the leadership: the outcome is unknown.
-            Ok(Ok(Some(Answer::Failed(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))))) => {
+            Ok(Reply::Proposed(Some(Answer::Failed(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))))) => {
                 Attempt::Unknown(format!("node {leader} is not the leader"), f.leader_id.filter(|&next| next != leader))
             }
-            Ok(Ok(Some(Answer::Failed(e)))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
-            Ok(Ok(Some(Answer::Abandoned(why)))) => Attempt::Unknown(format!("node {leader}: {why}"), None),
+            Ok(Reply::Proposed(Some(Answer::Failed(e)))) => Attempt::Unknown(format!("node {leader}: {e}"), None),
+            Ok(Reply::Proposed(Some(Answer::Abandoned(why)))) => {
+                Attempt::Unknown(format!("node {leader}: {why}"), None)
+            }
+            // The peer refused the call unread (a frame too large, a mismatched peer).
+            Ok(Reply::Refused(why)) => Attempt::NotDelivered(format!("node {leader} refused the command: {why}")),
+            Ok(other) => Attempt::Unknown(format!("node {leader} sent an unexpected reply: {other:?}"), None),
         }
     }
 
@@ -426,8 +417,149 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     pub async fn query_linearizable(&self) -> Result<ReadGuard<'_, S>, Error> {
         let deadline = Instant::now() + self.commit_timeout;
         let mut pause = FIRST_PAUSE;
-        let mut reason = String::from("no leader known");
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let reason = match self.reads.read_index(&self.link, self.attempt_timeout).await {
+                Ok(wanted) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.raft.wait(Some(left)).applied_index_at_least(wanted, "read index applied").await {
+                        Ok(_) => return self.query(),
+                        Err(WaitError::Timeout(..)) => "this node did not catch up in time".to_owned(),
+                        Err(WaitError::ShuttingDown) => return Err(Error::Closed),
+                    }
+                }
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable { reason });
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// A read lock on this node's state if this node leads, without asking the others: it
+    /// shows every command this leader acknowledged, but a leader cut off from the majority
+    /// keeps serving until it notices (within an election timeout), while a new leader may
+    /// already be acknowledging commands. Cheaper than [`ReplicatedStore::query_linearizable`]
+    /// (no round trip), weaker than it in that window.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`] on a node that does not lead, naming the leader it knows of.
+    pub fn query_leader(&self) -> Result<ReadGuard<'_, S>, Error> {
+        let status = self.status();
+        if status.role == Role::Leader && status.leader == Some(self.id) {
+            self.query()
+        } else {
+            Err(Error::NotLeader { leader: status.leader })
+        }
+    }
+
+    /// A read lock on this node's state if it is at most `max_lag` old, on any node: a
+    /// follower serves it when it heard from the leader within `max_lag` and has applied
+    /// every entry it knows committed; a leader, when a majority acknowledged it within
+    /// `max_lag`. The bound is in time since the leader was last heard from (plus the time
+    /// one append takes to travel), not in entries: under a steady load the state shown can
+    /// miss the commands acknowledged in that time, never older ones.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooStale`] when this node cannot vouch for `max_lag`.
+    pub fn query_fresh(&self, max_lag: Duration) -> Result<ReadGuard<'_, S>, Error> {
+        let status = self.status();
+        if status.role == Role::Leader {
+            let acked = self.raft.metrics().borrow().millis_since_quorum_ack;
+            return match acked {
+                Some(ms) if Duration::from_millis(ms) <= max_lag => self.query(),
+                Some(ms) => {
+                    Err(Error::TooStale { reason: format!("a majority last acknowledged this leader {ms} ms ago") })
+                }
+                None => Err(Error::TooStale { reason: "no majority has acknowledged this leader yet".into() }),
+            };
+        }
+        match self.link.local().contact.last() {
+            Some(since) if since <= max_lag => {}
+            Some(since) => {
+                return Err(Error::TooStale { reason: format!("the leader was last heard from {since:?} ago") });
+            }
+            None => return Err(Error::TooStale { reason: "this node has not heard from a leader".into() }),
+        }
+        if status.applied_index < status.commit_index {
+            return Err(Error::TooStale {
+                reason: format!(
+                    "applied up to index {:?}, committed up to {:?}",
+                    status.applied_index, status.commit_index
+                ),
+            });
+        }
+        self.query()
+    }
+
+    /// The group's members, as its leader knows them (as this node knows them when no leader
+    /// answers).
+    pub async fn members(&self) -> Result<Members, Error> {
+        match self.admin(AdminCall::Members, self.commit_timeout).await? {
+            AdminOutcome::Members(members) => Ok(members),
+            other => Err(Error::Unavailable { reason: format!("unexpected answer: {other:?}") }),
+        }
+    }
+
+    /// Adds node `id`, whose peers reach it at `addr` (`host:port` of its TCP transport;
+    /// anything on the in-process network), as a learner: it receives every entry (or the
+    /// newest snapshot, when the log behind it was purged) but does not vote. Returns once the
+    /// leader sees it caught up, so a [`ReplicatedStore::promote`] after it does not leave the
+    /// group waiting for a slow voter. Adding a member again only updates its address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] if no leader answered; [`Error::Indeterminate`] if the leader
+    /// changed during the call (the learner may or may not have been added: call it again).
+    pub async fn add_learner(&self, id: u64, addr: impl Into<String>) -> Result<(), Error> {
+        let addr = addr.into();
+        self.link.learn_address(id, &addr);
+        admin::done(self.admin(AdminCall::AddLearner { id, addr }, ADMIN_TIMEOUT).await?)
+    }
+
+    /// Makes the learners `ids` voters, in one joint-consensus change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] if one of them is not a learner; otherwise as
+    /// [`ReplicatedStore::add_learner`].
+    pub async fn promote(&self, ids: impl IntoIterator<Item = u64>) -> Result<(), Error> {
+        let ids = ids.into_iter().collect();
+        admin::done(self.admin(AdminCall::Promote { ids }, self.commit_timeout).await?)
+    }
+
+    /// Removes node `id` (a voter or a learner) from the group. Refused when it would leave
+    /// fewer voters than the leader's `min_voters` (see [`NodeConfig::min_voters`]); use
+    /// [`ReplicatedStore::remove_forced`] to go below it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] below the minimum or for a node that is not a member; otherwise as
+    /// [`ReplicatedStore::add_learner`].
+    pub async fn remove(&self, id: u64) -> Result<(), Error> {
+        admin::done(self.admin(AdminCall::Remove { id, force: false }, self.commit_timeout).await?)
+    }
+
+    /// Removes node `id` even below the minimum number of voters (never the last voter). A
+    /// group of two voters stops committing while either is down; of one, it has no
+    /// redundancy left.
+    pub async fn remove_forced(&self, id: u64) -> Result<(), Error> {
+        admin::done(self.admin(AdminCall::Remove { id, force: true }, self.commit_timeout).await?)
+    }
+
+    /// Sends an admin call to the leader, following the leader each answer names, until
+    /// `timeout`.
+    async fn admin(&self, call: AdminCall, timeout: Duration) -> Result<AdminOutcome, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = FIRST_PAUSE;
         let mut hint = None;
+        let mut reason = String::from("no leader known");
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return Err(Error::Closed);
@@ -436,28 +568,19 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             if now >= deadline {
                 return Err(Error::Unavailable { reason });
             }
-            if let Some(leader) = hint.take().or_else(|| self.leader()) {
-                let call = self
-                    .network
-                    .call(self.id, self.incarnation, leader, |peer| async move { peer.raft.get_read_log_id().await });
-                match tokio::time::timeout((deadline - now).min(self.attempt_timeout), call).await {
-                    Ok(Ok(Ok((read, _)))) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        let wanted = read.map(|id| id.index);
-                        match self.raft.wait(Some(left)).applied_index_at_least(wanted, "read index applied").await {
-                            Ok(_) => return self.query(),
-                            Err(WaitError::Timeout(..)) => reason = "this node did not catch up in time".into(),
-                            Err(WaitError::ShuttingDown) => return Err(Error::Closed),
-                        }
+            let target = hint.take().or_else(|| self.leader()).unwrap_or(self.id);
+            match self.link.call(target, Call::Admin(call.clone()), deadline - now).await {
+                Ok(Reply::Admin(AdminOutcome::NotLeader { leader: Some((next, addr)) })) if next != target => {
+                    if !addr.is_empty() {
+                        self.link.learn_address(next, &addr);
                     }
-                    Ok(Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))))) => {
-                        hint = f.leader_id.filter(|&next| next != leader);
-                        reason = format!("node {leader} is not the leader");
-                    }
-                    Ok(Ok(Err(e))) => reason = format!("node {leader}: {e}"),
-                    Ok(Err(Failure::NotDelivered(why) | Failure::AnswerLost(why))) => reason = why,
-                    Err(_) => reason = format!("no answer from node {leader} in time"),
+                    hint = Some(next);
+                    continue;
                 }
+                Ok(Reply::Admin(AdminOutcome::NotLeader { .. })) => reason = format!("node {target} knows no leader"),
+                Ok(Reply::Admin(outcome)) => return Ok(outcome),
+                Ok(other) => reason = format!("node {target} sent an unexpected reply: {other:?}"),
+                Err(f) => reason = f.reason(),
             }
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             pause = (pause * 2).min(MAX_PAUSE);
@@ -466,34 +589,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
 
     /// This node's role, leader, term and progress.
     pub fn status(&self) -> Status {
-        let (role, leader, term, last_log_index, snapshot_index, purged_index) = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            let role = match metrics.state {
-                ServerState::Leader => Role::Leader,
-                ServerState::Follower => Role::Follower,
-                ServerState::Candidate => Role::Candidate,
-                ServerState::Learner => Role::Learner,
-                ServerState::Shutdown => Role::Shutdown,
-            };
-            let role = if metrics.running_state.is_err() { Role::Shutdown } else { role };
-            let snapshot = metrics.snapshot.map(|id| id.index);
-            let purged = metrics.purged.map(|id| id.index);
-            (role, metrics.current_leader, metrics.current_term, metrics.last_log_index, snapshot, purged)
-        };
-        let (applied_index, applied_seq) = self.machine.progress();
-        Status {
-            id: self.id,
-            role,
-            leader,
-            term,
-            last_log_index,
-            commit_index: self.log.committed(),
-            applied_index,
-            applied_seq,
-            snapshot_index,
-            purged_index,
-        }
+        status_of(self.id, &self.raft, self.machine.progress(), self.log.committed())
     }
 
     /// Builds a snapshot of this node's state as applied now, and returns once it is durable.
@@ -569,7 +665,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
 
     /// Leaves the network and stops the watchdog.
     fn leave(&self) {
-        self.network.unregister(self.id, self.incarnation);
+        self.link.leave();
         if let Some(proposing) = self.proposing.lock().unwrap_or_else(PoisonError::into_inner).take() {
             proposing.abort();
         }

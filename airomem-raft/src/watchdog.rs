@@ -24,7 +24,7 @@ use openraft::{Raft, ServerState};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::network::{Contact, random_u64};
+use crate::transport::{Contact, random_u64};
 use crate::types::{NodeId, TypeConfig};
 
 /// Starts the watchdog of node `id`. The task runs until the node's Raft core stops or the
