@@ -67,6 +67,7 @@ mod log;
 mod network;
 mod proposer;
 mod sessions;
+mod snapshot_file;
 mod state_machine;
 mod store;
 mod types;
