@@ -176,6 +176,9 @@ impl std::fmt::Debug for SnapshotFile {
     }
 }
 
+/// What the end-of-transfer check gives back: the file it held, and its verdict.
+type CheckResult = (Box<dyn StorageFile>, io::Result<()>);
+
 /// A snapshot being received; see the module docs for its file's lifecycle.
 pub(crate) struct Incoming {
     dir: Arc<SnapshotDir>,
@@ -190,12 +193,11 @@ pub(crate) struct Incoming {
     /// The length the file was cut to, synced at and checked at; any write clears it.
     checked: Option<u64>,
     /// The end-of-transfer check running on the blocking pool, which holds the file.
-    check: Option<JoinHandle<(Box<dyn StorageFile>, io::Result<()>)>>,
+    check: Option<JoinHandle<CheckResult>>,
     /// Renamed into place: the file is the state machine's now.
     published: bool,
 }
 
-type CheckResult = (Box<dyn StorageFile>, io::Result<()>);
 
 impl Incoming {
     pub(crate) fn path(&self) -> &Path {

@@ -38,6 +38,9 @@ impl State for Blobs {
     }
 }
 
+/// Something a test does from inside a node's storage, at a chosen moment.
+type Hook = Box<dyn FnOnce() + Send>;
+
 /// What a node's storage saw, and what it does to the chunks it receives.
 #[derive(Default)]
 struct Watch {
@@ -50,7 +53,7 @@ struct Watch {
     /// Whole-file reads of published snapshots.
     whole_snapshot_reads: AtomicU64,
     /// Runs once, after the chunk with this number (from 1) is written.
-    after_chunk: Mutex<Option<(u64, Box<dyn FnOnce() + Send>)>>,
+    after_chunk: Mutex<Option<(u64, Hook)>>,
     /// The chunk with this number (from 1) gets a bit flipped on its way to the disk, once.
     damage_chunk: AtomicU64,
 }
