@@ -198,7 +198,6 @@ pub(crate) struct Incoming {
     published: bool,
 }
 
-
 impl Incoming {
     pub(crate) fn path(&self) -> &Path {
         &self.path
