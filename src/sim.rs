@@ -42,9 +42,10 @@
 //!
 //! # Faults
 //!
-//! Every storage operation (each method of [`Storage`] and [`StorageFile`]) gets an index,
-//! counted from 0 across all threads and files ([`SimStorage::ops`]). [`SimStorage::fail_at`]
-//! makes one chosen operation fail with `EIO` or `ENOSPC`; [`SimStorage::freeze_after`] and
+//! Every storage operation (each method of [`Storage`], [`StorageFile`] and
+//! [`StorageReadFile`] but the length of an open file) gets an index, counted from 0 across
+//! all threads and files ([`SimStorage::ops`]). [`SimStorage::fail_at`] makes one chosen
+//! operation fail with `EIO` or `ENOSPC`; [`SimStorage::freeze_after`] and
 //! [`SimStorage::power_cut`] make every operation from some index on fail, as if the machine
 //! had died there, so that the disk image stays exactly as it was at that moment for
 //! [`SimStorage::crash`] to take apart.
@@ -59,7 +60,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use airomem::storage::{LockGuard, Storage, StorageFile};
+use airomem::storage::{LockGuard, Storage, StorageFile, StorageReadFile};
 
 /// Raw OS error numbers (Linux) of the injected faults.
 const EIO: i32 = 5;
@@ -611,6 +612,14 @@ impl Storage for SimStorage {
         Ok(disk.inode(ino).current.clone())
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+        let mut disk = self.disk();
+        let ino = disk.lookup(path).ok();
+        disk.check(|| format!("open_read {} (inode {ino:?})", path.display()))?;
+        let ino = disk.lookup(path)?;
+        Ok(Box::new(SimReadFile { disk: Arc::clone(&self.disk), ino }))
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let mut disk = self.disk();
         let ino = disk.next_ino;
@@ -741,6 +750,33 @@ impl StorageFile for SimFile {
         inode.current.resize(len as usize, 0);
         inode.pending.push(FileOp::SetLen(len));
         Ok(())
+    }
+}
+
+/// A file open for reading: like [`SimFile`], it refers to the inode, so it reads what reads
+/// of the file see now (its current content, durable or not) after a rename or removal too.
+struct SimReadFile {
+    disk: Arc<Mutex<Disk>>,
+    ino: Ino,
+}
+
+impl StorageReadFile for SimReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        let ino = self.ino;
+        disk.check(|| format!("read {} bytes at {offset} from inode {ino}", buf.len()))?;
+        let content = &disk.inode(ino).current;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
+        let n = buf.len().min(content.len() - start);
+        buf[..n].copy_from_slice(&content[start..start + n]);
+        Ok(n)
+    }
+
+    /// Not an operation of its own: `fstat` on an open file, which a dead disk still answers
+    /// from the inode cache.
+    fn len(&self) -> io::Result<u64> {
+        let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(disk.inode(self.ino).current.len() as u64)
     }
 }
 
@@ -973,6 +1009,30 @@ mod tests {
             "create never replaces"
         );
         assert_eq!(sim.open_write(&dir().join("nope")).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn read_handles_read_in_place_and_follow_the_inode_across_removal() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(&dir()).expect("mkdir");
+        let mut file = sim.create(&dir().join("x")).expect("create");
+        file.write_all(b"0123456789").expect("write");
+        let reader = sim.open_read(&dir().join("x")).expect("open");
+        assert_eq!(reader.len().expect("len"), 10);
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.read_at(8, &mut buf).expect("read"), 2);
+        assert_eq!(&buf[..2], b"89");
+        assert_eq!(reader.read_at(12, &mut buf).expect("read"), 0);
+        sim.remove(&dir().join("x")).expect("remove");
+        reader.read_exact_at(2, &mut buf).expect("an open file outlives its name");
+        assert_eq!(&buf, b"2345");
+        assert_eq!(sim.open_read(&dir().join("x")).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        // Reads are operations: counted, and they fail once the power is off.
+        let before = sim.ops();
+        reader.read_at(0, &mut buf).expect("read");
+        assert_eq!(sim.ops(), before + 1);
+        sim.power_cut();
+        assert!(reader.read_at(0, &mut buf).is_err());
     }
 
     #[test]

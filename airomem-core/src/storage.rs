@@ -1,8 +1,8 @@
 //! The storage seam: every file-system operation of the journal and snapshot code passes
 //! through [`Storage`], so that tests can put a simulated power-losing disk in its place.
 //!
-//! The seam is deliberately small and speaks in whole-file, append and positioned-write
-//! terms, the only ways airomem touches its files.
+//! The seam is deliberately small and speaks in whole-file, append, positioned-write and
+//! positioned-read terms, the only ways airomem touches its files.
 
 use std::any::Any;
 use std::fmt;
@@ -37,6 +37,57 @@ pub trait StorageFile: Send {
     }
 }
 
+/// A file opened for reading by [`Storage::open_read`]: positioned reads of one file,
+/// whatever happens to its name afterwards.
+///
+/// The handle refers to the file, not to its path: once open, the file may be renamed or
+/// removed (as a newer snapshot replaces it) and the handle still reads it, as an open
+/// descriptor reads an unlinked file on Unix. It is meant for files nobody writes any more
+/// (published snapshots); whether writes made after the open are visible is unspecified.
+pub trait StorageReadFile: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset` (`pread`) and returns how many it read: 0 at
+    /// or past the end, fewer than asked near it (or whenever the storage prefers to).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fills `buf` from `offset`; fails with [`io::ErrorKind::UnexpectedEof`] if the file ends
+    /// first.
+    fn read_exact_at(&self, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(offset, buf) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ends before the read")),
+                Ok(n) => {
+                    offset += n as u64;
+                    buf = &mut buf[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The content of a whole file, read at open: [`Storage::open_read`]'s default.
+struct WholeFile(Vec<u8>);
+
+impl StorageReadFile for WholeFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.0.len());
+        let n = buf.len().min(self.0.len() - start);
+        buf[..n].copy_from_slice(&self.0[start..start + n]);
+        Ok(n)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+}
+
 /// A held lock; dropping it releases the lock.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
@@ -54,6 +105,21 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         let mut bytes = self.read(path)?;
         bytes.truncate(len);
         Ok(bytes)
+    }
+    /// Opens an existing file for positioned reads, in pieces of the caller's choosing.
+    ///
+    /// A handle rather than a `read_at(path, offset, buf)` that reopens the path each time:
+    /// the reader of a snapshot (a leader streaming it to a follower, chunk by chunk) must
+    /// keep reading the file it started with while a newer snapshot is published and the
+    /// old one removed, and one open per file instead of one per chunk spares the system
+    /// calls.
+    ///
+    /// The default reads the whole file at once ([`Storage::read`]) and serves the pieces
+    /// from memory: correct for any storage (the content is fixed at the open, as the file
+    /// a descriptor pins), but it holds the whole file. Storages that can read in place
+    /// override it; wrappers forward it.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+        Ok(Box::new(WholeFile(self.read(path)?)))
     }
     /// Creates a new, empty file; fails if it exists.
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
@@ -139,6 +205,28 @@ impl StorageFile for StdFile {
     }
 }
 
+/// A file open for reading: positioned reads on its descriptor, which keeps the file
+/// readable after its name is removed.
+struct StdReadFile(File);
+
+impl StorageReadFile for StdReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            // Moves the file's cursor, which nothing else here uses.
+            std::os::windows::fs::FileExt::seek_read(&self.0, buf, offset)
+        }
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
 impl Storage for StdStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut builder = fs::DirBuilder::new();
@@ -173,6 +261,10 @@ impl Storage for StdStorage {
         let mut bytes = Vec::with_capacity(len);
         File::open(path)?.take(len as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+        Ok(Box::new(StdReadFile(File::open(path)?)))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
@@ -240,5 +332,74 @@ mod tests {
         assert_eq!(storage.read_prefix(&sub.join("f"), 2).expect("read prefix"), b"ab");
         assert_eq!(storage.read_prefix(&sub.join("f"), 9).expect("read prefix"), b"abc");
         assert_eq!(storage.list(&sub).expect("list"), vec!["f".to_string()]);
+    }
+
+    /// What both implementations of `open_read` must do: positioned reads, short at the end,
+    /// and a handle that outlives the file's name.
+    fn reads_in_place_and_survives_removal(storage: &dyn Storage, dir: &Path) {
+        let path = dir.join("f");
+        let mut file = storage.create(&path).expect("create");
+        file.write_all(b"0123456789").expect("write");
+        let reader = storage.open_read(&path).expect("open");
+        assert_eq!(reader.len().expect("len"), 10);
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.read_at(3, &mut buf).expect("read"), 4);
+        assert_eq!(&buf, b"3456");
+        assert_eq!(reader.read_at(8, &mut buf).expect("read"), 2);
+        assert_eq!(&buf[..2], b"89");
+        assert_eq!(reader.read_at(10, &mut buf).expect("read"), 0);
+        assert_eq!(reader.read_at(99, &mut buf).expect("read"), 0);
+        storage.remove(&path).expect("remove");
+        let mut all = [0u8; 10];
+        reader.read_exact_at(0, &mut all).expect("an open file outlives its name");
+        assert_eq!(&all, b"0123456789");
+        assert_eq!(reader.read_exact_at(5, &mut all).expect_err("past the end").kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(storage.open_read(&path).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn open_read_reads_in_place_and_survives_removal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        reads_in_place_and_survives_removal(&StdStorage::default(), dir.path());
+    }
+
+    /// A storage that does not override `open_read`: the default serves the same reads.
+    #[derive(Debug)]
+    struct Plain(StdStorage);
+
+    impl Storage for Plain {
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.0.create_dir_all(dir)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.0.list(dir)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.0.read(path)
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            self.0.create(path)
+        }
+        fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            self.0.open_write(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.0.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.0.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+            self.0.lock(path)
+        }
+    }
+
+    #[test]
+    fn the_default_open_read_serves_the_same_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        reads_in_place_and_survives_removal(&Plain(StdStorage::default()), dir.path());
     }
 }

@@ -15,6 +15,11 @@ use crate::sessions::SESSION_IDLE_NANOS;
 const MAX_COMMIT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const _: () = assert!(MAX_COMMIT_TIMEOUT.as_nanos() * 4 <= SESSION_IDLE_NANOS as u128);
 
+/// The default size of the pieces a snapshot is sent in.
+const DEFAULT_SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+/// The smallest piece allowed: below it the per-RPC cost dominates any transfer.
+const MIN_SNAPSHOT_CHUNK: u64 = 4 * 1024;
+
 /// The settings of one node of a replicated store: its id, its directory and its timing.
 ///
 /// ```
@@ -42,6 +47,7 @@ pub struct NodeConfig {
     pub(crate) election_timer: bool,
     pub(crate) watchdog: bool,
     pub(crate) min_voters: usize,
+    pub(crate) snapshot_chunk_size: u64,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -57,6 +63,7 @@ impl fmt::Debug for NodeConfig {
             .field("election_timer", &self.election_timer)
             .field("watchdog", &self.watchdog)
             .field("min_voters", &self.min_voters)
+            .field("snapshot_chunk_size", &self.snapshot_chunk_size)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +87,7 @@ impl NodeConfig {
             election_timer: true,
             watchdog: true,
             min_voters: 3,
+            snapshot_chunk_size: DEFAULT_SNAPSHOT_CHUNK,
         }
     }
 
@@ -170,20 +178,38 @@ impl NodeConfig {
         if self.snapshot_every == 0 {
             return Err(invalid("snapshot_every must be at least 1".into()));
         }
+        if self.snapshot_chunk_size < MIN_SNAPSHOT_CHUNK || usize::try_from(self.snapshot_chunk_size).is_err() {
+            return Err(invalid(format!(
+                "snapshot_chunk_size {} is below {MIN_SNAPSHOT_CHUNK} bytes or too large",
+                self.snapshot_chunk_size
+            )));
+        }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
             cluster_name: "airomem".into(),
             heartbeat_interval: millis(self.heartbeat),
             election_timeout_min: millis(self.election_min),
             election_timeout_max: millis(self.election_max),
-            // A snapshot travels in one piece; on a loaded machine it may take a while to
-            // write, and openraft's 200 ms default would cancel it again and again.
+            // Per snapshot chunk; the last one's answer waits for the whole install, which on a
+            // loaded machine may take a while, and openraft's 200 ms default would cancel it
+            // again and again.
             install_snapshot_timeout: millis(self.election_max).max(2_000),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             enable_elect: self.election_timer,
+            snapshot_max_chunk_size: self.snapshot_chunk_size,
             ..openraft::Config::default()
         };
         config.validate().map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The size of the pieces a snapshot is sent in (default 1 MiB, at least 4 KiB): each
+    /// `install_snapshot` message carries one, read from the leader's snapshot file and
+    /// written into the follower's at its offset, so neither side holds a whole snapshot in
+    /// memory to send or receive it. Each piece must arrive (and the last be installed)
+    /// within the maximum election timeout or 2 s, whichever is longer.
+    pub fn snapshot_chunk_size(mut self, bytes: u64) -> NodeConfig {
+        self.snapshot_chunk_size = bytes;
+        self
     }
 }

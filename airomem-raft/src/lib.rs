@@ -67,6 +67,7 @@ mod log;
 mod proposer;
 mod reads;
 mod sessions;
+mod snapshot_file;
 mod state_machine;
 mod status;
 mod store;

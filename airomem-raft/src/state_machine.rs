@@ -9,8 +9,9 @@
 //!   published atomically) through the storage seam, named by the number of log entries they
 //!   cover (last applied index + 1; 0 for none). The image is a postcard prefix (last applied
 //!   log id, membership, counter, time) followed by the state in the store's serializer. The
-//!   file's bytes are what openraft ships to followers, and a follower verifies them before it
-//!   installs anything.
+//!   file is what openraft ships to followers, in chunks read from it ([`SnapshotFile`]); a
+//!   follower writes the chunks into a file of its own, verifies it before it replaces
+//!   anything and renames it into place (see `snapshot_file` for which code owns which file).
 //! * **Panics.** A command that panics may leave the state half changed, and `State` is not
 //!   `Clone`: the state is rebuilt from the newest snapshot and the log up to the entry before
 //!   it (skipping commands known to panic), and the entry counts as applied with an
@@ -21,10 +22,8 @@
 //!   applied already; a copy gets the recorded outcome and executes nothing.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use airomem::storage::Storage;
@@ -38,6 +37,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::log::LogReader;
 use crate::sessions::{Check, Sessions};
+use crate::snapshot_file::{SnapshotDir, SnapshotFile};
 use crate::types::{Applied, Entry, LogId, Request, StorageError, StoredMembership, TypeConfig};
 
 /// zstd level of snapshots: fast, and still several times smaller than the image.
@@ -73,17 +73,19 @@ struct Inner<S: State, Z: Serializer> {
     serializer: Z,
     replica: RwLock<Replica<S>>,
     /// The newest durable snapshot: its meta and file sequence number. Held while a snapshot
-    /// is published (written, made current, older ones removed) and while the current one is
-    /// read, so that a reader never looks for a file a concurrent publish just removed (a
-    /// leader sending its snapshot while building the next one).
+    /// is published (written or renamed into place, made current, older ones removed) and
+    /// while the current one is opened for reading, so that a reader never looks for a file a
+    /// concurrent publish just removed (a leader sending its snapshot while building the next
+    /// one). Once open, a reader reads through its handle, whatever is removed meanwhile.
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
     /// The node's log, replayed when a panicking command forces a rebuild.
     log: LogReader,
     /// Commands that panicked (this process has seen), by entry index and position in the
     /// entry, with the panic's message: a rebuild skips them and records the same outcome.
     panicked: Mutex<Panicked>,
-    /// Set when the node is halted (a simulated kill): no snapshot file is written after it.
-    halted: AtomicBool,
+    /// The snapshot directory as snapshot transfers see it, with the flag set when the node is
+    /// halted (a simulated kill): no snapshot file is written after it.
+    files: Arc<SnapshotDir>,
 }
 
 /// The state machine of one node.
@@ -144,33 +146,39 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         Ok((progress, state))
     }
 
-    /// Publishes `image` as the snapshot `seq` described by `meta`, makes it current (a build
-    /// that finished after a newer one does not displace it, an install always does) and
-    /// removes the others. A build gets the file's bytes back, read under the same lock.
-    fn publish(
+    /// Publishes `image` as the built snapshot `seq` described by `meta`, makes it current
+    /// unless a newer one is, removes the others, and returns it opened for reading: opened
+    /// before the removal, under the same lock, so that it is readable even when a newer
+    /// snapshot displaced it at once.
+    fn publish_built(
         &self,
         seq: u64,
         image: &[u8],
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        install: bool,
-    ) -> Result<Option<Vec<u8>>, Error> {
-        if self.halted.load(Ordering::Acquire) {
+    ) -> Result<(SnapshotFile, u64), Error> {
+        if self.files.is_halted() {
             return Err(Error::Closed);
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
         let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)
             .map_err(Error::snapshot)?;
-        // A build ships these bytes to followers; an install has nobody to ship them to.
-        let bytes = if install {
-            None
-        } else {
-            Some(self.storage.read(&published.path).map_err(|e| Error::io("read", &published.path, e))?)
-        };
-        if install || current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
+        let file = self.files.open_published(&published.path).map_err(|e| Error::io("open", &published.path, e))?;
+        if current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
             *current = Some((meta.clone(), seq));
         }
-        let keep = current.as_ref().map_or(seq, |(_, newest)| *newest);
+        self.remove_others(&current, seq)?;
+        Ok((file, published.file_len))
+    }
+
+    /// Removes every snapshot but the current one (`fallback` if there is none), under the
+    /// `current` lock its caller holds.
+    fn remove_others(
+        &self,
+        current: &Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>,
+        fallback: u64,
+    ) -> Result<(), Error> {
+        let keep = current.as_ref().map_or(fallback, |(_, newest)| *newest);
         let mut removed = false;
         for old in airomem_snapshot::list(self.storage.as_ref(), &self.dir).map_err(Error::snapshot)? {
             if old.0 != keep {
@@ -181,7 +189,7 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         if removed {
             self.storage.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))?;
         }
-        Ok(bytes)
+        Ok(())
     }
 
     fn build(&self) -> Result<Snapshot<TypeConfig>, Error> {
@@ -198,15 +206,28 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             last_membership: progress.membership.clone(),
             snapshot_id: snapshot_id(&progress),
         };
-        let bytes = self.publish(seq, &image, &meta, false)?.expect("a build reads back what it published");
-        info!(seq, raw = image.len(), file = bytes.len(), "Raft snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        let (file, len) = self.publish_built(seq, &image, &meta)?;
+        info!(seq, raw = image.len(), file = len, "Raft snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 
-    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, bytes: &[u8]) -> Result<(), Error> {
+    /// Installs the received snapshot `data` described by `meta`: the file is synced and
+    /// verified (checksums, serializer, schema, last log id) and the state decoded from it
+    /// before anything changes; then it is renamed into place as the current snapshot, the
+    /// others are removed, and the state replaced. A refused file is removed (by its
+    /// receiver, dropped on the way out) and leaves the state and the snapshots as they were.
+    ///
+    /// Decoding needs the image in memory, as opening a store does: the file is read whole
+    /// here, once the transfer is over.
+    fn install(&self, meta: &SnapshotMeta<u64, openraft::BasicNode>, data: SnapshotFile) -> Result<(), Error> {
         let seq = snapshot_seq(meta.last_log_id);
-        let (header, image) = airomem_snapshot::verify(Path::new("<received snapshot>"), bytes, Seq(seq), Z::ID)
-            .map_err(Error::snapshot)?;
+        let mut incoming =
+            data.into_finished(&self.files).map_err(|e| Error::io("receive a snapshot in", &self.dir, e))?;
+        let path = incoming.path().to_path_buf();
+        let (header, image) = {
+            let bytes = self.storage.read(&path).map_err(|e| Error::io("read", &path, e))?;
+            airomem_snapshot::verify(&path, &bytes, Seq(seq), Z::ID).map_err(Error::snapshot)?
+        };
         if header.schema_version != S::SCHEMA_VERSION {
             return Err(Error::Codec(airomem::CodecError::Decode {
                 serializer: "snapshot image",
@@ -214,14 +235,22 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             }));
         }
         let (progress, state) = self.decode_image(&image)?;
+        drop(image);
         if progress.applied != meta.last_log_id {
             return Err(Error::Codec(airomem::CodecError::Decode {
                 serializer: "snapshot image",
                 message: format!("image covers {:?}, its meta says {:?}", progress.applied, meta.last_log_id),
             }));
         }
-        // Durable first: a crash after this reopens into the installed snapshot.
-        self.publish(seq, &image, meta, true)?;
+        {
+            // Durable first: a crash after this reopens into the installed snapshot.
+            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            let target = airomem_snapshot::path(&self.dir, Seq(seq));
+            incoming.publish_as(&target).map_err(|e| Error::io("rename", &path, e))?;
+            self.storage.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))?;
+            *current = Some((meta.clone(), seq));
+            self.remove_others(&current, seq)?;
+        }
         *self.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
         Ok(())
     }
@@ -441,6 +470,8 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
     pub(crate) fn open(storage: Arc<dyn Storage>, dir: &Path, serializer: Z, log: LogReader) -> Result<Self, Error> {
         storage.create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         airomem_snapshot::remove_temp_files(storage.as_ref(), dir).map_err(Error::snapshot)?;
+        let files = Arc::new(SnapshotDir::new(Arc::clone(&storage), dir));
+        files.remove_leftovers().map_err(|e| Error::io("remove unfinished snapshot transfers in", dir, e))?;
         let inner = Inner {
             storage,
             dir: dir.to_path_buf(),
@@ -449,7 +480,7 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
             current: Mutex::new(None),
             log,
             panicked: Mutex::new(BTreeMap::new()),
-            halted: AtomicBool::new(false),
+            files,
         };
         if let Some((progress, state, seq)) = inner.load_newest()? {
             let meta = SnapshotMeta {
@@ -491,7 +522,7 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
 
     /// From now on, write no snapshot file (the node is being halted as if killed).
     pub(crate) fn halt(&self) {
-        self.inner.halted.store(true, Ordering::Release);
+        self.inner.files.halt();
     }
 }
 
@@ -526,30 +557,32 @@ impl<S: State, Z: Serializer> RaftStateMachine<TypeConfig> for StateMachine<S, Z
         SnapshotBuilder { inner: Arc::clone(&self.inner) }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        // Only leftovers are listed and removed here; the file comes with the first chunk.
+        Ok(Box::new(self.inner.files.receive()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         let inner = Arc::clone(&self.inner);
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || inner.install(&meta, snapshot.get_ref()))
+        tokio::task::spawn_blocking(move || inner.install(&meta, *snapshot))
             .await
             .map_err(|e| snapshot_error(&Error::io("install a snapshot in", PathBuf::new(), std::io::Error::other(e))))?
             .map_err(|e| snapshot_error(&e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        // The file is read under the lock: a concurrent publish must not remove it meanwhile.
+        // Opened under the lock: a concurrent publish must not remove the file before it is
+        // open; once open, the handle reads it whatever a publish removes.
         let current = self.inner.current.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((meta, seq)) = current.clone() else { return Ok(None) };
         let path = airomem_snapshot::path(&self.inner.dir, Seq(seq));
-        let bytes = self.inner.storage.read(&path).map_err(|e| snapshot_error(&Error::io("read", &path, e)))?;
+        let file = self.inner.files.open_published(&path).map_err(|e| snapshot_error(&Error::io("open", &path, e)))?;
         drop(current);
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
     }
 }

@@ -1,6 +1,5 @@
 //! The openraft type configuration; nothing here leaves the crate.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,7 +73,8 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A snapshot file, streamed in chunks: see `snapshot_file`.
+        SnapshotData = crate::snapshot_file::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -60,11 +60,12 @@ async fn commands_get_a_dense_sequence_and_a_monotonic_leader_time() {
 async fn a_snapshot_restores_state_and_progress_on_reopen_and_installs_elsewhere() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let other = tempfile::tempdir().expect("a temporary directory");
-    let snapshot = {
+    let mut snapshot = {
         let mut sm = open(dir.path());
         sm.apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10), normal(1, 3, 6, 20)]).await.expect("applies");
         sm.get_snapshot_builder().await.build_snapshot().await.expect("builds")
     };
+    let bytes = read_all(&mut snapshot.snapshot).await;
     let mut reopened = open(dir.path());
     assert_eq!(reopened.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
     let (applied, members) = reopened.applied_state().await.expect("reads");
@@ -75,23 +76,99 @@ async fn a_snapshot_restores_state_and_progress_on_reopen_and_installs_elsewhere
     assert_eq!(reopened.query(|s| s.seen[2]), (7, 3, 20));
 
     let mut follower = open(other.path());
-    let mut received = follower.begin_receiving_snapshot().await.expect("begins");
-    *received = *snapshot.snapshot.clone();
-    follower.install_snapshot(&snapshot.meta, received).await.expect("installs");
+    receive(&mut follower, &snapshot.meta, &bytes).await.expect("installs");
     assert_eq!(follower.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
-    let current = follower.get_current_snapshot().await.expect("reads").expect("a snapshot");
+    let mut current = follower.get_current_snapshot().await.expect("reads").expect("a snapshot");
     assert_eq!(current.meta, snapshot.meta);
+    assert_eq!(read_all(&mut current.snapshot).await, bytes, "the received file is the snapshot");
+}
 
-    // A damaged transfer is refused and changes nothing.
-    let mut damaged = follower.begin_receiving_snapshot().await.expect("begins");
-    let mut bytes = snapshot.snapshot.get_ref().clone();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    *damaged.get_mut() = bytes;
-    let mut meta = snapshot.meta.clone();
-    meta.snapshot_id = "damaged".into();
-    assert!(follower.install_snapshot(&meta, damaged).await.is_err());
-    assert_eq!(follower.get_current_snapshot().await.expect("reads").expect("a snapshot").meta, snapshot.meta);
+/// A received image whose bytes were damaged on the way is refused by `install_snapshot`
+/// (here fed directly, without the end-of-transfer check openraft's shutdown runs): the
+/// state, the current snapshot and its file stay as they were, and the received file is
+/// removed.
+#[tokio::test]
+async fn a_damaged_received_image_is_refused_and_changes_nothing() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let other = tempfile::tempdir().expect("a temporary directory");
+    let (old, mut new) = {
+        let mut sm = open(dir.path());
+        sm.apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10)]).await.expect("applies");
+        let old = sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+        sm.apply([normal(1, 3, 6, 20)]).await.expect("applies");
+        (old, sm.get_snapshot_builder().await.build_snapshot().await.expect("builds"))
+    };
+    let mut follower = open(other.path());
+    let mut old_snapshot = old;
+    receive(&mut follower, &old_snapshot.meta, &read_all(&mut old_snapshot.snapshot).await).await.expect("installs");
+    let snapshots = other.path().join("snapshots");
+    let files_before = files_in(&snapshots);
+    let current_bytes =
+        read_all(&mut follower.get_current_snapshot().await.expect("reads").expect("one").snapshot).await;
+
+    let good = read_all(&mut new.snapshot).await;
+    for at in [0, good.len() / 2, good.len() - 1] {
+        let mut damaged = good.clone();
+        damaged[at] ^= 0x40;
+        let mut received = follower.begin_receiving_snapshot().await.expect("begins");
+        received.write_all(&damaged).await.expect("writes");
+        let refused = follower.install_snapshot(&new.meta, received).await;
+        assert!(refused.is_err(), "byte {at} flipped: {refused:?}");
+        assert_eq!(follower.query(|s| s.seen.clone()), [(5, 1, 10)], "byte {at} flipped: the state is unchanged");
+        let mut current = follower.get_current_snapshot().await.expect("reads").expect("a snapshot");
+        assert_eq!(current.meta, old_snapshot.meta);
+        assert_eq!(read_all(&mut current.snapshot).await, current_bytes);
+        assert_eq!(files_in(&snapshots), files_before, "byte {at} flipped: the received file is removed");
+    }
+
+    // Through openraft's end of transfer, the damage fails the transfer before any install.
+    let mut damaged = good.clone();
+    damaged[good.len() / 3] ^= 1;
+    let mut received = follower.begin_receiving_snapshot().await.expect("begins");
+    received.write_all(&damaged).await.expect("writes");
+    let checked = received.shutdown().await;
+    assert_eq!(checked.map_err(|e| e.kind()), Err(std::io::ErrorKind::InvalidData));
+    drop(received);
+    assert_eq!(files_in(&snapshots), files_before);
+
+    // The undamaged image installs.
+    receive(&mut follower, &new.meta, &good).await.expect("installs");
+    assert_eq!(follower.query(|s| s.seen.clone()), [(5, 1, 10), (6, 2, 20)]);
+}
+
+/// The names of the files in `dir`.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// All of a snapshot's bytes, read from its start.
+async fn read_all(data: &mut crate::snapshot_file::SnapshotFile) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    data.seek(std::io::SeekFrom::Start(0)).await.expect("seeks");
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.expect("reads");
+    bytes
+}
+
+/// Receives `bytes` as openraft does (written, then shut down) and installs them as the
+/// snapshot `meta`.
+async fn receive(
+    sm: &mut Machine,
+    meta: &openraft::SnapshotMeta<u64, openraft::BasicNode>,
+    bytes: &[u8],
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut received = sm.begin_receiving_snapshot().await.map_err(|e| e.to_string())?;
+    received.write_all(bytes).await.map_err(|e| e.to_string())?;
+    received.shutdown().await.map_err(|e| e.to_string())?;
+    sm.install_snapshot(meta, received).await.map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -219,6 +296,62 @@ async fn the_current_snapshot_stays_readable_while_newer_ones_are_published() {
     reading.await.expect("no read failed");
 }
 
+/// A leader streaming its snapshot holds it open while newer snapshots are published and the
+/// file it reads is removed: every chunk it reads afterwards is still the snapshot it began,
+/// on the file system and on the simulated disk (both keep an open file readable).
+#[tokio::test]
+async fn an_open_snapshot_reads_whole_after_newer_ones_removed_its_file() {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let sim = airomem_workspace::sim::SimStorage::new();
+    let on_disk: Arc<dyn airomem::storage::Storage> = Arc::new(StdStorage::default());
+    let simulated: Arc<dyn airomem::storage::Storage> = Arc::new(sim.clone());
+    for (mut log, mut sm, storage, snapshots) in [
+        {
+            let (log, sm) = open_with_log(dir.path());
+            (log, sm, on_disk, dir.path().join("snapshots"))
+        },
+        {
+            let (log, sm) = open_on(&sim);
+            (log, sm, simulated, std::path::PathBuf::from("/node/snapshots"))
+        },
+    ] {
+        let entries: Vec<Entry> =
+            std::iter::once(membership(1, 1, &[1])).chain((2..=40).map(|i| normal(1, i, i * 1_000_003, i))).collect();
+        log.blocking_append(entries.clone()).await.expect("appends");
+        sm.apply(entries[..20].to_vec()).await.expect("applies");
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+        let expected = read_all(&mut sm.get_current_snapshot().await.expect("reads").expect("one").snapshot).await;
+        let mut sending = built.snapshot;
+        // Read like openraft's replication: a seek to the end for the length, then a seek and
+        // a chunk per RPC, with newer snapshots published between chunks.
+        let len = sending.seek(std::io::SeekFrom::End(0)).await.expect("seeks");
+        assert_eq!(len, expected.len() as u64);
+        let mut received = Vec::new();
+        for (i, entry) in entries[20..].iter().enumerate() {
+            sm.apply([entry.clone()]).await.expect("applies");
+            sm.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+            let listed = airomem_snapshot::list(storage.as_ref(), &snapshots).expect("lists");
+            assert_eq!(listed.len(), 1, "only the newest snapshot is kept");
+            if received.len() as u64 == len {
+                continue;
+            }
+            sending.seek(std::io::SeekFrom::Start(received.len() as u64)).await.expect("seeks");
+            let mut chunk = Vec::with_capacity(16 + i);
+            while chunk.capacity() > chunk.len() {
+                if sending.read_buf(&mut chunk).await.expect("an open snapshot stays readable") == 0 {
+                    break;
+                }
+            }
+            received.extend_from_slice(&chunk);
+        }
+        sending.seek(std::io::SeekFrom::Start(received.len() as u64)).await.expect("seeks");
+        sending.read_to_end(&mut received).await.expect("reads the rest");
+        assert_eq!(received, expected);
+    }
+}
+
 /// An entry carries a batch of commands from several clients: each executes as if alone,
 /// and one that panics is rolled back alone (its neighbours in the entry stay), on the first
 /// apply and in every rebuild after it.
@@ -291,13 +424,14 @@ async fn a_power_cut_anywhere_in_a_snapshot_install_leaves_the_old_state_or_the_
     use airomem_workspace::sim::SimStorage;
 
     let leader_dir = tempfile::tempdir().expect("a temporary directory");
-    let snapshot = {
+    let (meta, bytes) = {
         let mut leader = open(leader_dir.path());
         leader
             .apply([membership(1, 1, &[1, 2, 3]), normal(1, 2, 5, 10), normal(1, 3, 6, 20), normal(1, 4, 7, 30)])
             .await
             .expect("applies");
-        leader.get_snapshot_builder().await.build_snapshot().await.expect("builds")
+        let mut snapshot = leader.get_snapshot_builder().await.build_snapshot().await.expect("builds");
+        (snapshot.meta, read_all(&mut snapshot.snapshot).await)
     };
     let old = (Some(log_id(1, 1, 2)), vec![(5, 1, 10)]);
     let new = (Some(log_id(1, 1, 4)), vec![(5, 1, 10), (6, 2, 20), (7, 3, 30)]);
@@ -306,7 +440,7 @@ async fn a_power_cut_anywhere_in_a_snapshot_install_leaves_the_old_state_or_the_
         let sim = SimStorage::new();
         let (_log, mut sm) = follower_before_install(&sim).await;
         let before = sim.ops();
-        install_on(&mut sm, &snapshot).await.expect("installs without faults");
+        receive(&mut sm, &meta, &bytes).await.expect("installs without faults");
         sim.ops() - before
     };
     assert!(operations >= 4, "the install writes, syncs and renames ({operations} operations)");
@@ -315,7 +449,7 @@ async fn a_power_cut_anywhere_in_a_snapshot_install_leaves_the_old_state_or_the_
         let sim = SimStorage::new();
         let (log, mut sm) = follower_before_install(&sim).await;
         sim.freeze_after(sim.ops() + cut);
-        let installed = install_on(&mut sm, &snapshot).await.is_ok();
+        let installed = receive(&mut sm, &meta, &bytes).await.is_ok();
         drop(sm);
         drop(log);
         sim.power_cut();
@@ -332,11 +466,4 @@ async fn a_power_cut_anywhere_in_a_snapshot_install_leaves_the_old_state_or_the_
             }
         }
     }
-}
-
-/// Installs `snapshot` as a follower receives it.
-async fn install_on(sm: &mut Machine, snapshot: &openraft::Snapshot<crate::types::TypeConfig>) -> Result<(), String> {
-    let mut received = sm.begin_receiving_snapshot().await.map_err(|e| e.to_string())?;
-    *received = *snapshot.snapshot.clone();
-    sm.install_snapshot(&snapshot.meta, received).await.map_err(|e| e.to_string())
 }

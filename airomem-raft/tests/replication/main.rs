@@ -16,6 +16,7 @@ mod partition;
 mod reelected_after_snapshot_install;
 mod restart_keeps_acknowledged;
 mod snapshot_catch_up;
+mod snapshot_chunks;
 mod watchdog;
 mod whole_cluster_power_loss;
 

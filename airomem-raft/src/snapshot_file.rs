@@ -1,0 +1,698 @@
+//! The snapshot data openraft moves between nodes: [`SnapshotFile`], a snapshot file read and
+//! written in chunks through the storage seam, never held whole in memory by the transfer.
+//!
+//! openraft 0.9 (without its `generic-snapshot-data` feature) wants the snapshot data to be
+//! `AsyncRead + AsyncWrite + AsyncSeek + Send + Unpin + 'static`. A leader's replication
+//! seeks to each offset and reads one chunk (`snapshot_max_chunk_size`) per
+//! `install_snapshot` RPC; a follower writes each chunk at its offset into the data
+//! `begin_receiving_snapshot` gave it, shuts it down after the last one and hands it to
+//! `install_snapshot`.
+//!
+//! # The files and who owns them (all in the node's snapshot directory)
+//!
+//! * **`<seq>.snapshot`**, a published snapshot, belongs to the state machine: it is made
+//!   current, and the others removed, under the state machine's `current` lock. A leader
+//!   sending one holds a [`SnapshotFile`] opened under that lock with
+//!   [`Storage::open_read`], a handle on the file rather than its name: a publish that
+//!   removes the file meanwhile takes its name, and the content stays readable until the
+//!   reader is dropped (an open descriptor on Unix, the inode on the simulated disk). Nothing
+//!   ever reopens a snapshot by name to read the next chunk.
+//! * **`incoming-<n>.part`**, a snapshot being received, belongs to the [`Incoming`] writing
+//!   it, created with its first chunk. Its owner removes it when dropped unpublished: a
+//!   transfer abandoned, superseded (openraft drops the receiver when a transfer of another
+//!   snapshot begins), refused by its end-of-transfer check or by the install. An install
+//!   renames it into place as `<seq>.snapshot`, and from then on it is the state machine's.
+//!   A killed process removes nothing: the files of no live receiver are removed when the
+//!   state machine opens and when a transfer begins.
+//!
+//! A halted node (a simulated kill) writes no chunk and removes nothing.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use airomem::storage::{Storage, StorageFile, StorageReadFile};
+use airomem_snapshot::format::{FOOTER_LEN, Footer, HEADER_LEN, SnapshotHeader};
+use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+const INCOMING_PREFIX: &str = "incoming-";
+const INCOMING_SUFFIX: &str = ".part";
+
+/// The piece a file is checked or copied in: bounded memory whatever the snapshot's size.
+const PIECE: usize = 1024 * 1024;
+
+/// The number of a receiver's file name, or `None` for other files.
+fn parse_incoming(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(INCOMING_PREFIX)?.strip_suffix(INCOMING_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn damaged(path: &Path, reason: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("received snapshot {} is damaged: {reason}", path.display()))
+}
+
+fn halted() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the node is halted: no snapshot file is written")
+}
+
+/// A node's snapshot directory, as the snapshot files see it: where receivers put their
+/// files, which of them are alive, and whether the node is halted.
+#[derive(Debug)]
+pub(crate) struct SnapshotDir {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    halted: AtomicBool,
+    next_incoming: AtomicU64,
+    /// The numbers of the receivers alive: their files are not leftovers.
+    live: Mutex<BTreeSet<u64>>,
+}
+
+impl SnapshotDir {
+    pub(crate) fn new(storage: Arc<dyn Storage>, path: &Path) -> SnapshotDir {
+        SnapshotDir {
+            storage,
+            path: path.to_path_buf(),
+            halted: AtomicBool::new(false),
+            next_incoming: AtomicU64::new(0),
+            live: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// From now on, write and remove nothing (the node is being halted as if killed).
+    pub(crate) fn halt(&self) {
+        self.halted.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+
+    /// Removes the receivers' files that no live receiver owns: left by a killed process, or
+    /// by a receiver whose own removal failed. Returns how many.
+    pub(crate) fn remove_leftovers(&self) -> io::Result<usize> {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut removed = 0;
+        for name in self.storage.list(&self.path)? {
+            if parse_incoming(&name).is_some_and(|n| !live.contains(&n)) {
+                let path = self.path.join(&name);
+                warn!(file = %path.display(), "removing a snapshot whose transfer did not finish");
+                match self.storage.remove(&path) {
+                    Ok(()) => removed += 1,
+                    // Its owner removed it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The published snapshot at `path`, for reading: the handle is taken now, so the caller
+    /// must hold the lock under which snapshots are removed.
+    pub(crate) fn open_published(&self, path: &Path) -> io::Result<SnapshotFile> {
+        let file = self.storage.open_read(path)?;
+        let len = file.len()?;
+        Ok(SnapshotFile { pos: 0, kind: Kind::Published { file, len } })
+    }
+
+    /// A new receiver. Nothing is created yet (its file comes with the first chunk, so that a
+    /// full disk fails that chunk's RPC, which the leader retries, rather than the state
+    /// machine); leftovers of earlier transfers are removed first, best effort.
+    pub(crate) fn receive(self: &Arc<Self>) -> SnapshotFile {
+        if !self.is_halted()
+            && let Err(e) = self.remove_leftovers()
+        {
+            warn!(dir = %self.path.display(), error = %e, "could not remove unfinished snapshot transfers");
+        }
+        let id = self.next_incoming.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+        let path = self.path.join(format!("{INCOMING_PREFIX}{id}{INCOMING_SUFFIX}"));
+        let incoming = Incoming {
+            dir: Arc::clone(self),
+            id,
+            path,
+            created: false,
+            file: None,
+            end: 0,
+            checked: None,
+            check: None,
+            published: false,
+        };
+        SnapshotFile { pos: 0, kind: Kind::Incoming(incoming) }
+    }
+}
+
+/// A snapshot file being read (a published snapshot, on a leader) or written (one being
+/// received, on a follower): openraft's `SnapshotData`.
+pub(crate) struct SnapshotFile {
+    /// Where the next read or write goes.
+    pos: u64,
+    kind: Kind,
+}
+
+enum Kind {
+    Published { file: Box<dyn StorageReadFile>, len: u64 },
+    Incoming(Incoming),
+}
+
+impl std::fmt::Debug for SnapshotFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Published { len, .. } => {
+                f.debug_struct("Published").field("len", len).field("pos", &self.pos).finish()
+            }
+            Kind::Incoming(i) => f.debug_struct("Incoming").field("path", &i.path).field("pos", &self.pos).finish(),
+        }
+    }
+}
+
+/// What the end-of-transfer check gives back: the file it held, and its verdict.
+type CheckResult = (Box<dyn StorageFile>, io::Result<()>);
+
+/// A snapshot being received; see the module docs for its file's lifecycle.
+pub(crate) struct Incoming {
+    dir: Arc<SnapshotDir>,
+    id: u64,
+    path: PathBuf,
+    /// Whether its file exists (was created and not yet renamed).
+    created: bool,
+    /// `None` before the first chunk and while the end-of-transfer check holds it.
+    file: Option<Box<dyn StorageFile>>,
+    /// One past the last byte written.
+    end: u64,
+    /// The length the file was cut to, synced at and checked at; any write clears it.
+    checked: Option<u64>,
+    /// The end-of-transfer check running on the blocking pool, which holds the file.
+    check: Option<JoinHandle<CheckResult>>,
+    /// Renamed into place: the file is the state machine's now.
+    published: bool,
+}
+
+impl Incoming {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&mut self) -> io::Result<&mut Box<dyn StorageFile>> {
+        if self.dir.is_halted() {
+            return Err(halted());
+        }
+        if self.check.is_some() {
+            return Err(io::Error::other("a received snapshot is written to while it is being checked"));
+        }
+        if self.file.is_none() {
+            if self.created {
+                return Err(io::Error::other("a received snapshot lost its file after a failed check"));
+            }
+            let file = match self.dir.storage.create(&self.path) {
+                // Left by a process that had the same number: nothing of ours.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.dir.storage.remove(&self.path)?;
+                    self.dir.storage.create(&self.path)
+                }
+                created => created,
+            }?;
+            self.created = true;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("just set"))
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file()?.write_at(offset, buf)?;
+        self.end = self.end.max(offset + buf.len() as u64);
+        self.checked = None;
+        Ok(())
+    }
+
+    /// The end-of-transfer work, blocking: the file is cut to `len`, synced, and its
+    /// container (header, footer, body checksum) checked by streaming it.
+    fn finish_blocking(&mut self, len: u64) -> io::Result<()> {
+        if self.checked == Some(len) {
+            return Ok(());
+        }
+        let (storage, path, end) = (Arc::clone(&self.dir.storage), self.path.clone(), self.end);
+        finish(&storage, &path, self.file()?.as_mut(), len, end)?;
+        self.checked = Some(len);
+        Ok(())
+    }
+
+    /// Renames the received file to `target`; from then on it is not this receiver's to
+    /// remove.
+    pub(crate) fn publish_as(&mut self, target: &Path) -> io::Result<()> {
+        if self.dir.is_halted() {
+            return Err(halted());
+        }
+        self.dir.storage.rename(&self.path, target)?;
+        self.published = true;
+        Ok(())
+    }
+}
+
+/// Cuts `file` (at `path`, written up to `end`) to `len`, syncs it and checks its
+/// container without holding it in memory. The same checksums are verified again when the
+/// image is loaded; this check comes first so that a damaged transfer fails the transfer,
+/// which the leader repeats, rather than the install, which would stop the node.
+fn finish(storage: &Arc<dyn Storage>, path: &Path, file: &mut dyn StorageFile, len: u64, end: u64) -> io::Result<()> {
+    // A transfer restarted from the start of a shorter file of the same snapshot id may
+    // have left bytes past the end.
+    if end > len {
+        file.set_len(len)?;
+    }
+    file.sync_data()?;
+    let reader = storage.open_read(path)?;
+    if reader.len()? != len {
+        return Err(damaged(path, format!("{} bytes on disk, {len} received", reader.len()?)));
+    }
+    let Some(body_len) = len.checked_sub((HEADER_LEN + FOOTER_LEN) as u64) else {
+        return Err(damaged(path, "shorter than a header and a footer"));
+    };
+    let mut header = [0u8; HEADER_LEN];
+    reader.read_exact_at(0, &mut header)?;
+    SnapshotHeader::decode_alone(path, &header).map_err(|e| damaged(path, e))?;
+    let mut footer = [0u8; FOOTER_LEN];
+    reader.read_exact_at(len - FOOTER_LEN as u64, &mut footer)?;
+    let footer = Footer::decode_alone(path, &footer).map_err(|e| damaged(path, e))?;
+    if footer.body_len != body_len {
+        return Err(damaged(path, format!("the footer names a {} byte body, {body_len} are present", footer.body_len)));
+    }
+    let mut crc = 0;
+    let mut piece = vec![0u8; PIECE.min(body_len as usize)];
+    let mut at = HEADER_LEN as u64;
+    while at < HEADER_LEN as u64 + body_len {
+        let n = piece.len().min((HEADER_LEN as u64 + body_len - at) as usize);
+        reader.read_exact_at(at, &mut piece[..n])?;
+        crc = crc32c::crc32c_append(crc, &piece[..n]);
+        at += n as u64;
+    }
+    if crc != footer.body_crc {
+        return Err(damaged(
+            path,
+            format!("body checksum mismatch (stored {:#010x}, computed {crc:#010x})", footer.body_crc),
+        ));
+    }
+    debug!(file = %path.display(), len, "received snapshot synced and checked");
+    Ok(())
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.dir.live.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+        if !self.created || self.published || self.dir.is_halted() {
+            return;
+        }
+        // A check still running keeps its handle; removing the name does not disturb it.
+        self.file = None;
+        // Unlinking is a metadata operation, quick enough for the task that drops this.
+        match self.dir.storage.remove(&self.path) {
+            Ok(()) => debug!(file = %self.path.display(), "removed an unfinished snapshot transfer"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(file = %self.path.display(), error = %e, "could not remove an unfinished snapshot transfer")
+            }
+        }
+    }
+}
+
+impl SnapshotFile {
+    /// The receiver this data is, or the published snapshot it is (openraft's own tests
+    /// install a leader's snapshot data directly).
+    pub(crate) fn into_incoming(self) -> Result<Incoming, SnapshotFile> {
+        match self.kind {
+            Kind::Incoming(incoming) => Ok(incoming),
+            kind @ Kind::Published { .. } => Err(SnapshotFile { pos: self.pos, kind }),
+        }
+    }
+
+    /// Makes a received snapshot ready to install (blocking): cut to the end of the last
+    /// write, synced and its container checked, unless openraft's shutdown did that already.
+    /// A published one is copied, piece by piece, into a new receiver first.
+    pub(crate) fn into_finished(self, dir: &Arc<SnapshotDir>) -> io::Result<Incoming> {
+        let pos = self.pos;
+        let mut incoming = match self.into_incoming() {
+            Ok(incoming) => incoming,
+            Err(published) => {
+                let Kind::Published { file, len } = published.kind else { unreachable!("not incoming") };
+                let SnapshotFile { kind: Kind::Incoming(mut copy), .. } = dir.receive() else {
+                    unreachable!("a receiver")
+                };
+                let mut piece = vec![0u8; PIECE.min(len as usize)];
+                let mut at = 0;
+                while at < len {
+                    let n = piece.len().min((len - at) as usize);
+                    file.read_exact_at(at, &mut piece[..n])?;
+                    copy.write_at(at, &piece[..n])?;
+                    at += n as u64;
+                }
+                let len = copy.end;
+                copy.finish_blocking(len)?;
+                return Ok(copy);
+            }
+        };
+        // Where the last write ended: the transfer's length (openraft's shutdown uses the same).
+        incoming.finish_blocking(incoming.checked.unwrap_or(pos))?;
+        Ok(incoming)
+    }
+}
+
+impl AsyncRead for SnapshotFile {
+    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Kind::Published { file, len } = &this.kind else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a snapshot being received is installed, not read",
+            )));
+        };
+        let want = buf.remaining().min(usize::try_from(len.saturating_sub(this.pos)).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // A synchronous read on the runtime's worker: one chunk (1 MiB by default) from a
+        // file just written, normally in the page cache, costs less than a hop to the
+        // blocking pool per chunk. openraft asks for at most one chunk per call.
+        let n = loop {
+            match file.read_at(this.pos, buf.initialize_unfilled_to(want)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        buf.advance(n);
+        this.pos += n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for SnapshotFile {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Kind::Incoming(incoming) = &mut this.kind else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a published snapshot is read-only",
+            )));
+        };
+        // Synchronous, like reads: one chunk into the page cache; the sync comes at the end.
+        incoming.write_at(this.pos, buf)?;
+        this.pos += buf.len() as u64;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// openraft's end of a transfer, right after the last chunk: the file ends where that
+    /// chunk did. Syncing and checking it reads the whole file, so it runs on the blocking
+    /// pool, and a damaged transfer fails here, as an error answer to the last chunk.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let len = this.pos;
+        let Kind::Incoming(incoming) = &mut this.kind else { return Poll::Ready(Ok(())) };
+        loop {
+            if let Some(check) = incoming.check.as_mut() {
+                let joined: Result<CheckResult, _> = ready!(Pin::new(check).poll(cx));
+                incoming.check = None;
+                let (file, result) = joined.map_err(io::Error::other)?;
+                incoming.file = Some(file);
+                if result.is_ok() {
+                    incoming.checked = Some(len);
+                }
+                return Poll::Ready(result);
+            }
+            if incoming.checked == Some(len) {
+                return Poll::Ready(Ok(()));
+            }
+            incoming.file()?;
+            let mut file = incoming.file.take().expect("just opened");
+            let (storage, path, end) = (Arc::clone(&incoming.dir.storage), incoming.path.clone(), incoming.end);
+            incoming.check = Some(tokio::task::spawn_blocking(move || {
+                let result = finish(&storage, &path, file.as_mut(), len, end);
+                (file, result)
+            }));
+        }
+    }
+}
+
+impl AsyncSeek for SnapshotFile {
+    fn start_seek(self: Pin<&mut Self>, position: SeekFrom) -> io::Result<()> {
+        let this = self.get_mut();
+        let end = match &this.kind {
+            Kind::Published { len, .. } => *len,
+            Kind::Incoming(incoming) => incoming.end,
+        };
+        let to = match position {
+            SeekFrom::Start(to) => Some(to),
+            SeekFrom::End(delta) => end.checked_add_signed(delta),
+            SeekFrom::Current(delta) => this.pos.checked_add_signed(delta),
+        };
+        this.pos = to.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start"))?;
+        Ok(())
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Poll::Ready(Ok(self.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use airomem::storage::{LockGuard, StdStorage};
+    use airomem::{Seq, SerializerId};
+    use airomem_workspace::sim::SplitMix64;
+    use openraft::network::snapshot_transport::Streaming;
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{SnapshotMeta, Vote};
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::types::{TypeConfig, log_id};
+
+    /// The real file system, recording the largest single positioned read and how many whole
+    /// files were read.
+    #[derive(Debug, Default)]
+    struct Counting {
+        disk: StdStorage,
+        largest_read: Arc<AtomicUsize>,
+        whole_reads: AtomicUsize,
+    }
+
+    struct CountingReader {
+        file: Box<dyn StorageReadFile>,
+        largest_read: Arc<AtomicUsize>,
+    }
+
+    impl StorageReadFile for CountingReader {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest_read.fetch_max(buf.len(), Ordering::SeqCst);
+            self.file.read_at(offset, buf)
+        }
+        fn len(&self) -> io::Result<u64> {
+            self.file.len()
+        }
+    }
+
+    impl Storage for Counting {
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.disk.create_dir_all(dir)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.disk.list(dir)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.whole_reads.fetch_add(1, Ordering::SeqCst);
+            self.disk.read(path)
+        }
+        fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+            let file = self.disk.open_read(path)?;
+            Ok(Box::new(CountingReader { file, largest_read: Arc::clone(&self.largest_read) }))
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            self.disk.create(path)
+        }
+        fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+            self.disk.open_write(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.disk.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.disk.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.disk.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<LockGuard> {
+            self.disk.lock(path)
+        }
+    }
+
+    const CHUNK: usize = 4096;
+
+    /// A published snapshot of `len` random (incompressible) bytes of image in `dir`.
+    fn published(storage: &dyn Storage, dir: &Path, len: usize) -> PathBuf {
+        storage.create_dir_all(dir).expect("mkdir");
+        let image = SplitMix64::new(7).bytes(len);
+        let header = airomem_snapshot::SnapshotHeader { serializer: SerializerId(1), schema_version: 1, seq: Seq(9) };
+        airomem_snapshot::write(storage, dir, header, &image, 3).expect("publishes").path
+    }
+
+    fn request(
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) -> InstallSnapshotRequest<TypeConfig> {
+        InstallSnapshotRequest { vote: Vote::new(1, 1), meta: meta.clone(), offset, data, done }
+    }
+
+    /// The chunk at `offset`, read as openraft's replication reads it: a seek, then reads into
+    /// a buffer of one chunk's capacity until it is full or the file ends.
+    async fn chunk_at(data: &mut SnapshotFile, offset: u64) -> Vec<u8> {
+        data.seek(SeekFrom::Start(offset)).await.expect("seeks");
+        let mut buf = Vec::with_capacity(CHUNK);
+        while buf.capacity() > buf.len() {
+            if data.read_buf(&mut buf).await.expect("reads") == 0 {
+                break;
+            }
+        }
+        buf
+    }
+
+    /// A leader's snapshot goes out chunk by chunk, through openraft's own receiving code,
+    /// with a chunk sent twice (its answer lost) and the transfer restarted from the start
+    /// halfway (the leader gave up and began again): the follower's file is the leader's,
+    /// byte for byte, and no read on the leader was larger than a chunk or read the whole
+    /// file.
+    #[tokio::test]
+    async fn a_snapshot_is_sent_in_chunks_never_read_whole_and_arrives_exact() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let leader = Arc::new(Counting::default());
+        let path = published(leader.as_ref(), &root.path().join("leader"), 300 * 1024);
+        let original = std::fs::read(&path).expect("reads");
+        assert!(original.len() > 50 * CHUNK, "random bytes do not compress: {} bytes", original.len());
+        let leader_dir = SnapshotDir::new(leader.clone(), &root.path().join("leader"));
+        let follower_path = root.path().join("follower");
+        let follower = Arc::new(SnapshotDir::new(Arc::new(StdStorage::default()), &follower_path));
+        std::fs::create_dir_all(&follower_path).expect("mkdir");
+        let whole_reads_before = leader.whole_reads.load(Ordering::SeqCst);
+
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(1, 1, 8)),
+            last_membership: Default::default(),
+            snapshot_id: "s".into(),
+        };
+        let mut sending = leader_dir.open_published(&path).expect("opens");
+        let end = sending.seek(SeekFrom::End(0)).await.expect("seeks");
+        assert_eq!(end, original.len() as u64);
+        let mut streaming = Streaming::<TypeConfig>::new("s".into(), Box::new(follower.receive()));
+        let mut offset = 0;
+        let mut restarted = false;
+        let mut chunks = 0;
+        loop {
+            let data = chunk_at(&mut sending, offset).await;
+            let done = offset + data.len() as u64 == end;
+            let n = data.len() as u64;
+            chunks += 1;
+            if chunks == 3 {
+                streaming.receive(request(&meta, offset, data.clone(), false)).await.expect("receives a repeat");
+            }
+            streaming.receive(request(&meta, offset, data, done)).await.expect("receives");
+            if done {
+                break;
+            }
+            offset += n;
+            if !restarted && offset > end / 2 {
+                restarted = true;
+                offset = 0;
+            }
+        }
+        let mut received = streaming.into_snapshot_data();
+        received.shutdown().await.expect("the transfer checks out");
+
+        assert!(chunks > 75, "{chunks} chunks");
+        assert!(leader.largest_read.load(Ordering::SeqCst) <= CHUNK, "a read larger than a chunk");
+        assert_eq!(leader.whole_reads.load(Ordering::SeqCst), whole_reads_before, "a whole file was read");
+        let incoming = received.into_finished(&follower).expect("finished");
+        assert_eq!(std::fs::read(incoming.path()).expect("reads"), original);
+    }
+
+    /// A transfer restarted from the start over a longer one of the same snapshot id leaves
+    /// no stale tail: the end of the last chunk is the end of the file.
+    #[tokio::test]
+    async fn a_restart_over_a_longer_partial_transfer_is_cut_to_its_end() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage::default());
+        let path = published(storage.as_ref(), &root.path().join("a"), 10 * 1024);
+        let original = std::fs::read(&path).expect("reads");
+        let dir = Arc::new(SnapshotDir::new(storage, &root.path().join("a")));
+        let mut received = dir.receive();
+        received.write_all(&vec![0xAB; original.len() + 5000]).await.expect("writes");
+        received.seek(SeekFrom::Start(0)).await.expect("seeks");
+        received.write_all(&original).await.expect("writes");
+        received.shutdown().await.expect("checks out");
+        let incoming = received.into_finished(&dir).expect("finished");
+        assert_eq!(std::fs::read(incoming.path()).expect("reads"), original);
+    }
+
+    fn incoming_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .filter(|n| parse_incoming(n).is_some())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Who removes a received file: its receiver when dropped unpublished, a new transfer (or
+    /// an open) when a killed process left it; never a live receiver's file, never a
+    /// published one, and nothing once the node is halted.
+    #[tokio::test]
+    async fn received_files_are_removed_by_their_receiver_or_as_leftovers() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage::default());
+        let path = root.path();
+        std::fs::write(path.join("incoming-99.part"), b"left by a killed process").expect("writes");
+        std::fs::write(path.join("incoming-x.part"), b"not ours").expect("writes");
+        let dir = Arc::new(SnapshotDir::new(Arc::clone(&storage), path));
+
+        let mut first = dir.receive();
+        assert_eq!(incoming_files(path), Vec::<String>::new(), "the leftover is removed, nothing created yet");
+        first.write_all(b"some chunk").await.expect("writes");
+        assert_eq!(incoming_files(path), ["incoming-0.part"]);
+        let mut second = dir.receive();
+        assert_eq!(incoming_files(path), ["incoming-0.part"], "a live receiver's file stays");
+        drop(first);
+        assert_eq!(incoming_files(path), Vec::<String>::new(), "an abandoned transfer removes its file");
+
+        second.write_all(b"another").await.expect("writes");
+        let Ok(mut incoming) = second.into_incoming() else { panic!("a receiver") };
+        incoming.publish_as(&path.join("published")).expect("renames");
+        drop(incoming);
+        assert!(path.join("published").exists(), "a published file is not the receiver's any more");
+
+        let mut third = dir.receive();
+        third.write_all(b"cut off").await.expect("writes");
+        dir.halt();
+        assert!(third.write_all(b"more").await.is_err(), "a halted node writes nothing");
+        drop(third);
+        assert_eq!(incoming_files(path), ["incoming-2.part"], "a killed process removes nothing");
+        let reopened = SnapshotDir::new(storage, path);
+        assert_eq!(reopened.remove_leftovers().expect("removes"), 1);
+        assert_eq!(incoming_files(path), Vec::<String>::new());
+        assert!(path.join("incoming-x.part").exists(), "only receivers' names are recognised");
+    }
+}
