@@ -9,6 +9,7 @@ mod failover_snapshots;
 mod history;
 mod leader_kill;
 mod power_loss;
+mod second_fault;
 mod snapshot_power_loss;
 #[path = "../support/mod.rs"]
 mod support;
