@@ -6,6 +6,7 @@
 //! conditions (receipts, statuses), never on sleeps.
 
 mod failover_snapshots;
+mod follower_power_cut;
 mod history;
 mod leader_kill;
 mod power_loss;
