@@ -186,10 +186,8 @@ async fn one_round(round: u64, point: Point, lost: Option<bool>) {
         Point::BeforeAppendSync => &[Op::SetLen, Op::SyncData, Op::WriteAt],
     };
     assert!(seen.starts_with(expected), "{what}: the segment saw {seen:?}, not {expected:?} first");
-    assert_eq!(
-        seen.last(),
-        Some(&if point == Point::BeforeAppendSync { Op::SyncData } else { *expected.last().unwrap() })
-    );
+    let last = if point == Point::BeforeAppendSync { Some(&Op::SyncData) } else { expected.last() };
+    assert_eq!(seen.last(), last, "{what}: the power was cut at another operation: {seen:?}");
     if matches!(point, Point::BeforeTruncationSync | Point::BeforeAppendSync) {
         assert!(unsynced > 0, "{what}: nothing was pending at the cut");
     }
