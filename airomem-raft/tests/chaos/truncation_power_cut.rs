@@ -227,7 +227,9 @@ async fn one_round(round: u64, point: Point, lost: Option<bool>) {
     let status = reopened.status();
     if resurrected {
         assert!(status.last_log_index >= Some(tail), "{what}: the truncated entries were not recovered: {status:?}");
-    } else {
+    } else if len == truncated_to {
+        // (An append after the truncation that the crash image kept may reach past the old
+        // tail with the new leader's entries: only a log cut at the truncation is checked.)
         assert!(status.last_log_index < Some(tail), "{what}: a durable truncation came back: {status:?}");
     }
     let applied = reopened.query().expect("reads").values.clone();
