@@ -6,15 +6,20 @@
 //! conditions (receipts, statuses), never on sleeps.
 
 mod failover_snapshots;
+mod follower_power_cut;
 mod history;
 mod leader_kill;
 mod power_loss;
+mod second_fault;
+mod snapshot_power_loss;
 #[path = "../support/mod.rs"]
 mod support;
+mod truncation_power_cut;
+mod watched;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +30,7 @@ use airomem_workspace::sim::{SimStorage, SplitMix64};
 use serde::{Deserialize, Serialize};
 
 use history::{History, Outcome, value};
+use watched::{Tripwire, Watched};
 
 /// Every value committed, in the order executed: a receipt's `seq` is its place here.
 #[derive(Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +69,25 @@ pub fn config(id: u64, root: &Path, disk: &SimStorage) -> NodeConfig {
 /// Opens node `id` on `disk`.
 pub async fn open(id: u64, root: &Path, disk: &SimStorage, network: &Network) -> Arc<Node> {
     Arc::new(Node::open(config(id, root, disk), PostcardSerializer, network).await.expect("the node opens"))
+}
+
+/// The directory of node `id` under `root`, as [`config`] lays it out.
+pub fn node_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("node-{id}"))
+}
+
+/// Opens node `id` on `disk` watched by `wire` (so that the test can cut its power at a chosen
+/// operation), with `configure` applied to the test config.
+pub async fn open_watched(
+    id: u64,
+    root: &Path,
+    disk: &SimStorage,
+    wire: &Arc<Tripwire>,
+    network: &Network,
+    configure: impl FnOnce(NodeConfig) -> NodeConfig,
+) -> Arc<Node> {
+    let config = configure(config(id, root, disk)).storage(Arc::new(Watched::new(disk.clone(), Arc::clone(wire))));
+    Arc::new(Node::open(config, PostcardSerializer, network).await.expect("the node opens"))
 }
 
 /// How often a node's log is snapshotted: every `every` entries, keeping `kept` behind it.
