@@ -32,6 +32,7 @@ use airomem_snapshot::SnapshotHeader;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::Error;
@@ -78,6 +79,9 @@ struct Inner<S: State, Z: Serializer> {
     /// concurrent publish just removed (a leader sending its snapshot while building the next
     /// one). Once open, a reader reads through its handle, whatever is removed meanwhile.
     current: Mutex<Option<(SnapshotMeta<u64, openraft::BasicNode>, u64)>>,
+    /// The last log id the newest durable snapshot covers, announced to the log, which purges
+    /// nothing past it (see `LogStore::gate_purges`). Raised with `current`, never lowered.
+    durable: watch::Sender<Option<LogId>>,
     /// The node's log, replayed when a panicking command forces a rebuild.
     log: LogReader,
     /// Commands that panicked (this process has seen), by entry index and position in the
@@ -146,6 +150,17 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         Ok((progress, state))
     }
 
+    /// Records that a snapshot covering `last` is durable.
+    fn announce_durable(&self, last: Option<LogId>) {
+        self.durable.send_if_modified(|durable| {
+            let raised = last > *durable;
+            if raised {
+                *durable = last;
+            }
+            raised
+        });
+    }
+
     /// Publishes `image` as the built snapshot `seq` described by `meta`, makes it current
     /// unless a newer one is, removes the others, and returns it opened for reading: opened
     /// before the removal, under the same lock, so that it is readable even when a newer
@@ -166,6 +181,7 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
         let file = self.files.open_published(&published.path).map_err(|e| Error::io("open", &published.path, e))?;
         if current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
             *current = Some((meta.clone(), seq));
+            self.announce_durable(meta.last_log_id);
         }
         self.remove_others(&current, seq)?;
         Ok((file, published.file_len))
@@ -249,6 +265,7 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             incoming.publish_as(&target).map_err(|e| Error::io("rename", &path, e))?;
             self.storage.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))?;
             *current = Some((meta.clone(), seq));
+            self.announce_durable(meta.last_log_id);
             self.remove_others(&current, seq)?;
         }
         *self.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
@@ -464,6 +481,11 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
 }
 
 impl<S: State, Z: Serializer> StateMachine<S, Z> {
+    /// The last log id covered by the newest durable snapshot, as it changes.
+    pub(crate) fn durable_snapshots(&self) -> watch::Receiver<Option<LogId>> {
+        self.inner.durable.subscribe()
+    }
+
     /// Opens the state machine whose snapshots live in `dir`: loads the newest snapshot that
     /// verifies (older ones are the fallback), or starts from `S::default()`. `log` is the
     /// node's Raft log, which the state is rebuilt from after a panicking command.
@@ -478,6 +500,7 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
             serializer,
             replica: RwLock::new(Replica { state: S::default(), progress: Progress::default(), broken: None }),
             current: Mutex::new(None),
+            durable: watch::Sender::new(None),
             log,
             panicked: Mutex::new(BTreeMap::new()),
             files,
@@ -488,6 +511,7 @@ impl<S: State, Z: Serializer> StateMachine<S, Z> {
                 last_membership: progress.membership.clone(),
                 snapshot_id: snapshot_id(&progress),
             };
+            inner.announce_durable(meta.last_log_id);
             *inner.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((meta, seq));
             *inner.replica.write().unwrap_or_else(PoisonError::into_inner) = Replica { state, progress, broken: None };
         }

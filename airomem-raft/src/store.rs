@@ -183,8 +183,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let storage = Arc::clone(&config.storage);
         let dir = config.dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            let log = LogStore::open(Arc::clone(&storage), &dir.join("log"), LogOptions::default())?;
+            let mut log = LogStore::open(Arc::clone(&storage), &dir.join("log"), LogOptions::default())?;
             let machine = StateMachine::open(storage, &dir.join("snapshots"), serializer, log.reader())?;
+            log.gate_purges(machine.durable_snapshots());
             Ok::<_, Error>((log, machine))
         })
         .await;

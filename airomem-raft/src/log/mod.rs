@@ -131,6 +131,9 @@ pub(crate) struct LogStore {
     shared: Arc<Mutex<Shared>>,
     writer: Arc<WriterHandle>,
     dir: PathBuf,
+    /// The newest durable snapshot's last log id, when purges wait for it (see
+    /// [`LogStore::gate_purges`]).
+    snapshots: Option<tokio::sync::watch::Receiver<Option<LogId>>>,
 }
 
 /// A reader of the log for openraft's replication tasks; it reads memory only.
@@ -193,7 +196,21 @@ impl LogStore {
                 halted,
             }),
             dir: dir.to_path_buf(),
+            snapshots: None,
         })
+    }
+
+    /// Makes every purge wait until a durable snapshot covers what it removes.
+    ///
+    /// openraft 0.9 purges a follower's log up to a snapshot it is installing in the same
+    /// step as it hands the install to the state machine, without waiting for the install
+    /// (`FollowingHandler::install_full_snapshot`). Purged first, a power cut before the
+    /// snapshot reached the disk left a log starting past the newest snapshot: the entries
+    /// between were nowhere, some of them possibly acknowledged, and openraft refused to
+    /// start on such a node (it panicked on its state check). Waiting keeps the order
+    /// durable snapshot, then purge; the wait holds up only the core's next log command.
+    pub(crate) fn gate_purges(&mut self, snapshots: tokio::sync::watch::Receiver<Option<LogId>>) {
+        self.snapshots = Some(snapshots);
     }
 
     /// A reader of this log (what `get_log_reader` returns, without a runtime).
@@ -351,6 +368,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if let Some(snapshots) = self.snapshots.as_mut() {
+            // Wait for the snapshot that covers what goes: openraft purges behind a snapshot
+            // it is still installing (see `gate_purges`). A node stopping drops this wait
+            // with the core.
+            if snapshots.wait_for(|durable| *durable >= Some(log_id)).await.is_err() {
+                return Err(write_error(&Error::WriterStopped));
+            }
+        }
         {
             let mut shared = lock(&self.shared);
             while shared.entries.front().is_some_and(|e| e.log_id.index <= log_id.index) {

@@ -7,8 +7,6 @@ pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod secret;
 
-
-
 /// Entry points for the `raft_frame` fuzz target (`fuzz/`); not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
