@@ -71,6 +71,7 @@ mod state_machine;
 mod store;
 mod types;
 mod watchdog;
+mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -79,3 +80,6 @@ pub use config::NodeConfig;
 pub use error::{Error, SnapshotError};
 pub use network::Network;
 pub use store::{ReadGuard, Receipt, ReplicatedStore, Role, SnapshotInfo, Status};
+pub use wire::Secret;
+#[doc(hidden)]
+pub use wire::fuzzing;
