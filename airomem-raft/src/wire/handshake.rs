@@ -154,14 +154,12 @@ impl From<FrameError> for HandshakeError {
 impl From<HandshakeError> for std::io::Error {
     fn from(e: HandshakeError) -> Self {
         use std::io::ErrorKind;
-        let kind = match &e {
-            HandshakeError::Io(_) => ErrorKind::Other,
-            HandshakeError::WrongSecret | HandshakeError::RefusedByPeer { .. } => ErrorKind::PermissionDenied,
-            _ => ErrorKind::InvalidData,
-        };
         match e {
             HandshakeError::Io(e) => e,
-            other => std::io::Error::new(kind, other),
+            e @ (HandshakeError::WrongSecret | HandshakeError::RefusedByPeer { .. }) => {
+                std::io::Error::new(ErrorKind::PermissionDenied, e)
+            }
+            other => std::io::Error::new(ErrorKind::InvalidData, other),
         }
     }
 }

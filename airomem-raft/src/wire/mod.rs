@@ -31,8 +31,8 @@ pub mod fuzzing {
         }
     }
 
-    /// Decodes `bytes` as a stream of frames, with [`frame::decode`] and with
-    /// [`frame::read_frame`], and every payload as every handshake message. Panics if the
+    /// Decodes `bytes` as a stream of frames, with `frame::decode` and with
+    /// `frame::read_frame`, and every payload as every handshake message. Panics if the
     /// two disagree, if a frame exceeds the limit, or if a decoded frame does not encode back
     /// to the same bytes. Returns the number of frames.
     pub fn decode_frames(bytes: &[u8]) -> usize {
