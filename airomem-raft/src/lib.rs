@@ -86,4 +86,6 @@ pub use store::{ReadGuard, Receipt, ReplicatedStore, SnapshotInfo};
 pub use transport::Transport;
 pub use transport::memory::Network;
 pub use transport::tcp::{AdminClient, TcpConfig, TcpTransport};
-pub use wire::secret::Secret;
+pub use wire::Secret;
+#[doc(hidden)]
+pub use wire::fuzzing;

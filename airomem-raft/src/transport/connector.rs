@@ -44,6 +44,9 @@ impl RaftNetworkFactory<TypeConfig> for Connector {
     }
 }
 
+/// A peer's answer to a Raft call: `None` when it answered with a reply of another kind.
+type Answered<T, E> = Option<Result<T, RaftError<NodeId, E>>>;
+
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Connection {
@@ -57,10 +60,7 @@ impl Connection {
     }
 
     #[expect(clippy::result_large_err, reason = "the error type is openraft's, returned as openraft's trait requires")]
-    fn answer<T, E: std::error::Error>(
-        &self,
-        outcome: Result<Option<Result<T, RaftError<NodeId, E>>>, Failure>,
-    ) -> RpcResult<T, E> {
+    fn answer<T, E: std::error::Error>(&self, outcome: Result<Answered<T, E>, Failure>) -> RpcResult<T, E> {
         match outcome {
             Ok(Some(Ok(answer))) => Ok(answer),
             Ok(Some(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),

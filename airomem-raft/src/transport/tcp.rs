@@ -62,6 +62,8 @@ const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Frame kinds after the handshake.
 const KIND_CALL: u8 = 1;
 const KIND_REPLY: u8 = 2;
+const _: () =
+    assert!(KIND_CALL < *handshake::RESERVED_KINDS.start() && KIND_REPLY < *handshake::RESERVED_KINDS.start());
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under these locks is a single insert, remove or assignment.

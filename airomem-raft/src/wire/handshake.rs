@@ -154,14 +154,12 @@ impl From<FrameError> for HandshakeError {
 impl From<HandshakeError> for std::io::Error {
     fn from(e: HandshakeError) -> Self {
         use std::io::ErrorKind;
-        let kind = match &e {
-            HandshakeError::Io(_) => ErrorKind::Other,
-            HandshakeError::WrongSecret | HandshakeError::RefusedByPeer { .. } => ErrorKind::PermissionDenied,
-            _ => ErrorKind::InvalidData,
-        };
         match e {
             HandshakeError::Io(e) => e,
-            other => std::io::Error::new(kind, other),
+            e @ (HandshakeError::WrongSecret | HandshakeError::RefusedByPeer { .. }) => {
+                std::io::Error::new(ErrorKind::PermissionDenied, e)
+            }
+            other => std::io::Error::new(ErrorKind::InvalidData, other),
         }
     }
 }
@@ -409,7 +407,7 @@ pub(super) fn decode_any_message(payload: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, duplex};
+    use tokio::io::duplex;
 
     use super::*;
 
@@ -534,11 +532,8 @@ mod tests {
         let (mut c, mut s) = duplex(64 * 1024);
         c.write_all(bytes).await.expect("writes");
         c.shutdown().await.expect("shuts down");
-        let result = server(&mut s, &ring(1, &[]), 3, frame::DEFAULT_MAX_FRAME).await;
-        // Drain what the server said, so the duplex buffer never fills.
-        let mut sink = Vec::new();
-        let _ = c.read_to_end(&mut sink).await;
-        result
+        // What the server answers fits the duplex's buffer, so nobody needs to read it.
+        server(&mut s, &ring(1, &[]), 3, frame::DEFAULT_MAX_FRAME).await
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
 //! The wire layer of the TCP transport: frames ([`frame`]), the cluster secret ([`Secret`])
 //! and the authenticated handshake that opens every connection ([`handshake`]).
-// Used by the TCP transport (next commit).
-#![allow(dead_code)]
 
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod secret;
+
+pub use secret::Secret;
 
 /// Entry points for the `raft_frame` fuzz target (`fuzz/`); not part of the API.
 #[doc(hidden)]
@@ -29,8 +29,8 @@ pub mod fuzzing {
         }
     }
 
-    /// Decodes `bytes` as a stream of frames, with [`frame::decode`] and with
-    /// [`frame::read_frame`], and every payload as every handshake message. Panics if the
+    /// Decodes `bytes` as a stream of frames, with `frame::decode` and with
+    /// `frame::read_frame`, and every payload as every handshake message. Panics if the
     /// two disagree, if a frame exceeds the limit, or if a decoded frame does not encode back
     /// to the same bytes. Returns the number of frames.
     pub fn decode_frames(bytes: &[u8]) -> usize {
@@ -71,5 +71,39 @@ pub mod fuzzing {
         let mut stream = tokio::io::join(bytes, tokio::io::sink());
         let client = run(handshake::client(&mut stream, &keyring, 2, Purpose::Peer, frame::DEFAULT_MAX_FRAME));
         assert!(client.is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame::{self, Frame};
+    use super::fuzzing;
+
+    /// The fuzz entry points run without a runtime: in-memory I/O must never make them wait.
+    #[test]
+    fn the_fuzz_entry_points_run_on_seed_like_inputs() {
+        let mut two = Vec::new();
+        frame::encode(&Frame { kind: 1, id: 2, payload: b"abc".to_vec() }, &mut two);
+        frame::encode(&Frame { kind: 0xF0, id: 0, payload: b"AIRORAFT\x01\x05\x00".to_vec() }, &mut two);
+        assert_eq!(fuzzing::decode_frames(&two), 2);
+        assert_eq!(fuzzing::decode_frames(b"GET / HTTP/1.1\r\n"), 0);
+        for input in [&two[..], b"", b"GET / HTTP/1.1\r\n", &[0, 0, 0, 9, 0xF1, 0, 0, 0, 0, 0, 0, 0, 0]] {
+            fuzzing::handshake(input);
+        }
+    }
+
+    /// Every input of the fuzz target's corpus, so that one added for a fixed bug stays a
+    /// regression test in each `cargo test`.
+    #[test]
+    fn the_fuzz_corpus_runs_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/raft_frame");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("the corpus directory") {
+            let bytes = std::fs::read(entry.expect("an entry").path()).expect("readable");
+            fuzzing::decode_frames(&bytes);
+            fuzzing::handshake(&bytes);
+            seen += 1;
+        }
+        assert!(seen > 0, "no inputs in {}", dir.display());
     }
 }

@@ -48,7 +48,8 @@ async fn a_node_with_the_wrong_secret_is_refused_and_counted() {
 async fn a_secret_rotates_without_downtime() {
     let mut cluster = Cluster::start(3, |c| c).await;
     let mut value = 0;
-    let steps: [(&str, fn() -> airomem_raft::Secret, Option<fn() -> airomem_raft::Secret>); 3] = [
+    type MakeSecret = fn() -> airomem_raft::Secret;
+    let steps: [(&str, MakeSecret, Option<MakeSecret>); 3] = [
         ("accept the new secret", secret, Some(other_secret)),
         ("prove with the new secret", other_secret, Some(secret)),
         ("drop the old secret", other_secret, None),
