@@ -28,7 +28,8 @@
 //! * `--election-ms MIN-MAX` (default `800-1600`), `--heartbeat-ms N` (default 100): timings
 //!   that survive a loaded two-core machine; failover takes about the maximum plus a round.
 //! * `--commit-timeout-ms N` (default 10,000): how long a write waits for the group.
-//! * `--snapshot-every N` (default 5,000 log entries), `--min-voters N` (default 3).
+//! * `--snapshot-every N` (default 5,000 log entries), `--logs-kept N` (entries kept behind
+//!   a snapshot, default 1,000), `--min-voters N` (default 3).
 //! * `--ttl-secs N` (default 3600), `--sweep-secs S` (default 60): as the single-node service.
 //!
 //! It prints `listening on ADDR` (the HTTP address) on stdout once it serves; logs go to
@@ -40,7 +41,7 @@
 //! | `GET /sessions/{token}` | `200 {"user_id", "expires_at"}`, or `404` |
 //! | `DELETE /sessions/{token}` | `204`, or `404` |
 //! | `GET /healthz` | `200` while the state serves reads |
-//! | `GET /cluster` | `{"id", "role", "leader", "term", "last_applied", "commit_index", "snapshot_index", "refused_connections"}` |
+//! | `GET /cluster` | `{"id", "role", "leader", "term", "last_applied", "commit_index", "snapshot_index", "purged_index", "refused_connections"}` |
 //! | `GET /digest` | `{"count", "users", "hash"}`: the number of sessions, of distinct user ids, and an order-independent hash of every session, equal on nodes with equal states |
 //! | `GET /cluster/members` | the voters and learners with their raft addresses |
 //! | `POST /cluster/learners` `{"id", "raft_addr"}` | adds a learner; returns once it caught up |
@@ -94,7 +95,7 @@ const SECRET_HELP: &str = "create one with: head -c 32 /dev/urandom | base64 > c
 
 const USAGE: &str = "usage: replicated_sessions --id N --raft ADDR --dir DIR [--listen ADDR] [--peer ID=ADDR]... \
      [--init] [--secret-file FILE] [--advertise ADDR] [--election-ms MIN-MAX] [--heartbeat-ms N] \
-     [--commit-timeout-ms N] [--snapshot-every N] [--min-voters N] [--ttl-secs N] [--sweep-secs S]";
+     [--commit-timeout-ms N] [--snapshot-every N] [--logs-kept N] [--min-voters N] [--ttl-secs N] [--sweep-secs S]";
 
 // The replicated state: the single-node service's, less the outcome it read back after each
 // commit (a replicated commit returns a receipt; the handler reads the state itself).
@@ -344,6 +345,7 @@ async fn cluster(State(app): State<App>) -> Response {
         "last_applied": status.applied_index,
         "commit_index": status.commit_index,
         "snapshot_index": status.snapshot_index,
+        "purged_index": status.purged_index,
         "refused_connections": app.transport.refused_connections(),
     }))
     .into_response()
@@ -537,6 +539,7 @@ struct Options {
     election: (Duration, Duration),
     commit_timeout: Duration,
     snapshot_every: u64,
+    logs_kept: u64,
     min_voters: usize,
     ttl_secs: u64,
     sweep_every: Duration,
@@ -560,6 +563,7 @@ impl Options {
             election: (Duration::from_millis(800), Duration::from_millis(1600)),
             commit_timeout: Duration::from_secs(10),
             snapshot_every: 5_000,
+            logs_kept: 1_000,
             min_voters: 3,
             ttl_secs: 3600,
             sweep_every: Duration::from_secs(60),
@@ -589,6 +593,7 @@ impl Options {
                 }
                 "--commit-timeout-ms" => options.commit_timeout = Duration::from_millis(number(&flag, value()?)?),
                 "--snapshot-every" => options.snapshot_every = number(&flag, value()?)?,
+                "--logs-kept" => options.logs_kept = number(&flag, value()?)?,
                 "--min-voters" => {
                     options.min_voters = usize::try_from(number(&flag, value()?)?).map_err(|e| e.to_string())?;
                 }
@@ -657,6 +662,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         .election_timeout(options.election.0, options.election.1)
         .commit_timeout(options.commit_timeout)
         .snapshot_every(options.snapshot_every)
+        .logs_kept_after_snapshot(options.logs_kept)
         .min_voters(options.min_voters);
     let store = Arc::new(Store::open(config, PostcardSerializer, transport.as_ref()).await?);
     if options.init {
