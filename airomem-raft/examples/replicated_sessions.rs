@@ -44,7 +44,7 @@
 //! | `GET /cluster` | `{"id", "role", "leader", "term", "last_applied", "commit_index", "snapshot_index", "purged_index", "refused_connections"}` |
 //! | `GET /digest` | `{"count", "users", "hash"}`: the number of sessions, of distinct user ids, and an order-independent hash of every session, equal on nodes with equal states |
 //! | `GET /cluster/members` | the voters and learners with their raft addresses |
-//! | `POST /cluster/learners` `{"id", "raft_addr"}` | adds a learner; returns once it caught up |
+//! | `POST /cluster/learners` `{"id", "raft_addr"}` | adds a learner (see below) |
 //! | `POST /cluster/promote` `{"ids": [4]}` | makes learners voters |
 //! | `DELETE /cluster/nodes/{id}` | removes a voter or learner |
 //!
@@ -57,6 +57,10 @@
 //! * `stale&max_lag_ms=N`: served by any node that heard from the leader within N ms and has
 //!   applied all it knows committed (`503` otherwise); may miss the last N ms of writes.
 //! * `local`: whatever this node has applied, however old.
+//!
+//! Adding a learner returns once the leader counts it close to its log (openraft's
+//! threshold: within 5,000 entries), not once it has caught up: watch its `/cluster`
+//! `last_applied` reach the leader's `commit_index` before promoting it.
 //!
 //! The admin routes change the group's membership: a real deployment keeps them off the
 //! public interface (or behind authentication). The `airomem cluster` CLI does the same

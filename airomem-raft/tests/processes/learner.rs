@@ -11,7 +11,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{Cluster, assert_applied_once, count, env_or, free_addr, serial};
+use crate::{Cluster, PATIENCE, assert_applied_once, count, env_or, free_addr, serial};
 
 /// Snapshots often, and keep little log behind them, so that a learner must get a snapshot.
 const NODE_ARGS: &[&str] = &["--snapshot-every", "1000", "--logs-kept", "100"];
@@ -32,14 +32,31 @@ async fn load(cluster: &Cluster, n: u64, first_user: u64) {
     assert!(failed.is_empty(), "{} creates failed with no fault injected: {:?}", failed.len(), &failed[..1]);
 }
 
-/// Adds node `id` (running) as a learner through node `via`, then promotes it; returns how
-/// long adding it took (it returns once the learner caught up).
+/// Adds node `id` (running) as a learner through node `via`, waits until it has applied
+/// everything committed when it was added, then promotes it; returns how long the catch-up
+/// took.
+///
+/// `add_learner` itself does not wait for that: it returns once openraft's leader counts the
+/// learner within `replication_lag_threshold` entries of its log (5,000 by default, each
+/// entry a batch of commands), which a learner that has nothing at all can be.
 async fn join(cluster: &Cluster, via: u64, id: u64, raft_addr: SocketAddr) -> Duration {
     let started = Instant::now();
     let (status, body) = cluster.post(via, "/cluster/learners", &json!({ "id": id, "raft_addr": raft_addr })).await;
     assert_eq!(status, StatusCode::OK, "adding learner {id}: {body}");
-    let caught_up = started.elapsed();
     assert!(body["learners"].get(id.to_string()).is_some(), "{body}");
+    let voters: Vec<u64> = cluster.running().into_iter().filter(|&other| other != id).collect();
+    let leader = cluster.leader_among(&voters).await;
+    let committed = cluster.status(leader).await.and_then(|s| s["commit_index"].as_u64()).expect("a commit index");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = cluster.status(id).await;
+        if status.as_ref().and_then(|s| s["last_applied"].as_u64()) >= Some(committed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {id} did not catch up to {committed} in {PATIENCE:?}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caught_up = started.elapsed();
     let (status, body) = cluster.post(via, "/cluster/promote", &json!({ "ids": [id] })).await;
     assert_eq!(status, StatusCode::OK, "promoting {id}: {body}");
     assert!(body["voters"].get(id.to_string()).is_some(), "{body}");

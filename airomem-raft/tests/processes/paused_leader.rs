@@ -36,6 +36,9 @@ struct History {
     acked: Mutex<Vec<String>>,
     reads: Mutex<Vec<Read>>,
     next_user: AtomicU64,
+    /// The node frozen (0: none): the workers send it nothing new meanwhile, or each would
+    /// wait on it in turn until none is left to load the others.
+    frozen: AtomicU64,
 }
 
 /// Creates and reads against `nodes` in turn until `stop`.
@@ -45,6 +48,9 @@ async fn worker(cluster: Arc<Cluster>, history: Arc<History>, index: usize, stop
     while !stop.load(Ordering::Acquire) {
         let node = nodes[step % nodes.len()];
         step += 1;
+        if history.frozen.load(Ordering::Acquire) == node {
+            continue;
+        }
         if step.is_multiple_of(2) {
             let user = history.next_user.fetch_add(1, Ordering::Relaxed);
             let url = cluster.node(node).url("/sessions");
@@ -100,6 +106,7 @@ async fn a_frozen_leader_steps_down_and_serves_no_stale_linearizable_read() {
         .collect();
     let before = acked_beyond(&history, 0, 50).await;
 
+    history.frozen.store(old, Ordering::Release);
     cluster.node(old).pause();
     let frozen_at = Instant::now();
     let new = cluster.leader_among(&others).await;
@@ -119,6 +126,7 @@ async fn a_frozen_leader_steps_down_and_serves_no_stale_linearizable_read() {
     }
 
     cluster.node(old).resume();
+    history.frozen.store(0, Ordering::Release);
     eprintln!("node {old} thawed after {:.2?}", frozen_at.elapsed());
     for (token, mut stream) in waiting {
         let mut answer = Vec::new();
