@@ -57,7 +57,7 @@ fn unix_now() -> f64 {
 }
 
 async fn leader_kills(kills: u64) {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3, &[]).await;
     cluster.leader().await;
 

@@ -85,7 +85,7 @@ async fn voters(cluster: &Cluster, via: u64) -> Vec<u64> {
 }
 
 async fn learner_and_membership(sessions: u64, rounds: u64) {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3, NODE_ARGS).await;
     let started = Instant::now();
     load(&cluster, sessions, 0).await;

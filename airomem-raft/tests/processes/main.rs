@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -34,11 +34,11 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// The bound on a failover (kill → the first acknowledged write after it).
 pub const FAILOVER_BOUND: Duration = Duration::from_secs(20);
 
-/// Holds the other scenarios off while one runs (see the module docs). A failed scenario
-/// poisons the lock; the next one runs anyway.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+/// Holds the other scenarios off while one runs (see the module docs). Each test has a
+/// runtime of its own, and an async lock works across them; a failed scenario releases it.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// A number from the environment variable `name`, or `default`.

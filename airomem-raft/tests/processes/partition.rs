@@ -147,7 +147,7 @@ fn varint<'a>(bytes: &mut impl Iterator<Item = &'a u8>) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_acknowledges_nothing_and_the_majority_goes_on() {
-    let _serial = serial();
+    let _serial = serial().await;
     let raft: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
     let (proxies, public) = Proxies::start(&raft).await;
     // A short commit timeout: the cut-off leader's writes fail within it.

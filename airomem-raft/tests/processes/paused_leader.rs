@@ -95,7 +95,7 @@ async fn acked_beyond(history: &History, from: usize, more: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_steps_down_and_serves_no_stale_linearizable_read() {
-    let _serial = serial();
+    let _serial = serial().await;
     let cluster = Arc::new(Cluster::start(3, &[]).await);
     let old = cluster.leader().await;
     let others: Vec<u64> = cluster.nodes.keys().copied().filter(|&id| id != old).collect();
