@@ -4,9 +4,13 @@
 //! never writes, so it is safe beside a running store; the exceptions say so in their names
 //! (`quarantine remove`, `archive prune`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
 //!
-//! This crate has no cargo features: it reads JSON and postcard stores, with snapshots.
+//! It reads JSON and postcard stores, with snapshots. The `cluster` feature adds `airomem
+//! cluster`, a client of a replicated group's nodes (see `cluster.rs`), with exit codes of
+//! its own from 3 up.
 
 mod archive;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod dump;
 mod info;
 mod outcome;
@@ -24,7 +28,8 @@ use crate::outcome::Outcome;
 /// Look inside an airomem store: its files, their integrity, its journal records.
 ///
 /// Read-only unless a subcommand says otherwise; safe beside a running store.
-/// Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+/// Exit codes: 0 clean, 1 damage found, 2 usage or I/O error (`airomem cluster`, with the
+/// `cluster` feature, adds 3 to 6: see its help).
 #[derive(Debug, Parser)]
 #[command(name = "airomem", version)]
 struct Cli {
@@ -71,6 +76,21 @@ enum Command {
     /// The history a store keeps in `archive/` (`StoreOptions::keep_history`).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// A replicated (airomem-raft) group, through any node's raft address: status, members,
+    /// and membership changes. Authenticated with the cluster secret (--secret-file or
+    /// AIROMEM_SECRET_FILE). Exit codes: 3 unreachable (or no answer, or no leader), 4 the
+    /// group refused the change (nothing changed), 5 the node refused the secret, 6 a change
+    /// whose outcome is unknown.
+    #[cfg(feature = "cluster")]
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Without the `cluster` feature: says how to get it.
+    #[cfg(not(feature = "cluster"))]
+    #[command(hide = true)]
+    Cluster {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,13 +153,30 @@ fn main() -> ExitCode {
         Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),
         Command::Archive(ArchiveCommand::List { dir, json }) => archive::list(&dir, json),
         Command::Archive(ArchiveCommand::Prune { dir, before }) => archive::prune(&dir, airomem::Seq(before)),
+        #[cfg(feature = "cluster")]
+        Command::Cluster(command) => cluster::run(command),
+        #[cfg(not(feature = "cluster"))]
+        Command::Cluster { .. } => {
+            Err("this airomem was built without the `cluster` feature: cargo install airomem-cli --features cluster"
+                .into())
+        }
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGE),
         Err(e) => {
             eprintln!("airomem: {}", output::chain(&*e));
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(exit_code(&*e))
         }
     }
+}
+
+/// The exit code of a failure: the cluster commands' own, or [`EXIT_ERROR`].
+fn exit_code(failure: &(dyn std::error::Error + 'static)) -> u8 {
+    #[cfg(feature = "cluster")]
+    if let Some(e) = failure.downcast_ref::<cluster::ClusterError>() {
+        return e.code();
+    }
+    let _ = failure;
+    EXIT_ERROR
 }

@@ -9,5 +9,6 @@ pub(crate) enum Outcome {
     Damaged,
 }
 
-/// What a subcommand fails with: printed with its causes, exit code 2.
+/// What a subcommand fails with: printed with its causes, exit code 2 (a cluster command's
+/// `ClusterError` carries its own).
 pub(crate) type Failure = Box<dyn std::error::Error>;
