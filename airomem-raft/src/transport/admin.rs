@@ -61,7 +61,10 @@ pub(crate) async fn handle(local: &Local, call: AdminCall) -> AdminOutcome {
         AdminCall::Status | AdminCall::Members => unreachable!("answered above"),
         AdminCall::AddLearner { id, addr } => {
             info!(node = local.id, learner = id, %addr, "adding a learner");
-            local.raft.add_learner(id, BasicNode::new(addr), true).await.map(drop)
+            match local.raft.add_learner(id, BasicNode::new(addr), true).await {
+                Ok(_) => return caught_up(local, id).await,
+                Err(e) => Err(e),
+            }
         }
         AdminCall::Promote { ids } => {
             info!(node = local.id, ?ids, "promoting learners to voters");
@@ -110,6 +113,29 @@ pub(crate) async fn handle(local: &Local, call: AdminCall) -> AdminOutcome {
             other => AdminOutcome::Refused(other.to_string()),
         },
         Err(e) => AdminOutcome::Failed(e.to_string()),
+    }
+}
+
+/// Waits until learner `id` holds every entry this leader had when it asked: openraft's
+/// blocking `add_learner` returns once the learner is within `replication_lag_threshold`
+/// entries (5,000 by default, each a batch of commands), which is not caught up.
+async fn caught_up(local: &Local, id: NodeId) -> AdminOutcome {
+    let target = local.raft.metrics().borrow().last_log_index;
+    let matched = local
+        .raft
+        .wait(Some(ADMIN_TIMEOUT))
+        .metrics(
+            |m| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+                matched >= target || m.current_leader != Some(local.id)
+            },
+            "the learner caught up",
+        )
+        .await;
+    match matched {
+        Ok(m) if m.current_leader == Some(local.id) => AdminOutcome::Done,
+        Ok(_) => AdminOutcome::Failed("the leader changed while the learner caught up; it was added".into()),
+        Err(e) => AdminOutcome::Failed(format!("the learner was added, but did not catch up: {e}")),
     }
 }
 

@@ -25,8 +25,13 @@ async fn a_learner_joins_catches_up_is_promoted_and_nodes_are_removed() {
     drop(probe);
     cluster.open(4, secret(), configure).await;
     let follower = if leader == 1 { 2 } else { 1 };
+    let leader_log = cluster.node(leader).status().last_log_index;
     // Asked of a follower: it goes to the leader.
     cluster.node(follower).add_learner(4, cluster.addrs[&4].to_string()).await.expect("the learner is added");
+    // Returned once caught up: it holds the leader's whole log as of the call (openraft's
+    // own wait stops 5,000 entries short).
+    let learner = cluster.node(4).status();
+    assert!(learner.last_log_index >= leader_log, "{learner:?} behind {leader_log:?}");
     crate::wait_until("node 4 to apply everything", || cluster.node(4).query().expect("reads").entries.len() == 500)
         .await;
     assert_eq!(cluster.node(4).query().expect("reads").entries, ledger(1..=500));
