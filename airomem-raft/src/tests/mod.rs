@@ -7,6 +7,7 @@ mod log_files;
 mod power_cut;
 mod state_machine;
 mod suite;
+mod transport_cost;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
