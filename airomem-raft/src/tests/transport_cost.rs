@@ -67,7 +67,7 @@ async fn http() -> Duration {
 #[ignore = "a measurement, run by hand in release (see the module docs)"]
 async fn transport_cost() {
     // Warm both up once, then measure.
-    drop((frames().await, http().await));
+    let _warm = (frames().await, http().await);
     let (framed, posted) = (frames().await, http().await);
     eprintln!("one call, loopback, 200-byte payload, {CALLS} calls each:");
     eprintln!("  length-prefixed frames over TCP: {framed:?} per round trip");
