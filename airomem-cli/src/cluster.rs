@@ -13,7 +13,7 @@ use airomem_raft::{AdminClient, Error, Members, Secret, Status};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::outcome::{Failure, Outcome};
+use crate::outcome::{EXIT_ERROR, Failure, Outcome};
 
 /// The node could not be reached, did not answer, or knows no leader: nothing was changed by
 /// this call (unless it timed out after sending a change: see [`EXIT_UNKNOWN`]).
@@ -301,7 +301,7 @@ impl ClusterError {
             Error::Indeterminate { reason } => {
                 (EXIT_UNKNOWN, format!("the outcome is unknown (it may still happen; see `members`): {reason}"))
             }
-            other => (crate::EXIT_ERROR, other.to_string()),
+            other => (EXIT_ERROR, other.to_string()),
         };
         ClusterError { code, message }
     }

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::outcome::Outcome;
+use crate::outcome::{EXIT_DAMAGE, EXIT_ERROR, Outcome};
 
 /// Look inside an airomem store: its files, their integrity, its journal records.
 ///
@@ -137,11 +137,6 @@ enum QuarantineCommand {
         files: Vec<String>,
     },
 }
-
-/// The exit code for damage found.
-const EXIT_DAMAGE: u8 = 1;
-/// The exit code for a usage or I/O error (clap uses it for usage errors too).
-const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::Error;
 use crate::status::{Members, Status};
-use crate::transport::Local;
-use crate::types::NodeId;
+use crate::types::{NodeId, TypeConfig};
 
 /// A membership change or a question about the group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +46,17 @@ pub(crate) enum AdminOutcome {
     Failed(String),
 }
 
+/// The node an admin call runs on.
+pub(crate) struct Target<'a> {
+    pub(crate) id: NodeId,
+    pub(crate) raft: &'a Raft<TypeConfig>,
+    pub(crate) status: &'a (dyn Fn() -> Status + Send + Sync),
+    /// Refuse a removal that leaves fewer voters than this, unless forced.
+    pub(crate) min_voters: usize,
+}
+
 /// Handles an admin call on this node.
-pub(crate) async fn handle(local: &Local, call: AdminCall) -> AdminOutcome {
+pub(crate) async fn handle(local: &Target<'_>, call: AdminCall) -> AdminOutcome {
     match call {
         AdminCall::Status => return AdminOutcome::Status((local.status)()),
         AdminCall::Members => return members(local).map_or_else(|| not_leader(local), AdminOutcome::Members),
@@ -119,7 +127,7 @@ pub(crate) async fn handle(local: &Local, call: AdminCall) -> AdminOutcome {
 /// Waits until learner `id` holds every entry this leader had when it asked: openraft's
 /// blocking `add_learner` returns once the learner is within `replication_lag_threshold`
 /// entries (5,000 by default, each a batch of commands), which is not caught up.
-async fn caught_up(local: &Local, id: NodeId) -> AdminOutcome {
+async fn caught_up(local: &Target<'_>, id: NodeId) -> AdminOutcome {
     let target = local.raft.metrics().borrow().last_log_index;
     let matched = local
         .raft
@@ -140,7 +148,7 @@ async fn caught_up(local: &Local, id: NodeId) -> AdminOutcome {
 }
 
 /// The members as this node knows them; `None` if it knows of no group yet.
-fn members(local: &Local) -> Option<Members> {
+fn members(local: &Target<'_>) -> Option<Members> {
     let metrics = local.raft.metrics();
     let metrics = metrics.borrow();
     let membership = metrics.membership_config.membership();
@@ -156,7 +164,7 @@ fn members(local: &Local) -> Option<Members> {
     Some(Members { voters, learners, leader: metrics.current_leader })
 }
 
-fn not_leader(local: &Local) -> AdminOutcome {
+fn not_leader(local: &Target<'_>) -> AdminOutcome {
     let metrics = local.raft.metrics();
     let metrics = metrics.borrow();
     let leader = metrics.current_leader.filter(|&l| l != local.id).map(|l| {

@@ -12,7 +12,9 @@ use openraft::raft::{
     VoteResponse,
 };
 
-use crate::transport::{Call, Failure, Link, Reply};
+use crate::transport::link::Link;
+use crate::transport::local::Failure;
+use crate::transport::rpc::{Call, Reply};
 use crate::types::{NodeId, TypeConfig};
 
 /// Makes openraft's clients of one node's link.

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::Error;
-use crate::transport::{Attach, Call, Failure, Link, Local, Reply, invalid, random_u64};
+use crate::transport::contact::random_u64;
+use crate::transport::local::{Failure, Local, invalid};
+use crate::transport::rpc::{Call, Reply};
 use crate::types::NodeId;
 
 /// A registered node: what a message to it reaches.
@@ -204,8 +206,9 @@ impl Network {
     }
 }
 
-impl Attach for Network {
-    fn attach(&self, local: Local, heartbeat: Duration) -> Result<Link, Error> {
+impl Network {
+    /// Puts node `local` on the network.
+    pub(crate) fn attach_node(&self, local: Local, heartbeat: Duration) -> Result<MemoryLink, Error> {
         let id = local.id;
         let incarnation = self.next_incarnation();
         let mut nodes = lock(&self.inner.nodes);
@@ -215,10 +218,11 @@ impl Attach for Network {
         nodes.insert(id, Peer { local: local.clone(), incarnation });
         // openraft's default pause is 500 ms; a healed link should carry heartbeats again
         // within a heartbeat or two.
-        Ok(Link::Memory(MemoryLink { network: self.clone(), incarnation, local, backoff: heartbeat }))
+        Ok(MemoryLink { network: self.clone(), incarnation, local, backoff: heartbeat })
     }
 
-    fn is_attached(&self, id: u64) -> bool {
+    /// Whether node `id` is on the network.
+    pub(crate) fn has_node(&self, id: u64) -> bool {
         lock(&self.inner.nodes).contains_key(&id)
     }
 }

@@ -37,7 +37,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::status::{Members, Status};
 use crate::transport::admin::{self, AdminCall, AdminOutcome};
-use crate::transport::{Attach, Call, Failure, Link, Local, Reply, invalid};
+use crate::transport::local::{Failure, Local, invalid};
+use crate::transport::rpc::{Call, Reply};
 use crate::types::NodeId;
 use crate::wire::frame::{self, DEFAULT_MAX_FRAME, Frame};
 use crate::wire::handshake::{self, HandshakeError, Purpose};
@@ -199,8 +200,9 @@ impl TcpTransport {
     }
 }
 
-impl Attach for TcpTransport {
-    fn attach(&self, local: Local, heartbeat: Duration) -> Result<Link, Error> {
+impl TcpTransport {
+    /// Starts serving node `local`.
+    pub(crate) fn attach_node(&self, local: Local, heartbeat: Duration) -> Result<TcpLink, Error> {
         let Some(listener) = lock(&self.listener).take() else {
             return Err(invalid("this TCP transport already served a node; bind a new one"));
         };
@@ -226,10 +228,11 @@ impl Attach for TcpTransport {
         };
         tokio::spawn(accepting.run(stopped));
         info!(node = shared.local.id, addr = %self.local_addr, "listening for peers");
-        Ok(Link::Tcp(TcpLink { shared }))
+        Ok(TcpLink { shared })
     }
 
-    fn is_attached(&self, _id: u64) -> bool {
+    /// Whether a node was attached (a transport serves one node once).
+    pub(crate) fn served(&self) -> bool {
         self.attached.load(Ordering::Acquire)
     }
 }
