@@ -26,11 +26,20 @@
 //!
 //! The scratch directory is created inside `--dir` (default: the current directory, so that
 //! it lands on the real disk, not a tmpfs `/tmp`) and removed at the end.
+//!
+//! Then the replicated service (`airomem-raft/examples/replicated_sessions.rs`) against the
+//! single-node one, driven by the bench's own clients ([`replicated`]): durable creates from
+//! 64 clients and from one, failover over leader kills, and a learner's catch-up.
+//! `--quick` runs everything smaller: one repetition of 5 s phases, 10 kills, a learner
+//! joining 100,000 sessions.
 
 mod backend;
+mod clients;
+mod cluster;
 mod error;
 mod load;
 mod memory;
+mod replicated;
 mod serve;
 mod sqlite;
 
@@ -41,14 +50,23 @@ use std::process::{Command, ExitCode};
 
 use crate::error::BoxError;
 use crate::load::{Phase, Server};
+use crate::replicated::Row;
 use crate::serve::Kind;
 
-const USAGE: &str = "usage: http-bench [--seconds S] [--repetitions N] [--connections C] [--dir DIR]
-                  [--oha PATH] [--sqlite-writers N] [--variants airomem,sqlite,memory]
+const USAGE: &str = "usage: http-bench [--quick] [--seconds S] [--repetitions N] [--connections C] [--dir DIR]
+                  [--oha PATH] [--sqlite-writers N] [--kills K] [--learner-sessions N]
+                  [--variants airomem,sqlite,memory,replicated,failover,learner]
 
-  --seconds S         how long the create and read phases last (default 10)
-  --repetitions N     rounds over the variants; medians are reported (default 3)
-  --connections C     oha's concurrent connections (default 64)
+  --quick             one repetition of 5 s phases, 10 kills, a learner joining 100,000 sessions
+  --seconds S         how long the create and read phases last (default 10; 5 with --quick)
+  --repetitions N     rounds over the variants; medians are reported (default 3; 1 with --quick)
+  --connections C     oha's concurrent connections, and the replicated rows' clients (default 64)
+  --kills K           leader kills per failover row (default $AIROMEM_KILLS, else 50; 10 with --quick)
+  --learner-sessions N  sessions the group holds when the learner joins (default 1,000,000;
+                      100,000 with --quick)
+  --variants LIST     airomem, sqlite, memory: the session service under oha; replicated: durable
+                      creates, 3 replicated processes against the single-node service; failover:
+                      leader kills; learner: a learner's catch-up (default: all)
   --dir DIR           create the scratch directory inside DIR (default: .), on the disk to measure
   --oha PATH          the load generator (default: .tools/bin/oha, from scripts/install-oha)
   --sqlite-writers N  connections the SQLite variant writes through (default 1)
@@ -92,6 +110,8 @@ struct Options {
     oha: PathBuf,
     sqlite_writers: u32,
     variants: Vec<Variant>,
+    /// The replicated rows, and how much they do.
+    replicated: replicated::Plan,
 }
 
 /// One variant's phases in one repetition.
@@ -141,9 +161,15 @@ fn serve_main(args: &[String]) -> Result<(), BoxError> {
 fn bench_main(args: &[String]) -> Result<(), BoxError> {
     let options = parse(args)?;
     let exe = std::env::current_exe()?;
-    let example = example_binary(&exe)?;
-    let version = load::oha_version(&options.oha)
-        .map_err(|e| format!("cannot run {} ({e}): run scripts/install-oha", options.oha.display()))?;
+    let example = example_binary(&exe, SINGLE)?;
+    let replicated_example =
+        if options.replicated.rows.is_empty() { None } else { Some(example_binary(&exe, REPLICATED)?) };
+    let version = if options.variants.is_empty() {
+        String::new()
+    } else {
+        load::oha_version(&options.oha)
+            .map_err(|e| format!("cannot run {} ({e}): run scripts/install-oha", options.oha.display()))?
+    };
     let scratch = tempfile::Builder::new().prefix("airomem-bench-http-").tempdir_in(&options.dir)?;
 
     let mut runs: Vec<(Variant, Run)> = Vec::new();
@@ -169,7 +195,13 @@ fn bench_main(args: &[String]) -> Result<(), BoxError> {
             runs.push((variant, run));
         }
     }
-    print!("{}", report(&options, &version, &runs));
+    if !runs.is_empty() {
+        print!("{}", report(&options, &version, &runs));
+    }
+    if let Some(replicated) = replicated_example {
+        let binaries = replicated::Binaries { single: example, replicated };
+        print!("{}", replicated::run(&options.replicated, &binaries, scratch.path())?);
+    }
     Ok(())
 }
 
@@ -203,19 +235,33 @@ fn measure(options: &Options, command: Command, scratch: &Path, airomem: bool) -
 
 fn parse(args: &[String]) -> Result<Options, BoxError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("the repository root")?;
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let kills = std::env::var("AIROMEM_KILLS").ok().and_then(|v| v.parse().ok());
     let mut options = Options {
-        seconds: 10,
-        repetitions: 3,
+        seconds: if quick { 5 } else { 10 },
+        repetitions: if quick { 1 } else { 3 },
         connections: 64,
         dir: PathBuf::from("."),
         oha: root.join(".tools/bin/oha"),
         sqlite_writers: 1,
         variants: vec![Variant::Airomem, Variant::Sqlite, Variant::Memory],
+        replicated: replicated::Plan {
+            seconds: 0,
+            repetitions: 0,
+            clients: 0,
+            kills: kills.unwrap_or(if quick { 10 } else { 50 }),
+            short_timings: true,
+            learner_sessions: if quick { 100_000 } else { 1_000_000 },
+            rows: vec![Row::Throughput, Row::Failover, Row::Learner],
+        },
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
+            "--quick" => {}
+            "--kills" => options.replicated.kills = value()?.parse()?,
+            "--learner-sessions" => options.replicated.learner_sessions = value()?.parse()?,
             "--seconds" => options.seconds = value()?.parse()?,
             "--repetitions" => options.repetitions = value()?.parse()?,
             "--connections" => options.connections = value()?.parse()?,
@@ -223,35 +269,58 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
             "--oha" => options.oha = value()?.into(),
             "--sqlite-writers" => options.sqlite_writers = value()?.parse()?,
             "--variants" => {
-                options.variants = value()?
-                    .split(',')
-                    .map(|name| match name {
-                        "airomem" => Ok(Variant::Airomem),
-                        "sqlite" => Ok(Variant::Sqlite),
-                        "memory" => Ok(Variant::Memory),
-                        other => Err(format!("no variant {other}")),
-                    })
-                    .collect::<Result<_, _>>()?
+                options.variants.clear();
+                options.replicated.rows.clear();
+                for name in value()?.split(',') {
+                    match name {
+                        "airomem" => options.variants.push(Variant::Airomem),
+                        "sqlite" => options.variants.push(Variant::Sqlite),
+                        "memory" => options.variants.push(Variant::Memory),
+                        "replicated" => options.replicated.rows.push(Row::Throughput),
+                        "failover" => options.replicated.rows.push(Row::Failover),
+                        "learner" => options.replicated.rows.push(Row::Learner),
+                        other => return Err(format!("no variant {other}").into()),
+                    }
+                }
             }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
-    if options.seconds == 0 || options.repetitions == 0 || options.connections == 0 || options.variants.is_empty() {
+    let nothing = options.variants.is_empty() && options.replicated.rows.is_empty();
+    if options.seconds == 0 || options.repetitions == 0 || options.connections == 0 || nothing {
         return Err(format!("nothing to measure\n{USAGE}").into());
     }
+    options.replicated.seconds = options.seconds;
+    options.replicated.repetitions = options.repetitions;
+    options.replicated.clients = options.connections.into();
     Ok(options)
 }
 
-/// The release build of the example, beside this binary: `target/release/http-bench` →
+/// An example the bench runs: its name, its package, its source from the repository root.
+struct Example {
+    name: &'static str,
+    package: &'static str,
+    source: &'static str,
+}
+
+const SINGLE: Example =
+    Example { name: "session_service", package: "airomem-web-examples", source: "examples/web/session_service.rs" };
+const REPLICATED: Example = Example {
+    name: "replicated_sessions",
+    package: "airomem-raft",
+    source: "airomem-raft/examples/replicated_sessions.rs",
+};
+
+/// The release build of an example, beside this binary: `target/release/http-bench` →
 /// `target/release/examples/session_service`.
-fn example_binary(exe: &Path) -> Result<PathBuf, BoxError> {
-    let binary = exe.parent().ok_or("this binary's directory")?.join("examples/session_service");
-    let build = "run `cargo build --release -p airomem-web-examples --example session_service` first";
+fn example_binary(exe: &Path, example: Example) -> Result<PathBuf, BoxError> {
+    let binary = exe.parent().ok_or("this binary's directory")?.join("examples").join(example.name);
+    let build = format!("run `cargo build --release -p {} --example {}` first", example.package, example.name);
     let built = std::fs::metadata(&binary)
         .and_then(|m| m.modified())
         .map_err(|e| format!("{} ({e}): {build}", binary.display()))?;
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/web/session_service.rs");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(example.source);
     if std::fs::metadata(source)?.modified()? > built {
         return Err(format!("{} is older than its source: {build}", binary.display()).into());
     }
@@ -328,7 +397,7 @@ fn report(options: &Options, version: &str, runs: &[(Variant, Run)]) -> String {
     out
 }
 
-fn thousands(value: f64) -> String {
+pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value);
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
