@@ -22,10 +22,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counting {
     }
 }
 
-/// With node 3 dead, 1 and 2 go on committing for a while. At the heartbeat rate (50 ms)
-/// a transport that retried at once would log about 2 lines per attempt, 40 a second;
-/// with the backoff (50 ms doubling to 2 s) the count stays a small constant plus one
-/// line every 2 s. The bound below holds for any window up to a minute (`WINDOW` is
+/// With a follower dead, the others go on committing for a while. At the heartbeat rate
+/// (50 ms) a transport that retried at once would cost openraft's 4 lines per attempt, 80 a
+/// second; with the backoff (50 ms doubling to 2 s) the count stays a small constant plus
+/// 4 lines every 2 s. The bound below holds for any window up to a minute (`WINDOW` is
 /// shorter to keep the test quick); the count is printed for the record.
 #[test]
 fn a_dead_peer_logs_a_bounded_number_of_lines() {
@@ -59,9 +59,12 @@ fn a_dead_peer_logs_a_bounded_number_of_lines() {
         }
         let lines = LOUD.load(Ordering::Relaxed);
         eprintln!("{lines} lines at WARN or above in {WINDOW:?} with node {dead} dead ({value} commits)");
-        // 7 backoff steps to reach 2 s (about 4 s), then one attempt per 2 s: about 9
-        // attempts in 8 s, 2 lines each from openraft, plus the transport's one.
-        assert!(lines <= 40, "{lines} lines at WARN or above in {WINDOW:?}: a log flood");
+        // The backoff (50 ms doubling: 3.15 s for the first 6 attempts, then one per 2 s)
+        // allows at most 10 attempts in 8 s; openraft logs 4 lines per failed attempt (seen:
+        // 37 lines in all on an idle machine), the transport 1 when the peer goes down: 41,
+        // bounded with a margin at 60. At the heartbeat rate it would be 160 attempts, 640
+        // lines.
+        assert!(lines <= 60, "{lines} lines at WARN or above in {WINDOW:?}: a log flood");
         cluster.close().await;
     });
 }
