@@ -187,6 +187,27 @@ impl TcpTransport {
         })
     }
 
+    /// Serves on `listener`, already bound (by the caller, a service manager, a test that
+    /// must know every node's port before any node starts); `TcpConfig`'s listening address
+    /// is ignored. Call it inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the listener cannot be made non-blocking or handed to tokio.
+    pub fn from_listener(listener: std::net::TcpListener, config: TcpConfig) -> Result<TcpTransport, Error> {
+        let io = |op, source| Error::Io { op, path: config.listen.to_string().into(), source };
+        listener.set_nonblocking(true).map_err(|e| io("set non-blocking", e))?;
+        let local_addr = listener.local_addr().map_err(|e| io("local address of", e))?;
+        let listener = TcpListener::from_std(listener).map_err(|e| io("register", e))?;
+        Ok(TcpTransport {
+            config: Arc::new(config),
+            listener: Mutex::new(Some(listener)),
+            local_addr,
+            refused: Arc::new(AtomicU64::new(0)),
+            attached: AtomicBool::new(false),
+        })
+    }
+
     /// The address it listens at (the actual port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

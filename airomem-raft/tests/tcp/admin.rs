@@ -21,9 +21,8 @@ async fn admin_calls_through_any_node_reach_the_leader() {
     assert_eq!(members.leader, Some(leader));
     assert_eq!(members.voters.len(), 3);
 
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    cluster.addrs.insert(4, probe.local_addr().expect("an address"));
-    drop(probe);
+    let fourth = crate::bind_all([4]).await;
+    cluster.addrs.extend(fourth);
     cluster.open(4, secret(), |c| c).await;
     admin.add_learner(4, cluster.addrs[&4].to_string()).await.expect("adds");
     admin.promote([4]).await.expect("promotes");

@@ -91,17 +91,23 @@ pub async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
     support::wait_until(what, PATIENCE, condition).await;
 }
 
-/// Binds a transport on a free loopback port for each id, with `secret`.
+/// Binds a listener on a free loopback port for each id; each node's first open serves on
+/// its listener (`TcpTransport::from_listener`), so no port is free between the choice and
+/// the open (an outgoing connection of another test could take it). A reopened node binds
+/// its port again.
 pub async fn bind_all(ids: impl IntoIterator<Item = u64>) -> BTreeMap<u64, SocketAddr> {
     let mut addrs = BTreeMap::new();
     for id in ids {
-        // Bind, note the port, release: the node binds it again when it opens. Another
-        // process could take the port in between; on a test machine none does.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port");
-        addrs.insert(id, probe.local_addr().expect("has an address"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port");
+        let addr = listener.local_addr().expect("has an address");
+        HELD.lock().expect("held listeners").insert(addr, listener);
+        addrs.insert(id, addr);
     }
     addrs
 }
+
+/// Listeners bound by [`bind_all`] and not yet served on, by address.
+static HELD: std::sync::Mutex<BTreeMap<SocketAddr, std::net::TcpListener>> = std::sync::Mutex::new(BTreeMap::new());
 
 /// The TCP configuration of node `id` among `addrs`, with `secret`.
 pub fn tcp(id: u64, addrs: &BTreeMap<u64, SocketAddr>, secret: Secret) -> TcpConfig {
@@ -143,7 +149,11 @@ impl Cluster {
 
     /// Opens node `id` (again) with the TCP configuration `tcp`.
     pub async fn open_with(&mut self, id: u64, tcp: TcpConfig, configure: impl Fn(NodeConfig) -> NodeConfig) {
-        let transport = TcpTransport::bind(tcp).await.expect("binds");
+        let held = HELD.lock().expect("held listeners").remove(&self.addrs[&id]);
+        let transport = match held {
+            Some(listener) => TcpTransport::from_listener(listener, tcp).expect("serves on its listener"),
+            None => TcpTransport::bind(tcp).await.expect("binds"),
+        };
         let node = Node::open(configure(config(id, self.root.path())), PostcardSerializer, &transport)
             .await
             .expect("the node opens");

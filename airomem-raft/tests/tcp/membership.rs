@@ -20,9 +20,8 @@ async fn a_learner_joins_catches_up_is_promoted_and_nodes_are_removed() {
     let purged = cluster.node(leader).status().purged_index.expect("the log was purged behind a snapshot");
     assert!(purged > 100, "purged up to {purged}");
 
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    cluster.addrs.insert(4, probe.local_addr().expect("an address"));
-    drop(probe);
+    let fourth = crate::bind_all([4]).await;
+    cluster.addrs.extend(fourth);
     cluster.open(4, secret(), configure).await;
     let follower = if leader == 1 { 2 } else { 1 };
     let leader_log = cluster.node(leader).status().last_log_index;
