@@ -37,6 +37,7 @@ mod backend;
 mod clients;
 mod cluster;
 mod error;
+mod figures;
 mod load;
 mod memory;
 mod replicated;
@@ -49,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::error::BoxError;
+use crate::figures::thousands;
 use crate::load::{Phase, Server};
 use crate::replicated::Row;
 use crate::serve::Kind;
@@ -393,18 +395,6 @@ fn report(options: &Options, version: &str, runs: &[(Variant, Run)]) -> String {
             let _ = write!(out, " {batch:.1} commands per fdatasync");
         }
         let _ = writeln!(out);
-    }
-    out
-}
-
-pub(crate) fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
     }
     out
 }

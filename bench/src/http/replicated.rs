@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use crate::clients::{self, Background, Creates, Until};
 use crate::cluster::{Cluster, PATIENCE};
 use crate::error::BoxError;
+use crate::figures::thousands;
 use crate::load::Server;
-use crate::thousands;
 
 /// Clients creating sessions while the leader is killed.
 const FAILOVER_CLIENTS: u64 = 16;
