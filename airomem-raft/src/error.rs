@@ -129,6 +129,15 @@ pub enum Error {
     /// over answers [`Error::Indeterminate`] or [`Error::Lagging`] instead.
     #[error("the replicated store is closed")]
     Closed,
+    /// The encoded command is larger than one log entry may be on this node's transport
+    /// (half a TCP frame): it was not sent.
+    #[error("the command is {size} bytes encoded, above the limit of {limit}")]
+    CommandTooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The largest command this node sends.
+        limit: usize,
+    },
     /// A membership change was refused and not made: it would leave fewer voters than the
     /// node's minimum (force it to proceed), or names no such learner or member.
     #[error("refused: {reason}")]

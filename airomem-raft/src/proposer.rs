@@ -46,6 +46,12 @@ const IN_FLIGHT: usize = 2;
 /// message) and the work one apply does under the state's lock.
 const MAX_BATCH: usize = 1024;
 
+/// The most bytes of commands gathered into one entry (a command larger than this goes
+/// alone). openraft 0.9 gives an append one heartbeat interval to arrive and be made durable
+/// on the follower, and never splits an entry: a batch of many megabytes would time out again
+/// and again.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
 /// What a proposal gets back.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Answer {
@@ -72,10 +78,16 @@ pub(crate) struct Proposer {
 impl Proposer {
     /// Starts the proposer of the node whose core is `raft`. An entry still unanswered after
     /// `give_up_after` releases its slot; by then its callers have stopped waiting for this
-    /// attempt (the store passes its attempt timeout).
-    pub(crate) fn spawn(raft: Raft<TypeConfig>, give_up_after: Duration) -> (Proposer, JoinHandle<()>) {
+    /// attempt (the store passes its attempt timeout). An entry's commands take at most
+    /// `entry_bytes` together (the transport's limit) and [`MAX_BATCH_BYTES`], unless one
+    /// alone is larger.
+    pub(crate) fn spawn(
+        raft: Raft<TypeConfig>,
+        give_up_after: Duration,
+        entry_bytes: usize,
+    ) -> (Proposer, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Proposer { tx }, tokio::spawn(run(raft, rx, give_up_after)))
+        (Proposer { tx }, tokio::spawn(run(raft, rx, give_up_after, entry_bytes)))
     }
 
     /// Proposes `request`; `None` when the proposer is gone (its node closed or halted)
@@ -87,17 +99,38 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Proposal>, give_up_after: Duration) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+    give_up_after: Duration,
+    entry_bytes: usize,
+) {
+    let entry_bytes = entry_bytes.min(MAX_BATCH_BYTES);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A proposal that did not fit the previous batch opens the next one.
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => break,
+            },
+        };
         // Waiting for a slot is when the next batch grows.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let mut bytes = first.request.bytes.len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(proposal) => batch.push(proposal),
-                Err(_) => break,
+            let Ok(proposal) = rx.try_recv() else { break };
+            // An entry travels whole: the transport can split an append between entries,
+            // never inside one.
+            bytes += proposal.request.bytes.len();
+            if bytes > entry_bytes {
+                held = Some(proposal);
+                break;
             }
+            batch.push(proposal);
         }
         // A caller that stopped waiting (its attempt timed out) retries as a new proposal, if
         // at all: proposing the stale copy would only add an entry nobody waits for.

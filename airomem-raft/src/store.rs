@@ -132,6 +132,8 @@ pub struct ReplicatedStore<S: State, Z: Serializer = PostcardSerializer> {
     link: Link,
     /// Concurrent linearizable reads share their rounds to the leader.
     reads: ReadRounds,
+    /// The largest encoded command this node sends (its transport's entry limit).
+    command_limit: usize,
     client: Client,
     /// Taken (and aborted) by whichever of `close`, `halt` and `Drop` comes first.
     watchdog: Mutex<Option<JoinHandle<()>>>,
@@ -202,7 +204,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         let raft = Raft::new(id, raft_config, connector, log, machine.clone()).await.map_err(stopped)?;
         let contact = Arc::new(Contact::new());
         let attempt_timeout = (config.election_max * 2).max(Duration::from_millis(500));
-        let (proposer, proposing) = Proposer::spawn(raft.clone(), attempt_timeout);
+        let command_limit = transport.entry_limit();
+        let (proposer, proposing) = Proposer::spawn(raft.clone(), attempt_timeout, command_limit);
         let status = {
             let (raft, machine, log) = (raft.clone(), machine.clone(), reader.clone());
             Arc::new(move || status_of(id, &raft, machine.progress(), log.committed()))
@@ -234,6 +237,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
             log: reader,
             halter,
             link,
+            command_limit,
             reads: ReadRounds::default(),
             client: Client::new(),
             watchdog: Mutex::new(watchdog),
@@ -296,6 +300,9 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     pub async fn commit(&self, command: S::Command) -> Result<Receipt, Error> {
         let mut bytes = Vec::new();
         self.machine.serializer().encode(&command, &mut bytes)?;
+        if bytes.len() > self.command_limit {
+            return Err(Error::CommandTooLarge { size: bytes.len(), limit: self.command_limit });
+        }
         let serial = self.client.begin();
         let _in_flight = InFlight(&self.client, serial);
         let deadline = Instant::now() + self.commit_timeout;

@@ -176,7 +176,7 @@ async fn an_entry_a_cut_off_leader_cannot_commit_is_given_up_after_the_bound() {
     for raft in rafts.into_iter().filter(|raft| raft.metrics().borrow().id != leader_id) {
         raft.shutdown().await.expect("shuts down");
     }
-    let (proposer, proposing) = Proposer::spawn(leader.clone(), Duration::from_millis(200));
+    let (proposer, proposing) = Proposer::spawn(leader.clone(), Duration::from_millis(200), usize::MAX);
 
     for serial in 1..=3u64 {
         let request = Request { client: 7, serial, low_water: serial, bytes: vec![0] };

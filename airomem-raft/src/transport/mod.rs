@@ -46,6 +46,9 @@ mod sealed {
 
         /// Whether node `id` is already attached (a second open of it is refused).
         fn is_attached(&self, id: u64) -> bool;
+
+        /// The most bytes of commands one log entry may carry: an entry travels whole.
+        fn entry_limit(&self) -> usize;
     }
 }
 
@@ -66,6 +69,11 @@ impl Attach for memory::Network {
     fn is_attached(&self, id: u64) -> bool {
         self.has_node(id)
     }
+
+    fn entry_limit(&self) -> usize {
+        // Calls are passed as they are: nothing bounds an entry but memory.
+        usize::MAX
+    }
 }
 
 impl Attach for tcp::TcpTransport {
@@ -75,5 +83,9 @@ impl Attach for tcp::TcpTransport {
 
     fn is_attached(&self, _id: u64) -> bool {
         self.served()
+    }
+
+    fn entry_limit(&self) -> usize {
+        self.entry_limit()
     }
 }

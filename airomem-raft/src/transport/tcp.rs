@@ -134,8 +134,9 @@ impl TcpConfig {
     }
 
     /// The largest frame sent or accepted (default 16 MiB, at least 64 KiB). A larger append
-    /// is split; a larger command fails as not delivered. Keep it above the snapshot chunk
-    /// size.
+    /// is split between entries; an entry carries at most half a frame of commands, and a
+    /// larger command is refused (`Error::CommandTooLarge`). Keep it above the snapshot chunk
+    /// size, and the same on every node.
     pub fn max_frame(mut self, bytes: usize) -> TcpConfig {
         self.max_frame = bytes.max(64 * 1024);
         self
@@ -206,6 +207,12 @@ impl TcpTransport {
             refused: Arc::new(AtomicU64::new(0)),
             attached: AtomicBool::new(false),
         })
+    }
+
+    /// The most bytes of commands one log entry may carry: half a frame, so that an append
+    /// of one entry, with its envelope, always fits one frame.
+    pub(crate) fn entry_limit(&self) -> usize {
+        self.config.max_frame / 2
     }
 
     /// The address it listens at (the actual port when bound to port 0).
