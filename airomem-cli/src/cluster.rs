@@ -293,7 +293,7 @@ impl ClusterError {
                 let hint = if hint_force && reason.contains("minimum") { " (--force removes it anyway)" } else { "" };
                 (EXIT_REFUSED, format!("refused, nothing changed: {reason}{hint}"))
             }
-            Error::Unavailable { reason } if denied(&reason) => (
+            Error::Denied { reason } => (
                 EXIT_DENIED,
                 format!("{node} refused the connection: {reason} (is --secret-file this cluster's secret?)"),
             ),
@@ -309,15 +309,6 @@ impl ClusterError {
 
 fn cannot_reach(node: &str, reason: &str) -> String {
     format!("cannot reach the cluster through {node}: {reason}")
-}
-
-/// Whether an admin call failed because the node refused the handshake: the secrets differ,
-/// or the protocol versions (the client reports either in the handshake's words).
-fn denied(reason: &str) -> bool {
-    reason.contains("handshake with")
-        && ["cluster secret", "refused by the peer", "protocol version", "airomem-raft protocol"]
-            .iter()
-            .any(|words| reason.contains(words))
 }
 
 impl fmt::Display for ClusterError {

@@ -66,11 +66,17 @@ async fn json_of(args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {stdout}"))
 }
 
+/// A listener on a free loopback port, held until its node serves on it
+/// (`TcpTransport::from_listener`): a port released in between can be taken by an outgoing
+/// connection.
+fn free_port() -> (SocketAddr, std::net::TcpListener) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port");
+    (listener.local_addr().expect("has an address"), listener)
+}
+
+/// A loopback address where nothing listens.
 fn free_addr() -> SocketAddr {
-    // Bind, note the port, release: the node binds it again. Nothing else on a test
-    // machine takes it in between.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binds a free port");
-    probe.local_addr().expect("has an address")
+    free_port().0
 }
 
 fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
@@ -86,13 +92,13 @@ fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
 
 /// Opens node `id` listening at `addrs[id]`, knowing the others. Timings generous enough
 /// for a loaded machine: no election while the test runs.
-async fn open(id: u64, addrs: &BTreeMap<u64, SocketAddr>, root: &Path) -> Node {
+async fn open(id: u64, addrs: &BTreeMap<u64, SocketAddr>, listener: std::net::TcpListener, root: &Path) -> Node {
     let secret = Secret::new(SECRET).expect("long enough");
     let tcp = addrs
         .iter()
         .filter(|&(&peer, _)| peer != id)
         .fold(TcpConfig::new(addrs[&id], secret), |config, (&peer, addr)| config.peer(peer, addr.to_string()));
-    let transport = TcpTransport::bind(tcp).await.expect("binds");
+    let transport = TcpTransport::from_listener(listener, tcp).expect("serves on its listener");
     let config = NodeConfig::new(id, root.join(format!("node-{id}")))
         .heartbeat(Duration::from_millis(100))
         .election_timeout(Duration::from_millis(1500), Duration::from_millis(3000))
@@ -120,10 +126,12 @@ async fn a_group_is_inspected_and_changed_through_the_binary() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let secret = secret_file(root.path(), "cluster.secret", SECRET);
     let secret = secret.to_str().expect("utf-8 path");
-    let mut addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut listeners: BTreeMap<u64, _> = (1..=3).map(|id| (id, free_port())).collect();
+    let mut addrs: BTreeMap<u64, SocketAddr> = listeners.iter().map(|(&id, (addr, _))| (id, *addr)).collect();
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, open(id, &addrs, root.path()).await);
+        let (_, listener) = listeners.remove(&id).expect("bound above");
+        nodes.insert(id, open(id, &addrs, listener, root.path()).await);
     }
     nodes[&1].bootstrap(1..=3).await.expect("bootstraps");
     for n in 1..=3 {
@@ -179,8 +187,9 @@ async fn a_group_is_inspected_and_changed_through_the_binary() {
     assert!(text.ends_with(&format!("3 voter(s), 0 learner(s), leader {leader}\n")), "{text}");
 
     // add-learner: node 4 joins and has caught up when the command returns.
-    addrs.insert(4, free_addr());
-    nodes.insert(4, open(4, &addrs, root.path()).await);
+    let (four_addr, four_listener) = free_port();
+    addrs.insert(4, four_addr);
+    nodes.insert(4, open(4, &addrs, four_listener, root.path()).await);
     let four = addrs[&4].to_string();
     let added =
         json_of(&["cluster", "add-learner", "--node", &at, "--secret-file", secret, "--json", "4", &four]).await;

@@ -138,6 +138,13 @@ pub enum Error {
         /// The largest command this node sends.
         limit: usize,
     },
+    /// The node refused the connection: the two sides hold no common cluster secret, or
+    /// speak different protocol versions. Nothing was sent.
+    #[error("the node refused the connection: {reason}")]
+    Denied {
+        /// What the handshake found.
+        reason: String,
+    },
     /// A membership change was refused and not made: it would leave fewer voters than the
     /// node's minimum (force it to proceed), or names no such learner or member.
     #[error("refused: {reason}")]

@@ -629,12 +629,13 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     }
 
     /// Leaves the network and stops the Raft core, the watchdog and the log's writer
-    /// (which records the commit point), then returns: the directory is free once this has
-    /// returned `Ok`.
+    /// (which records the commit point), then returns: the directory, and a TCP transport's
+    /// port, are free once this has returned `Ok`.
     pub async fn close(self) -> Result<(), Error> {
         self.leave();
         self.stopped.store(true, Ordering::Release);
         self.raft.shutdown().await.map_err(stopped)?;
+        self.link.closed().await;
         info!(node = self.id, "replicated store closed");
         Ok(())
     }

@@ -62,6 +62,13 @@ impl Link {
         }
     }
 
+    /// Returns once the link holds nothing a reopened node needs (its listening socket).
+    pub(crate) async fn closed(&self) {
+        if let Link::Tcp(link) = self {
+            link.closed().await;
+        }
+    }
+
     /// The pause before openraft retries a peer it could not reach.
     pub(crate) fn backoff(&self) -> Box<dyn Iterator<Item = Duration> + Send> {
         match self {

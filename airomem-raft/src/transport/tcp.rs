@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::Error;
@@ -56,6 +57,9 @@ const CALLS_PER_CONNECTION: usize = 64;
 
 /// Connections a node authenticates at once; more wait to be accepted.
 const HANDSHAKES: usize = 32;
+
+/// How long an admin client's connection and handshake may each take.
+const ADMIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a peer that stays down is logged again.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -91,7 +95,6 @@ pub struct TcpConfig {
     peers: BTreeMap<u64, String>,
     max_frame: usize,
     connect_timeout: Duration,
-    handshake_timeout: Duration,
 }
 
 impl TcpConfig {
@@ -105,7 +108,6 @@ impl TcpConfig {
             peers: BTreeMap::new(),
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: Duration::from_secs(2),
-            handshake_timeout: Duration::from_secs(2),
         }
     }
 
@@ -145,7 +147,6 @@ impl TcpConfig {
     /// How long opening a connection, and then its handshake, may each take (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> TcpConfig {
         self.connect_timeout = timeout;
-        self.handshake_timeout = timeout;
         self
     }
 }
@@ -254,9 +255,9 @@ impl TcpTransport {
             refused: Arc::clone(&self.refused),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
         };
-        tokio::spawn(accepting.run(stopped));
+        let accepting = tokio::spawn(accepting.run(stopped));
         info!(node = shared.local.id, addr = %self.local_addr, "listening for peers");
-        Ok(TcpLink { shared })
+        Ok(TcpLink { shared, accepting: Arc::new(tokio::sync::Mutex::new(Some(accepting))) })
     }
 
     /// Whether a node was attached (a transport serves one node once).
@@ -282,6 +283,10 @@ struct Shared {
 #[derive(Clone)]
 pub struct TcpLink {
     shared: Arc<Shared>,
+    /// The accept loop, which owns the listening socket: it drops it when it sees the stop,
+    /// and [`TcpLink::closed`] waits for that, so that a node closed and reopened in one
+    /// process finds its port free.
+    accepting: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl TcpLink {
@@ -304,6 +309,14 @@ impl TcpLink {
     pub(crate) fn leave(&self) {
         self.shared.stop.send_replace(true);
         lock(&self.shared.peers).clear();
+    }
+
+    /// Returns once the listening socket is closed (after [`TcpLink::leave`]).
+    pub(crate) async fn closed(&self) {
+        if let Some(accepting) = self.accepting.lock().await.take() {
+            // It ends at the stop; a panic in it is a bug, surfaced by its own report.
+            drop(accepting.await);
+        }
     }
 
     pub(crate) fn backoff(&self) -> impl Iterator<Item = Duration> + Send + 'static {
@@ -394,32 +407,59 @@ impl Peer {
             return Err(format!("no address known for node {}", self.id));
         };
         let config = &shared.config;
-        let mut stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(format!("connecting to node {} at {addr}: {e}", self.id)),
-            Err(_) => return Err(format!("connecting to node {} at {addr}: timed out", self.id)),
+        let dialed =
+            dial(&addr, &config.keyring, shared.local.id, Purpose::Peer, config.max_frame, config.connect_timeout)
+                .await;
+        let stream = match dialed {
+            Ok((stream, server_id)) if server_id == self.id => stream,
+            Ok((_, server_id)) => return Err(format!("{addr} is node {server_id}, not node {}", self.id)),
+            Err(Dialed::Refused(why)) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("node {}: {why}", self.id));
+            }
+            Err(Dialed::Failed(why)) => return Err(format!("node {}: {why}", self.id)),
         };
-        // Appends and heartbeats are small and latency-bound.
-        drop(stream.set_nodelay(true));
-        let greeting =
-            handshake::client(&mut stream, &config.keyring, shared.local.id, Purpose::Peer, config.max_frame);
-        match tokio::time::timeout(config.handshake_timeout, greeting).await {
-            Ok(Ok(info)) if info.server_id == self.id => {}
-            Ok(Ok(info)) => {
-                return Err(format!("{addr} is node {}, not node {}", info.server_id, self.id));
-            }
-            Ok(Err(e)) => {
-                if matches!(
-                    e,
-                    HandshakeError::WrongSecret | HandshakeError::Version { .. } | HandshakeError::NotAirorem
-                ) {
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(format!("handshake with node {} at {addr}: {e}", self.id));
-            }
-            Err(_) => return Err(format!("handshake with node {} at {addr}: timed out", self.id)),
-        }
         Ok(Connection::start(stream, config.max_frame, shared.stop.subscribe()))
+    }
+}
+
+/// Why [`dial`] failed.
+enum Dialed {
+    /// The other side is not one of ours: it proved no secret we accept, refused ours, or
+    /// speaks another protocol version.
+    Refused(String),
+    /// Unreachable, refused at the TCP level, timed out, or cut during the handshake.
+    Failed(String),
+}
+
+/// Opens a connection to `addr` and runs the client side of the handshake as node `from`
+/// (0 for an admin client), each step within `timeout`; returns the stream and the id the
+/// server proved.
+async fn dial(
+    addr: &str,
+    keyring: &Keyring,
+    from: NodeId,
+    purpose: Purpose,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<(TcpStream, NodeId), Dialed> {
+    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(Dialed::Failed(format!("connecting to {addr}: {e}"))),
+        Err(_) => return Err(Dialed::Failed(format!("connecting to {addr}: timed out"))),
+    };
+    // Appends and heartbeats are small and latency-bound.
+    drop(stream.set_nodelay(true));
+    match tokio::time::timeout(timeout, handshake::client(&mut stream, keyring, from, purpose, max_frame)).await {
+        Ok(Ok(info)) => Ok((stream, info.server_id)),
+        Ok(Err(
+            e @ (HandshakeError::WrongSecret
+            | HandshakeError::RefusedByPeer { .. }
+            | HandshakeError::Version { .. }
+            | HandshakeError::NotAirorem),
+        )) => Err(Dialed::Refused(format!("handshake with {addr}: {e}"))),
+        Ok(Err(e)) => Err(Dialed::Failed(format!("handshake with {addr}: {e}"))),
+        Err(_) => Err(Dialed::Failed(format!("handshake with {addr}: timed out"))),
     }
 }
 
@@ -450,7 +490,13 @@ impl Connection {
             next_id: AtomicU64::new(1),
             alive: AtomicBool::new(true),
         });
-        tokio::spawn(write_frames(writer, outgoing, stop.clone()));
+        let writing = Arc::clone(&connection);
+        let stop_writing = stop.clone();
+        tokio::spawn(async move {
+            write_frames(writer, outgoing, stop_writing).await;
+            // A write that failed ends the connection: the next call opens a new one.
+            writing.alive.store(false, Ordering::Release);
+        });
         tokio::spawn(Arc::clone(&connection).read_replies(reader, max_frame, stop));
         connection
     }
@@ -569,7 +615,7 @@ impl Accept {
             tokio::spawn(async move {
                 let config = &shared.config;
                 let greeting = handshake::server(&mut stream, &config.keyring, id, config.max_frame);
-                let greeted = tokio::time::timeout(config.handshake_timeout, greeting).await;
+                let greeted = tokio::time::timeout(config.connect_timeout, greeting).await;
                 drop(permit);
                 let greeted = match greeted {
                     Ok(Ok(greeted)) => greeted,
@@ -690,11 +736,11 @@ impl AdminClient {
     pub(crate) async fn call_at(&self, addr: &str, call: AdminCall) -> Result<AdminOutcome, Error> {
         let unavailable = |reason: String| Error::Unavailable { reason };
         let attempt = async {
-            let mut stream =
-                TcpStream::connect(addr).await.map_err(|e| unavailable(format!("connecting to {addr}: {e}")))?;
-            handshake::client(&mut stream, &self.keyring, 0, Purpose::Admin, DEFAULT_MAX_FRAME)
-                .await
-                .map_err(|e| unavailable(format!("handshake with {addr}: {e}")))?;
+            let dialed = dial(addr, &self.keyring, 0, Purpose::Admin, DEFAULT_MAX_FRAME, ADMIN_CONNECT_TIMEOUT).await;
+            let (mut stream, _) = dialed.map_err(|e| match e {
+                Dialed::Refused(reason) => Error::Denied { reason },
+                Dialed::Failed(reason) => unavailable(reason),
+            })?;
             let payload = frame::to_payload(&Call::Admin(call)).map_err(|e| unavailable(e.to_string()))?;
             frame::write_frame(&mut stream, &Frame { kind: KIND_CALL, id: 1, payload })
                 .await

@@ -32,7 +32,7 @@ async fn a_node_with_the_wrong_secret_is_refused_and_counted() {
     let intruder = AdminClient::new(cluster.addrs[&1].to_string(), other_secret());
     let before = cluster.transport(1).refused_connections();
     let refused = intruder.status().await;
-    assert!(matches!(refused, Err(Error::Unavailable { .. })), "{refused:?}");
+    assert!(matches!(refused, Err(Error::Denied { .. })), "{refused:?}");
     // The server counts once it has read the client's refusal, which may be after the
     // client returned.
     crate::wait_until("node 1 to count the refusal", || cluster.transport(1).refused_connections() > before).await;
