@@ -1,14 +1,15 @@
-//! The real file system with a test's hook before every operation: to record which thread
-//! made it, to hold a thread at it, to make it panic, or to keep a store's files somewhere
-//! other than where its path says. One pass-through implementation of `Storage`, so that a
-//! test writes only what its hook does.
+//! A storage (the real file system by default, or the simulated disk) with a test's hook
+//! before every operation: to record which thread made it, to hold a thread at it, to make it
+//! panic, to cut the power at it, to count reads, or to keep a store's files somewhere other
+//! than where its path says. One pass-through implementation of `Storage`, so that a test
+//! writes only what its hook does.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile};
+use airomem::storage::{LockGuard, StdStorage, Storage, StorageFile, StorageReadFile};
 
 /// An operation about to be made through [`Hooked`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +20,10 @@ pub enum Op {
     List,
     /// `Storage::read` (and `read_prefix`).
     Read,
+    /// `Storage::open_read`.
+    OpenRead,
+    /// `StorageReadFile::read_at`.
+    ReadAt,
     /// `Storage::create`.
     Create,
     /// `Storage::open_write`.
@@ -48,22 +53,44 @@ pub trait Hooks: Send + Sync + 'static {
         let _ = (op, path);
     }
 
+    /// Called before `StorageFile::set_len(len)` on `path`; by default [`Hooks::before`]
+    /// with [`Op::SetLen`].
+    fn before_set_len(&self, path: &Path, len: u64) {
+        let _ = len;
+        self.before(Op::SetLen, path);
+    }
+
+    /// Called before `StorageReadFile::read_at` of `len` bytes of `path`; by default
+    /// [`Hooks::before`] with [`Op::ReadAt`].
+    fn before_read_at(&self, path: &Path, len: usize) {
+        let _ = len;
+        self.before(Op::ReadAt, path);
+    }
+
     /// Where the file the store calls `path` really is.
     fn locate(&self, path: &Path) -> PathBuf {
         path.to_path_buf()
     }
 }
 
-/// [`StdStorage`] with `H` called before every operation.
-pub struct Hooked<H> {
+/// A storage `S` (the real file system unless said otherwise) with `H` called before every
+/// operation.
+pub struct Hooked<H, S = StdStorage> {
     hooks: Arc<H>,
-    inner: StdStorage,
+    inner: S,
 }
 
 impl<H: Hooks> Hooked<H> {
     /// The real file system behind `hooks`.
     pub fn new(hooks: Arc<H>) -> Self {
         Hooked { hooks, inner: StdStorage::default() }
+    }
+}
+
+impl<H: Hooks, S: Storage> Hooked<H, S> {
+    /// `inner` (the simulated disk, say) behind `hooks`.
+    pub fn over(inner: S, hooks: Arc<H>) -> Self {
+        Hooked { hooks, inner }
     }
 
     fn at(&self, op: Op, path: &Path) -> PathBuf {
@@ -76,7 +103,7 @@ impl<H: Hooks> Hooked<H> {
     }
 }
 
-impl<H> fmt::Debug for Hooked<H> {
+impl<H, S> fmt::Debug for Hooked<H, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Hooked")
     }
@@ -102,7 +129,7 @@ impl<H: Hooks> StorageFile for HookedFile<H> {
         self.file.sync_data()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.hooks.before(Op::SetLen, &self.path);
+        self.hooks.before_set_len(&self.path, len);
         self.file.set_len(len)
     }
     fn write_zeros(&mut self, from: u64, to: u64) -> io::Result<()> {
@@ -111,7 +138,23 @@ impl<H: Hooks> StorageFile for HookedFile<H> {
     }
 }
 
-impl<H: Hooks> Storage for Hooked<H> {
+struct HookedReader<H> {
+    file: Box<dyn StorageReadFile>,
+    path: PathBuf,
+    hooks: Arc<H>,
+}
+
+impl<H: Hooks> StorageReadFile for HookedReader<H> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.hooks.before_read_at(&self.path, buf.len());
+        self.file.read_at(offset, buf)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+}
+
+impl<H: Hooks, S: Storage> Storage for Hooked<H, S> {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.create_dir_all(&self.at(Op::CreateDir, dir))
     }
@@ -123,6 +166,10 @@ impl<H: Hooks> Storage for Hooked<H> {
     }
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
         self.inner.read_prefix(&self.at(Op::Read, path), len)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+        let file = self.inner.open_read(&self.at(Op::OpenRead, path))?;
+        Ok(Box::new(HookedReader { file, path: path.to_path_buf(), hooks: Arc::clone(&self.hooks) }))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = self.inner.create(&self.at(Op::Create, path))?;

@@ -2,8 +2,9 @@
 //! what (a file of their own, so that the module imports nothing of the Raft types).
 use std::sync::atomic::AtomicUsize;
 
-use airomem::storage::{LockGuard, StdStorage};
+use airomem::storage::StdStorage;
 use airomem::{Seq, SerializerId};
+use airomem_workspace::hooked::{Hooked, Hooks, Op};
 use airomem_workspace::sim::SplitMix64;
 use openraft::network::snapshot_transport::Streaming;
 use openraft::raft::InstallSnapshotRequest;
@@ -13,62 +14,23 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::*;
 use crate::types::{TypeConfig, log_id};
 
-/// The real file system, recording the largest single positioned read and how many whole
-/// files were read.
+/// What the real file system was asked to read: the largest single positioned read, and how
+/// many whole files.
 #[derive(Debug, Default)]
-struct Counting {
-    disk: StdStorage,
-    largest_read: Arc<AtomicUsize>,
+struct Counts {
+    largest_read: AtomicUsize,
     whole_reads: AtomicUsize,
 }
 
-struct CountingReader {
-    file: Box<dyn StorageReadFile>,
-    largest_read: Arc<AtomicUsize>,
-}
+impl Hooks for Counts {
+    fn before(&self, op: Op, _path: &Path) {
+        if op == Op::Read {
+            self.whole_reads.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
-impl StorageReadFile for CountingReader {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.largest_read.fetch_max(buf.len(), Ordering::SeqCst);
-        self.file.read_at(offset, buf)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-}
-
-impl Storage for Counting {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.disk.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.disk.list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.whole_reads.fetch_add(1, Ordering::SeqCst);
-        self.disk.read(path)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
-        let file = self.disk.open_read(path)?;
-        Ok(Box::new(CountingReader { file, largest_read: Arc::clone(&self.largest_read) }))
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.disk.create(path)
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.disk.open_write(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.disk.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.disk.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.disk.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        self.disk.lock(path)
+    fn before_read_at(&self, _path: &Path, len: usize) {
+        self.largest_read.fetch_max(len, Ordering::SeqCst);
     }
 }
 
@@ -112,7 +74,8 @@ async fn chunk_at(data: &mut SnapshotFile, offset: u64) -> Vec<u8> {
 #[tokio::test]
 async fn a_snapshot_is_sent_in_chunks_never_read_whole_and_arrives_exact() {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let leader = Arc::new(Counting::default());
+    let counts = Arc::new(Counts::default());
+    let leader = Arc::new(Hooked::new(Arc::clone(&counts)));
     let path = published(leader.as_ref(), &root.path().join("leader"), 300 * 1024);
     let original = std::fs::read(&path).expect("reads");
     assert!(original.len() > 50 * CHUNK, "random bytes do not compress: {} bytes", original.len());
@@ -120,7 +83,7 @@ async fn a_snapshot_is_sent_in_chunks_never_read_whole_and_arrives_exact() {
     let follower_path = root.path().join("follower");
     let follower = Arc::new(SnapshotDir::new(Arc::new(StdStorage::default()), &follower_path));
     std::fs::create_dir_all(&follower_path).expect("mkdir");
-    let whole_reads_before = leader.whole_reads.load(Ordering::SeqCst);
+    let whole_reads_before = counts.whole_reads.load(Ordering::SeqCst);
 
     let meta = SnapshotMeta {
         last_log_id: Some(log_id(1, 1, 8)),
@@ -156,8 +119,8 @@ async fn a_snapshot_is_sent_in_chunks_never_read_whole_and_arrives_exact() {
     received.shutdown().await.expect("the transfer checks out");
 
     assert!(chunks > 75, "{chunks} chunks");
-    assert!(leader.largest_read.load(Ordering::SeqCst) <= CHUNK, "a read larger than a chunk");
-    assert_eq!(leader.whole_reads.load(Ordering::SeqCst), whole_reads_before, "a whole file was read");
+    assert!(counts.largest_read.load(Ordering::SeqCst) <= CHUNK, "a read larger than a chunk");
+    assert_eq!(counts.whole_reads.load(Ordering::SeqCst), whole_reads_before, "a whole file was read");
     let incoming = received.into_finished(&follower).expect("finished");
     assert_eq!(std::fs::read(incoming.path()).expect("reads"), original);
 }

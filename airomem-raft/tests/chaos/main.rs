@@ -86,7 +86,7 @@ pub async fn open_watched(
     network: &Network,
     configure: impl FnOnce(NodeConfig) -> NodeConfig,
 ) -> Arc<Node> {
-    let config = configure(config(id, root, disk)).storage(Arc::new(Watched::new(disk.clone(), Arc::clone(wire))));
+    let config = configure(config(id, root, disk)).storage(Arc::new(Watched::over(disk.clone(), Arc::clone(wire))));
     Arc::new(Node::open(config, PostcardSerializer, network).await.expect("the node opens"))
 }
 

@@ -1,20 +1,19 @@
 //! A simulated disk with a tripwire, so that a test cuts the power at the very storage
 //! operation it means to, not at one it happens to reach.
 //!
-//! [`Watched`] passes every operation to a [`SimStorage`] after showing it to a [`Tripwire`].
+//! [`Watched`] (the workspace's `Hooked` storage over a [`SimStorage`]) passes every
+//! operation to the disk after showing it to a [`Tripwire`].
 //! Armed with a rule, the tripwire cuts the power of the disks it was given (one node's, or
 //! every node's for a whole-cluster loss) just before the first operation the rule picks, so
 //! that the operation and everything after it fail and change nothing. The library needs no
 //! test hook for this: every file operation of the Raft log and the state machine already goes
 //! through the storage seam.
 
-use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use airomem::storage::{LockGuard, Storage, StorageFile};
 pub use airomem_workspace::hooked::Op;
+use airomem_workspace::hooked::{Hooked, Hooks};
 use airomem_workspace::sim::SimStorage;
 
 /// Picks the operation to cut the power at: called before every operation (with its kind and
@@ -104,90 +103,14 @@ pub fn temp_snapshot_seq(path: &Path) -> Option<u64> {
 }
 
 /// A [`SimStorage`] whose operations a [`Tripwire`] sees first.
-pub struct Watched {
-    disk: SimStorage,
-    wire: Arc<Tripwire>,
-}
+pub type Watched = Hooked<Tripwire, SimStorage>;
 
-impl Watched {
-    /// `disk`, watched by `wire`.
-    pub fn new(disk: SimStorage, wire: Arc<Tripwire>) -> Watched {
-        Watched { disk, wire }
+impl Hooks for Tripwire {
+    fn before(&self, op: Op, path: &Path) {
+        self.see(op, path, None);
     }
-}
 
-impl fmt::Debug for Watched {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Watched").field("disk", &self.disk).finish_non_exhaustive()
-    }
-}
-
-struct WatchedFile {
-    file: Box<dyn StorageFile>,
-    path: PathBuf,
-    wire: Arc<Tripwire>,
-}
-
-impl StorageFile for WatchedFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.wire.see(Op::Write, &self.path, None);
-        self.file.write_all(buf)
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.wire.see(Op::WriteAt, &self.path, None);
-        self.file.write_at(offset, buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.wire.see(Op::SyncData, &self.path, None);
-        self.file.sync_data()
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.wire.see(Op::SetLen, &self.path, Some(len));
-        self.file.set_len(len)
-    }
-}
-
-impl Watched {
-    fn file(&self, file: Box<dyn StorageFile>, path: &Path) -> Box<dyn StorageFile> {
-        Box::new(WatchedFile { file, path: path.to_path_buf(), wire: Arc::clone(&self.wire) })
-    }
-}
-
-impl Storage for Watched {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.wire.see(Op::CreateDir, dir, None);
-        self.disk.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.wire.see(Op::List, dir, None);
-        self.disk.list(dir)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.wire.see(Op::Read, path, None);
-        self.disk.read(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.wire.see(Op::Create, path, None);
-        Ok(self.file(self.disk.create(path)?, path))
-    }
-    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        self.wire.see(Op::OpenWrite, path, None);
-        Ok(self.file(self.disk.open_write(path)?, path))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.wire.see(Op::Rename, from, None);
-        self.disk.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.wire.see(Op::Remove, path, None);
-        self.disk.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.wire.see(Op::SyncDir, dir, None);
-        self.disk.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        self.wire.see(Op::Lock, path, None);
-        self.disk.lock(path)
+    fn before_set_len(&self, path: &Path, len: u64) {
+        self.see(Op::SetLen, path, Some(len));
     }
 }
