@@ -30,6 +30,30 @@ use crate::{Error, watchdog};
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(100);
 
+/// The attempts of one call (a commit, a read, an admin call) until its deadline, with a
+/// pause between them that doubles from [`FIRST_PAUSE`] to [`MAX_PAUSE`].
+struct Retry {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    fn within(timeout: Duration) -> Retry {
+        Retry { deadline: Instant::now() + timeout, pause: FIRST_PAUSE }
+    }
+
+    /// The time left; `None` once the deadline has passed.
+    fn left(&self) -> Option<Duration> {
+        self.deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
+    }
+
+    /// Sleeps before the next attempt (never past the deadline).
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.pause.min(self.deadline.saturating_duration_since(Instant::now()))).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+    }
+}
+
 /// The receipt of a committed command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -305,8 +329,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
         }
         let serial = self.client.begin();
         let _in_flight = InFlight(&self.client, serial);
-        let deadline = Instant::now() + self.commit_timeout;
-        let mut pause = FIRST_PAUSE;
+        let mut retry = Retry::within(self.commit_timeout);
         let mut delivered = false;
         let mut reason = String::from("no leader known");
         let mut hint = None;
@@ -320,11 +343,10 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                     Error::Closed
                 });
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let Some(left) = retry.left() else {
                 debug!(node = self.id, serial, delivered, %reason, "commit gave up");
                 return Err(if delivered { Error::Indeterminate { reason } } else { Error::Unavailable { reason } });
-            }
+            };
             if let Some(leader) = hint.take().or_else(|| self.leader()) {
                 let request = Request {
                     client: self.client.id,
@@ -332,8 +354,8 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                     low_water: self.client.low_water(),
                     bytes: bytes.clone(),
                 };
-                match self.attempt_write(leader, request, deadline - now).await {
-                    Attempt::Done(index, applied) => return self.finish(index, applied, deadline).await,
+                match self.attempt_write(leader, request, left).await {
+                    Attempt::Done(index, applied) => return self.finish(index, applied, retry.deadline).await,
                     Attempt::NotDelivered(why) => reason = why,
                     Attempt::Unknown(why, forward) => {
                         delivered = true;
@@ -342,8 +364,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                     }
                 }
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            retry.pause().await;
         }
     }
 
@@ -423,15 +444,14 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     ///
     /// [`Error::Unavailable`] when no leader confirmed within `commit_timeout`.
     pub async fn query_linearizable(&self) -> Result<ReadGuard<'_, S>, Error> {
-        let deadline = Instant::now() + self.commit_timeout;
-        let mut pause = FIRST_PAUSE;
+        let mut retry = Retry::within(self.commit_timeout);
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
             let reason = match self.reads.read_index(&self.link, self.attempt_timeout).await {
                 Ok(wanted) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = retry.left().unwrap_or_default();
                     match self.raft.wait(Some(left)).applied_index_at_least(wanted, "read index applied").await {
                         Ok(_) => return self.query(),
                         Err(WaitError::Timeout(..)) => "this node did not catch up in time".to_owned(),
@@ -440,11 +460,10 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                 }
                 Err(why) => why,
             };
-            if Instant::now() >= deadline {
+            if retry.left().is_none() {
                 return Err(Error::Unavailable { reason });
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            retry.pause().await;
         }
     }
 
@@ -564,20 +583,16 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
     /// Sends an admin call to the leader, following the leader each answer names, until
     /// `timeout`.
     async fn admin(&self, call: AdminCall, timeout: Duration) -> Result<AdminOutcome, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut pause = FIRST_PAUSE;
+        let mut retry = Retry::within(timeout);
         let mut hint = None;
         let mut reason = String::from("no leader known");
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Unavailable { reason });
-            }
+            let Some(left) = retry.left() else { return Err(Error::Unavailable { reason }) };
             let target = hint.take().or_else(|| self.leader()).unwrap_or(self.id);
-            match self.link.call(target, Call::Admin(call.clone()), deadline - now).await {
+            match self.link.call(target, Call::Admin(call.clone()), left).await {
                 Ok(Reply::Admin(AdminOutcome::NotLeader { leader: Some((next, addr)) })) if next != target => {
                     if !addr.is_empty() {
                         self.link.learn_address(next, &addr);
@@ -590,8 +605,7 @@ impl<S: State, Z: Serializer> ReplicatedStore<S, Z> {
                 Ok(other) => reason = format!("node {target} sent an unexpected reply: {other:?}"),
                 Err(f) => reason = f.reason(),
             }
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            retry.pause().await;
         }
     }
 

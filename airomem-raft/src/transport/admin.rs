@@ -55,18 +55,12 @@ pub(crate) struct Target<'a> {
     pub(crate) min_voters: usize,
 }
 
-/// Handles an admin call on this node.
+/// Handles an admin call on this node: a question here, a change only on the leader.
 pub(crate) async fn handle(local: &Target<'_>, call: AdminCall) -> AdminOutcome {
-    match call {
+    let written = match call {
         AdminCall::Status => return AdminOutcome::Status((local.status)()),
         AdminCall::Members => return members(local).map_or_else(|| not_leader(local), AdminOutcome::Members),
-        _ => {}
-    }
-    if local.raft.metrics().borrow().current_leader != Some(local.id) {
-        return not_leader(local);
-    }
-    let outcome = match call {
-        AdminCall::Status | AdminCall::Members => unreachable!("answered above"),
+        _ if local.raft.metrics().borrow().current_leader != Some(local.id) => return not_leader(local),
         AdminCall::AddLearner { id, addr } => {
             info!(node = local.id, learner = id, %addr, "adding a learner");
             match local.raft.add_learner(id, BasicNode::new(addr), true).await {
@@ -78,42 +72,12 @@ pub(crate) async fn handle(local: &Target<'_>, call: AdminCall) -> AdminOutcome 
             info!(node = local.id, ?ids, "promoting learners to voters");
             local.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map(drop)
         }
-        AdminCall::Remove { id, force } => {
-            let Some(now) = members(local) else { return not_leader(local) };
-            if now.voters.contains_key(&id) {
-                let left = now.voters.len() - 1;
-                if left < local.min_voters && !force {
-                    return AdminOutcome::Refused(format!(
-                        "removing node {id} would leave {left} voters, below the minimum of {}; force it to \
-                         proceed",
-                        local.min_voters
-                    ));
-                }
-                if left == 0 {
-                    return AdminOutcome::Refused(format!("node {id} is the last voter"));
-                }
-            } else if !now.learners.contains_key(&id) {
-                return AdminOutcome::Refused(format!("node {id} is not a member"));
-            }
-            info!(node = local.id, removed = id, force, "removing a node");
-            // Voter to learner first, then out: openraft refuses to remove a voter's node
-            // in one step.
-            let demoted = if now.voters.contains_key(&id) {
-                local.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true).await.map(drop)
-            } else {
-                Ok(())
-            };
-            match demoted {
-                Ok(()) => local
-                    .raft
-                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                    .await
-                    .map(drop),
-                Err(e) => Err(e),
-            }
-        }
+        AdminCall::Remove { id, force } => match remove(local, id, force).await {
+            Ok(written) => written,
+            Err(refused) => return refused,
+        },
     };
-    match outcome {
+    match written {
         Ok(()) => AdminOutcome::Done,
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => not_leader(local),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => match e {
@@ -122,6 +86,39 @@ pub(crate) async fn handle(local: &Target<'_>, call: AdminCall) -> AdminOutcome 
         },
         Err(e) => AdminOutcome::Failed(e.to_string()),
     }
+}
+
+/// What a membership change wrote: `Ok` once committed.
+type Written = Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+
+/// Removes node `id`, unless that leaves fewer voters than the minimum (and not `force`),
+/// or the last voter, or it is not a member: those are answered (`Err`) without a change.
+async fn remove(local: &Target<'_>, id: NodeId, force: bool) -> Result<Written, AdminOutcome> {
+    let Some(now) = members(local) else { return Err(not_leader(local)) };
+    let voter = now.voters.contains_key(&id);
+    if voter {
+        let left = now.voters.len() - 1;
+        if left < local.min_voters && !force {
+            return Err(AdminOutcome::Refused(format!(
+                "removing node {id} would leave {left} voters, below the minimum of {}; force it to proceed",
+                local.min_voters
+            )));
+        }
+        if left == 0 {
+            return Err(AdminOutcome::Refused(format!("node {id} is the last voter")));
+        }
+    } else if !now.learners.contains_key(&id) {
+        return Err(AdminOutcome::Refused(format!("node {id} is not a member")));
+    }
+    info!(node = local.id, removed = id, force, "removing a node");
+    // Voter to learner first, then out: openraft refuses to remove a voter's node in one step.
+    if voter {
+        let demoted = local.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true).await;
+        if let Err(e) = demoted {
+            return Ok(Err(e));
+        }
+    }
+    Ok(local.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await.map(drop))
 }
 
 /// Waits until learner `id` holds every entry this leader had when it asked: openraft's
