@@ -12,6 +12,7 @@
 //! attempt timeout.
 
 use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ struct Waiting {
 #[derive(Clone, Default)]
 pub(crate) struct ReadRounds {
     waiting: Arc<Mutex<Waiting>>,
+    /// Rounds begun so far.
+    rounds: Arc<AtomicU64>,
 }
 
 fn lock(waiting: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
@@ -54,13 +57,18 @@ impl ReadRounds {
             !mem::replace(&mut waiting.running, true)
         };
         if start {
-            tokio::spawn(run(Arc::clone(&self.waiting), link.clone(), timeout));
+            tokio::spawn(run(Arc::clone(&self.waiting), Arc::clone(&self.rounds), link.clone(), timeout));
         }
         rx.await.unwrap_or_else(|_| Err("the read's round was dropped".into()))
     }
+
+    /// How many rounds this node has begun.
+    pub(crate) fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
 }
 
-async fn run(waiting: Arc<Mutex<Waiting>>, link: Link, timeout: Duration) {
+async fn run(waiting: Arc<Mutex<Waiting>>, rounds: Arc<AtomicU64>, link: Link, timeout: Duration) {
     loop {
         let readers = {
             let mut waiting = lock(&waiting);
@@ -70,6 +78,7 @@ async fn run(waiting: Arc<Mutex<Waiting>>, link: Link, timeout: Duration) {
             }
             mem::take(&mut waiting.next)
         };
+        rounds.fetch_add(1, Ordering::Relaxed);
         let outcome = round(&link, timeout).await;
         for reader in readers {
             drop(reader.send(outcome.clone()));

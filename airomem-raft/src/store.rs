@@ -752,4 +752,25 @@ mod tests {
         let outcome = store.finish(answered, executed, Instant::now() + Duration::from_secs(10)).await;
         assert!(matches!(outcome, Err(Error::Lagging { seq: 7, index }) if index == answered), "{outcome:?}");
     }
+
+    /// Readers that arrive while a round runs share the next one: two hundred concurrent
+    /// linearizable reads take at most two read-index rounds, not two hundred.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_linearizable_reads_share_their_rounds() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let network = Network::new();
+        let store = ReplicatedStore::<Recorder>::open(NodeConfig::new(1, dir.path()), PostcardSerializer, &network)
+            .await
+            .expect("opens");
+        store.bootstrap([1]).await.expect("bootstraps");
+        crate::tests::wait_for("node 1 to lead", || store.status().role == Role::Leader).await;
+        let before = store.reads.rounds();
+        let reads = (0..200).map(|_| store.query_linearizable());
+        for read in futures::future::join_all(reads).await {
+            assert!(read.is_ok(), "a read failed");
+        }
+        let rounds = store.reads.rounds() - before;
+        assert!((1..=2).contains(&rounds), "{rounds} rounds for 200 concurrent reads");
+        store.close().await.expect("closes");
+    }
 }
