@@ -63,6 +63,7 @@ impl ReadRounds {
     }
 
     /// How many rounds this node has begun.
+    #[cfg(test)]
     pub(crate) fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
     }
