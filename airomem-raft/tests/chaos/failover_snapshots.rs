@@ -13,16 +13,16 @@
 //! that was cut off as leader and then elected again never committed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airomem_raft::Network;
 use airomem_workspace::sim::SplitMix64;
 
-use crate::history::History;
+use crate::Load;
 use crate::{
-    Node, Snapshots, converge, count_from_env, kill_node, leader_of, open_snapshotting, restart_node, start_three,
-    statuses, wait_until, within,
+    Node, Snapshots, count_from_env, kill_node, leader_of, open_snapshotting, restart_node, start_three, statuses,
+    wait_until, within,
 };
 
 /// Events by default (half kills, half partitions); `AIROMEM_FAILOVER_EVENTS` overrides it.
@@ -50,21 +50,16 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
     first.bootstrap(1..=3).await.expect("bootstraps");
     drop(first);
 
-    let history = Arc::new(History::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
     // The node cut off from the others (0: none). A commit through it waits until
     // `commit_timeout`, so only the first few writers use it, and the others keep the majority
     // busy enough to fill a few hundred log entries in a second or two.
     let cut_off = Arc::new(AtomicU64::new(0));
-    for writer in 0..WRITERS {
-        let rng = SplitMix64::new(writer + 100);
-        let (history, stop, live, cut_off) =
-            (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), Arc::clone(&cut_off));
-        let usable = move |node: &Node| writer < WAITING_WRITERS || node.status().id != cut_off.load(Ordering::SeqCst);
-        clients.spawn(crate::writer(history, stop, live, writer, rng, usable));
-    }
-    clients.spawn(crate::reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), SplitMix64::new(199)));
+    let usable = {
+        let cut_off = Arc::clone(&cut_off);
+        move |writer: u64, node: &Node| writer < WAITING_WRITERS || node.status().id != cut_off.load(Ordering::SeqCst)
+    };
+    let load = Load::start(&live, WRITERS, (100, 199), usable);
+    let history = &load.history;
 
     let mut failovers = Vec::new();
     let mut rng = SplitMix64::new(11);
@@ -128,16 +123,7 @@ async fn failovers_with_frequent_snapshots_never_wedge_the_group() {
         })
         .await;
     }
-    stop.store(true, Ordering::SeqCst);
-    while let Some(joined) = clients.join_next().await {
-        joined.expect("a client task");
-    }
-    let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
-    let replicas = converge(&history, &nodes).await;
-    let summary = history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
-    for node in nodes {
-        node.halt();
-    }
+    let summary = load.finish(&live).await;
     failovers.sort_unstable();
     eprintln!(
         "{events} failovers (kills and partitions, snapshots every {} entries): {summary:?}; \

@@ -18,14 +18,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use airomem_raft::Network;
-use airomem_workspace::sim::{SimStorage, SplitMix64};
+use airomem_workspace::sim::SimStorage;
 
-use crate::history::History;
+use crate::Load;
 use crate::watched::{Op, Tripwire, is_segment};
-use crate::{Live, Node, Snapshots, converge, kill_node, leader_of, open_watched, restart_node, wait_until};
+use crate::{Live, Snapshots, kill_node, leader_of, open_watched, restart_node, wait_until};
 
 const SNAPSHOTS: Snapshots = Snapshots { every: 100, kept: 30 };
 const WRITERS: u64 = 4;
@@ -52,15 +51,8 @@ async fn a_followers_power_cut_under_load_loses_nothing_acknowledged() {
     first.bootstrap(1..=3).await.expect("bootstraps");
     drop(first);
 
-    let history = Arc::new(History::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for writer in 0..WRITERS {
-        let rng = SplitMix64::new(writer + 300);
-        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
-        clients.spawn(crate::writer(history, stop, live, writer, rng, |_| true));
-    }
-    clients.spawn(crate::reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), SplitMix64::new(399)));
+    let load = Load::start(&live, WRITERS, (300, 399), |_, _| true);
+    let history = &load.history;
 
     let mut last_victim = 0;
     for (round, written) in ROUNDS.into_iter().enumerate() {
@@ -103,16 +95,7 @@ async fn a_followers_power_cut_under_load_loses_nothing_acknowledged() {
         .await;
         eprintln!("round {round}: follower {victim} cut at {cut} ({unsynced} unsynced), {} acked", history.acked());
     }
-    stop.store(true, Ordering::SeqCst);
-    while let Some(joined) = clients.join_next().await {
-        joined.expect("a client task");
-    }
-    let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
-    let replicas = converge(&history, &nodes).await;
-    let summary = history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
-    for node in nodes {
-        node.halt();
-    }
+    let summary = load.finish(&live).await;
     eprintln!("{} follower power cuts under load: {summary:?}", ROUNDS.len());
     assert!(summary.reads > 0 && summary.acked >= ROUNDS.len() * 2 * WORK, "{summary:?}");
 }

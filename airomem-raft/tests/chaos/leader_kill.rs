@@ -4,17 +4,15 @@
 //! before the next kill. Writers and linearizable readers run on every node throughout, and
 //! the whole history is checked at the end.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use airomem_raft::Network;
 use airomem_workspace::sim::SplitMix64;
 
-use crate::history::History;
+use crate::Load;
 use crate::{
-    Node, Snapshots, converge, count_from_env, kill_node, leader_of, open_snapshotting, pick, restart_node,
-    start_three, statuses, within,
+    Snapshots, count_from_env, kill_node, leader_of, open_snapshotting, pick, restart_node, start_three, statuses,
+    within,
 };
 
 /// Kills by default; `AIROMEM_LEADER_KILLS` overrides it.
@@ -39,15 +37,8 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
     first.bootstrap(1..=3).await.expect("bootstraps");
     drop(first);
 
-    let history = Arc::new(History::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for writer in 0..WRITERS {
-        let rng = SplitMix64::new(writer + 1);
-        let (history, stop, live) = (Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live));
-        clients.spawn(crate::writer(history, stop, live, writer, rng, |_| true));
-    }
-    clients.spawn(crate::reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(&live), SplitMix64::new(99)));
+    let load = Load::start(&live, WRITERS, (1, 99), |_, _| true);
+    let history = &load.history;
 
     let mut failovers = Vec::new();
     // Terms each failover went through: counted, not timed.
@@ -81,16 +72,7 @@ async fn killing_the_leader_again_and_again_loses_nothing_and_stays_linearizable
         })
         .await;
     }
-    stop.store(true, Ordering::SeqCst);
-    while let Some(joined) = clients.join_next().await {
-        joined.expect("a client task");
-    }
-    let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
-    let replicas = converge(&history, &nodes).await;
-    let summary = history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
-    for node in nodes {
-        node.halt();
-    }
+    let summary = load.finish(&live).await;
     failovers.sort_unstable();
     elections.sort_unstable();
     eprintln!(

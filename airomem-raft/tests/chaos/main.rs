@@ -29,7 +29,7 @@ use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore, Status};
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 use serde::{Deserialize, Serialize};
 
-use history::{History, Outcome, value};
+use history::{History, Outcome, Summary, value};
 use watched::{Tripwire, Watched};
 
 /// Every value committed, in the order executed: a receipt's `seq` is its place here.
@@ -231,6 +231,56 @@ pub async fn reader(history: Arc<History>, stop: Arc<AtomicBool>, live: Live, mu
             drop(state);
             history.read(invoked, seen);
         }
+    }
+}
+
+/// Writers and one linearizable reader through the live nodes until [`Load::finish`],
+/// recording every outcome in [`Load::history`].
+pub struct Load {
+    /// What the clients did.
+    pub history: Arc<History>,
+    stop: Arc<AtomicBool>,
+    clients: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// Starts `writers` writers (writer `w` draws its nodes with seed `writer_seed + w`,
+    /// among those `usable(w, node)` accepts) and a reader (seed `reader_seed`).
+    pub fn start(
+        live: &Live,
+        writers: u64,
+        (writer_seed, reader_seed): (u64, u64),
+        usable: impl Fn(u64, &Node) -> bool + Clone + Send + Sync + 'static,
+    ) -> Load {
+        let history = Arc::new(History::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = tokio::task::JoinSet::new();
+        for w in 0..writers {
+            let (history, stop, live, usable) =
+                (Arc::clone(&history), Arc::clone(&stop), Arc::clone(live), usable.clone());
+            let rng = SplitMix64::new(writer_seed + w);
+            clients.spawn(writer(history, stop, live, w, rng, move |node: &Node| usable(w, node)));
+        }
+        let rng = SplitMix64::new(reader_seed);
+        clients.spawn(reader(Arc::clone(&history), Arc::clone(&stop), Arc::clone(live), rng));
+        Load { history, stop, clients }
+    }
+
+    /// Stops the clients, waits until every live node holds every acknowledged command, checks
+    /// the history against their states (panicking on a violation), halts every node, and
+    /// returns the history's summary.
+    pub async fn finish(mut self, live: &Live) -> Summary {
+        self.stop.store(true, Ordering::SeqCst);
+        while let Some(joined) = self.clients.join_next().await {
+            joined.expect("a client task");
+        }
+        let nodes: Vec<Arc<Node>> = live.lock().expect("live nodes").values().cloned().collect();
+        let replicas = converge(&self.history, &nodes).await;
+        let summary = self.history.check(&replicas).unwrap_or_else(|violation| panic!("{violation}"));
+        for node in nodes {
+            node.halt();
+        }
+        summary
     }
 }
 
