@@ -16,6 +16,7 @@ mod ancestor;
 mod context;
 mod dir_lock;
 mod error;
+mod freeze;
 pub mod migration;
 mod seq;
 mod serializer;
@@ -25,6 +26,7 @@ pub mod storage;
 pub use ancestor::Ancestor;
 pub use context::CommitContext;
 pub use error::CodecError;
+pub use freeze::{Freeze, SnapshotView};
 pub use seq::Seq;
 #[cfg(feature = "json")]
 pub use serializer::JsonSerializer;

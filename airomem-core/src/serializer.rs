@@ -1,4 +1,5 @@
 use std::fmt;
+use std::io::Write;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,6 +38,17 @@ pub trait Serializer: Send + Sync + 'static {
 
     /// Decodes one value that occupies all of `bytes`.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+
+    /// Writes the encoding of `value` into `out` as it goes: a snapshot of a frozen view
+    /// streams through this into the compressor, never holding the whole image.
+    ///
+    /// The default encodes into a buffer and writes that (the whole image in memory once);
+    /// the shipped serializers stream. The bytes must equal [`Serializer::encode`]'s.
+    fn encode_to<T: Serialize + ?Sized, W: Write>(&self, value: &T, mut out: W) -> Result<(), CodecError> {
+        let mut buffer = Vec::new();
+        self.encode(value, &mut buffer)?;
+        out.write_all(&buffer).map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
+    }
 }
 
 /// The compact default: [postcard](https://docs.rs/postcard), a varint binary format.
@@ -48,6 +60,12 @@ impl Serializer for PostcardSerializer {
     const NAME: &'static str = "postcard";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        postcard::to_io(value, out)
+            .map(drop)
+            .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
+    }
+
+    fn encode_to<T: Serialize + ?Sized, W: Write>(&self, value: &T, out: W) -> Result<(), CodecError> {
         postcard::to_io(value, out)
             .map(drop)
             .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
@@ -78,6 +96,11 @@ impl Serializer for JsonSerializer {
     const NAME: &'static str = "json";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value)
+            .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
+    }
+
+    fn encode_to<T: Serialize + ?Sized, W: Write>(&self, value: &T, out: W) -> Result<(), CodecError> {
         serde_json::to_writer(out, value)
             .map_err(|e| CodecError::Encode { serializer: Self::NAME, message: e.to_string() })
     }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ancestor::Ancestor;
+use crate::freeze::SnapshotView;
 use crate::serializer::Serializer;
 
 /// The application's whole prevalent system: a value that lives in memory and changes only
@@ -77,6 +78,43 @@ pub trait State: Default + Serialize + DeserializeOwned + Send + Sync + 'static 
     /// ```
     fn previous<Z: Serializer>() -> Previous<Self, Z> {
         Previous::none()
+    }
+
+    /// Opts into snapshots that do not stall the writers: an immutable view of the state
+    /// as it is now, taken in O(1) or O(shards) (see [`crate::Freeze`]).
+    ///
+    /// The store calls it between two batches, with the state lock held, and then
+    /// serializes the view on the snapshot thread while commits go on: the writers wait
+    /// only for this call. The default, `None`, keeps the plain path: the state is
+    /// serialized under the lock, and writers wait for the whole serialization.
+    ///
+    /// For a state whose type implements [`crate::Freeze`] (by hand, or with the facade's
+    /// `#[derive(Freeze)]`), the body is one line:
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use airomem_core::{Freeze, Serializer, SnapshotView, State};
+    /// #[derive(Default, Clone, Serialize, Deserialize)]
+    /// struct Tiny { hits: u64 }
+    /// impl Freeze for Tiny {
+    ///     type Frozen = Tiny;
+    ///     fn freeze(&self) -> Tiny { self.clone() }
+    /// }
+    /// # #[derive(Serialize, Deserialize)] enum Hit { Hit }
+    /// impl State for Tiny {
+    ///     type Command = Hit;
+    ///     fn execute(&mut self, _: Hit) { self.hits += 1 }
+    ///     fn snapshot_view<Z: Serializer>(&self) -> Option<SnapshotView<Z>> {
+    ///         Some(SnapshotView::of(self))
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Why a provided method and not a wrapper type or a store option: the store's type,
+    /// `Store::open` and every `query()` guard stay as they are, a state opts in where it is
+    /// defined, and stable Rust has no specialization to pick the path from a trait bound.
+    fn snapshot_view<Z: Serializer>(&self) -> Option<SnapshotView<Z>> {
+        None
     }
 }
 
