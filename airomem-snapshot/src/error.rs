@@ -27,14 +27,22 @@ pub enum SnapshotError {
         /// What does not verify.
         reason: String,
     },
+    /// The image to write could not be produced: the serializer feeding
+    /// [`write_streamed`](crate::write_streamed) failed. Nothing was published.
+    #[error("the snapshot's image could not be produced: {reason}")]
+    Source {
+        /// What the serializer reported.
+        #[source]
+        reason: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The snapshot was written by a newer (or unknown) version of airomem.
-    #[error("{file} has snapshot format version {found}; this build reads version {supported}")]
+    #[error("{file} has snapshot format version {found}; this build reads versions up to {supported}")]
     UnsupportedVersion {
         /// The file.
         file: PathBuf,
         /// Version in the file.
         found: u16,
-        /// Version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u16,
     },
     /// The snapshot was written with another serializer than the store was opened with.

@@ -16,9 +16,9 @@ pub mod read;
 pub mod write;
 
 pub use error::SnapshotError;
-pub use format::SnapshotHeader;
-pub use read::{list, load, read_header, remove, remove_temp_files, verify};
-pub use write::{Published, write};
+pub use format::{RecordPosition, SnapshotHeader};
+pub use read::{list, load, read_header, remove, remove_temp_files, verify, verify_file_frame};
+pub use write::{FillError, Published, write, write_streamed};
 
 use std::path::{Path, PathBuf};
 

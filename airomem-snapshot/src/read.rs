@@ -3,11 +3,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use airomem_core::storage::Storage;
+use airomem_core::storage::{Storage, StorageReadFile};
 use airomem_core::{Seq, SerializerId};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::format::{FOOTER_LEN, Footer, HEADER_LEN, SnapshotHeader};
+use crate::format::{CHUNK_HEADER_LEN, Chunk, Footer, HEADER_LEN, SnapshotHeader, footer_len, header_len, walk_chunks};
 use crate::{SnapshotError, is_temp_file_name, parse_file_name, path};
 
 /// Sequence numbers of the snapshots in `dir`, oldest first.
@@ -39,8 +39,10 @@ pub fn remove_temp_files(storage: &dyn Storage, dir: &Path) -> Result<u64, Snaps
 /// state. The schema version is the caller's to judge: it may know how to read older ones.
 ///
 /// Verification covers the header and footer checksums, the body's crc32c before anything
-/// is decompressed, zstd's own content checksum, and the decompressed length. Decompression
-/// grows its buffer with the output actually produced, never by a length read from the file.
+/// is decompressed, the chunks' lengths against the footer, zstd's own content checksum of
+/// every chunk, and each chunk's decompressed length. The output is allocated once, from
+/// lengths the body checksum covers and no larger than zstd could expand the body to; a
+/// version 1 body grows its buffer with the output actually produced.
 pub fn load(
     storage: &dyn Storage,
     dir: &Path,
@@ -68,17 +70,36 @@ pub fn verify(
     seq: Seq,
     serializer: SerializerId,
 ) -> Result<(SnapshotHeader, Vec<u8>), SnapshotError> {
-    let file = file.to_path_buf();
-    let header = SnapshotHeader::decode(&file, bytes)?;
-    let damaged = |reason: String| SnapshotError::Damaged { file: file.clone(), reason };
+    verify_with(file, bytes, seq, serializer, DECOMPRESS_THREADS)
+}
+
+/// Chunks are decompressed on this many threads (the caller's and one more): recovery
+/// waits for the load, and two threads halve that wait on any machine with a core to spare
+/// without taking over a small one.
+const DECOMPRESS_THREADS: usize = 2;
+
+pub(crate) fn verify_with(
+    file: &Path,
+    bytes: &[u8],
+    seq: Seq,
+    serializer: SerializerId,
+    threads: usize,
+) -> Result<(SnapshotHeader, Vec<u8>), SnapshotError> {
+    let header = SnapshotHeader::decode(file, bytes)?;
+    let damaged = |reason: String| SnapshotError::Damaged { file: file.to_path_buf(), reason };
     if header.seq != seq {
         return Err(damaged(format!("header names record {} but the file name says {}", header.seq, seq)));
     }
     if header.serializer != serializer {
-        return Err(SnapshotError::SerializerMismatch { file, found: header.serializer, expected: serializer });
+        return Err(SnapshotError::SerializerMismatch {
+            file: file.to_path_buf(),
+            found: header.serializer,
+            expected: serializer,
+        });
     }
-    let footer = Footer::decode(&file, bytes)?;
-    let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
+    let footer = Footer::decode(file, bytes)?;
+    let head = header_len(footer.version).expect("the header decoded, so its version is known");
+    let body = &bytes[head..head + footer.body_len as usize];
     let crc = crc32c::crc32c(body);
     if crc != footer.body_crc {
         return Err(damaged(format!(
@@ -86,14 +107,155 @@ pub fn verify(
             footer.body_crc
         )));
     }
+    let image = if footer.version == 1 {
+        decompress_v1(file, body, &footer)?
+    } else {
+        let chunks = walk_chunks(file, &footer, |at| {
+            Ok(body[at as usize..at as usize + CHUNK_HEADER_LEN].try_into().expect("walk_chunks checks the length"))
+        })?;
+        decompress_chunks(file, body, &chunks, footer.raw_len, threads)?
+    };
+    Ok((header, image))
+}
+
+/// A version 1 body: one zstd frame of the whole image.
+fn decompress_v1(file: &Path, body: &[u8], footer: &Footer) -> Result<Vec<u8>, SnapshotError> {
+    let damaged = |reason: String| SnapshotError::Damaged { file: file.to_path_buf(), reason };
     let mut image = Vec::new();
     let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(|e| damaged(e.to_string()))?;
     decoder.take(footer.raw_len.saturating_add(1)).read_to_end(&mut image).map_err(|e| damaged(e.to_string()))?;
     if image.len() as u64 != footer.raw_len {
         return Err(damaged(format!("decompressed to {} bytes, the footer says {}", image.len(), footer.raw_len)));
     }
-    Ok((header, image))
+    Ok(image)
 }
+
+/// Decompresses the chunks of a version 2 body into one allocation, on up to `threads`
+/// threads (1 or 2), each writing its own part of the image.
+pub(crate) fn decompress_chunks(
+    file: &Path,
+    body: &[u8],
+    chunks: &[Chunk],
+    raw_len: u64,
+    threads: usize,
+) -> Result<Vec<u8>, SnapshotError> {
+    // `walk_chunks` bounded every chunk by what zstd can expand its frame to, so this is at
+    // most 32768 times the file; it does not fit a 32-bit address space only if the file is
+    // damaged in a way its checksums missed.
+    let len = usize::try_from(raw_len).map_err(|_| SnapshotError::Damaged {
+        file: file.to_path_buf(),
+        reason: format!("a {raw_len} byte image does not fit in memory here"),
+    })?;
+    let mut image = vec![0u8; len];
+    // The first chunk starting at or past the middle of the image: the halves differ by at
+    // most one chunk's bytes.
+    let split = chunks.partition_point(|c| c.raw_at < raw_len / 2);
+    if threads < 2 || split == 0 || split == chunks.len() {
+        decompress_into(file, body, chunks, &mut image)?;
+        return Ok(image);
+    }
+    let (first, second) = chunks.split_at(split);
+    let parallel = std::thread::scope(|s| {
+        let (out_first, out_second) = image.split_at_mut(second[0].raw_at as usize);
+        let helper = std::thread::Builder::new()
+            .name("snapshot-load".into())
+            .spawn_scoped(s, move || decompress_into(file, body, second, out_second));
+        let helper = match helper {
+            Ok(helper) => helper,
+            Err(e) => {
+                debug!(error = %e, "no second thread to decompress the snapshot on; using one");
+                return None;
+            }
+        };
+        let mine = decompress_into(file, body, first, out_first);
+        let theirs = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Some(mine.and(theirs))
+    });
+    match parallel {
+        Some(done) => done?,
+        None => decompress_into(file, body, chunks, &mut image)?,
+    }
+    Ok(image)
+}
+
+/// Decompresses consecutive `chunks` into `out`, which is exactly as long as their raw
+/// lengths together.
+fn decompress_into(file: &Path, body: &[u8], chunks: &[Chunk], mut out: &mut [u8]) -> Result<(), SnapshotError> {
+    let mut decompressor =
+        zstd::bulk::Decompressor::new().map_err(|e| SnapshotError::io("start decompressing", file, e))?;
+    for chunk in chunks {
+        let (dst, rest) = std::mem::take(&mut out).split_at_mut(chunk.raw_len as usize);
+        let frame = &body[chunk.frame_at as usize..][..chunk.frame_len as usize];
+        let damaged = |reason: String| SnapshotError::Damaged {
+            file: file.to_path_buf(),
+            reason: format!("the chunk of image bytes {}.. {reason}", chunk.raw_at),
+        };
+        // The destination is exactly the claimed length: zstd fails rather than write past
+        // it, so a frame that expands further is refused without more memory.
+        let n =
+            decompressor.decompress_to_buffer(frame, dst).map_err(|e| damaged(format!("does not decompress: {e}")))?;
+        if n != chunk.raw_len as usize {
+            return Err(damaged(format!("decompressed to {n} bytes, its header says {}", chunk.raw_len)));
+        }
+        out = rest;
+    }
+    Ok(())
+}
+
+/// Checks a snapshot file's container without holding it in memory: the header, the
+/// footer, that the body fills the space between them, the body's checksum (read in
+/// pieces of 1 MiB) and, for version 2, the chunk lengths. Nothing is decompressed and the
+/// file's name is not consulted; [`load`] and [`verify`] check all of this again.
+///
+/// For a received snapshot whose transfer should fail, not its install, if it is damaged.
+/// Read errors are [`SnapshotError::Io`] with op "read".
+pub fn verify_file_frame(file: &Path, reader: &dyn StorageReadFile) -> Result<(SnapshotHeader, Footer), SnapshotError> {
+    let read = |at: u64, buf: &mut [u8]| reader.read_exact_at(at, buf).map_err(|e| SnapshotError::io("read", file, e));
+    let damaged = |reason: String| SnapshotError::Damaged { file: file.to_path_buf(), reason };
+    let len = reader.len().map_err(|e| SnapshotError::io("read", file, e))?;
+    let mut head = vec![0u8; (HEADER_LEN as u64).min(len) as usize];
+    read(0, &mut head)?;
+    let header = SnapshotHeader::decode_alone(file, &head)?;
+    let version = u16::from_le_bytes([head[8], head[9]]);
+    let (Some(head_len), Some(foot_len)) = (header_len(version), footer_len(version)) else {
+        return Err(damaged(format!("no layout for version {version}")));
+    };
+    let Some(body_len) = len.checked_sub((head_len + foot_len) as u64) else {
+        return Err(damaged("file is shorter than a header and a footer".into()));
+    };
+    let mut tail = vec![0u8; foot_len];
+    read(len - foot_len as u64, &mut tail)?;
+    let footer = Footer::decode_tail(file, &tail, version)?;
+    if footer.body_len != body_len {
+        return Err(damaged(format!("footer names a {} byte body, {body_len} bytes are present", footer.body_len)));
+    }
+    let mut crc = 0;
+    let mut piece = vec![0u8; PIECE.min(body_len as usize)];
+    let mut at = 0;
+    while at < body_len {
+        let n = piece.len().min((body_len - at) as usize);
+        read(head_len as u64 + at, &mut piece[..n])?;
+        crc = crc32c::crc32c_append(crc, &piece[..n]);
+        at += n as u64;
+    }
+    if crc != footer.body_crc {
+        return Err(damaged(format!(
+            "body checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+            footer.body_crc
+        )));
+    }
+    if version >= 2 {
+        walk_chunks(file, &footer, |at| {
+            let mut h = [0u8; CHUNK_HEADER_LEN];
+            read(head_len as u64 + at, &mut h)?;
+            Ok(h)
+        })?;
+    }
+    Ok((header, footer))
+}
+
+/// The piece [`verify_file_frame`] reads at a time.
+const PIECE: usize = 1024 * 1024;
 
 /// Removes the snapshot of `seq`. The caller syncs the directory.
 pub fn remove(storage: &dyn Storage, dir: &Path, seq: Seq) -> Result<(), SnapshotError> {
@@ -102,66 +264,4 @@ pub fn remove(storage: &dyn Storage, dir: &Path, seq: Seq) -> Result<(), Snapsho
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::write;
-    use airomem_core::storage::StdStorage;
-
-    const ID: SerializerId = SerializerId(1);
-
-    fn publish(dir: &Path, seq: u64, image: &[u8]) -> Vec<u8> {
-        let header = SnapshotHeader { serializer: ID, schema_version: 3, seq: Seq(seq) };
-        let published = write(&StdStorage::default(), dir, header, image, 3).expect("write");
-        assert_eq!(published.raw_len, image.len() as u64);
-        std::fs::read(&published.path).expect("read back")
-    }
-
-    #[test]
-    fn round_trip_and_listing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        let bytes = publish(dir.path(), 42, &image);
-        assert!(bytes.len() < image.len() / 10, "repetitive data compresses");
-        publish(dir.path(), 7, b"");
-        let storage = StdStorage::default();
-        assert_eq!(list(&storage, dir.path()).expect("list"), vec![Seq(7), Seq(42)]);
-        let (header, loaded) = load(&storage, dir.path(), Seq(42), ID).expect("load");
-        assert_eq!((header.schema_version, header.seq, loaded), (3, Seq(42), image));
-        assert_eq!(load(&storage, dir.path(), Seq(7), ID).expect("load").1, b"");
-        assert_eq!(read_header(&storage, dir.path(), Seq(42)).expect("header"), header);
-        assert!(matches!(
-            load(&storage, dir.path(), Seq(42), SerializerId(2)),
-            Err(SnapshotError::SerializerMismatch { .. })
-        ));
-    }
-
-    #[test]
-    fn every_truncation_and_many_bit_flips_are_detected() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image: Vec<u8> = (0..2_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let bytes = publish(dir.path(), 5, &image);
-        let storage = StdStorage::default();
-        let file = path(dir.path(), Seq(5));
-        for len in 0..bytes.len() {
-            std::fs::write(&file, &bytes[..len]).expect("truncate");
-            assert!(load(&storage, dir.path(), Seq(5), ID).is_err(), "truncated to {len} bytes");
-        }
-        for bit in (0..bytes.len() * 8).step_by(7) {
-            let mut flipped = bytes.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            std::fs::write(&file, &flipped).expect("flip");
-            assert!(load(&storage, dir.path(), Seq(5), ID).is_err(), "bit {bit} flipped");
-        }
-    }
-
-    #[test]
-    fn temp_files_are_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("00000000000000000009.snapshot.tmp"), b"partial").expect("write");
-        std::fs::write(dir.path().join("unrelated.tmp"), b"x").expect("write");
-        let storage = StdStorage::default();
-        assert_eq!(remove_temp_files(&storage, dir.path()).expect("clean"), 1);
-        assert!(dir.path().join("unrelated.tmp").exists());
-        assert!(list(&storage, dir.path()).expect("list").is_empty());
-    }
-}
+mod tests;

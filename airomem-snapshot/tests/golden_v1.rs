@@ -1,14 +1,14 @@
 //! Snapshots written by format version 1 must load, byte for byte, with every later reader.
 //!
 //! The files under `tests/golden/v1/` were written by the version 1 writer (the ignored
-//! `generate` test, run once before version 2 existed) and are never regenerated: a
-//! regenerated file would prove only that the current writer agrees with the current reader.
+//! `generate` test of commit 1d969fa, run once before version 2 existed, and removed with
+//! it) and are never regenerated: a regenerated file would prove only that the current
+//! writer agrees with the current reader.
 
 use std::path::{Path, PathBuf};
 
 use airomem_core::storage::StdStorage;
 use airomem_core::{Seq, SerializerId};
-use airomem_snapshot::SnapshotHeader;
 
 /// One golden file: its image is rebuilt from `image` so the expected bytes need no file.
 struct Golden {
@@ -65,27 +65,6 @@ fn golden_path(g: &Golden) -> PathBuf {
     golden_dir().join(airomem_snapshot::file_name(Seq(g.seq)))
 }
 
-/// Writes the golden files with this build's writer. Run once, by the version 1 writer:
-/// `cargo test -p airomem-snapshot --test golden_v1 -- --ignored generate`.
-#[test]
-#[ignore = "writes the committed golden files; only the version 1 writer may run it"]
-fn generate() {
-    assert_eq!(airomem_snapshot::format::FORMAT_VERSION, 1, "golden v1 files come only from the version 1 writer");
-    let storage = StdStorage::default();
-    std::fs::create_dir_all(golden_dir()).expect("golden directory");
-    for g in &GOLDEN {
-        let header = SnapshotHeader {
-            serializer: SerializerId(g.serializer),
-            schema_version: g.schema_version,
-            seq: Seq(g.seq),
-        };
-        let image = (g.image)();
-        let published = airomem_snapshot::write(&storage, &golden_dir(), header, &image, 3).expect("write");
-        assert_eq!(published.path, golden_path(g));
-        eprintln!("{}: image {} bytes crc32c {:#010x}", published.path.display(), image.len(), crc32c::crc32c(&image));
-    }
-}
-
 #[test]
 fn version_1_files_load_exactly() {
     let storage = StdStorage::default();
@@ -99,6 +78,7 @@ fn version_1_files_load_exactly() {
         assert_eq!(header.serializer, SerializerId(g.serializer));
         assert_eq!(header.schema_version, g.schema_version);
         assert_eq!(header.seq, Seq(g.seq));
+        assert_eq!(header.next_record, None, "version 1 records no journal position");
         assert!(loaded == image, "{} loads its image exactly", golden_path(g).display());
         assert_eq!(airomem_snapshot::read_header(&storage, &golden_dir(), Seq(g.seq)).expect("header"), header);
     }
