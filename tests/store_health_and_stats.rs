@@ -370,6 +370,7 @@ async fn a_snapshot_claiming_the_last_possible_sequence_number_is_passed_over() 
         serializer: PostcardSerializer::ID,
         schema_version: <Log as airomem::State>::SCHEMA_VERSION,
         seq: airomem::Seq(u64::MAX),
+        next_record: None,
     };
     airomem_snapshot::write(&StdStorage::default(), &dir, header, &image, 3).expect("write the crafted snapshot");
 

@@ -154,6 +154,15 @@ impl JournalWriter {
         self.segment_first
     }
 
+    /// Where the next record goes, between batches: the active segment's first sequence
+    /// number and the byte offset after its last written record. A snapshot records it, so
+    /// that an open can find the first record after the snapshot without reading what the
+    /// snapshot covers. If the next batch rolls over, the record starts instead at the
+    /// beginning of the segment named after it; a reader checks the sequence number it finds.
+    pub fn next_record_position(&self) -> (Seq, u64) {
+        (self.segment_first, self.segment_len)
+    }
+
     /// Starts a batch and returns its commit time: the wall clock, but never earlier than the
     /// previous batch's, so that recorded time does not run backwards.
     pub fn begin_batch(&mut self) -> Result<u64, JournalError> {

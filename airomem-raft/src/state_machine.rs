@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use airomem::storage::Storage;
-use airomem::{CommitContext, Seq, Serializer, State};
+use airomem::{CommitContext, Seq, Serializer, SnapshotView, State};
 use airomem_snapshot::SnapshotHeader;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
@@ -124,20 +124,43 @@ fn sm_error(e: &Error) -> StorageError {
     StorageIOError::write_state_machine(e).into()
 }
 
+/// A snapshot's content as the replica's lock released it.
+enum Captured<Z> {
+    /// The whole image, serialized under the lock: the state offers no frozen view.
+    Image(Vec<u8>),
+    /// The image's prefix and the state's frozen view, serialized into the file afterwards.
+    View { prefix: Vec<u8>, view: SnapshotView<Z> },
+}
+
 fn snapshot_error(e: &Error) -> StorageError {
     StorageIOError::write_snapshot(None, e).into()
 }
 
 impl<S: State, Z: Serializer> Inner<S, Z> {
-    fn encode_image(&self, replica: &Replica<S>) -> Result<Vec<u8>, Error> {
-        let prefix = postcard::to_allocvec(&replica.progress).map_err(|e| {
+    /// The image's prefix: the length of the encoded progress, then the progress.
+    fn image_prefix(progress: &Progress) -> Result<Vec<u8>, Error> {
+        let encoded = postcard::to_allocvec(progress).map_err(|e| {
             Error::Codec(airomem::CodecError::Encode { serializer: "postcard", message: e.to_string() })
         })?;
-        let mut image = Vec::with_capacity(prefix.len() + 4);
-        image.extend_from_slice(&u32::try_from(prefix.len()).expect("a small prefix").to_le_bytes());
-        image.extend_from_slice(&prefix);
-        self.serializer.encode(&replica.state, &mut image)?;
-        Ok(image)
+        let mut prefix = Vec::with_capacity(encoded.len() + 4);
+        prefix.extend_from_slice(&u32::try_from(encoded.len()).expect("a small prefix").to_le_bytes());
+        prefix.extend_from_slice(&encoded);
+        Ok(prefix)
+    }
+
+    /// What a built snapshot's file is made from, taken under the replica's read lock: the
+    /// state's frozen view when it offers one (see `airomem::State::snapshot_view`), so the
+    /// lock is held only while the view is taken; otherwise the state, serialized there.
+    fn capture(&self, replica: &Replica<S>) -> Result<Captured<Z>, Error> {
+        let prefix = Self::image_prefix(&replica.progress)?;
+        Ok(match replica.state.snapshot_view::<Z>() {
+            Some(view) => Captured::View { prefix, view },
+            None => {
+                let mut image = prefix;
+                self.serializer.encode(&replica.state, &mut image)?;
+                Captured::Image(image)
+            }
+        })
     }
 
     fn decode_image(&self, image: &[u8]) -> Result<(Progress, S), Error> {
@@ -168,23 +191,34 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
     fn publish_built(
         &self,
         seq: u64,
-        image: &[u8],
+        captured: Captured<Z>,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-    ) -> Result<(SnapshotFile, u64), Error> {
+    ) -> Result<(SnapshotFile, u64, u64), Error> {
         if self.files.is_halted() {
             return Err(Error::Closed);
         }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let header = SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq) };
-        let published = airomem_snapshot::write(self.storage.as_ref(), &self.dir, header, image, ZSTD_LEVEL)
-            .map_err(Error::snapshot)?;
+        let header =
+            SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(seq), next_record: None };
+        let storage = self.storage.as_ref();
+        let published = match captured {
+            Captured::Image(image) => airomem_snapshot::write(storage, &self.dir, header, &image, ZSTD_LEVEL),
+            Captured::View { prefix, view } => {
+                airomem_snapshot::write_streamed(storage, &self.dir, header, ZSTD_LEVEL, |out| {
+                    out.write_all(&prefix)?;
+                    view.write_to(&self.serializer, out)?;
+                    Ok(())
+                })
+            }
+        }
+        .map_err(Error::snapshot)?;
         let file = self.files.open_published(&published.path).map_err(|e| Error::io("open", &published.path, e))?;
         if current.as_ref().is_none_or(|(_, newest)| *newest <= seq) {
             *current = Some((meta.clone(), seq));
             self.announce_durable(meta.last_log_id);
         }
         self.remove_others(&current, seq)?;
-        Ok((file, published.file_len))
+        Ok((file, published.raw_len, published.file_len))
     }
 
     /// Removes every snapshot but the current one (`fallback` if there is none), under the
@@ -209,12 +243,12 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
     }
 
     fn build(&self) -> Result<Snapshot<TypeConfig>, Error> {
-        let (image, progress) = {
+        let (captured, progress) = {
             let replica = self.replica.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((index, message)) = &replica.broken {
                 return Err(Error::StateMachineStopped { index: *index, message: message.clone() });
             }
-            (self.encode_image(&replica)?, replica.progress.clone())
+            (self.capture(&replica)?, replica.progress.clone())
         };
         let seq = snapshot_seq(progress.applied);
         let meta = SnapshotMeta {
@@ -222,8 +256,8 @@ impl<S: State, Z: Serializer> Inner<S, Z> {
             last_membership: progress.membership.clone(),
             snapshot_id: snapshot_id(&progress),
         };
-        let (file, len) = self.publish_built(seq, &image, &meta)?;
-        info!(seq, raw = image.len(), file = len, "Raft snapshot built");
+        let (file, raw, len) = self.publish_built(seq, captured, &meta)?;
+        info!(seq, raw, file = len, "Raft snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 

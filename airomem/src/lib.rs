@@ -103,7 +103,9 @@ mod write;
 pub use airomem_core::JsonSerializer;
 pub use airomem_core::migration;
 pub use airomem_core::storage;
-pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, Seq, Serializer, SerializerId, State};
+pub use airomem_core::{
+    CodecError, CommitContext, Freeze, PostcardSerializer, Previous, Seq, Serializer, SerializerId, SnapshotView, State,
+};
 /// The largest encoded command the journal takes; a larger one is refused with
 /// [`JournalError::RecordTooLarge`].
 pub use airomem_journal::MAX_PAYLOAD_LEN;

@@ -91,6 +91,19 @@ pub struct Stats {
     /// an older schema, and the frozen modules of older schemas (with `fn previous`) can be
     /// deleted.
     pub oldest_schema_on_disk: u32,
+    /// The last snapshot since open (zero before one): how long writers waited for it (the
+    /// Redis `latest_fork_usec` of this store). Microseconds for a frozen view; the whole
+    /// serialization on the plain path.
+    pub last_snapshot_freeze: Duration,
+    /// The last snapshot since open: time spent serializing it (see
+    /// [`SnapshotInfo::serialize_time`]).
+    pub last_snapshot_serialize: Duration,
+    /// The last snapshot since open: bytes of the serialized state, uncompressed.
+    pub last_snapshot_raw_bytes: u64,
+    /// The last snapshot since open: bytes of its file.
+    pub last_snapshot_file_bytes: u64,
+    /// The last snapshot since open: shards writers had to copy while it was written.
+    pub last_snapshot_shards_copied: u64,
 }
 
 impl Stats {
@@ -118,10 +131,21 @@ pub struct SnapshotInfo {
     pub raw_len: u64,
     /// Bytes of the compressed file.
     pub file_len: u64,
-    /// Time spent serializing under the read lock: the only time commits waited.
+    /// How long commits waited for this snapshot: the time to take the frozen view (see
+    /// `State::snapshot_view`) or, on the plain path, the whole serialization under the lock.
+    pub freeze_time: Duration,
+    /// Whether the state handed out a frozen view, serialized with no lock held.
+    pub frozen: bool,
+    /// Time spent serializing. On the plain path, under the read lock (it equals
+    /// `freeze_time`); from a frozen view, on the snapshot thread while commits went on,
+    /// compression and writing of the body included (they are one stream).
     pub serialize_time: Duration,
-    /// Time spent compressing, writing, syncing and publishing, with no lock held.
+    /// The rest, with no lock held: compressing, writing, syncing and publishing on the plain
+    /// path; syncing and publishing (and retention) after a frozen view's stream.
     pub write_time: Duration,
+    /// Parts (shards) of the frozen view that writers had to copy while it was written,
+    /// because the view still shared them (`Freeze::copied`); 0 on the plain path.
+    pub shards_copied: u64,
     /// Older snapshots removed by retention.
     pub snapshots_removed: u64,
     /// Journal segments removed because the oldest retained snapshot covers them.
@@ -140,6 +164,9 @@ pub(crate) struct Counters {
     segments_at_open: u64,
     segments_removed: AtomicU64,
     snapshot_seq: AtomicU64,
+    /// The last snapshot published since open, for [`Stats`]'s `last_snapshot_*`.
+    #[cfg(feature = "snapshot")]
+    last_snapshot: Mutex<Option<SnapshotInfo>>,
     /// The state's schema version.
     schema: u32,
     /// Segments and snapshots in the directory written under an older schema, from the
@@ -190,6 +217,7 @@ impl Counters {
     pub(crate) fn snapshot_published(&self, info: &SnapshotInfo, changed: &[PathBuf]) {
         self.snapshot_seq.fetch_max(info.seq.0, Ordering::Relaxed);
         self.segments_removed.fetch_add(info.segments_removed, Ordering::Relaxed);
+        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(info.clone());
         // Removed, or (the new snapshot) written under the current schema.
         let mut older = self.older_files();
         for path in changed {
@@ -200,6 +228,16 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let relaxed = Ordering::Relaxed;
         let segments_created = self.segments_created.load(relaxed);
+        #[cfg(feature = "snapshot")]
+        let last = self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        #[cfg(feature = "snapshot")]
+        let (last_snapshot_freeze, last_snapshot_serialize, last_snapshot_raw_bytes, last_snapshot_file_bytes, copied) =
+            last.map_or((Duration::ZERO, Duration::ZERO, 0, 0, 0), |i| {
+                (i.freeze_time, i.serialize_time, i.raw_len, i.file_len, i.shards_copied)
+            });
+        #[cfg(not(feature = "snapshot"))]
+        let (last_snapshot_freeze, last_snapshot_serialize, last_snapshot_raw_bytes, last_snapshot_file_bytes, copied) =
+            (Duration::ZERO, Duration::ZERO, 0, 0, 0);
         Stats {
             commits: self.commits.load(relaxed),
             aborted: self.aborted.load(relaxed),
@@ -211,6 +249,11 @@ impl Counters {
             segments: (self.segments_at_open + segments_created).saturating_sub(self.segments_removed.load(relaxed)),
             snapshot_seq: self.snapshot_seq.load(relaxed),
             oldest_schema_on_disk: self.oldest_schema_on_disk(),
+            last_snapshot_freeze,
+            last_snapshot_serialize,
+            last_snapshot_raw_bytes,
+            last_snapshot_file_bytes,
+            last_snapshot_shards_copied: copied,
         }
     }
 }

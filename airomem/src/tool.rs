@@ -137,8 +137,12 @@ pub fn import<S: State, Z: Serializer>(
     }) {
         return Err(refuse(format!("the directory already holds a store ({name}); import into a new one")));
     }
-    let header =
-        airomem_snapshot::SnapshotHeader { serializer: Z::ID, schema_version: S::SCHEMA_VERSION, seq: Seq(export.seq) };
+    let header = airomem_snapshot::SnapshotHeader {
+        serializer: Z::ID,
+        schema_version: S::SCHEMA_VERSION,
+        seq: Seq(export.seq),
+        next_record: None,
+    };
     airomem_snapshot::write(&*storage, dir, header, &image, options.snapshots.level).map_err(snapshot_error)?;
     drop(image);
     drop(claim);

@@ -40,7 +40,12 @@ const CHUNK: usize = 4096;
 fn published(storage: &dyn Storage, dir: &Path, len: usize) -> PathBuf {
     storage.create_dir_all(dir).expect("mkdir");
     let image = SplitMix64::new(7).bytes(len);
-    let header = airomem_snapshot::SnapshotHeader { serializer: SerializerId(1), schema_version: 1, seq: Seq(9) };
+    let header = airomem_snapshot::SnapshotHeader {
+        serializer: SerializerId(1),
+        schema_version: 1,
+        seq: Seq(9),
+        next_record: None,
+    };
     airomem_snapshot::write(storage, dir, header, &image, 3).expect("publishes").path
 }
 

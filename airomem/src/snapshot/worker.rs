@@ -1,6 +1,7 @@
-//! The snapshot thread: the writer hands it a serialized state, and it compresses, writes,
-//! syncs and publishes the image, then runs retention. Also the snapshot that seals a
-//! migration at open.
+//! The snapshot thread: the writer hands it a serialized state (the plain path) or a frozen
+//! view of it (a state that implements `State::snapshot_view`), and it serializes the view,
+//! compresses, writes, syncs and publishes the image, then runs retention. Also the snapshot
+//! that seals a migration at open.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -9,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use airomem_core::{Seq, Serializer, State};
+use std::io::Write;
+
+use airomem_core::{CodecError, Seq, Serializer, State};
 use airomem_journal::JournalConfig;
-use airomem_snapshot::SnapshotHeader;
+use airomem_snapshot::{RecordPosition, SnapshotHeader};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -23,10 +26,25 @@ use crate::snapshot::retain::retain;
 
 pub(crate) type SnapshotReply = oneshot::Sender<Result<SnapshotInfo, Error>>;
 
+/// Writes a frozen view's serialized bytes into the snapshot's body; returns the parts of the
+/// view that writers copied meanwhile.
+pub(crate) type ViewWriter = Box<dyn FnOnce(&mut dyn Write) -> Result<u64, CodecError> + Send>;
+
+/// What the snapshot thread turns into a file.
+enum Body {
+    /// The state serialized under the lock (the plain path), and how long that took.
+    Image { image: Vec<u8>, serialize_time: Duration },
+    /// A frozen view, serialized here while commits go on.
+    View(ViewWriter),
+}
+
 struct Job {
     seq: Seq,
-    image: Vec<u8>,
-    serialize_time: Duration,
+    /// Where the first journal record after `seq` goes, recorded in the snapshot's header.
+    next_record: Option<RecordPosition>,
+    body: Body,
+    /// How long the writers waited: the view's freeze, or the whole serialization.
+    freeze_time: Duration,
     reply: Option<SnapshotReply>,
 }
 
@@ -66,8 +84,7 @@ impl Snapshotter {
             .name("airomem-snapshot".into())
             .spawn(move || {
                 for job in rx {
-                    let result = publish(&config, policy, &prune, job.seq, &job.image, job.serialize_time);
-                    drop(job.image);
+                    let result = publish(&config, policy, &prune, job.seq, job.next_record, job.body, job.freeze_time);
                     let result = result.map(|(info, changed)| {
                         counters.snapshot_published(&info, &changed);
                         info
@@ -122,16 +139,12 @@ impl Snapshotter {
         serializer: &Z,
         state: &S,
         seq: Seq,
+        next_record: RecordPosition,
         reply: Option<SnapshotReply>,
     ) {
         let started = Instant::now();
         let mut image = Vec::new();
-        let automatic = reply.is_none();
-        if automatic || !self.busy.load(Ordering::Acquire) {
-            // An explicit snapshot also restarts the automatic count.
-            self.commands_since = 0;
-            self.bytes_since = 0;
-        }
+        self.restart_count(reply.is_none());
         if let Err(e) = serializer.encode(state, &mut image) {
             let error = Error::encode("state", e);
             match reply {
@@ -143,10 +156,38 @@ impl Snapshotter {
             }
             return;
         }
-        if automatic {
+        let serialize_time = started.elapsed();
+        let body = Body::Image { image, serialize_time };
+        self.queue(Job { seq, next_record: Some(next_record), body, freeze_time: serialize_time, reply });
+    }
+
+    /// Queues a frozen view, taken in `freeze_time` under the lock, for the worker to
+    /// serialize and write.
+    pub(crate) fn take_view(
+        &mut self,
+        view: ViewWriter,
+        seq: Seq,
+        next_record: RecordPosition,
+        freeze_time: Duration,
+        reply: Option<SnapshotReply>,
+    ) {
+        self.restart_count(reply.is_none());
+        self.queue(Job { seq, next_record: Some(next_record), body: Body::View(view), freeze_time, reply });
+    }
+
+    /// An explicit snapshot also restarts the automatic count, unless an automatic one is
+    /// in flight (whose own count restarted when it was taken).
+    fn restart_count(&mut self, automatic: bool) {
+        if automatic || !self.busy.load(Ordering::Acquire) {
+            self.commands_since = 0;
+            self.bytes_since = 0;
+        }
+    }
+
+    fn queue(&mut self, job: Job) {
+        if job.reply.is_none() {
             self.busy.store(true, Ordering::Release);
         }
-        let job = Job { seq, image, serialize_time: started.elapsed(), reply };
         if let Some(jobs) = &self.jobs
             && let Err(mpsc::SendError(job)) = jobs.send(job)
         {
@@ -177,14 +218,32 @@ fn publish(
     policy: SnapshotPolicy,
     prune: &Mutex<()>,
     seq: Seq,
-    image: &[u8],
-    serialize_time: Duration,
+    next_record: Option<RecordPosition>,
+    body: Body,
+    freeze_time: Duration,
 ) -> Result<(SnapshotInfo, Vec<PathBuf>), Error> {
     let started = Instant::now();
     let storage = &*config.storage;
-    let header = SnapshotHeader { serializer: config.serializer, schema_version: config.schema_version, seq };
-    let published =
-        airomem_snapshot::write(storage, &config.dir, header, image, policy.level).map_err(snapshot_error)?;
+    let header =
+        SnapshotHeader { serializer: config.serializer, schema_version: config.schema_version, seq, next_record };
+    let (published, serialize_time, shards_copied, frozen) = match body {
+        Body::Image { image, serialize_time } => {
+            let published =
+                airomem_snapshot::write(storage, &config.dir, header, &image, policy.level).map_err(snapshot_error)?;
+            (published, serialize_time, 0, false)
+        }
+        Body::View(view) => {
+            let mut copied = 0;
+            let published = airomem_snapshot::write_streamed(storage, &config.dir, header, policy.level, |out| {
+                copied = view(out)?;
+                Ok(())
+            })
+            .map_err(view_error)?;
+            // Serializing, compressing and writing the body are one stream here.
+            (published, started.elapsed(), copied, true)
+        }
+    };
+    let body_done = Instant::now();
     // Only now that the new snapshot is durable may older files go.
     let _guard = prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let removed = retain(storage, config, policy.retain, policy.keep_history).map_err(snapshot_error)?;
@@ -197,8 +256,11 @@ fn publish(
         seq,
         raw_len: published.raw_len,
         file_len: published.file_len,
+        freeze_time,
+        frozen,
         serialize_time,
-        write_time: started.elapsed(),
+        write_time: if frozen { body_done.elapsed() } else { started.elapsed() },
+        shards_copied,
         snapshots_removed,
         segments_removed,
     };
@@ -222,5 +284,20 @@ pub(crate) fn seal<S: State, Z: Serializer>(
     let started = Instant::now();
     let mut image = Vec::new();
     serializer.encode(state, &mut image).map_err(|e| Error::encode("state", e))?;
-    publish(config, policy, prune, seq, &image, started.elapsed())
+    let serialize_time = started.elapsed();
+    // The writer that will append after it is not open yet: where its first record goes is
+    // unknown here.
+    publish(config, policy, prune, seq, None, Body::Image { image, serialize_time }, serialize_time)
+}
+
+/// A failed streamed snapshot: the serializer's own error when the view did not encode, the
+/// snapshot crate's (the disk's) otherwise.
+fn view_error(e: airomem_snapshot::SnapshotError) -> Error {
+    match e {
+        airomem_snapshot::SnapshotError::Source { reason } => match reason.downcast::<CodecError>() {
+            Ok(codec) => Error::encode("state", *codec),
+            Err(reason) => snapshot_error(airomem_snapshot::SnapshotError::Source { reason }),
+        },
+        e => snapshot_error(e),
+    }
 }

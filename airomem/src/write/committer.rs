@@ -271,8 +271,23 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             return;
         }
         let seq = Seq(self.journal.next_seq().0 - 1);
+        let (segment, offset) = self.journal.next_record_position();
+        let next_record = airomem_snapshot::RecordPosition { segment, offset };
+        let started = Instant::now();
         let state = self.shared.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.snapshotter.take(&*self.serializer, &*state, seq, reply);
+        // This thread is the only one that changes the state, and it is here, between two
+        // batches: the view holds exactly the commands up to `seq`, and the read lock lets
+        // queries go on while it is taken.
+        match state.snapshot_view::<Z>() {
+            Some(view) => {
+                drop(state);
+                let freeze_time = started.elapsed();
+                let serializer = Arc::clone(&self.serializer);
+                let write = Box::new(move |out: &mut dyn std::io::Write| view.write_to(&serializer, out));
+                self.snapshotter.take_view(write, seq, next_record, freeze_time, reply);
+            }
+            None => self.snapshotter.take(&*self.serializer, &*state, seq, next_record, reply),
+        }
     }
 
     /// Marks the store poisoned by a failed write or sync, and returns the error its callers get.
