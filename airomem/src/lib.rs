@@ -82,6 +82,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod collections;
 mod error;
 mod execute;
 mod layout;
@@ -104,6 +105,7 @@ pub use airomem_core::JsonSerializer;
 pub use airomem_core::migration;
 pub use airomem_core::storage;
 pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, Seq, Serializer, SerializerId, State};
+pub use airomem_core::{Freeze, SnapshotView};
 /// The largest encoded command the journal takes; a larger one is refused with
 /// [`JournalError::RecordTooLarge`].
 pub use airomem_journal::MAX_PAYLOAD_LEN;
