@@ -17,6 +17,9 @@ mod context;
 mod dir_lock;
 mod error;
 mod freeze;
+#[cfg(feature = "imbl")]
+mod freeze_imbl;
+mod freeze_std;
 pub mod migration;
 mod seq;
 mod serializer;

@@ -70,6 +70,9 @@
 //!   recovery loads the newest snapshot plus the journal after it: `Store::snapshot`,
 //!   `SnapshotInfo`, and the `snapshot_every_commands`, `snapshot_every_bytes`,
 //!   `snapshots_retained`, `snapshot_compression_level` and `keep_history` options.
+//! * `imbl`: [`Freeze`] for imbl's persistent maps, sets and vectors, and `imbl` itself
+//!   re-exported.
+//! * `derive`: `#[derive(Freeze)]` for structs whose fields all implement [`Freeze`].
 //! * `testing`: the `testing` module, whose `assert_schema_recorded` fails a test when a
 //!   state's or command's serialized shape changes without a new [`State::SCHEMA_VERSION`].
 //!
@@ -82,6 +85,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod collections;
 mod error;
 mod execute;
 mod layout;
@@ -103,9 +107,23 @@ mod write;
 pub use airomem_core::JsonSerializer;
 pub use airomem_core::migration;
 pub use airomem_core::storage;
-pub use airomem_core::{
-    CodecError, CommitContext, Freeze, PostcardSerializer, Previous, Seq, Serializer, SerializerId, SnapshotView, State,
-};
+pub use airomem_core::{CodecError, CommitContext, PostcardSerializer, Previous, Seq, Serializer, SerializerId, State};
+pub use airomem_core::{Freeze, SnapshotView};
+/// `#[derive(Freeze)]`: see the `airomem-derive` crate. Through this path only: the code it
+/// writes names `::airomem::Freeze`.
+#[cfg(feature = "derive")]
+pub use airomem_derive::Freeze;
+/// The persistent collections whose `Freeze` the `imbl` feature brings.
+#[cfg(feature = "imbl")]
+pub use imbl;
+
+/// What `#[derive(Freeze)]`'s code names through the facade, so that a deriving crate needs
+/// no `serde` of its own under that name.
+#[cfg(feature = "derive")]
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}
 /// The largest encoded command the journal takes; a larger one is refused with
 /// [`JournalError::RecordTooLarge`].
 pub use airomem_journal::MAX_PAYLOAD_LEN;

@@ -1,0 +1,106 @@
+//! [`FrozenMap`]: a [`ShardedMap`] as it was when frozen, and the map's [`Freeze`].
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use airomem_core::Freeze;
+use serde::{Serialize, Serializer};
+
+use super::sharded::{Iter, ShardedMap, serialize_shards, shard_index};
+
+/// A [`ShardedMap`] as it was at one moment: what [`Freeze::freeze`] returns for it.
+///
+/// It holds the map's shards themselves (one `Arc` each), so taking it costs O(shards), and
+/// it never changes: the map copies a shard before writing to it while a view holds it. It
+/// serializes to exactly the bytes the map serialized to at that moment, and answers reads
+/// as of then.
+pub struct FrozenMap<K, V, S> {
+    shards: Vec<Arc<HashMap<K, V, S>>>,
+    hasher: S,
+    shift: u32,
+}
+
+impl<K, V, S> FrozenMap<K, V, S> {
+    /// The number of entries. Visits every shard.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.len()).sum()
+    }
+
+    /// Whether the view has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|shard| shard.is_empty())
+    }
+
+    /// The entries, in the order the map had (and serialized) them.
+    pub fn iter(&self) -> Iter<'_, K, V, S> {
+        Iter::new(&self.shards)
+    }
+
+    /// How many of the view's shards the map has since copied (or dropped): those only the
+    /// view still holds.
+    pub fn copied_shards(&self) -> usize {
+        self.shards.iter().filter(|shard| Arc::strong_count(shard) == 1).count()
+    }
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher> FrozenMap<K, V, S> {
+    /// The value `key` had.
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let index = shard_index(self.hasher.hash_one(key), self.shift, self.shards.len() - 1);
+        self.shards[index].get(key)
+    }
+
+    /// Whether the map held `key`.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+}
+
+/// O(shards), like the freeze.
+impl<K, V, S: Clone> Clone for FrozenMap<K, V, S> {
+    fn clone(&self) -> Self {
+        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone(), shift: self.shift }
+    }
+}
+
+impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for FrozenMap<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// The bytes of the map at the moment of the freeze.
+impl<K: Serialize, V: Serialize, S> Serialize for FrozenMap<K, V, S> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serialize_shards(&self.shards, serializer)
+    }
+}
+
+/// O(shards): one `Arc` clone per shard. The first write to each shard afterwards copies it.
+impl<K, V, S> Freeze for ShardedMap<K, V, S>
+where
+    K: Serialize + Send + Sync + 'static,
+    V: Serialize + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Frozen = FrozenMap<K, V, S>;
+
+    fn freeze(&self) -> FrozenMap<K, V, S> {
+        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone(), shift: self.shift }
+    }
+
+    fn copied(frozen: &FrozenMap<K, V, S>) -> u64 {
+        frozen.copied_shards() as u64
+    }
+}

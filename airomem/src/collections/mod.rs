@@ -1,0 +1,23 @@
+//! Collections whose point-in-time view ([`Freeze`](crate::Freeze)) is cheap, so that a
+//! state built from them snapshots without stalling the writers.
+//!
+//! * [`ShardedMap`]: a `HashMap` of copy-on-write shards. A freeze costs one `Arc` clone
+//!   per shard; the first write to a shard afterwards copies that shard.
+//! * [`FrozenMap`]: a `ShardedMap` as it was when frozen, readable and serializable.
+//! * [`ByClone`]: any `Clone` value, frozen by cloning it: for small values only, since the
+//!   writers wait for the clone.
+//!
+//! `airomem-core` implements [`Freeze`](crate::Freeze) for the scalars (integers, floats,
+//! `bool`, `char`, `()`, `Duration`), whose copy is the view, and passes it through
+//! `Option`, `Box`, `Arc` and tuples of freezable values. Not for `String`, `Vec`,
+//! `HashMap` or other std collections: their clone is O(entries), a stall that grows with
+//! the data; wrap such a field in [`ByClone`] to accept that cost explicitly.
+
+mod by_clone;
+mod frozen;
+mod load;
+mod sharded;
+
+pub use by_clone::ByClone;
+pub use frozen::FrozenMap;
+pub use sharded::{DEFAULT_SHARDS, IntoIter, Iter, IterMut, Keys, MAX_SHARDS, ShardedMap, Values, ValuesMut};
