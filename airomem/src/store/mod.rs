@@ -393,10 +393,13 @@ impl<S: State, Z: Serializer> Store<S, Z> {
 
     /// Takes a snapshot now and returns once it is durable.
     ///
-    /// The state is serialized under the read lock by the writer, between two batches:
-    /// queries go on meanwhile, commits wait only for the serialization. Compression,
-    /// writing, `fdatasync` and publishing happen on the snapshot thread with no lock held,
-    /// while commits continue. Then retention removes old snapshots and covered segments.
+    /// The writer takes it between two batches, under the read lock: queries go on
+    /// meanwhile. A state that offers a frozen view (`State::snapshot_view`) makes commits
+    /// wait only while the view is taken, O(1) or O(shards); otherwise the state is
+    /// serialized there and commits wait for the whole serialization
+    /// (`SnapshotInfo::freeze_time` says which). Serializing a view, compression, writing,
+    /// `fdatasync` and publishing happen on the snapshot thread with no lock held, while
+    /// commits continue. Then retention removes old snapshots and covered segments.
     #[cfg(feature = "snapshot")]
     pub async fn snapshot(&self) -> Result<SnapshotInfo, Error> {
         let (tx, rx) = oneshot::channel();
