@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use airomem::{CommitContext, PostcardSerializer, State};
+use airomem::{CommitContext, Freeze, PostcardSerializer, Serializer, SnapshotView, State};
 use airomem_raft::{Error, Network, NodeConfig, ReplicatedStore, Status};
 use airomem_workspace::sim::{SimStorage, SplitMix64};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,21 @@ impl State for Values {
         self.values.push(value);
         let seq = CommitContext::current().expect("inside a commit").seq.0;
         assert_eq!(seq, self.values.len() as u64, "the sequence numbers are dense");
+    }
+
+    // These suites build their snapshots from a frozen view (a clone: the states are
+    // small), so the streamed build is what their crashes and transfers exercise; the
+    // `tcp` suite and `snapshot_chunks` keep the plain path.
+    fn snapshot_view<Z: Serializer>(&self) -> Option<SnapshotView<Z>> {
+        Some(SnapshotView::of(self))
+    }
+}
+
+impl Freeze for Values {
+    type Frozen = Values;
+
+    fn freeze(&self) -> Values {
+        self.clone()
     }
 }
 

@@ -26,7 +26,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use airomem::{CommitContext, PostcardSerializer, State};
+use airomem::{CommitContext, Freeze, PostcardSerializer, Serializer, SnapshotView, State};
 use airomem_raft::{Network, NodeConfig, ReplicatedStore, Status};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,21 @@ impl State for Ledger {
         let seq = CommitContext::current().expect("inside a commit").seq.0;
         self.entries.push((value, seq));
         assert!(value != PANIC, "the test's panicking command");
+    }
+
+    // These suites build their snapshots from a frozen view (a clone: the states are
+    // small), so the streamed build is what their crashes and transfers exercise; the
+    // `tcp` suite and `snapshot_chunks` keep the plain path.
+    fn snapshot_view<Z: Serializer>(&self) -> Option<SnapshotView<Z>> {
+        Some(SnapshotView::of(self))
+    }
+}
+
+impl Freeze for Ledger {
+    type Frozen = Ledger;
+
+    fn freeze(&self) -> Ledger {
+        self.clone()
     }
 }
 
