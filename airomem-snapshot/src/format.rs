@@ -162,6 +162,17 @@ pub(crate) fn claimed_version(file: &Path, bytes: &[u8]) -> Result<u16, Snapshot
 }
 
 impl SnapshotHeader {
+    /// A header with no journal position. Callers that build headers with this rather than
+    /// a struct literal keep compiling when a field is added.
+    pub fn new(serializer: SerializerId, schema_version: u32, seq: Seq) -> SnapshotHeader {
+        SnapshotHeader { serializer, schema_version, seq, next_record: None }
+    }
+
+    /// The header with `next` as the position of record `seq + 1`.
+    pub fn with_next_record(self, next: RecordPosition) -> SnapshotHeader {
+        SnapshotHeader { next_record: Some(next), ..self }
+    }
+
     /// The header's bytes, in the version this build writes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];

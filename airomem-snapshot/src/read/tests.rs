@@ -12,7 +12,7 @@ use crate::{write, write_streamed};
 const ID: SerializerId = SerializerId(1);
 
 fn header(seq: u64) -> SnapshotHeader {
-    SnapshotHeader { serializer: ID, schema_version: 3, seq: Seq(seq), next_record: None }
+    SnapshotHeader::new(ID, 3, Seq(seq))
 }
 
 fn publish(dir: &Path, seq: u64, image: &[u8]) -> Vec<u8> {
@@ -94,7 +94,7 @@ fn the_next_record_position_survives_the_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = StdStorage::default();
     let next = RecordPosition { segment: Seq(40), offset: 1234 };
-    let header = SnapshotHeader { next_record: Some(next), ..header(41) };
+    let header = header(41).with_next_record(next);
     write(&storage, dir.path(), header, b"state", 3).expect("write");
     assert_eq!(read_header(&storage, dir.path(), Seq(41)).expect("header"), header);
     assert_eq!(load(&storage, dir.path(), Seq(41), ID).expect("load"), (header, b"state".to_vec()));
