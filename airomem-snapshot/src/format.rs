@@ -17,7 +17,7 @@
 //! 40     4    reserved, zero
 //! 44     4    crc32c of bytes 0..44
 //! body: chunks, one after the other, each compressing its piece of the image on its own
-//! (this build cuts pieces of CHUNK_RAW bytes, the last one shorter)
+//! (this build cuts pieces of CHUNK_RAW = 4 MiB, the last one shorter; MAX_CHUNK_RAW = 64 MiB)
 //!  0     4    compressed length c, u32, at least 1
 //!  4     4    raw length r, u32, 1..=MAX_CHUNK_RAW and at most 32768 * c
 //!  8     c    one zstd frame (with zstd's content checksum) of those r bytes
@@ -53,6 +53,12 @@
 //! Versions after 2 keep the version at byte 8 and a crc32c of bytes 0..44 at byte 44: that
 //! is how this build tells a newer file ([`SnapshotError::UnsupportedVersion`], which stops
 //! recovery) from a damaged one ([`SnapshotError::Damaged`], which recovery passes over).
+//! Builds that read only version 1 check the checksum at byte 36 before the version, so
+//! they take a version 2 file for a damaged one.
+//!
+//! Chunks are independent so that a reader can find them all from their headers alone and
+//! decompress them in parallel; a reader checks the body's crc32c before it decompresses
+//! anything, and each chunk's length claims against the body and the footer.
 
 use std::path::Path;
 
