@@ -459,6 +459,12 @@ fn postcard_like_repeating(len: usize) -> Vec<u8> {
     out
 }
 
+/// CPU time of the calling thread so far, from Linux's schedstat; `None` elsewhere.
+fn thread_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok().map(std::time::Duration::from_nanos)
+}
+
 fn best_of(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
     (0..runs)
         .map(|_| {
@@ -507,6 +513,22 @@ fn load_time_on_one_and_two_threads() {
             assert_eq!(v[0], 1);
         });
         eprintln!("  body crc32c {crc:?}; allocating and touching the output {alloc:?}");
+        // CPU time of each half on this thread alone: what two threads take at best on two
+        // idle cores (the wall times below also count waiting for a busy machine).
+        let split = chunks.partition_point(|c| c.raw_at < footer.raw_len / 2);
+        for (name, half) in [("first half", &chunks[..split]), ("second half", &chunks[split..])] {
+            let len: usize = half.iter().map(|c| c.raw_len as usize).sum();
+            let mut out = vec![0u8; len];
+            let cpu = (0..5)
+                .map(|_| {
+                    let before = thread_cpu();
+                    decompress_into(&file, body, half, &mut out).expect("decompress");
+                    thread_cpu().zip(before).map(|(after, before)| after - before)
+                })
+                .min()
+                .flatten();
+            eprintln!("  {name} ({} chunks, {len} bytes, output already touched): CPU {cpu:?}", half.len());
+        }
         for threads in [1, 2, 1, 2] {
             let decompress = best_of(9, || {
                 let out = decompress_chunks(&file, body, &chunks, footer.raw_len, threads).expect("decompress");
