@@ -1,9 +1,15 @@
 //! airomem's snapshots: compressed images of the state, each named by the last sequence
 //! number it includes.
 //!
-//! * [`format`](mod@format): the header and footer around the zstd body.
-//! * [`write`](mod@write): streaming an image to a temporary file and publishing it atomically.
-//! * [`read`](mod@read): listing, verifying and loading snapshots.
+//! * [`format`](mod@format): the header, the body of independently compressed chunks, and
+//!   the footer; the layout table of each format version is there.
+//! * [`write`](mod@write): streaming an image to a temporary file and publishing it
+//!   atomically. [`write_streamed`] takes the image as the serializer produces it, in writes
+//!   of any size, and never holds it whole; [`write()`] takes it in one slice.
+//! * [`read`](mod@read): listing, verifying and loading snapshots of every format version
+//!   this build knows (1 and 2; it writes 2). Loading decompresses a version 2 body's chunks
+//!   on two threads; [`verify_file_frame`] checks a file's container in pieces without
+//!   decompressing it.
 //!
 //! Like the journal, this crate knows bytes, not the user's types, and does all its file
 //! operations through the [`airomem_core::storage::Storage`] seam.

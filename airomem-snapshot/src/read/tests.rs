@@ -12,7 +12,7 @@ use crate::{write, write_streamed};
 const ID: SerializerId = SerializerId(1);
 
 fn header(seq: u64) -> SnapshotHeader {
-    SnapshotHeader { serializer: ID, schema_version: 3, seq: Seq(seq), next_record: None }
+    SnapshotHeader::new(ID, 3, Seq(seq))
 }
 
 fn publish(dir: &Path, seq: u64, image: &[u8]) -> Vec<u8> {
@@ -94,7 +94,7 @@ fn the_next_record_position_survives_the_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = StdStorage::default();
     let next = RecordPosition { segment: Seq(40), offset: 1234 };
-    let header = SnapshotHeader { next_record: Some(next), ..header(41) };
+    let header = header(41).with_next_record(next);
     write(&storage, dir.path(), header, b"state", 3).expect("write");
     assert_eq!(read_header(&storage, dir.path(), Seq(41)).expect("header"), header);
     assert_eq!(load(&storage, dir.path(), Seq(41), ID).expect("load"), (header, b"state".to_vec()));
@@ -221,10 +221,10 @@ impl Storage for FullAfter {
 
 #[test]
 fn a_full_disk_is_reported_as_such_whatever_fill_returns() {
-    let image = noise(3 * CHUNK_RAW, 4);
-    // Full in the header, in the first chunk, in a later chunk, and at the footer.
+    let image = noise(2 * CHUNK_RAW + 100, 4);
+    // Full in the header, in the first chunk, in the second, and at the footer.
     let body = publish(tempfile::tempdir().expect("tempdir").path(), 8, &image).len() as u64 - FOOTER_LEN as u64;
-    for limit in [10, HEADER_LEN as u64 + 100, HEADER_LEN as u64 + 2 * CHUNK_RAW as u64, body] {
+    for limit in [10, HEADER_LEN as u64 + 100, HEADER_LEN as u64 + 2 * CHUNK_RAW as u64 + 50, body] {
         // fill: passes the error on / swallows it and reports its own / swallows it and succeeds.
         for mode in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -326,6 +326,13 @@ fn chunk_lengths_are_checked_even_where_the_checksums_agree() {
         ("raw length one less", Box::new(put_u32(HEADER_LEN + 4, CHUNK_RAW as u32 - 1))),
         ("raw length one less, footer agrees", {
             let (a, b) = (put_u32(HEADER_LEN + 4, CHUNK_RAW as u32 - 1), add_raw_len(u64::MAX));
+            Box::new(move |x: &mut Vec<u8>| {
+                a(x);
+                b(x)
+            })
+        }),
+        ("raw length one more, footer agrees", {
+            let (a, b) = (put_u32(HEADER_LEN + 4, CHUNK_RAW as u32 + 1), add_raw_len(1));
             Box::new(move |x: &mut Vec<u8>| {
                 a(x);
                 b(x)
@@ -435,36 +442,103 @@ fn postcard_like(len: usize) -> Vec<u8> {
     out
 }
 
+/// The same records, but with tokens drawn from 4096 distinct ones: a state with repeated
+/// values, which compresses well and so costs zstd more per byte of file.
+fn postcard_like_repeating(len: usize) -> Vec<u8> {
+    let tokens = postcard_like(4096 * 40);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % 4096) as usize * 40;
+        out.extend_from_slice(&tokens[at..at + 40]);
+    }
+    out.truncate(len);
+    out
+}
+
+/// CPU time of the calling thread so far, from Linux's schedstat; `None` elsewhere.
+fn thread_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok().map(std::time::Duration::from_nanos)
+}
+
+fn best_of(runs: usize, mut f: impl FnMut()) -> std::time::Duration {
+    (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .expect("runs")
+}
+
 /// Prints load times on one and two threads:
 /// `cargo test --release -p airomem-snapshot -- --ignored --nocapture load_time`.
 #[test]
 #[ignore = "a measurement, meaningful only in release mode"]
 fn load_time_on_one_and_two_threads() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let image = postcard_like(40_000_000);
-    let started = std::time::Instant::now();
-    let bytes = publish(dir.path(), 1, &image);
-    let written = started.elapsed();
-    let single_frame = zstd::bulk::compress(&image, 3).expect("compress").len();
-    eprintln!(
-        "image {} bytes; file {} bytes in {} chunks (one zstd frame of the whole image: {single_frame} bytes); \
-         written in {written:?}",
-        image.len(),
-        bytes.len(),
-        footer_of(&bytes).chunks,
-    );
-    let file = crate::path(dir.path(), Seq(1));
-    for threads in [1, 2, 1, 2] {
-        let runs: Vec<std::time::Duration> = (0..5)
-            .map(|_| {
-                let started = std::time::Instant::now();
-                let (_, loaded) = verify_with(&file, &bytes, Seq(1), ID, threads).expect("verify");
-                let took = started.elapsed();
-                assert!(loaded.len() == image.len());
-                took
-            })
-            .collect();
-        let best = runs.iter().min().expect("runs");
-        eprintln!("{threads} thread(s): best {best:?} of {runs:?}");
+    for (what, image) in
+        [("random tokens", postcard_like(40_000_000)), ("tokens from 4096", postcard_like_repeating(40_000_000))]
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = std::time::Instant::now();
+        let bytes = publish(dir.path(), 1, &image);
+        let written = started.elapsed();
+        let single_frame = zstd::bulk::compress(&image, 3).expect("compress").len();
+        let footer = footer_of(&bytes);
+        eprintln!(
+            "{what}: image {} bytes; file {} bytes in {} chunks (one zstd frame of the whole image: \
+             {single_frame} bytes); written in {written:?}",
+            image.len(),
+            bytes.len(),
+            footer.chunks,
+        );
+        let file = crate::path(dir.path(), Seq(1));
+        let body = &bytes[HEADER_LEN..bytes.len() - FOOTER_LEN];
+        let chunks = walk_chunks(&file, &footer, |at| {
+            Ok(body[at as usize..at as usize + CHUNK_HEADER_LEN].try_into().expect("8 bytes"))
+        })
+        .expect("walk");
+        let crc = best_of(9, || assert_eq!(crc32c::crc32c(body), footer.body_crc));
+        let alloc = best_of(9, || {
+            let mut v = vec![0u8; image.len()];
+            // Touch every page, as decompression does.
+            for i in (0..v.len()).step_by(4096) {
+                v[i] = 1;
+            }
+            assert_eq!(v[0], 1);
+        });
+        eprintln!("  body crc32c {crc:?}; allocating and touching the output {alloc:?}");
+        // CPU time of each half on this thread alone: what two threads take at best on two
+        // idle cores (the wall times below also count waiting for a busy machine).
+        let split = chunks.partition_point(|c| c.raw_at < footer.raw_len / 2);
+        for (name, half) in [("first half", &chunks[..split]), ("second half", &chunks[split..])] {
+            let len: usize = half.iter().map(|c| c.raw_len as usize).sum();
+            let mut out = vec![0u8; len];
+            let cpu = (0..5)
+                .map(|_| {
+                    let before = thread_cpu();
+                    decompress_into(&file, body, half, &mut out).expect("decompress");
+                    thread_cpu().zip(before).map(|(after, before)| after - before)
+                })
+                .min()
+                .flatten();
+            eprintln!("  {name} ({} chunks, {len} bytes, output already touched): CPU {cpu:?}", half.len());
+        }
+        for threads in [1, 2, 1, 2] {
+            let decompress = best_of(9, || {
+                let out = decompress_chunks(&file, body, &chunks, footer.raw_len, threads).expect("decompress");
+                assert!(out.len() == image.len());
+            });
+            let verify = best_of(9, || {
+                let (_, out) = verify_with(&file, &bytes, Seq(1), ID, threads).expect("verify");
+                assert!(out.len() == image.len());
+            });
+            eprintln!("  {threads} thread(s): decompress_chunks best {decompress:?}, whole verify best {verify:?}");
+        }
     }
 }
