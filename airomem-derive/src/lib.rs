@@ -3,8 +3,8 @@
 //! does not work.
 
 use proc_macro::TokenStream;
-use proc_macro2::TokenStream as TokenStream2;
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{TokenStream as TokenStream2, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Error, Fields, Index, LitStr, parse_macro_input};
@@ -22,16 +22,16 @@ use syn::{Data, DeriveInput, Error, Fields, Index, LitStr, parse_macro_input};
 /// struct's `Serialize` is `#[derive(Serialize)]`; for a hand-written one, implement
 /// `Freeze` by hand.
 ///
-/// ```ignore
-/// use airomem::Freeze;
-/// use airomem::collections::ShardedMap;
-///
-/// #[derive(Serialize, Deserialize, Default, Freeze)]
+/// ```text
+/// #[derive(Serialize, Deserialize, Default, airomem::Freeze)]
 /// struct Sessions {
-///     tokens: ShardedMap<String, u64>,
+///     tokens: airomem::collections::ShardedMap<String, u64>,
 ///     created: u64,
 /// }
 /// ```
+///
+/// (A doctest here could not reach `airomem`, which depends on this crate; the facade's
+/// `collections` module runs this example.)
 #[proc_macro_derive(Freeze)]
 pub fn derive_freeze(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -51,6 +51,15 @@ fn refuse_serde_attributes(attrs: &[syn::Attribute], what: &str) -> syn::Result<
         )),
         None => Ok(()),
     }
+}
+
+/// Whether `tokens` name one of `idents` anywhere, groups included.
+fn mentions_any(tokens: TokenStream2, idents: &[&syn::Ident]) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => idents.iter().any(|candidate| ident == **candidate),
+        TokenTree::Group(group) => mentions_any(group.stream(), idents),
+        _ => false,
+    })
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
@@ -81,10 +90,15 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
 
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
+    // Bounds only for the field types that name a type parameter: a concrete type without
+    // Freeze is then reported at the field (through its view's type), not as a false bound
+    // at the derive.
+    let type_params: Vec<&syn::Ident> = input.generics.type_params().map(|param| &param.ident).collect();
     for field in &data.fields {
         let ty = &field.ty;
-        // Spanned on the field's type, so that a type without Freeze is reported there.
-        where_clause.predicates.push(syn::parse_quote_spanned!(ty.span()=> #ty: #freeze));
+        if mentions_any(ty.to_token_stream(), &type_params) {
+            where_clause.predicates.push(syn::parse_quote!(#ty: #freeze));
+        }
     }
     // The view names the type parameters, and a view must be 'static: so must they.
     for param in input.generics.type_params() {
@@ -180,4 +194,60 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         };
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(input: DeriveInput) -> String {
+        match expand(&input) {
+            Ok(tokens) => panic!("expanded instead of refusing: {tokens}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn enums_are_refused() {
+        let message = refusal(syn::parse_quote!(
+            enum Mode {
+                On,
+                Off,
+            }
+        ));
+        assert!(message.contains("supports structs only"), "{message}");
+    }
+
+    #[test]
+    fn serde_attributes_are_refused_on_the_struct_and_its_fields() {
+        let message = refusal(syn::parse_quote!(
+            #[serde(rename_all = "camelCase")]
+            struct Renamed {
+                some_count: u64,
+            }
+        ));
+        assert!(message.contains("#[serde(...)] on the struct"), "{message}");
+        let message = refusal(syn::parse_quote!(
+            struct Counters {
+                #[serde(rename = "n")]
+                count: u64,
+            }
+        ));
+        assert!(message.contains("#[serde(...)] on a field"), "{message}");
+    }
+
+    #[test]
+    fn only_generic_field_types_get_a_bound() {
+        let tokens = expand(&syn::parse_quote!(
+            struct Both<T> {
+                map: Map<String, T>,
+                count: u64,
+            }
+        ))
+        .expect("expands")
+        .to_string();
+        assert!(tokens.contains("Map < String , T > : :: airomem :: Freeze"), "{tokens}");
+        assert!(!tokens.contains("u64 : :: airomem :: Freeze"), "{tokens}");
+        assert!(tokens.contains("T : 'static"), "{tokens}");
+    }
 }

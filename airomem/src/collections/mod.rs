@@ -12,6 +12,38 @@
 //! `Option`, `Box`, `Arc` and tuples of freezable values. Not for `String`, `Vec`,
 //! `HashMap` or other std collections: their clone is O(entries), a stall that grows with
 //! the data; wrap such a field in [`ByClone`] to accept that cost explicitly.
+//!
+//! A state opts into snapshots that do not stall the writers with
+//! [`State::snapshot_view`](crate::State::snapshot_view), and with the `derive` feature its
+//! `Freeze` is one derive away:
+//!
+//! ```
+//! # #[cfg(feature = "derive")] {
+//! use airomem::collections::ShardedMap;
+//! use airomem::{Freeze, Serializer, SnapshotView, State};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Default, Freeze)]
+//! struct Sessions {
+//!     tokens: ShardedMap<String, u64>,
+//!     created: u64,
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Create(String, u64);
+//!
+//! impl State for Sessions {
+//!     type Command = Create;
+//!     fn execute(&mut self, Create(token, user): Create) {
+//!         self.tokens.insert(token, user);
+//!         self.created += 1;
+//!     }
+//!     fn snapshot_view<Z: Serializer>(&self) -> Option<SnapshotView<Z>> {
+//!         Some(SnapshotView::of(self))
+//!     }
+//! }
+//! # }
+//! ```
 
 mod by_clone;
 mod frozen;
