@@ -53,8 +53,11 @@ pub trait Freeze {
 /// It owns the view; the store moves it to the snapshot thread, which writes it and then
 /// drops it (releasing the parts the writers share with it).
 pub struct SnapshotView<Z> {
-    write: Box<dyn FnOnce(&Z, &mut dyn Write) -> Result<u64, CodecError> + Send>,
+    write: WriteView<Z>,
 }
+
+/// Serializes a view with the given serializer; returns [`Freeze::copied`] of it.
+type WriteView<Z> = Box<dyn FnOnce(&Z, &mut dyn Write) -> Result<u64, CodecError> + Send>;
 
 impl<Z: Serializer> SnapshotView<Z> {
     /// The view of `value`, taken now by [`Freeze::freeze`].

@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use airomem::storage::{Storage, StorageFile, StorageReadFile};
-use airomem_snapshot::format::{FOOTER_LEN, Footer, HEADER_LEN, SnapshotHeader};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -274,33 +273,12 @@ fn finish(storage: &Arc<dyn Storage>, path: &Path, file: &mut dyn StorageFile, l
     if reader.len()? != len {
         return Err(damaged(path, format!("{} bytes on disk, {len} received", reader.len()?)));
     }
-    let Some(body_len) = len.checked_sub((HEADER_LEN + FOOTER_LEN) as u64) else {
-        return Err(damaged(path, "shorter than a header and a footer"));
-    };
-    let mut header = [0u8; HEADER_LEN];
-    reader.read_exact_at(0, &mut header)?;
-    SnapshotHeader::decode_alone(path, &header).map_err(|e| damaged(path, e))?;
-    let mut footer = [0u8; FOOTER_LEN];
-    reader.read_exact_at(len - FOOTER_LEN as u64, &mut footer)?;
-    let footer = Footer::decode_alone(path, &footer).map_err(|e| damaged(path, e))?;
-    if footer.body_len != body_len {
-        return Err(damaged(path, format!("the footer names a {} byte body, {body_len} are present", footer.body_len)));
-    }
-    let mut crc = 0;
-    let mut piece = vec![0u8; PIECE.min(body_len as usize)];
-    let mut at = HEADER_LEN as u64;
-    while at < HEADER_LEN as u64 + body_len {
-        let n = piece.len().min((HEADER_LEN as u64 + body_len - at) as usize);
-        reader.read_exact_at(at, &mut piece[..n])?;
-        crc = crc32c::crc32c_append(crc, &piece[..n]);
-        at += n as u64;
-    }
-    if crc != footer.body_crc {
-        return Err(damaged(
-            path,
-            format!("body checksum mismatch (stored {:#010x}, computed {crc:#010x})", footer.body_crc),
-        ));
-    }
+    // Header, footer, body checksum and chunk lengths, read in pieces, for every snapshot
+    // format version this build reads (a leader of an older build may send an older one).
+    airomem_snapshot::verify_file_frame(path, reader.as_ref()).map_err(|e| match e {
+        airomem_snapshot::SnapshotError::Io { source, .. } => source,
+        e => damaged(path, e),
+    })?;
     debug!(file = %path.display(), len, "received snapshot synced and checked");
     Ok(())
 }
