@@ -4,7 +4,7 @@
 //! * The view sees exactly the commands up to its seq: writers commit concurrently while
 //!   snapshots are taken; each snapshot thread is held (by a storage hook) at a write of its
 //!   temporary file until the writers have committed more commands after the freeze, before
-//!   the view is serialized or (with a state above 1 MiB) in the middle of its
+//!   the view is serialized or (with a state above 4 MiB) in the middle of its
 //!   serialization. The snapshot file, loaded and decoded, must be exactly the model after
 //!   the acknowledged commands `1..=seq`, and `shards_copied` exactly the number of shards
 //!   the later commands wrote.
@@ -64,8 +64,8 @@ const WHILE_HELD: usize = 24;
 /// Data keys of the writers' commands.
 const KEYS: u64 = 4096;
 /// Filled entries of the big state: 1.5 MiB in postcard, so its serialization passes the
-/// first 1 MiB chunk.
-const BIG_FILL: u64 = 120_000;
+/// first 4 MiB chunk.
+const BIG_FILL: u64 = 420_000;
 
 /// A writer's command. One in four writes the last shard, which every serialization writes
 /// last: held in the middle of its serialization, a view has not written that shard yet.
@@ -168,7 +168,7 @@ fn load_snapshot<T: TestState>(dir: &Path, info: &SnapshotInfo) -> T {
     PostcardSerializer.decode(&image).expect("decode the snapshot as the state type")
 }
 
-/// The view-sees-exactly-its-seq property for state `T`; with `big`, the state passes 1 MiB
+/// The view-sees-exactly-its-seq property for state `T`; with `big`, the state passes 4 MiB
 /// and each snapshot is held in the middle of its serialization, after its first chunk.
 async fn snapshots_hold_exactly_their_commands<T: TestState>(big: bool) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -198,7 +198,7 @@ async fn snapshots_hold_exactly_their_commands<T: TestState>(big: bool) {
             later.len()
         );
         if big {
-            assert!(info.raw_len > 1 << 20, "round {round}: the state passes the first chunk: {}", info.raw_len);
+            assert!(info.raw_len > airomem_snapshot::format::CHUNK_RAW as u64, "round {round}: the state passes the first chunk: {}", info.raw_len);
         }
 
         let loaded = load_snapshot::<T>(&dir, &info);
@@ -472,7 +472,7 @@ fn frozen_and_plain_snapshots_are_the_same_bytes_json() {
     agreement::<Frozen, _>(JsonSerializer, true);
 }
 
-/// A state of more than one 1 MiB chunk, in both formats (an entry takes about 13 bytes in
+/// A state of more than one 4 MiB chunk, in both formats (an entry takes about 13 bytes in
 /// postcard and 30 in JSON).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_and_plain_snapshots_of_several_chunks_are_the_same_bytes() {
@@ -485,8 +485,8 @@ async fn frozen_and_plain_snapshots_of_several_chunks_are_the_same_bytes() {
             Step::Snapshot(vec![Op::Fill { from: fill, count: 1000 }]),
         ]
     };
-    frozen_and_plain_agree::<Frozen, _>(PostcardSerializer, &steps(100_000)).await.expect("postcard");
-    frozen_and_plain_agree::<Frozen, _>(JsonSerializer, &steps(45_000)).await.expect("json");
+    frozen_and_plain_agree::<Frozen, _>(PostcardSerializer, &steps(400_000)).await.expect("postcard");
+    frozen_and_plain_agree::<Frozen, _>(JsonSerializer, &steps(180_000)).await.expect("json");
 }
 
 #[test]

@@ -374,7 +374,7 @@ pub fn is_snapshot_temp(path: &Path) -> bool {
 
 /// A storage hook that holds the snapshot thread at its `n`th write to a snapshot's temporary
 /// file until the test releases it. Write 1 is the header, made before a byte of the state
-/// is serialized; write 2 is the first chunk, made once the serializer has produced 1 MiB
+/// is serialized; write 2 is the first chunk, made once the serializer has produced 4 MiB (`airomem_snapshot::format::CHUNK_RAW`)
 /// (with a bigger state, it waits in the middle of the serialization).
 #[derive(Default)]
 pub struct Gate {
