@@ -42,7 +42,7 @@ struct Newtype(ShardedMap<u16, u16>);
 struct Unit;
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Freeze)]
-struct Generic<K: std::hash::Hash + Eq + Clone, V>
+struct Generic<K: std::hash::Hash + Eq + Clone + Send, V: Send>
 where
     V: Clone,
 {
