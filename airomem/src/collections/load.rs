@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use tracing::debug;
 
 use super::sharded::{DEFAULT_SHARDS, ShardedMap, per_shard_capacity, shard_index, shard_shift};
 
@@ -97,28 +98,44 @@ where
     V: Send,
     S: BuildHasher + Clone + Send,
 {
-    let table = |batch: Vec<(K, V)>, hasher: &S| {
-        let mut shard = HashMap::with_capacity_and_hasher(batch.len(), hasher.clone());
-        shard.extend(batch);
-        shard
-    };
     let parallel = total >= PARALLEL_FROM && thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     if !parallel {
-        return batches.into_iter().map(|batch| table(batch, hasher)).collect();
+        return tables(&mut batches, hasher);
     }
-    let second_half = batches.split_off(batches.len() / 2);
+    let half = batches.len() / 2;
+    let (first, second) = batches.split_at_mut(half);
     let helper_hasher = hasher.clone();
-    thread::scope(|scope| {
-        let helper =
-            scope.spawn(move || second_half.into_iter().map(|batch| table(batch, &helper_hasher)).collect::<Vec<_>>());
-        let mut shards: Vec<HashMap<K, V, S>> = batches.into_iter().map(|batch| table(batch, hasher)).collect();
-        match helper.join() {
-            Ok(rest) => shards.extend(rest),
-            // Only a panic in K's `Hash` or `Eq` gets here: pass it on as it was.
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        shards
-    })
+    let built = thread::scope(|scope| {
+        let helper = thread::Builder::new()
+            .name("sharded-map-load".into())
+            .spawn_scoped(scope, move || tables(second, &helper_hasher));
+        let helper = match helper {
+            Ok(helper) => helper,
+            Err(error) => {
+                debug!(%error, "no second thread to build the map's shards on; using one");
+                return None;
+            }
+        };
+        let mut shards = tables(first, hasher);
+        // Only a panic in K's `Hash` or `Eq` gets here: pass it on as it was.
+        shards.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        Some(shards)
+    });
+    // Without a helper, the batches are all still there: the failed spawn took none.
+    built.unwrap_or_else(|| tables(&mut batches, hasher))
+}
+
+/// The shard tables of `batches`, emptying them.
+fn tables<K: Eq + Hash, V, S: BuildHasher + Clone>(batches: &mut [Vec<(K, V)>], hasher: &S) -> Vec<HashMap<K, V, S>> {
+    batches
+        .iter_mut()
+        .map(|batch| {
+            let batch = mem::take(batch);
+            let mut shard = HashMap::with_capacity_and_hasher(batch.len(), hasher.clone());
+            shard.extend(batch);
+            shard
+        })
+        .collect()
 }
 
 #[cfg(test)]
