@@ -494,9 +494,14 @@ impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for Iter<'_, K, V, S> {
 }
 
 /// The keys of a [`ShardedMap`]: [`ShardedMap::keys`].
-#[derive(Clone)]
 pub struct Keys<'a, K, V, S> {
     inner: Iter<'a, K, V, S>,
+}
+
+impl<K, V, S> Clone for Keys<'_, K, V, S> {
+    fn clone(&self) -> Self {
+        Keys { inner: self.inner.clone() }
+    }
 }
 
 impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
@@ -514,9 +519,14 @@ impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
 impl<K, V, S> ExactSizeIterator for Keys<'_, K, V, S> {}
 
 /// The values of a [`ShardedMap`]: [`ShardedMap::values`].
-#[derive(Clone)]
 pub struct Values<'a, K, V, S> {
     inner: Iter<'a, K, V, S>,
+}
+
+impl<K, V, S> Clone for Values<'_, K, V, S> {
+    fn clone(&self) -> Self {
+        Values { inner: self.inner.clone() }
+    }
 }
 
 impl<'a, K, V, S> Iterator for Values<'a, K, V, S> {
