@@ -15,13 +15,14 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 /// up to a million entries.
 ///
 /// A freeze clones one `Arc` per shard; the first write to a shard after a freeze copies
-/// that shard, 80 to 180 ns per entry (32-byte string keys; more once the map outgrows the
-/// cache). Measured on 2 cores (`collections_measure`), 64 / 256 / 1024 shards: a freeze
-/// takes 0.1 / 0.6 / 3.3 µs at any size; the first write to a shard takes on average
-/// 4.5 / 0.56 / 0.15 ms at 1M entries and 24 / 2.7 / 0.7 ms at 4M. 256 keeps that write
-/// under a millisecond to beyond a million entries for 16 KiB of shard headers per map;
-/// a larger map asks for more with [`ShardedMap::with_shards`], and a decoded one gets
-/// about one shard per 4096 entries.
+/// that shard, 80 to 660 ns per entry with 32-byte string keys (each key is allocated
+/// again; the spread is the shared machine's). Measured on 2 cores (`collections_measure`,
+/// two runs), 64 / 256 / 1024 shards: a freeze takes 0.1–0.2 / 0.6–0.9 / 3.2–3.9 µs at any
+/// size; the first write to a shard takes on average 4.5–10 / 0.6–1.0 / 0.15–0.24 ms at 1M
+/// entries and 24–29 / 2.7 / 0.5–0.7 ms at 4M. 256 keeps that write around a millisecond
+/// up to a million entries for 16 KiB of shard headers per map (an empty map too); a
+/// larger map asks for more with [`ShardedMap::with_shards`], and a decoded one gets about
+/// one shard per 4096 entries.
 pub const DEFAULT_SHARDS: usize = 256;
 
 /// The most shards a map can have: the shard index takes at most 16 bits of the hash.
