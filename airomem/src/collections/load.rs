@@ -29,7 +29,8 @@ const MAX_RESERVED_BYTES: usize = 256 << 20;
 const PARALLEL_FROM: usize = 1 << 16;
 
 /// The entries per shard a decoded map aims at when its length is known: the first write
-/// to a shard after a freeze copies about this many entries (~0.5 ms at ~150 ns each).
+/// to a shard after a freeze copies about this many entries (0.3–2.7 ms at the 80–660 ns
+/// per entry measured for 32-byte string keys).
 const DECODED_SHARD_LEN: usize = 4096;
 
 /// The most shards a decoded map gets, whatever its length.
@@ -45,7 +46,7 @@ fn decoded_shards(len: Option<usize>) -> usize {
 /// Decodes from any map. The shard count is [`DEFAULT_SHARDS`], or more when the input
 /// announces a length (postcard always does) above a million entries: about one shard per
 /// 4096 entries, at most 4096 shards, so that the first write to a shard after a freeze
-/// stays well under a millisecond. A known length also reserves every shard's room up
+/// stays around a millisecond. A known length also reserves every shard's room up
 /// front. `K`, `V` and `S` are `Send` because a large map's shards are built on two threads.
 impl<'de, K, V, S> Deserialize<'de> for ShardedMap<K, V, S>
 where
