@@ -169,7 +169,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         const _: () = {
             // Public in name only (it is unreachable inside this block): a private type
             // could not be the `Frozen` of a public struct's impl.
-            #[allow(private_bounds, non_camel_case_types)]
+            #[doc(hidden)]
+            #[allow(private_bounds, non_camel_case_types, unreachable_pub)]
             #definition
 
             impl #impl_generics #serde::Serialize for #view #ty_generics #where_clause {

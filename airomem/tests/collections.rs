@@ -185,3 +185,16 @@ fn std_map_api() {
     assert_eq!(small.shard_count(), airomem::collections::DEFAULT_SHARDS);
     assert_eq!(ShardedMap::<u8, u8>::with_shards(100).shard_count(), 128);
 }
+
+#[test]
+fn a_large_map_decodes_to_the_same_entries() {
+    // Past the size from which the shards are built on two threads.
+    let map: ShardedMap<u64, String> = (0..100_000u64).map(|i| (i * 7919, i.to_string())).collect();
+    let bytes = postcard::to_stdvec(&map).expect("encode");
+    let decoded: ShardedMap<u64, String> = postcard::from_bytes(&bytes).expect("decode");
+    assert_eq!(decoded, map);
+    assert_eq!(decoded.shard_count(), airomem::collections::DEFAULT_SHARDS);
+    let as_std: HashMap<u64, String> = postcard::from_bytes(&bytes).expect("decode as HashMap");
+    assert_eq!(as_std.len(), map.len());
+    assert!(as_std.iter().all(|(k, v)| map.get(k) == Some(v)));
+}

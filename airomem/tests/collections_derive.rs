@@ -42,7 +42,7 @@ struct Newtype(ShardedMap<u16, u16>);
 struct Unit;
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Freeze)]
-struct Generic<K: std::hash::Hash + Eq + Clone, V>
+struct Generic<K: std::hash::Hash + Eq + Clone + Send, V: Send>
 where
     V: Clone,
 {
@@ -173,4 +173,39 @@ fn snapshot_view_of_a_derived_state_writes_its_bytes_and_reports_copies() {
     let copied = view.write_to(&PostcardSerializer, &mut written).expect("write");
     assert_eq!(written, expected);
     assert_eq!(copied, 1);
+}
+
+/// A public state with a private field type, and a generic one over a private type: the
+/// derive's hidden views must compile without privacy errors or warnings.
+pub mod visibility {
+    use airomem::Freeze;
+    use airomem::collections::ShardedMap;
+    use serde::{Deserialize, Serialize};
+
+    /// Public, with a private field type.
+    #[derive(Serialize, Deserialize, Default, Freeze)]
+    pub struct Public {
+        inner: Private,
+        wrapped: Wrapper<Private>,
+        count: u64,
+    }
+
+    #[derive(Serialize, Deserialize, Default, Freeze)]
+    struct Private {
+        map: ShardedMap<u8, u8>,
+    }
+
+    /// Public and generic, instantiated with a private type.
+    #[derive(Serialize, Deserialize, Default, Freeze)]
+    pub struct Wrapper<T> {
+        value: Option<T>,
+    }
+}
+
+#[test]
+fn views_of_nested_private_and_generic_fields() {
+    let state = visibility::Public::default();
+    let frozen = state.freeze();
+    assert_eq!(postcard::to_stdvec(&frozen).expect("postcard"), postcard::to_stdvec(&state).expect("postcard"));
+    assert_eq!(serde_json::to_string(&frozen).expect("json"), serde_json::to_string(&state).expect("json"));
 }

@@ -11,14 +11,18 @@ use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-/// The shard count of [`ShardedMap::new`], [`ShardedMap::default`] and of a decoded map.
+/// The shard count of [`ShardedMap::new`], [`ShardedMap::default`] and of a decoded map of
+/// up to a million entries.
 ///
-/// Measured on a 2-core machine with 32-byte string keys (`collections_measure`): a freeze
-/// clones one `Arc` per shard, 2.6 µs for 256 shards; the first write to a shard after a
-/// freeze copies that shard, about 40 ns per entry. At 1M entries, 64 shards make that
-/// write cost ~0.6 ms, 256 shards ~0.15 ms, 1024 shards ~40 µs for a freeze of ~10 µs.
-/// 256 keeps both the freeze and the worst single write well under a millisecond up to a
-/// few million entries.
+/// A freeze clones one `Arc` per shard; the first write to a shard after a freeze copies
+/// that shard, 80 to 660 ns per entry with 32-byte string keys (each key is allocated
+/// again; the spread is the shared machine's). Measured on 2 cores (`collections_measure`,
+/// two runs), 64 / 256 / 1024 shards: a freeze takes 0.1–0.2 / 0.6–0.9 / 3.2–3.9 µs at any
+/// size; the first write to a shard takes on average 4.5–10 / 0.6–1.0 / 0.15–0.24 ms at 1M
+/// entries and 24–29 / 2.7 / 0.5–0.7 ms at 4M. 256 keeps that write around a millisecond
+/// up to a million entries for 16 KiB of shard headers per map (an empty map too); a
+/// larger map asks for more with [`ShardedMap::with_shards`], and a decoded one gets about
+/// one shard per 4096 entries.
 pub const DEFAULT_SHARDS: usize = 256;
 
 /// The most shards a map can have: the shard index takes at most 16 bits of the hash.
@@ -40,9 +44,12 @@ const MAX_SHARD_BITS: u32 = 16;
 ///
 /// Differences from `HashMap`: [`len`](Self::len) and [`is_empty`](Self::is_empty) visit
 /// every shard (O(shards)); writes need `K`, `V` and `S` to be [`Clone`] (to copy a shared
-/// shard); [`entry`](Self::entry), [`get_mut`](Self::get_mut), [`iter_mut`](Self::iter_mut)
-/// and the other writes copy a shared shard even when they end up changing nothing. A
-/// decoded map has [`DEFAULT_SHARDS`] shards.
+/// shard); [`entry`](Self::entry), [`iter_mut`](Self::iter_mut), [`retain`](Self::retain)
+/// and [`reserve`](Self::reserve) copy a shared shard even when they end up changing
+/// nothing ([`get_mut`](Self::get_mut) and [`remove`](Self::remove) do not on a miss); the
+/// owned [`IntoIterator`] clones the entries of a shard something else still holds. A
+/// decoded map has [`DEFAULT_SHARDS`] shards, or more when it is large (see its
+/// `Deserialize`).
 ///
 /// The hasher must spread its hashes over all 64 bits (std's `RandomState` and the common
 /// fast hashers do): the shard comes from bits 41 to 56 of the key's hash.
@@ -488,9 +495,14 @@ impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for Iter<'_, K, V, S> {
 }
 
 /// The keys of a [`ShardedMap`]: [`ShardedMap::keys`].
-#[derive(Clone)]
 pub struct Keys<'a, K, V, S> {
     inner: Iter<'a, K, V, S>,
+}
+
+impl<K, V, S> Clone for Keys<'_, K, V, S> {
+    fn clone(&self) -> Self {
+        Keys { inner: self.inner.clone() }
+    }
 }
 
 impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
@@ -508,9 +520,14 @@ impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
 impl<K, V, S> ExactSizeIterator for Keys<'_, K, V, S> {}
 
 /// The values of a [`ShardedMap`]: [`ShardedMap::values`].
-#[derive(Clone)]
 pub struct Values<'a, K, V, S> {
     inner: Iter<'a, K, V, S>,
+}
+
+impl<K, V, S> Clone for Values<'_, K, V, S> {
+    fn clone(&self) -> Self {
+        Values { inner: self.inner.clone() }
+    }
 }
 
 impl<'a, K, V, S> Iterator for Values<'a, K, V, S> {
