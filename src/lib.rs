@@ -31,6 +31,9 @@ pub struct GuideOperations;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/guarantees.md")]
 pub struct GuideGuarantees;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/big-states.md")]
+pub struct GuideBigStates;
 
 use std::collections::HashMap;
 
