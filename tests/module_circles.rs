@@ -43,6 +43,7 @@ const FACADE_LAYERS: &[(&str, u32)] = &[
     ("options", 0),
     ("report", 0),
     ("park", 0),
+    ("collections", 0),
     ("execute", 1),
     ("recover", 2),
     ("snapshot", 2),
