@@ -36,6 +36,7 @@ mod migration;
 mod peers;
 mod raw_disk;
 mod recovery;
+mod recovery_race;
 mod replication;
 mod report;
 mod results;
@@ -78,6 +79,12 @@ replicas:  airomem-bench --replication [--quick] [--dir DIR]
 import:    airomem-bench --import [--dir DIR]
              `Store::import` of 1,000,000 commands from one task under OsBuffered and
              Fsync, in 5 interleaved rounds, with the commands each journal write carried
+
+race:      airomem-bench [--quick] [--dir DIR] --recovery-race [--rounds N] [--only VARIANTS] [--keep DIR]
+             airomem's `Store::open` from the journal and from a snapshot against SQLite
+             and redb loading the same final state into a HashMap (with and without a
+             size hint) and the in-memory limit, interleaved, page cache warm; VARIANTS:
+             journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory
 
 ratio:     airomem-bench --lone-ratio [--quick] [--dir DIR]
              the full run's lone-task loops (one task awaiting each commit, per policy)
@@ -189,6 +196,8 @@ struct Args {
     inspect: Option<u64>,
     /// `--inspect-memory DIR`.
     inspect_memory: Option<PathBuf>,
+    /// `--recovery-race` and the arguments after it, which are the race's own.
+    race: Option<Vec<String>>,
 }
 
 impl Args {
@@ -206,6 +215,7 @@ impl Args {
             migration_memory: None,
             inspect: None,
             inspect_memory: None,
+            race: None,
         };
         let mut args = args.peekable();
         while let Some(arg) = args.next() {
@@ -239,6 +249,7 @@ impl Args {
                 "--inspect-memory" => {
                     parsed.inspect_memory = Some(args.next().ok_or("--inspect-memory needs a store directory")?.into());
                 }
+                "--recovery-race" => parsed.race = Some(args.by_ref().collect()),
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
             }
@@ -274,6 +285,12 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(megabytes) = args.inspect {
         inspection::run(&runtime, dir, megabytes)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    if let Some(race) = &args.race {
+        recovery_race::run(&runtime, dir, plan.recovery_records, plan.segment_size, race)?;
         drop(runtime);
         scratch.close()?;
         return Ok(());

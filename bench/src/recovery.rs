@@ -244,13 +244,13 @@ async fn snapshot_and_tail(
 
 /// The postcard encodings of the commands the build committed, back to back in one buffer
 /// as a journal segment holds them, stream after stream.
-struct Payloads {
+pub(crate) struct Payloads {
     bytes: Vec<u8>,
     ranges: Vec<Range<usize>>,
 }
 
 impl Payloads {
-    fn encode(records: u64) -> Result<Payloads, BoxError> {
+    pub(crate) fn encode(records: u64) -> Result<Payloads, BoxError> {
         let mut bytes = Vec::new();
         let mut ranges = Vec::with_capacity(records as usize);
         for command in commands(records) {
@@ -261,8 +261,13 @@ impl Payloads {
         Ok(Payloads { bytes, ranges })
     }
 
+    /// Each command's payload, in order.
+    pub(crate) fn each(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges.iter().map(|range| &self.bytes[range.clone()])
+    }
+
     /// Decodes every payload and executes it on a fresh state; returns the time taken.
-    fn replay(&self, expected_sessions: usize) -> Result<Duration, BoxError> {
+    pub(crate) fn replay(&self, expected_sessions: usize) -> Result<Duration, BoxError> {
         let started = Instant::now();
         let mut state = Sessions::default();
         for range in &self.ranges {

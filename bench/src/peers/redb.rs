@@ -10,6 +10,7 @@ use airomem_workspace::SessionsCommand;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use tokio::runtime::Handle;
 
+use super::SizeHint;
 use super::peer::{Commands, Peer};
 use crate::measure::BoxError;
 
@@ -42,6 +43,31 @@ fn execute(tx: &WriteTransaction, command: &SessionsCommand) -> Result<(), BoxEr
         SessionsCommand::DeleteSession { token } => drop(table.remove(token.as_str())?),
     }
     Ok(())
+}
+
+impl Redb {
+    /// Opens the database in `dir` and loads every row into a `HashMap`: [`Peer::recover`]
+    /// with [`SizeHint::None`]. With [`SizeHint::Count`] the map is sized from the table's
+    /// length first (redb keeps it in the table's header: no scan).
+    pub fn load(dir: &Path, hint: SizeHint) -> Result<Self, BoxError> {
+        let db = Database::open(path(dir))?;
+        let table = db.begin_read()?.open_table(SESSIONS)?;
+        let mut loaded = match hint {
+            SizeHint::None => HashMap::new(),
+            SizeHint::Count => HashMap::with_capacity(usize::try_from(table.len()?)?),
+        };
+        for row in table.iter()? {
+            let (token, user_id) = row?;
+            loaded.insert(token.value().to_owned(), user_id.value());
+        }
+        drop(table);
+        Ok(Redb { db: Arc::new(db), loaded })
+    }
+
+    /// Sessions loaded by [`Redb::load`].
+    pub fn loaded(&self) -> &HashMap<String, u64> {
+        &self.loaded
+    }
 }
 
 impl Peer for Redb {
@@ -89,13 +115,7 @@ impl Peer for Redb {
     }
 
     fn recover(dir: &Path, _runtime: &Handle) -> Result<Self, BoxError> {
-        let db = Database::open(path(dir))?;
-        let mut loaded = HashMap::new();
-        for row in db.begin_read()?.open_table(SESSIONS)?.iter()? {
-            let (token, user_id) = row?;
-            loaded.insert(token.value().to_owned(), user_id.value());
-        }
-        Ok(Redb { db: Arc::new(db), loaded })
+        Redb::load(dir, SizeHint::None)
     }
 
     fn recovered_equals(&self, expected: &HashMap<String, u64>) -> Result<bool, BoxError> {

@@ -10,6 +10,7 @@ use airomem_workspace::SessionsCommand;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::runtime::Handle;
 
+use super::SizeHint;
 use super::peer::{Commands, Peer};
 use crate::measure::BoxError;
 
@@ -59,6 +60,33 @@ impl Sqlite {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Opens the database in `dir` and loads every row into a `HashMap`: [`Peer::recover`]
+    /// with [`SizeHint::None`]. With [`SizeHint::Count`] the map is sized from a
+    /// `SELECT COUNT(*)` first, which is part of the time.
+    pub fn load(dir: &Path, hint: SizeHint) -> Result<Self, BoxError> {
+        let conn = connect(dir)?;
+        let mut loaded = match hint {
+            SizeHint::None => HashMap::new(),
+            SizeHint::Count => {
+                let count: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |row| row.get(0))?;
+                HashMap::with_capacity(usize::try_from(count)?)
+            }
+        };
+        {
+            let mut rows = conn.prepare("SELECT token, user_id FROM sessions")?;
+            let mut rows = rows.query([])?;
+            while let Some(row) = rows.next()? {
+                loaded.insert(row.get(0)?, u64::try_from(row.get::<_, i64>(1)?)?);
+            }
+        }
+        Ok(Sqlite { conn: Mutex::new(conn), loaded })
+    }
+
+    /// Sessions loaded by [`Sqlite::load`].
+    pub fn loaded(&self) -> &HashMap<String, u64> {
+        &self.loaded
+    }
 }
 
 impl Peer for Sqlite {
@@ -104,16 +132,7 @@ impl Peer for Sqlite {
     }
 
     fn recover(dir: &Path, _runtime: &Handle) -> Result<Self, BoxError> {
-        let conn = connect(dir)?;
-        let mut loaded = HashMap::new();
-        {
-            let mut rows = conn.prepare("SELECT token, user_id FROM sessions")?;
-            let mut rows = rows.query([])?;
-            while let Some(row) = rows.next()? {
-                loaded.insert(row.get(0)?, u64::try_from(row.get::<_, i64>(1)?)?);
-            }
-        }
-        Ok(Sqlite { conn: Mutex::new(conn), loaded })
+        Sqlite::load(dir, SizeHint::None)
     }
 
     fn recovered_equals(&self, expected: &HashMap<String, u64>) -> Result<bool, BoxError> {
