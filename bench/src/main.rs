@@ -7,7 +7,8 @@
 //! 3. Recovery of a data set of the same commands ([`dataset`]): airomem's `Store::open`
 //!    against an in-memory replay, from the journal and from a snapshot plus a tail
 //!    ([`recovery`]); the peers' own recovery; lookups and disk use on the same data.
-//! 4. Commit stalls while a snapshot is written ([`snapshot_stall`]).
+//! 4. Commit stalls while a snapshot is written ([`snapshot_stall`]), on the plain path and
+//!    the frozen ones ([`frozen_states`], [`freeze_cost`]).
 //! 5. Which systems really sync, counted with strace ([`sync_probe`]).
 //!
 //! Every workload runs a fixed number of operations, three times (the disk and commit
@@ -27,6 +28,8 @@ mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
+mod freeze_cost;
+mod frozen_states;
 mod import_mode;
 mod inspection;
 mod lone_commit;
@@ -59,7 +62,7 @@ use crate::results::{PeerResults, Results, Setting};
 
 const USAGE: &str = "usage: airomem-bench [--quick] [--dir DIR]
 
-  --quick    fewer commits, 100,000-command data sets and snapshots (under a minute)
+  --quick    fewer commits, 100,000-command data sets and snapshots
   --dir DIR  create the scratch directory inside DIR (default: the current directory);
              DIR must be on the disk to measure, not a tmpfs
 
@@ -86,6 +89,11 @@ race:      airomem-bench [--quick] [--dir DIR] --recovery-race [--rounds N] [--o
              size hint) and the in-memory limit, interleaved, page cache warm; VARIANTS:
              journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory
 
+stalls:    airomem-bench --snapshot-stall [--quick] [--dir DIR]
+             snapshots on the plain and the frozen paths alone: freeze times at 100k, 1M
+             and 4M sessions, 16 writers' latency (closed loop and paced) during snapshots,
+             peak memory, map insert cost, recovery (quick: 100k sessions, fewer rounds)
+
 ratio:     airomem-bench --lone-ratio [--quick] [--dir DIR]
              the full run's lone-task loops (one task awaiting each commit, per policy)
              and the `Mutex<HashMap>` loop over the same commands, alone, 3 rounds
@@ -102,7 +110,11 @@ internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
              the peak resident growth of each: what the inspection measurement runs
            airomem-bench --migration-memory DIR SEGMENT_SIZE
              opens the schema-1 store in DIR with schema-2 types (a migrating open) and
-             prints the resident memory it left and its peak";
+             prints the resident memory it left and its peak
+           airomem-bench --frozen-memory VARIANT DIR PATTERN SESSIONS
+             opens the store of SESSIONS sessions in DIR as VARIANT (plain, sharded,
+             imbl-hash, imbl-ord), snapshots it while changes (skewed, uniform) go on and
+             prints its resident memory: what the snapshot-stall measurement runs";
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug)]
@@ -186,6 +198,10 @@ struct Args {
     lone_ratio: bool,
     /// `--replication`.
     replication: bool,
+    /// `--snapshot-stall`.
+    snapshot_stall: bool,
+    /// `--frozen-memory VARIANT DIR PATTERN SESSIONS`.
+    frozen_memory: Option<(String, PathBuf, String, u64)>,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
@@ -210,6 +226,8 @@ impl Args {
             import: false,
             lone_ratio: false,
             replication: false,
+            snapshot_stall: false,
+            frozen_memory: None,
             probe: None,
             memory: None,
             migration_memory: None,
@@ -225,6 +243,13 @@ impl Args {
                 "--import" => parsed.import = true,
                 "--lone-ratio" => parsed.lone_ratio = true,
                 "--replication" => parsed.replication = true,
+                "--snapshot-stall" => parsed.snapshot_stall = true,
+                "--frozen-memory" => {
+                    let mut next = || args.next().ok_or("--frozen-memory needs VARIANT DIR PATTERN SESSIONS");
+                    let (variant, dir, pattern) = (next()?, next()?, next()?);
+                    let sessions = next()?.parse().map_err(|e| format!("--frozen-memory: {e}"))?;
+                    parsed.frozen_memory = Some((variant, dir.into(), pattern, sessions));
+                }
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
                     let system = args.next().ok_or("--probe needs a system")?;
@@ -268,6 +293,11 @@ fn main() -> Result<(), BoxError> {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return memory::child(&runtime, dir, *segment_size);
     }
+    if let Some((variant, dir, pattern, sessions)) = &args.frozen_memory {
+        let variant = frozen_states::Variant::from_id(variant).ok_or("--frozen-memory: unknown variant")?;
+        let pattern = freeze_cost::Pattern::from_id(pattern).ok_or("--frozen-memory: unknown pattern")?;
+        return freeze_cost::memory_child(variant, dir, pattern, *sessions);
+    }
     if let Some(dir) = &args.inspect_memory {
         return inspection::memory_child(dir);
     }
@@ -304,6 +334,15 @@ fn main() -> Result<(), BoxError> {
     if args.replication {
         let result = runtime.block_on(replication::run(dir, plan.replication))?;
         report::replication_table(&result).print();
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    let stall_plan = snapshot_stall::StallPlan::new(plan.snapshot_sessions, args.quick);
+    if args.snapshot_stall {
+        eprintln!("scratch directory {}; the machine's other load shows in every figure", dir.display());
+        let stall = runtime.block_on(snapshot_stall::run(dir, &stall_plan))?;
+        snapshot_stall::print(&stall);
         drop(runtime);
         scratch.close()?;
         return Ok(());
@@ -352,7 +391,7 @@ fn main() -> Result<(), BoxError> {
         remove_peer_dirs(dir, kind)?;
     }
     drop(data);
-    let stall = runtime.block_on(snapshot_stall::run(dir, plan.snapshot_sessions))?;
+    let stall = runtime.block_on(snapshot_stall::run(dir, &stall_plan))?;
     let commit_api = runtime.block_on(commit_api::run(dir, plan.commit_api))?;
     let replication = runtime.block_on(replication::run(dir, plan.replication))?;
     drop(runtime);
@@ -485,5 +524,10 @@ mod tests {
         assert!(parse(&["--help"]).expect("valid").is_none());
         assert!(parse(&["--dir"]).is_err());
         assert!(parse(&["--fast"]).is_err());
+        let args = parse(&["--snapshot-stall", "--quick"]).expect("valid").expect("not help");
+        assert!(args.snapshot_stall && args.quick);
+        let args = parse(&["--frozen-memory", "sharded", "/s", "skewed", "1000"]).expect("valid").expect("not help");
+        assert_eq!(args.frozen_memory, Some(("sharded".into(), PathBuf::from("/s"), "skewed".into(), 1000)));
+        assert!(parse(&["--frozen-memory", "sharded", "/s", "skewed"]).is_err());
     }
 }

@@ -7,7 +7,6 @@ use crate::measure::{REPETITIONS, Summary};
 use crate::raw_disk::{GROUP, RECORD_LEN, RawDiskResults};
 use crate::recovery::RecoveryResult;
 use crate::results::{PeerResults, Results, Setting};
-use crate::snapshot_stall::{SnapshotStall, WRITERS};
 use crate::table::{Table, number, range, ratio, seconds};
 
 /// Prints the whole report to standard output.
@@ -25,7 +24,7 @@ pub fn print(setting: &Setting, results: &Results) {
     peer_commit_table(&results.peers).print();
     recovery_table(&results.recovery).print();
     lookup_table(&results.recovery).print();
-    stall_table(&results.stall).print();
+    crate::snapshot_stall::print(&results.stall);
     memory_table(&results.memory).print();
     migration_table(&results.migration, &results.memory).print();
     commit_api_table(results).print();
@@ -330,38 +329,6 @@ fn lookup_table(r: &RecoveryResult) -> Table {
         let (median, range) = nanos(s);
         table.row(vec![name.into(), median, range]);
     }
-    table
-}
-
-fn stall_table(stall: &SnapshotStall) -> Table {
-    let title = format!(
-        "Commit latency of {WRITERS} writers (Durability::Fsync) while a snapshot of {} sessions is written, vs the \
-         same load for as long without one ({} per window)",
-        number(stall.sessions as f64),
-        seconds(stall.window_secs.median)
-    );
-    let mut table = Table::new(&title, &["window", "p50", "p99", "max (longest stall)", "commits/s in window"]);
-    for (name, l) in [("no snapshot", stall.without), ("during `store.snapshot()`", stall.with)] {
-        table.row(vec![
-            name.into(),
-            micros(l.p50_micros),
-            micros(l.p99_micros),
-            micros(l.max_micros),
-            format!("{} ({})", number(l.rate.median), range(l.rate, number)),
-        ]);
-    }
-    table.row(vec![
-        format!(
-            "snapshot: {:.1} MB serialized → {:.1} MB file ({})",
-            stall.raw_len.median / 1e6,
-            stall.file_len.median / 1e6,
-            ratio(stall.file_len.median / stall.raw_len.median)
-        ),
-        format!("serialize {}", seconds(stall.serialize_secs.median)),
-        format!("({})", range(stall.serialize_secs, seconds)),
-        format!("write {}", seconds(stall.write_secs.median)),
-        format!("({})", range(stall.write_secs, seconds)),
-    ]);
     table
 }
 
