@@ -84,10 +84,12 @@ import:    airomem-bench --import [--dir DIR]
              Fsync, in 5 interleaved rounds, with the commands each journal write carried
 
 race:      airomem-bench [--quick] [--dir DIR] --recovery-race [--rounds N] [--only VARIANTS] [--keep DIR]
+             [--segment-size BYTES] [--fresh]
              airomem's `Store::open` from the journal and from a snapshot against SQLite
              and redb loading the same final state into a HashMap (with and without a
              size hint) and the in-memory limit, interleaved, page cache warm; VARIANTS:
-             journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory
+             journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory,apply; --fresh
+             runs each load from files in a process of its own
 
 stalls:    airomem-bench --snapshot-stall [--quick] [--dir DIR]
              snapshots on the plain and the frozen paths alone: freeze times at 100k, 1M

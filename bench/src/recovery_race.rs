@@ -17,11 +17,16 @@
 //!
 //! ```text
 //! cargo run --release -p airomem-bench -- [--quick] [--dir DIR] --recovery-race \
-//!     [--rounds N] [--only journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory] [--keep DIR]
+//!     [--rounds N] [--only journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory,apply]
+//!     [--keep DIR] [--segment-size BYTES] [--fresh]
 //! ```
 //!
 //! `--keep DIR` builds the stores in `DIR` (if it does not hold them yet) and leaves them
-//! there, so that repeated runs and profilers skip the build.
+//! there, so that repeated runs and profilers skip the build. `--segment-size` sets the
+//! journal's segment size (default: the bench's 8 MiB; a store's default is 64 MiB).
+//! `--fresh` runs every load from files in a new process of its own (the in-memory limits
+//! stay in the parent): a service recovers into a fresh heap, while loads repeated in one
+//! process allocate from what the previous ones freed, on whichever thread freed it.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -77,6 +82,16 @@ impl Variant {
         }
     }
 
+    fn from_id(id: &str) -> Result<Variant, String> {
+        Variant::ALL.into_iter().find(|v| v.id() == id).ok_or(format!("unknown variant `{id}`"))
+    }
+
+    /// Whether `--fresh` runs it in a process of its own: the loads from files. The
+    /// in-memory limits need the payloads the parent holds.
+    fn reads_files(self) -> bool {
+        !matches!(self, Variant::Memory | Variant::Apply)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Variant::Journal => "airomem `Store::open`, journal only",
@@ -103,11 +118,23 @@ struct RaceArgs {
     rounds: usize,
     only: Vec<Variant>,
     keep: Option<PathBuf>,
+    segment_size: Option<u64>,
+    /// Each airomem, SQLite and redb load in a fresh process.
+    fresh: bool,
+    /// Internal: this process is the fresh process of one load.
+    child: Option<Variant>,
 }
 
 impl RaceArgs {
     fn parse(args: &[String]) -> Result<RaceArgs, String> {
-        let mut parsed = RaceArgs { rounds: REPETITIONS, only: Variant::ALL.to_vec(), keep: None };
+        let mut parsed = RaceArgs {
+            rounds: REPETITIONS,
+            only: Variant::ALL.to_vec(),
+            keep: None,
+            segment_size: None,
+            fresh: false,
+            child: None,
+        };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -117,14 +144,18 @@ impl RaceArgs {
                 }
                 "--only" => {
                     let names = args.next().ok_or("--only needs a list of variants")?;
-                    parsed.only = names
-                        .split(',')
-                        .map(|name| {
-                            Variant::ALL.into_iter().find(|v| v.id() == name).ok_or(format!("unknown variant `{name}`"))
-                        })
-                        .collect::<Result<_, _>>()?;
+                    parsed.only = names.split(',').map(Variant::from_id).collect::<Result<_, _>>()?;
                 }
                 "--keep" => parsed.keep = Some(args.next().ok_or("--keep needs a directory")?.into()),
+                "--fresh" => parsed.fresh = true,
+                "--child" => {
+                    let name = args.next().ok_or("--child needs a variant")?;
+                    parsed.child = Some(Variant::from_id(name)?);
+                }
+                "--segment-size" => {
+                    let bytes = args.next().and_then(|n| n.parse().ok()).ok_or("--segment-size needs a byte count")?;
+                    parsed.segment_size = Some(bytes);
+                }
                 other => return Err(format!("--recovery-race: unknown argument `{other}`")),
             }
         }
@@ -143,6 +174,70 @@ struct Stores {
     redb: PathBuf,
 }
 
+impl Stores {
+    fn in_dir(root: &Path) -> Stores {
+        Stores {
+            journal: root.join("airomem-journal"),
+            snapshot: root.join("airomem-snapshot"),
+            sqlite: root.join("sqlite"),
+            redb: root.join("redb"),
+        }
+    }
+}
+
+/// Runs one load of `variant` in a new process of this binary (`--child`): a fresh heap, as
+/// a service recovering at start has, rather than one that earlier loads filled and freed.
+fn in_fresh_process(variant: Variant, root: &Path, scratch: &Path, expected: usize) -> Result<Timed, BoxError> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .arg("--dir")
+        .arg(scratch)
+        .args(["--recovery-race", "--child", variant.id(), "--keep"])
+        .arg(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("the {} child failed: {}", variant.id(), output.status).into());
+    }
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    let [wall, cpu, sessions] = fields[..] else {
+        return Err(format!("the {} child printed `{stdout}`", variant.id()).into());
+    };
+    let sessions: usize = sessions.parse()?;
+    if sessions != expected {
+        return Err(format!("{} loaded {sessions} sessions in its process, not {expected}", variant.id()).into());
+    }
+    Ok(Timed { wall: wall.parse()?, cpu: cpu.parse()? })
+}
+
+/// One timed load from files, in this process, and the sessions it loaded; for `--child`.
+fn load(runtime: &Runtime, variant: Variant, stores: &Stores) -> Result<(Timed, usize), BoxError> {
+    match variant {
+        Variant::Journal | Variant::Snapshot => {
+            let dir = if variant == Variant::Journal { &stores.journal } else { &stores.snapshot };
+            let span = Span::start();
+            let store: SessionStore = runtime.block_on(Store::open(PostcardSerializer, dir))?;
+            let timed = span.stop();
+            let sessions = store.query()?.tokens.len();
+            runtime.block_on(store.close())?;
+            Ok((timed, sessions))
+        }
+        Variant::Sqlite(hint) => {
+            let span = Span::start();
+            let peer = Sqlite::load(&stores.sqlite, hint)?;
+            let timed = span.stop();
+            Ok((timed, peer.loaded().len()))
+        }
+        Variant::Redb(hint) => {
+            let span = Span::start();
+            let peer = Redb::load(&stores.redb, hint)?;
+            let timed = span.stop();
+            Ok((timed, peer.loaded().len()))
+        }
+        Variant::Memory | Variant::Apply => Err(format!("{} has no files to load", variant.id()).into()),
+    }
+}
+
 /// Runs the race over a data set of `records` commands with journal segments of
 /// `segment_size` bytes, in `scratch` (or in `--keep DIR`), and prints its table.
 pub fn run(
@@ -153,10 +248,17 @@ pub fn run(
     args: &[String],
 ) -> Result<(), BoxError> {
     let args = RaceArgs::parse(args)?;
+    let segment_size = args.segment_size.unwrap_or(segment_size);
     let root = args.keep.clone().unwrap_or_else(|| scratch.join("race"));
+    let stores = Stores::in_dir(&root);
+    if let Some(variant) = args.child {
+        let (timed, sessions) = load(runtime, variant, &stores)?;
+        println!("{} {} {sessions}", timed.wall, timed.cpu);
+        return Ok(());
+    }
     eprintln!("recovery race: data set of {records} commands");
     let data = Dataset::new(records, 1);
-    let stores = build(runtime, &root, &data, segment_size)?;
+    build(runtime, &root, &stores, &data, segment_size)?;
     let payloads = Payloads::encode(records)?;
     let load_before = load_average();
 
@@ -169,7 +271,11 @@ pub fn run(
             let variant = variants[index];
             eprintln!("recovery race: round {round}/{}: {}", args.rounds, variant.id());
             sync_disks()?;
-            let timed = measure(runtime, variant, &stores, &data, &payloads)?;
+            let timed = if args.fresh && variant.reads_files() {
+                in_fresh_process(variant, &root, scratch, data.expected.len())?
+            } else {
+                measure(runtime, variant, &stores, &data, &payloads)?
+            };
             if round > 0 {
                 runs[index].push(timed);
             }
@@ -186,10 +292,13 @@ pub fn run(
     let journal = find(Variant::Journal);
     let mut table = Table::new(
         &format!(
-            "Recovery race: {} commands → {} live sessions, page cache warm, {} interleaved rounds (medians)",
+            "Recovery race: {} commands → {} live sessions, {} MiB journal segments, page cache warm, {} \
+             interleaved rounds (medians){}",
             number(records as f64),
             number(data.expected.len() as f64),
-            args.rounds
+            segment_size >> 20,
+            args.rounds,
+            if args.fresh { ", each load from files in a fresh process" } else { "" }
         ),
         &["load", "size hint", "median", "range", "CPU (all threads)", "records/s", "airomem journal ÷ this"],
     );
@@ -313,17 +422,11 @@ fn measure(
 }
 
 /// Builds (or, with a marker from an earlier build of the same size, reuses) the stores.
-fn build(runtime: &Runtime, root: &Path, data: &Dataset, segment_size: u64) -> Result<Stores, BoxError> {
-    let stores = Stores {
-        journal: root.join("airomem-journal"),
-        snapshot: root.join("airomem-snapshot"),
-        sqlite: root.join("sqlite"),
-        redb: root.join("redb"),
-    };
+fn build(runtime: &Runtime, root: &Path, stores: &Stores, data: &Dataset, segment_size: u64) -> Result<(), BoxError> {
     let marker = root.join(format!("built-{}-{segment_size}", data.records));
     if marker.exists() {
         eprintln!("recovery race: reusing the stores in {}", root.display());
-        return Ok(stores);
+        return Ok(());
     }
     if root.exists() {
         std::fs::remove_dir_all(root)?;
@@ -354,7 +457,7 @@ fn build(runtime: &Runtime, root: &Path, data: &Dataset, segment_size: u64) -> R
     }
     sync_disks()?;
     std::fs::write(&marker, b"")?;
-    Ok(stores)
+    Ok(())
 }
 
 /// Wall and CPU seconds of one load.
