@@ -198,7 +198,11 @@ async fn snapshots_hold_exactly_their_commands<T: TestState>(big: bool) {
             later.len()
         );
         if big {
-            assert!(info.raw_len > airomem_snapshot::format::CHUNK_RAW as u64, "round {round}: the state passes the first chunk: {}", info.raw_len);
+            assert!(
+                info.raw_len > airomem_snapshot::format::CHUNK_RAW as u64,
+                "round {round}: the state passes the first chunk: {}",
+                info.raw_len
+            );
         }
 
         let loaded = load_snapshot::<T>(&dir, &info);
