@@ -21,7 +21,7 @@
 //! which window of a pair runs first.
 //!
 //! The rest of the frozen-path figures (freeze times by size, memory, insert cost, recovery)
-//! are in [`crate::freeze_cost`]; [`run`] runs both and [`print`] prints them.
+//! are in [`crate::freeze_cost`]; [`run`] runs both and [`print()`] prints them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
