@@ -27,18 +27,8 @@ use crate::commits::{Driven, SessionWorkload};
 use crate::dataset::Dataset;
 use crate::measure::{BoxError, REPETITIONS};
 pub use kind::PeerKind;
-pub(crate) use peer::Peer;
+pub(crate) use peer::{Peer, SizeHint};
 pub use run::{PeerCommits, PeerRecovery};
-
-/// Whether a peer's load sizes its `HashMap` before filling it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SizeHint {
-    /// `HashMap::new()`, grown by the inserts, as airomem's `Sessions` is during replay.
-    None,
-    /// `HashMap::with_capacity(n)`, `n` from the database (a `COUNT(*)`, a table length),
-    /// asked for inside the timed load.
-    Count,
-}
 
 /// Runs `$body` with `$peer` bound to the type implementing [`Peer`] for `$kind`.
 macro_rules! with_peer {

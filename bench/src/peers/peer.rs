@@ -9,6 +9,16 @@ use tokio::runtime::Handle;
 
 use crate::measure::BoxError;
 
+/// Whether a peer's load sizes its `HashMap` before filling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeHint {
+    /// `HashMap::new()`, grown by the inserts, as airomem's `Sessions` is during replay.
+    None,
+    /// `HashMap::with_capacity(n)`, `n` from the database (a `COUNT(*)`, a table length),
+    /// asked for inside the timed load.
+    Count,
+}
+
 /// The commands of a data set, for [`Peer::build`].
 pub type Commands = Box<dyn Iterator<Item = SessionsCommand> + Send>;
 

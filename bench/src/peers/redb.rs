@@ -10,8 +10,7 @@ use airomem_workspace::SessionsCommand;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use tokio::runtime::Handle;
 
-use super::SizeHint;
-use super::peer::{Commands, Peer};
+use super::peer::{Commands, Peer, SizeHint};
 use crate::measure::BoxError;
 
 const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("sessions");

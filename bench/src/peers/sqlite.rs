@@ -10,8 +10,7 @@ use airomem_workspace::SessionsCommand;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::runtime::Handle;
 
-use super::SizeHint;
-use super::peer::{Commands, Peer};
+use super::peer::{Commands, Peer, SizeHint};
 use crate::measure::BoxError;
 
 const INSERT: &str = "INSERT INTO sessions (token, user_id) VALUES (?1, ?2)";
