@@ -29,7 +29,7 @@ pub enum SnapshotError {
     },
     /// The image to write could not be produced: the serializer feeding
     /// [`write_streamed`](crate::write_streamed) failed. Nothing was published.
-    #[error("the snapshot's image could not be produced")]
+    #[error("the snapshot's image could not be produced: {reason}")]
     Source {
         /// What the serializer reported.
         #[source]
