@@ -24,7 +24,7 @@ use crate::dataset::{BUILD_STREAMS, Dataset};
 use crate::frozen_states::{AnyStore, SessionState, Variant, on_store, with_state};
 use crate::measure::{BoxError, Summary, per_second, sync_disks};
 use crate::memory::{peak, reset_peak, resident};
-use crate::snapshot_stall::{SnapshotFigures, built_token};
+use crate::stall_figures::{SnapshotFigures, built_token};
 use crate::table::{Table, number, range, ratio, seconds};
 
 /// Writers that change the store between two timed snapshots.
@@ -577,7 +577,7 @@ fn memory_table(cost: &FreezeCost) -> Table {
             mb(m.peak),
             format!("{}{verdict}", ratio(r)),
             mb(m.after),
-            crate::snapshot_stall::copied(m.variant, Summary::of([m.shards_copied as f64])),
+            crate::stall_figures::copied(m.variant, Summary::of([m.shards_copied as f64])),
             format!("{} / {}", seconds(m.changes_secs), seconds(m.snapshot_secs)),
         ]);
     }

@@ -44,6 +44,7 @@ mod replication;
 mod report;
 mod results;
 mod snapshot_stall;
+mod stall_figures;
 mod sync_probe;
 mod table;
 

@@ -36,14 +36,11 @@ use crate::commits::{SessionStore, SessionWorkload, share};
 use crate::freeze_cost::{self, FreezeCost, FreezePlan};
 use crate::frozen_states::{AnyStore, SessionState, Variant, on_store};
 use crate::measure::{BoxError, Summary, percentile, sync_disks};
+use crate::stall_figures::{BUILD_STREAM, BUILD_WRITERS, SnapshotFigures, copied};
 use crate::table::{Table, number, range, ratio, seconds};
 
 /// Concurrent writers during every window.
 pub const WRITERS: usize = 16;
-/// Writer tasks that build the store (not timed).
-const BUILD_WRITERS: usize = 64;
-/// Streams of the building tasks; far from those of the dataset and of the windows.
-const BUILD_STREAM: u64 = 1 << 20;
 /// First stream of the paced windows; the closed-loop windows use those below it.
 const PACED_STREAM: u64 = 1 << 16;
 /// Writers commit this long before a window opens, so that it starts under steady load.
@@ -111,42 +108,6 @@ pub struct VariantStall {
     pub paced_window: Summary,
     /// What the snapshots of both loads cost.
     pub snapshots: SnapshotFigures,
-}
-
-/// What a set of snapshots cost, from their [`SnapshotInfo`]s.
-#[derive(Clone, Copy, Debug)]
-pub struct SnapshotFigures {
-    /// Snapshots.
-    pub count: usize,
-    /// The writers' stall, `freeze_time`, seconds.
-    pub freeze_secs: Summary,
-    /// Serialization (with the frozen view: serialization, compression and writing of the
-    /// body, one stream), seconds.
-    pub serialize_secs: Summary,
-    /// The rest, seconds.
-    pub write_secs: Summary,
-    /// Bytes of the serialized state.
-    pub raw_len: Summary,
-    /// Bytes of the snapshot file.
-    pub file_len: Summary,
-    /// Shards the writers copied while a view held them.
-    pub shards_copied: Summary,
-}
-
-impl SnapshotFigures {
-    /// The figures of `infos`, which must not be empty.
-    pub fn of(infos: &[SnapshotInfo]) -> SnapshotFigures {
-        let secs = |d: Duration| d.as_secs_f64();
-        SnapshotFigures {
-            count: infos.len(),
-            freeze_secs: Summary::over(infos, |i| secs(i.freeze_time)),
-            serialize_secs: Summary::over(infos, |i| secs(i.serialize_time)),
-            write_secs: Summary::over(infos, |i| secs(i.write_time)),
-            raw_len: Summary::over(infos, |i| i.raw_len as f64),
-            file_len: Summary::over(infos, |i| i.file_len as f64),
-            shards_copied: Summary::over(infos, |i| i.shards_copied as f64),
-        }
-    }
 }
 
 /// What the writers saw in one window.
@@ -255,16 +216,6 @@ pub async fn build(store_dir: &Path, sessions: u64) -> Result<(), BoxError> {
         return Err(format!("the built store holds {held} sessions, {sessions} expected").into());
     }
     Ok(())
-}
-
-/// The token of session `i` of a store [`build`] made with `sessions` sessions.
-pub fn built_token(i: u64, sessions: u64) -> String {
-    let writers = BUILD_WRITERS as u64;
-    let (each, rest) = (sessions / writers, sessions % writers);
-    let long = rest * (each + 1);
-    let (index, offset) =
-        if i < long { (i / (each + 1), i % (each + 1)) } else { (rest + (i - long) / each, (i - long) % each) };
-    token(((BUILD_STREAM + index) << 32) + offset)
 }
 
 /// Opens a copy of `base` for each variant (all at once, so that rounds interleave them),
@@ -588,15 +539,6 @@ fn paced_table(stall: &SnapshotStall) -> Table {
     table
 }
 
-/// Shards copied, where the state can tell (imbl's maps cannot: their `Freeze` answers 0).
-pub(crate) fn copied(variant: Variant, s: Summary) -> String {
-    match variant {
-        Variant::Sharded => format!("{} ({})", number(s.median), range(s, number)),
-        Variant::Plain => "— (no view)".into(),
-        Variant::Imbl | Variant::ImblOrd => "— (not counted)".into(),
-    }
-}
-
 /// A difference of times, with its sign.
 fn signed(secs: f64) -> String {
     if secs < 0.0 { format!("−{}", seconds(-secs)) } else { format!("+{}", seconds(secs)) }
@@ -635,6 +577,7 @@ fn snapshot_table(stall: &SnapshotStall) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stall_figures::built_token;
 
     #[test]
     fn built_tokens_follow_the_build() {
