@@ -185,7 +185,7 @@ pub async fn run(dir: &Path, plan: &StallPlan) -> Result<SnapshotStall, BoxError
 
 /// A store in `store_dir` (removed first if there) of `sessions` sessions, created from
 /// [`BUILD_WRITERS`] tasks with `Durability::OsBuffered`, then snapshotted, so that each
-/// variant's copy opens from the snapshot. Session `i`'s token is [`built_token`]`(i,
+/// variant's copy opens from the snapshot. Session `i`'s token is [`built_token`](crate::stall_figures::built_token)`(i,
 /// sessions)`.
 pub async fn build(store_dir: &Path, sessions: u64) -> Result<(), BoxError> {
     eprintln!("frozen snapshots: building a store of {sessions} sessions");
