@@ -137,11 +137,12 @@ pub struct SnapshotInfo {
     /// Whether the state handed out a frozen view, serialized with no lock held.
     pub frozen: bool,
     /// Time spent serializing. On the plain path, under the read lock (it equals
-    /// `freeze_time`); from a frozen view, on the snapshot thread while commits went on,
-    /// compression and writing of the body included (they are one stream).
+    /// `freeze_time`); from a frozen view, on the snapshot thread while commits went on, and
+    /// then it covers the whole file: serializing, compressing, writing, syncing and the
+    /// rename are one stream.
     pub serialize_time: Duration,
     /// The rest, with no lock held: compressing, writing, syncing and publishing on the plain
-    /// path; syncing and publishing (and retention) after a frozen view's stream.
+    /// path; only retention after a frozen view's stream.
     pub write_time: Duration,
     /// Parts (shards) of the frozen view that writers had to copy while it was written,
     /// because the view still shared them (`Freeze::copied`); 0 on the plain path.
@@ -164,9 +165,9 @@ pub(crate) struct Counters {
     segments_at_open: u64,
     segments_removed: AtomicU64,
     snapshot_seq: AtomicU64,
-    /// The last snapshot published since open, for [`Stats`]'s `last_snapshot_*`.
-    #[cfg(feature = "snapshot")]
-    last_snapshot: Mutex<Option<SnapshotInfo>>,
+    /// The last snapshot published since open, for [`Stats`]'s `last_snapshot_*`: freeze,
+    /// serialization, raw bytes, file bytes, shards copied.
+    last_snapshot: Mutex<(Duration, Duration, u64, u64, u64)>,
     /// The state's schema version.
     schema: u32,
     /// Segments and snapshots in the directory written under an older schema, from the
@@ -217,7 +218,8 @@ impl Counters {
     pub(crate) fn snapshot_published(&self, info: &SnapshotInfo, changed: &[PathBuf]) {
         self.snapshot_seq.fetch_max(info.seq.0, Ordering::Relaxed);
         self.segments_removed.fetch_add(info.segments_removed, Ordering::Relaxed);
-        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(info.clone());
+        *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (info.freeze_time, info.serialize_time, info.raw_len, info.file_len, info.shards_copied);
         // Removed, or (the new snapshot) written under the current schema.
         let mut older = self.older_files();
         for path in changed {
@@ -228,16 +230,8 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let relaxed = Ordering::Relaxed;
         let segments_created = self.segments_created.load(relaxed);
-        #[cfg(feature = "snapshot")]
-        let last = self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        #[cfg(feature = "snapshot")]
         let (last_snapshot_freeze, last_snapshot_serialize, last_snapshot_raw_bytes, last_snapshot_file_bytes, copied) =
-            last.map_or((Duration::ZERO, Duration::ZERO, 0, 0, 0), |i| {
-                (i.freeze_time, i.serialize_time, i.raw_len, i.file_len, i.shards_copied)
-            });
-        #[cfg(not(feature = "snapshot"))]
-        let (last_snapshot_freeze, last_snapshot_serialize, last_snapshot_raw_bytes, last_snapshot_file_bytes, copied) =
-            (Duration::ZERO, Duration::ZERO, 0, 0, 0);
+            *self.last_snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Stats {
             commits: self.commits.load(relaxed),
             aborted: self.aborted.load(relaxed),
