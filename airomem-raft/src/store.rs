@@ -737,12 +737,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_command_the_leader_applied_is_not_reported_closed_when_the_node_stops() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let network = Network::new();
-        let store = ReplicatedStore::<Recorder>::open(NodeConfig::new(1, dir.path()), PostcardSerializer, &network)
-            .await
-            .expect("opens");
-        store.bootstrap([1]).await.expect("bootstraps");
-        crate::tests::wait_for("node 1 to lead", || store.status().role == Role::Leader).await;
+        let store = lone_leader(dir.path()).await;
         let applied = store.status().applied_index.expect("the membership entry is applied");
 
         store.halt();
@@ -751,6 +746,16 @@ mod tests {
         let executed = Applied::Executed { seq: 7, index: answered, unix_nanos: 1 };
         let outcome = store.finish(answered, executed, Instant::now() + Duration::from_secs(10)).await;
         assert!(matches!(outcome, Err(Error::Lagging { seq: 7, index }) if index == answered), "{outcome:?}");
+    }
+
+    /// A group of one node, opened in `dir`, bootstrapped, leading.
+    async fn lone_leader(dir: &std::path::Path) -> ReplicatedStore<Recorder> {
+        let store = ReplicatedStore::<Recorder>::open(NodeConfig::new(1, dir), PostcardSerializer, &Network::new())
+            .await
+            .expect("opens");
+        store.bootstrap([1]).await.expect("bootstraps");
+        crate::tests::wait_for("node 1 to lead", || store.status().role == Role::Leader).await;
+        store
     }
 
     /// Readers that arrive while a round runs share the next one: two hundred concurrent
@@ -762,12 +767,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn concurrent_linearizable_reads_share_their_rounds() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let network = Network::new();
-        let store = ReplicatedStore::<Recorder>::open(NodeConfig::new(1, dir.path()), PostcardSerializer, &network)
-            .await
-            .expect("opens");
-        store.bootstrap([1]).await.expect("bootstraps");
-        crate::tests::wait_for("node 1 to lead", || store.status().role == Role::Leader).await;
+        let store = lone_leader(dir.path()).await;
         let before = store.reads.rounds();
         let reads = (0..200).map(|_| store.query_linearizable());
         for read in futures::future::join_all(reads).await {
