@@ -214,6 +214,10 @@ impl Body {
         self.len += n as u64;
         self.unsynced += n;
         self.chunks += 1;
+        // The chunk starts on its way to the device now, while the next one is compressed,
+        // so that the sync below finds little left to write. A refused hint changes nothing.
+        let at = (HEADER_LEN as u64 + self.len) - n as u64;
+        let _ = self.file.start_writeback(at, n as u64);
         if self.unsynced >= SYNC_EVERY {
             if let Err(e) = self.file.sync_data() {
                 return Err(self.fail("fdatasync", e));

@@ -92,10 +92,12 @@ race:      airomem-bench [--quick] [--dir DIR] --recovery-race [--rounds N] [--o
              journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory,apply; --fresh
              runs each load from files in a process of its own
 
-stalls:    airomem-bench --snapshot-stall [--quick] [--dir DIR]
+stalls:    airomem-bench --snapshot-stall [--quick] [--dir DIR] [--windows] [--variants VARIANTS]
              snapshots on the plain and the frozen paths alone: freeze times at 100k, 1M
              and 4M sessions, 16 writers' latency (closed loop and paced) during snapshots,
-             peak memory, map insert cost, recovery (quick: 100k sessions, fewer rounds)
+             peak memory, map insert cost, recovery (quick: 100k sessions, fewer rounds);
+             --windows runs the latency windows alone, --variants narrows them to some of
+             plain,sharded,imbl-hash,imbl-ord
 
 ratio:     airomem-bench --lone-ratio [--quick] [--dir DIR]
              the full run's lone-task loops (one task awaiting each commit, per policy)
@@ -203,6 +205,10 @@ struct Args {
     replication: bool,
     /// `--snapshot-stall`.
     snapshot_stall: bool,
+    /// `--windows`: the snapshot-stall latency windows alone.
+    stall_windows: bool,
+    /// `--variants VARIANTS`: the states of the snapshot-stall windows.
+    stall_variants: Option<String>,
     /// `--frozen-memory VARIANT DIR PATTERN SESSIONS`.
     frozen_memory: Option<(String, PathBuf, String, u64)>,
     /// `--probe SYSTEM COMMITS`.
@@ -230,6 +236,8 @@ impl Args {
             lone_ratio: false,
             replication: false,
             snapshot_stall: false,
+            stall_windows: false,
+            stall_variants: None,
             frozen_memory: None,
             probe: None,
             memory: None,
@@ -247,6 +255,8 @@ impl Args {
                 "--lone-ratio" => parsed.lone_ratio = true,
                 "--replication" => parsed.replication = true,
                 "--snapshot-stall" => parsed.snapshot_stall = true,
+                "--windows" => parsed.stall_windows = true,
+                "--variants" => parsed.stall_variants = Some(args.next().ok_or("--variants needs a list")?),
                 "--frozen-memory" => {
                     let mut next = || args.next().ok_or("--frozen-memory needs VARIANT DIR PATTERN SESSIONS");
                     let (variant, dir, pattern) = (next()?, next()?, next()?);
@@ -341,7 +351,14 @@ fn main() -> Result<(), BoxError> {
         scratch.close()?;
         return Ok(());
     }
-    let stall_plan = snapshot_stall::StallPlan::new(plan.snapshot_sessions, args.quick);
+    let mut stall_plan = snapshot_stall::StallPlan::new(plan.snapshot_sessions, args.quick);
+    stall_plan.windows_only = args.stall_windows;
+    if let Some(list) = &args.stall_variants {
+        stall_plan.variants = list
+            .split(',')
+            .map(|id| frozen_states::Variant::from_id(id).ok_or_else(|| format!("--variants: unknown state `{id}`")))
+            .collect::<Result<_, _>>()?;
+    }
     if args.snapshot_stall {
         eprintln!("scratch directory {}; the machine's other load shows in every figure", dir.display());
         let stall = runtime.block_on(snapshot_stall::run(dir, &stall_plan))?;

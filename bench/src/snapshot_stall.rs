@@ -61,6 +61,10 @@ pub struct StallPlan {
     pub paced_rounds: usize,
     /// The rest of the frozen-path measurements.
     pub freeze: FreezePlan,
+    /// The states whose latency windows run (all of [`Variant::ALL`] unless narrowed).
+    pub variants: Vec<Variant>,
+    /// Only the latency windows: no freeze times by size, memory, insert cost or recovery.
+    pub windows_only: bool,
 }
 
 impl StallPlan {
@@ -71,6 +75,8 @@ impl StallPlan {
             closed_rounds: 3,
             paced_rounds: if quick { 3 } else { 7 },
             freeze: if quick { FreezePlan::quick(sessions) } else { FreezePlan::full(sessions) },
+            variants: Variant::ALL.to_vec(),
+            windows_only: false,
         }
     }
 }
@@ -159,6 +165,14 @@ pub async fn run(dir: &Path, plan: &StallPlan) -> Result<SnapshotStall, BoxError
     let started = Instant::now();
     let base_of = |size: u64| dir.join(format!("stall-base-{size}"));
     let mut freeze = freeze_cost::FreezeCost::default();
+    if plan.windows_only {
+        let base = base_of(plan.sessions);
+        build(&base, plan.sessions).await?;
+        let variants = latency_windows(dir, &base, plan).await?;
+        std::fs::remove_dir_all(&base)?;
+        freeze.elapsed_secs = started.elapsed().as_secs_f64();
+        return Ok(SnapshotStall { sessions: plan.sessions, variants, freeze });
+    }
     for &size in &plan.freeze.sizes {
         build(&base_of(size), size).await?;
         freeze.times.extend(freeze_cost::freeze_times(dir, &base_of(size), size, &plan.freeze).await?);
@@ -222,8 +236,8 @@ pub async fn build(store_dir: &Path, sessions: u64) -> Result<(), BoxError> {
 /// runs the closed-loop rounds, sets each variant's pace from its closed-loop rate, runs the
 /// paced rounds.
 async fn latency_windows(dir: &Path, base: &Path, plan: &StallPlan) -> Result<Vec<VariantStall>, BoxError> {
-    let mut stores = Vec::with_capacity(Variant::ALL.len());
-    for variant in Variant::ALL {
+    let mut stores = Vec::with_capacity(plan.variants.len());
+    for &variant in &plan.variants {
         let copy = dir.join(format!("stall-{}", variant.id()));
         crate::memory::copy_store(base, &copy)?;
         let options = StoreOptions::default().snapshots_retained(1);
@@ -459,7 +473,9 @@ pub fn print(stall: &SnapshotStall) {
     closed_table(stall).print();
     paced_table(stall).print();
     snapshot_table(stall).print();
-    freeze_cost::print(&stall.freeze);
+    if !stall.freeze.times.is_empty() {
+        freeze_cost::print(&stall.freeze);
+    }
 }
 
 /// A latency in microseconds, median with its range.
