@@ -49,8 +49,8 @@ struct Taken {
     json: Vec<u8>,
 }
 
-fn run(shards: usize, ops: &[Op]) {
-    let mut map: ShardedMap<String, u32> = ShardedMap::with_shards(shards);
+fn run(shards: usize, split_at: usize, ops: &[Op]) {
+    let mut map: ShardedMap<String, u32> = ShardedMap::with_shards(shards).split_at(split_at);
     let mut model: HashMap<String, u32> = HashMap::new();
     let mut taken = Vec::new();
     for op in ops {
@@ -124,8 +124,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn sharded_map_behaves_like_hash_map(shards in prop_oneof![Just(1usize), Just(4), Just(256)], ops in prop::collection::vec(op(), 0..200)) {
-        run(shards, &ops);
+    fn sharded_map_behaves_like_hash_map(
+        shards in prop_oneof![Just(1usize), Just(3), Just(256)],
+        split_at in prop_oneof![Just(1usize), Just(2), Just(8), Just(airomem::collections::SHARD_SPLIT_AT)],
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
+        run(shards, split_at, &ops);
     }
 }
 
@@ -182,8 +186,9 @@ fn std_map_api() {
     assert_eq!(map.remove_entry("a"), Some(("a".to_string(), 21)));
     let mut small: ShardedMap<u8, u8> = ShardedMap::with_capacity(10);
     small.extend([(&1, &2)]);
-    assert_eq!(small.shard_count(), airomem::collections::DEFAULT_SHARDS);
-    assert_eq!(ShardedMap::<u8, u8>::with_shards(100).shard_count(), 128);
+    assert_eq!(small.shard_count(), 1);
+    assert_eq!(ShardedMap::<u8, u8>::with_shards(100).shard_count(), 100);
+    assert_eq!(ShardedMap::<u8, u8>::with_capacity(100_000).shard_count(), 512);
 }
 
 #[test]
@@ -193,8 +198,37 @@ fn a_large_map_decodes_to_the_same_entries() {
     let bytes = postcard::to_stdvec(&map).expect("encode");
     let decoded: ShardedMap<u64, String> = postcard::from_bytes(&bytes).expect("decode");
     assert_eq!(decoded, map);
-    assert_eq!(decoded.shard_count(), airomem::collections::DEFAULT_SHARDS);
+    assert_eq!(decoded.shard_count(), 512, "100,000 entries in shards about half of 512 full");
     let as_std: HashMap<u64, String> = postcard::from_bytes(&bytes).expect("decode as HashMap");
     assert_eq!(as_std.len(), map.len());
     assert!(as_std.iter().all(|(k, v)| map.get(k) == Some(v)));
+}
+
+/// A map that grows splits one shard at a time and keeps its shards near
+/// `SHARD_SPLIT_AT`, and a view taken part way keeps its entries while the map splits
+/// (and so copies) every shard it shares.
+#[test]
+fn a_growing_map_adds_shards_one_at_a_time() {
+    use airomem::collections::SHARD_SPLIT_AT;
+    let mut map: ShardedMap<u64, u64> = ShardedMap::new();
+    assert_eq!(map.shard_count(), 1);
+    let mut frozen = None;
+    for i in 0..200_000u64 {
+        let before = map.shard_count();
+        map.insert(i, i);
+        assert!(map.shard_count() - before <= 1, "one write added more than one shard");
+        if i == 50_000 {
+            frozen = Some(map.freeze());
+        }
+    }
+    let frozen = frozen.expect("taken");
+    assert_eq!(frozen.len(), 50_001);
+    assert!((0..=50_000).all(|i| frozen.get(&i) == Some(&i)));
+    assert_eq!(frozen.get(&50_001), None);
+    // The map has since doubled twice: every shard the view holds was split, none is shared.
+    assert_eq!(frozen.copied_shards(), frozen.shard_count());
+    let shards = map.shard_count();
+    assert!((200_000 / SHARD_SPLIT_AT..=4 * 200_000 / SHARD_SPLIT_AT).contains(&shards), "{shards} shards");
+    assert_eq!(map.len(), 200_000);
+    assert!((0..200_000u64).all(|i| map[&i] == i));
 }

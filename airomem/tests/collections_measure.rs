@@ -51,18 +51,18 @@ fn measure_insert_and_lookup() {
         }
         (start.elapsed(), map)
     });
-    for shards in [64, 256, 1024] {
+    for split_at in [256, 512, 4096] {
         let sharded_insert = best(5, || {
             let keys = source.clone();
             let start = Instant::now();
-            let mut map = ShardedMap::with_shards(shards);
+            let mut map = ShardedMap::new().split_at(split_at);
             for (i, key) in keys.into_iter().enumerate() {
                 map.insert(key, i as u64);
             }
             (start.elapsed(), map)
         });
         println!(
-            "insert {N} String(32)->u64, no reserve: HashMap {:.0} ns/insert, ShardedMap({shards}) {:.0} ns/insert ({:.2}x)",
+            "insert {N} String(32)->u64, no reserve: HashMap {:.0} ns/insert, ShardedMap(split at {split_at}) {:.0} ns/insert ({:.2}x)",
             ns_per(std_insert, N),
             ns_per(sharded_insert, N),
             sharded_insert.as_secs_f64() / std_insert.as_secs_f64()
@@ -82,7 +82,7 @@ fn measure_insert_and_lookup() {
             sharded_get = sharded_get.min(lookups(&order, |i| sharded.get(probes[i].as_str()).copied()));
         }
         println!(
-            "get {n} present keys: HashMap {:.0} ns/get, ShardedMap(256) {:.0} ns/get ({:.2}x)",
+            "get {n} present keys: HashMap {:.0} ns/get, ShardedMap {:.0} ns/get ({:.2}x)",
             ns_per(std_get, n),
             ns_per(sharded_get, n),
             sharded_get.as_secs_f64() / std_get.as_secs_f64()
@@ -105,8 +105,8 @@ fn lookups(order: &[usize], get: impl Fn(usize) -> Option<u64>) -> Duration {
 fn measure_freeze_and_first_writes() {
     for n in [100_000, 1_000_000, 4_000_000] {
         let source = keys(n, 2);
-        for shards in [64, 256, 1024] {
-            let mut map: ShardedMap<String, u64> = ShardedMap::with_shards(shards);
+        for split_at in [256, 512, 4096] {
+            let mut map: ShardedMap<String, u64> = ShardedMap::new().split_at(split_at);
             map.extend(source.iter().cloned().zip(0..));
             let freeze = best(20, || {
                 let start = Instant::now();
@@ -116,6 +116,7 @@ fn measure_freeze_and_first_writes() {
             // Writes to existing keys in a scattered order until every shard is copied; only
             // the writes that copied a shard count.
             let frozen = map.freeze();
+            let shards = frozen.shard_count();
             let mut copying = Vec::new();
             let mut copied = 0;
             let mut i = 0;
@@ -135,7 +136,7 @@ fn measure_freeze_and_first_writes() {
             let total: Duration = copying.iter().sum();
             let max = copying.iter().max().copied().unwrap_or_default();
             println!(
-                "{n} entries, {shards} shards: freeze {:.1} us; first write to a shard after it: mean {:.0} us, max {:.0} us, all shards {:.1} ms ({:.0} ns/entry copied)",
+                "{n} entries, split at {split_at}, {shards} shards: freeze {:.1} us; first write to a shard after it: mean {:.0} us, max {:.0} us, all shards {:.1} ms ({:.0} ns/entry copied)",
                 freeze.as_secs_f64() * 1e6,
                 total.as_secs_f64() * 1e6 / shards as f64,
                 max.as_secs_f64() * 1e6,

@@ -20,7 +20,6 @@ use super::sharded::{Iter, ShardedMap, serialize_shards, shard_index};
 pub struct FrozenMap<K, V, S> {
     shards: Vec<Arc<HashMap<K, V, S>>>,
     hasher: S,
-    shift: u32,
 }
 
 impl<K, V, S> FrozenMap<K, V, S> {
@@ -39,6 +38,11 @@ impl<K, V, S> FrozenMap<K, V, S> {
         Iter::new(&self.shards)
     }
 
+    /// The number of shards the map had when frozen.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
     /// How many of the view's shards the map has since copied (or dropped): those only the
     /// view still holds.
     pub fn copied_shards(&self) -> usize {
@@ -53,7 +57,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> FrozenMap<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = shard_index(self.hasher.hash_one(key), self.shift, self.shards.len() - 1);
+        let index = shard_index(self.hasher.hash_one(key), self.shards.len());
         self.shards[index].get(key)
     }
 
@@ -70,7 +74,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> FrozenMap<K, V, S> {
 /// O(shards), like the freeze.
 impl<K, V, S: Clone> Clone for FrozenMap<K, V, S> {
     fn clone(&self) -> Self {
-        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone(), shift: self.shift }
+        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone() }
     }
 }
 
@@ -97,7 +101,7 @@ where
     type Frozen = FrozenMap<K, V, S>;
 
     fn freeze(&self) -> FrozenMap<K, V, S> {
-        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone(), shift: self.shift }
+        FrozenMap { shards: self.shards.clone(), hasher: self.hasher.clone() }
     }
 
     fn copied(frozen: &FrozenMap<K, V, S>) -> u64 {

@@ -17,7 +17,7 @@ use std::thread;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use tracing::debug;
 
-use super::sharded::{DEFAULT_SHARDS, ShardedMap, per_shard_capacity, shard_index, shard_shift};
+use super::sharded::{ShardedMap, per_shard_capacity, shard_index, shards_for};
 
 /// The most memory a length announced by the input may reserve up front. A corrupted length
 /// must not abort the process on allocation; past this, the batches grow as entries arrive.
@@ -28,26 +28,11 @@ const MAX_RESERVED_BYTES: usize = 256 << 20;
 /// 2 cores): 116 ms against 198 ms on one thread (`collections_measure`).
 const PARALLEL_FROM: usize = 1 << 16;
 
-/// The entries per shard a decoded map aims at when its length is known: the first write
-/// to a shard after a freeze copies about this many entries (0.3–2.7 ms at the 80–660 ns
-/// per entry measured for 32-byte string keys).
-const DECODED_SHARD_LEN: usize = 4096;
-
-/// The most shards a decoded map gets, whatever its length.
-const MAX_DECODED_SHARDS: usize = 4096;
-
-/// The shard count of a decoded map of `len` entries (if known): [`DEFAULT_SHARDS`], or
-/// more for a map large enough that its shards would pass [`DECODED_SHARD_LEN`] entries.
-fn decoded_shards(len: Option<usize>) -> usize {
-    let wanted = len.unwrap_or(0) / DECODED_SHARD_LEN;
-    wanted.next_power_of_two().clamp(DEFAULT_SHARDS, MAX_DECODED_SHARDS)
-}
-
-/// Decodes from any map. The shard count is [`DEFAULT_SHARDS`], or more when the input
-/// announces a length (postcard always does) above a million entries: about one shard per
-/// 4096 entries, at most 4096 shards, so that the first write to a shard after a freeze
-/// stays around a millisecond. A known length also reserves every shard's room up
-/// front. `K`, `V` and `S` are `Send` because a large map's shards are built on two threads.
+/// Decodes from any map, into shards about half full (see
+/// [`SHARD_SPLIT_AT`](super::SHARD_SPLIT_AT)), each with its room reserved: the input's
+/// announced length (postcard always announces one) sets the shard count up front; without
+/// one, the entries are gathered first and counted. `K`, `V` and `S` are `Send` because a
+/// large map's shards are built on two threads.
 impl<'de, K, V, S> Deserialize<'de> for ShardedMap<K, V, S>
 where
     K: Deserialize<'de> + Eq + Hash + Send,
@@ -77,18 +62,36 @@ where
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let hasher = S::default();
         let cap = MAX_RESERVED_BYTES / mem::size_of::<(K, V)>().max(1);
-        let hint = access.size_hint().map(|len| len.min(cap));
-        let count = decoded_shards(hint);
-        let shift = shard_shift(count);
-        let each = per_shard_capacity(hint.unwrap_or(0), count);
+        let Some(hint) = access.size_hint().map(|len| len.min(cap)) else {
+            // No length up front: gather, count, then sort into shards.
+            let mut entries = Vec::new();
+            while let Some(entry) = access.next_entry::<K, V>()? {
+                entries.push(entry);
+            }
+            let count = shards_for(entries.len());
+            let each = per_shard_capacity(entries.len(), count);
+            let mut batches: Vec<Vec<(K, V)>> = (0..count).map(|_| Vec::with_capacity(each)).collect();
+            let total = entries.len();
+            for (key, value) in entries {
+                batches[shard_index(hasher.hash_one(&key), count)].push((key, value));
+            }
+            let shards = build(batches, total, &hasher);
+            return Ok(ShardedMap {
+                shards: shards.into_iter().map(Arc::new).collect(),
+                hasher,
+                split_at: super::SHARD_SPLIT_AT,
+            });
+        };
+        let count = shards_for(hint);
+        let each = per_shard_capacity(hint, count);
         let mut batches: Vec<Vec<(K, V)>> = (0..count).map(|_| Vec::with_capacity(each)).collect();
         let mut total = 0;
         while let Some((key, value)) = access.next_entry::<K, V>()? {
-            batches[shard_index(hasher.hash_one(&key), shift, count - 1)].push((key, value));
+            batches[shard_index(hasher.hash_one(&key), count)].push((key, value));
             total += 1;
         }
         let shards = build(batches, total, &hasher);
-        Ok(ShardedMap { shards: shards.into_iter().map(Arc::new).collect(), hasher, shift })
+        Ok(ShardedMap { shards: shards.into_iter().map(Arc::new).collect(), hasher, split_at: super::SHARD_SPLIT_AT })
     }
 }
 
@@ -142,12 +145,14 @@ fn tables<K: Eq + Hash, V, S: BuildHasher + Clone>(batches: &mut [Vec<(K, V)>], 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collections::{MAX_SHARDS, SHARD_SPLIT_AT};
 
     #[test]
-    fn large_decoded_maps_get_more_shards() {
-        assert_eq!(decoded_shards(None), DEFAULT_SHARDS);
-        assert_eq!(decoded_shards(Some(800_000)), DEFAULT_SHARDS);
-        assert_eq!(decoded_shards(Some(4_000_000)), 1024);
-        assert_eq!(decoded_shards(Some(usize::MAX)), MAX_DECODED_SHARDS);
+    fn decoded_maps_get_shards_about_half_full() {
+        assert_eq!(shards_for(0), 1);
+        assert_eq!(shards_for(SHARD_SPLIT_AT / 2), 1);
+        assert_eq!(shards_for(SHARD_SPLIT_AT / 2 + 1), 2);
+        assert_eq!(shards_for(1_000_000), 4096);
+        assert_eq!(shards_for(usize::MAX / 2), MAX_SHARDS);
     }
 }

@@ -11,33 +11,45 @@ use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-/// The shard count of [`ShardedMap::new`], [`ShardedMap::default`] and of a decoded map of
-/// up to a million entries.
+/// The most entries a shard holds before the map grows by one shard: the first write to a
+/// shard after a freeze copies that shard, so this bounds what one write can cost the
+/// writers (at the 60 to 600 ns per entry measured copying 32-byte string keys, 15 to
+/// 300 µs), and a freeze clones one `Arc` per [`SHARD_SPLIT_AT`]` / 2` to
+/// [`SHARD_SPLIT_AT`] entries (about 4,000 of them at a million entries, tens of
+/// microseconds).
 ///
-/// A freeze clones one `Arc` per shard; the first write to a shard after a freeze copies
-/// that shard, 80 to 660 ns per entry with 32-byte string keys (each key is allocated
-/// again; the spread is the shared machine's). Measured on 2 cores (`collections_measure`,
-/// two runs), 64 / 256 / 1024 shards: a freeze takes 0.1–0.2 / 0.6–0.9 / 3.2–3.9 µs at any
-/// size; the first write to a shard takes on average 4.5–10 / 0.6–1.0 / 0.15–0.24 ms at 1M
-/// entries and 24–29 / 2.7 / 0.5–0.7 ms at 4M. 256 keeps that write around a millisecond
-/// up to a million entries for 16 KiB of shard headers per map (an empty map too); a
-/// larger map asks for more with [`ShardedMap::with_shards`], and a decoded one gets about
-/// one shard per 4096 entries.
-pub const DEFAULT_SHARDS: usize = 256;
+/// The map grows as a linear hash table does: each time a write finds its shard this full,
+/// the next shard in turn is split in two by one more bit of the hash, so shards stay
+/// between half this size and about this size however large the map gets, and no write
+/// ever rehashes more than one shard. A map never has fewer shards than it was made with,
+/// nor more than [`MAX_SHARDS`] (past 2^16 × this many entries, shards grow instead).
+pub const SHARD_SPLIT_AT: usize = 512;
 
 /// The most shards a map can have: the shard index takes at most 16 bits of the hash.
-pub const MAX_SHARDS: usize = 1 << MAX_SHARD_BITS;
+pub const MAX_SHARDS: usize = 1 << SHARD_BITS;
 
-const MAX_SHARD_BITS: u32 = 16;
+const SHARD_BITS: u32 = 16;
 
-/// A `HashMap` made of a fixed number of copy-on-write shards: a sharded copy-on-write map.
+/// Where the shard bits start in a 64-bit hash: bits 41 to 56, just below the top 7.
+///
+/// Why those bits: each shard's `HashMap` (hashbrown) takes its bucket index from the low
+/// bits of the same hash and the 7-bit tag it compares before any key from the top 7 bits.
+/// Keys of one shard all share their shard bits; were those among the top bits, every key
+/// of a shard would carry the same tag, and each probe would compare keys at every occupied
+/// slot of its group. Were they the low bits, each shard would use only a fraction of its
+/// buckets. Bits 41 to 56 are neither, until a shard holds 2^41 buckets.
+const SHARD_BITS_AT: u32 = 57 - SHARD_BITS;
+
+/// A `HashMap` made of copy-on-write shards that split as it grows: a sharded
+/// copy-on-write map.
 ///
 /// Each shard is an `Arc<HashMap<K, V, S>>`. Reads go to the key's shard; a write goes
 /// through [`Arc::make_mut`] on it, which copies the shard only when something else (a
 /// frozen view, a clone of the map) still holds it. That makes a point-in-time view
 /// ([`crate::Freeze`], [`FrozenMap`](super::FrozenMap)) and a [`Clone`] cost one `Arc`
-/// clone per shard, whatever the size, and the first write to each shard afterwards pays
-/// for copying that one shard, once.
+/// clone per shard, and the first write to each shard afterwards pays for copying that one
+/// shard, once. Shards hold at most about [`SHARD_SPLIT_AT`] entries: a new map has one,
+/// and the map adds shards one at a time as it grows (see [`SHARD_SPLIT_AT`]).
 ///
 /// It serializes as a plain map, so its bytes (and JSON) are those of a `HashMap` with the
 /// same entries in the same order, and it decodes from any map.
@@ -47,9 +59,8 @@ const MAX_SHARD_BITS: u32 = 16;
 /// shard); [`entry`](Self::entry), [`iter_mut`](Self::iter_mut), [`retain`](Self::retain)
 /// and [`reserve`](Self::reserve) copy a shared shard even when they end up changing
 /// nothing ([`get_mut`](Self::get_mut) and [`remove`](Self::remove) do not on a miss); the
-/// owned [`IntoIterator`] clones the entries of a shard something else still holds. A
-/// decoded map has [`DEFAULT_SHARDS`] shards, or more when it is large (see its
-/// `Deserialize`).
+/// owned [`IntoIterator`] clones the entries of a shard something else still holds; the
+/// order of iteration changes when a shard splits.
 ///
 /// The hasher must spread its hashes over all 64 bits (std's `RandomState` and the common
 /// fast hashers do): the shard comes from bits 41 to 56 of the key's hash.
@@ -66,31 +77,32 @@ const MAX_SHARD_BITS: u32 = 16;
 pub struct ShardedMap<K, V, S = RandomState> {
     pub(super) shards: Vec<Arc<HashMap<K, V, S>>>,
     pub(super) hasher: S,
-    pub(super) shift: u32,
+    /// A write to a shard of this many entries adds a shard first.
+    pub(super) split_at: usize,
 }
 
-/// Bits of a 64-bit hash that choose the shard, as a right shift: the `bits` bits just
-/// below the top 7.
-///
-/// Why those bits: each shard's `HashMap` (hashbrown) takes its bucket index from the low
-/// bits of the same hash and the 7-bit tag it compares before any key from the top 7 bits.
-/// Keys of one shard all share the shard bits; were those the top bits, every key of a
-/// shard would carry the same tag, and each probe would compare keys at every occupied
-/// slot of its group. Were they the low bits, each shard would use only a fraction of its
-/// buckets. Bits 41 to 56 are neither, until a shard holds 2^41 buckets.
-pub(super) fn shard_shift(shards: usize) -> u32 {
-    57 - shards.trailing_zeros()
-}
-
-/// The shard of `hash` for a map whose shards are `mask + 1` (a power of two).
+/// The shard of `hash` in a map of `count` shards (`1..=MAX_SHARDS`), laid out as a
+/// linear hash table: with `low` the largest power of two not above `count`, shards below
+/// `count - low` have been split by one more bit of the hash than the others, and their
+/// other halves are the shards from `low` on.
 #[inline]
-pub(super) fn shard_index(hash: u64, shift: u32, mask: usize) -> usize {
-    (hash >> shift) as usize & mask
+pub(super) fn shard_index(hash: u64, count: usize) -> usize {
+    debug_assert!((1..=MAX_SHARDS).contains(&count));
+    let bits = (hash >> SHARD_BITS_AT) as usize & (MAX_SHARDS - 1);
+    let low = 1usize << (usize::BITS - 1 - count.leading_zeros());
+    let index = bits & (low - 1);
+    if index < count - low { bits & (2 * low - 1) } else { index }
 }
 
-/// The shard count a request becomes: a power of two in `1..=MAX_SHARDS`.
+/// The shard count a request becomes: `1..=MAX_SHARDS`.
 pub(super) fn shard_count(requested: usize) -> usize {
-    requested.clamp(1, MAX_SHARDS).next_power_of_two()
+    requested.clamp(1, MAX_SHARDS)
+}
+
+/// The shards a map made for `entries` entries starts with: a power of two, each about half
+/// [`SHARD_SPLIT_AT`] full, so that growth splits none of them soon.
+pub(super) fn shards_for(entries: usize) -> usize {
+    entries.div_ceil(SHARD_SPLIT_AT / 2).next_power_of_two().clamp(1, MAX_SHARDS)
 }
 
 /// The capacity each of `shards` shards reserves for `total` entries spread over them by
@@ -104,48 +116,47 @@ pub(super) fn per_shard_capacity(total: usize, shards: usize) -> usize {
 }
 
 impl<K, V> ShardedMap<K, V, RandomState> {
-    /// An empty map with [`DEFAULT_SHARDS`] shards.
+    /// An empty map of one shard; it adds shards as it grows.
     pub fn new() -> Self {
-        Self::with_shards_and_hasher(DEFAULT_SHARDS, RandomState::new())
+        Self::with_shards_and_hasher(1, RandomState::new())
     }
 
-    /// An empty map with `shards` shards, rounded up to a power of two and at most
-    /// [`MAX_SHARDS`]. More shards make a freeze and a clone slower and the first write to
-    /// a shard after one faster.
+    /// An empty map that starts with `shards` shards (at most [`MAX_SHARDS`]), for a map
+    /// known to grow large; it adds more as it grows.
     pub fn with_shards(shards: usize) -> Self {
         Self::with_shards_and_hasher(shards, RandomState::new())
     }
 
-    /// An empty map with [`DEFAULT_SHARDS`] shards that together hold at least `capacity`
-    /// entries without growing, if the keys spread evenly.
+    /// An empty map with room for `capacity` entries without growing, if the keys spread
+    /// evenly: shards enough for them, each with room reserved.
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_hasher(capacity, RandomState::new())
     }
 }
 
 impl<K, V, S: Clone> ShardedMap<K, V, S> {
-    /// An empty map with [`DEFAULT_SHARDS`] shards that hashes keys with `hasher`.
+    /// An empty map of one shard that hashes keys with `hasher`.
     pub fn with_hasher(hasher: S) -> Self {
-        Self::with_shards_and_hasher(DEFAULT_SHARDS, hasher)
+        Self::with_shards_and_hasher(1, hasher)
     }
 
-    /// An empty map with `shards` shards (see [`ShardedMap::with_shards`]) hashing with
+    /// An empty map of `shards` shards (see [`ShardedMap::with_shards`]) hashing with
     /// `hasher`.
     pub fn with_shards_and_hasher(shards: usize, hasher: S) -> Self {
         Self::with_layout(shards, 0, hasher)
     }
 
-    /// An empty map with [`DEFAULT_SHARDS`] shards, room for `capacity` entries, hashing
-    /// with `hasher`.
+    /// An empty map with room for `capacity` entries (see [`ShardedMap::with_capacity`]),
+    /// hashing with `hasher`.
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
-        Self::with_layout(DEFAULT_SHARDS, capacity, hasher)
+        Self::with_layout(shards_for(capacity), capacity, hasher)
     }
 
     pub(super) fn with_layout(shards: usize, capacity: usize, hasher: S) -> Self {
         let count = shard_count(shards);
         let each = per_shard_capacity(capacity, count);
         let shards = (0..count).map(|_| Arc::new(HashMap::with_capacity_and_hasher(each, hasher.clone()))).collect();
-        ShardedMap { shards, hasher, shift: shard_shift(count) }
+        ShardedMap { shards, hasher, split_at: SHARD_SPLIT_AT }
     }
 }
 
@@ -160,7 +171,16 @@ impl<K, V, S> ShardedMap<K, V, S> {
         self.shards.iter().all(|shard| shard.is_empty())
     }
 
-    /// The number of shards, fixed at construction.
+    /// The map with its shards split at `entries` entries instead of [`SHARD_SPLIT_AT`] (at
+    /// least 1): smaller shards make the first write to each after a freeze cheaper and a
+    /// freeze dearer (more of them), larger ones the other way round. Applies to the
+    /// map's growth from now on; a decoded map starts with the default.
+    pub fn split_at(mut self, entries: usize) -> Self {
+        self.split_at = entries.max(1);
+        self
+    }
+
+    /// The number of shards: at least as many as the map was made with, more as it grew.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -189,7 +209,7 @@ impl<K, V, S> ShardedMap<K, V, S> {
 impl<K: Eq + Hash, V, S: BuildHasher> ShardedMap<K, V, S> {
     #[inline]
     fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        shard_index(self.hasher.hash_one(key), self.shift, self.shards.len() - 1)
+        shard_index(self.hasher.hash_one(key), self.shards.len())
     }
 
     /// The value of `key`.
@@ -221,11 +241,49 @@ impl<K: Eq + Hash, V, S: BuildHasher> ShardedMap<K, V, S> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S> {
-    /// The shard of `key`, copied first if something else still holds it.
+    /// The shard of `key`, to add to: copied first if something else still holds it. If
+    /// that shard is full, the map first grows by one shard.
     #[inline]
     fn shard_mut<Q: Hash + ?Sized>(&mut self, key: &Q) -> &mut HashMap<K, V, S> {
-        let index = self.shard_of(key);
+        let hash = self.hasher.hash_one(key);
+        let mut index = shard_index(hash, self.shards.len());
+        if self.shards[index].len() >= self.split_at && self.shards.len() < MAX_SHARDS {
+            self.split_next();
+            index = shard_index(hash, self.shards.len());
+        }
         Arc::make_mut(&mut self.shards[index])
+    }
+
+    /// Adds one shard: splits the next shard in turn (the first one not yet split at the
+    /// current bit) by the next bit of the hash, its upper half becoming the new last
+    /// shard. A shard something else still holds is copied into its halves, as a write
+    /// would have copied it; the holder keeps the original.
+    #[cold]
+    fn split_next(&mut self) {
+        let count = self.shards.len();
+        let low = 1usize << (usize::BITS - 1 - count.leading_zeros());
+        let at = count - low;
+        let old = std::mem::replace(&mut self.shards[at], Arc::new(HashMap::with_hasher(self.hasher.clone())));
+        let each = per_shard_capacity(old.len(), 2);
+        let mut lower = HashMap::with_capacity_and_hasher(each, self.hasher.clone());
+        let mut upper = HashMap::with_capacity_and_hasher(each, self.hasher.clone());
+        let goes_up = |hasher: &S, key: &K| (hasher.hash_one(key) >> SHARD_BITS_AT) as usize & low != 0;
+        match Arc::try_unwrap(old) {
+            Ok(owned) => {
+                for (key, value) in owned {
+                    let half = if goes_up(&self.hasher, &key) { &mut upper } else { &mut lower };
+                    half.insert(key, value);
+                }
+            }
+            Err(shared) => {
+                for (key, value) in shared.iter() {
+                    let half = if goes_up(&self.hasher, key) { &mut upper } else { &mut lower };
+                    half.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        self.shards[at] = Arc::new(lower);
+        self.shards.push(Arc::new(upper));
     }
 
     /// The value of `key`, to change in place. Copies the key's shard if it is shared and
@@ -319,14 +377,14 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
 
 impl<K, V, S: Default + Clone> Default for ShardedMap<K, V, S> {
     fn default() -> Self {
-        Self::with_shards_and_hasher(DEFAULT_SHARDS, S::default())
+        Self::with_shards_and_hasher(1, S::default())
     }
 }
 
 /// O(shards): the clone shares every shard with the original until either writes to it.
 impl<K, V, S: Clone> Clone for ShardedMap<K, V, S> {
     fn clone(&self) -> Self {
-        ShardedMap { shards: self.shards.clone(), hasher: self.hasher.clone(), shift: self.shift }
+        ShardedMap { shards: self.shards.clone(), hasher: self.hasher.clone(), split_at: self.split_at }
     }
 }
 
