@@ -432,15 +432,7 @@ pub struct RecoveryFigures {
 pub async fn recovery(dir: &Path, plan: &FreezePlan) -> Result<RecoveryFigures, BoxError> {
     let records = plan.recovery_records;
     let store_dir = dir.join("frozen-recovery");
-    eprintln!("frozen recovery: building a store of {records} commands, a snapshot, {} more", plan.tail);
-    let data = Dataset::new(records, 1_000);
-    let options = StoreOptions::default().durability(Durability::OsBuffered).snapshots_retained(1);
-    let store: SessionStore = Store::open_with(PostcardSerializer, &store_dir, options).await?;
-    drive(&store, BUILD_STREAMS, records).await?;
-    let info = store.snapshot().await?;
-    let tail = drive_from(&store, BUILD_STREAMS as u64, BUILD_STREAMS, plan.tail).await?;
-    let sessions = (data.expected.len() + tail.expected_sessions) as u64;
-    store.close().await?;
+    let (data, info, sessions) = build_recovery_store(&store_dir, records, plan.tail).await?;
 
     let mut opens: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
     for rep in 0..plan.open_reps {
@@ -477,6 +469,52 @@ pub async fn recovery(dir: &Path, plan: &FreezePlan) -> Result<RecoveryFigures, 
         file_len: info.file_len,
         opens: Variant::ALL.into_iter().zip(opens).map(|(v, o)| (v, Summary::of(o))).collect(),
         sqlite: sqlite.recover_secs,
+    })
+}
+
+/// The recovery measurement's store in `store_dir`: `records` session commands, a snapshot,
+/// `tail` more. Returns the data set, the snapshot and the sessions held at the end.
+async fn build_recovery_store(
+    store_dir: &Path,
+    records: u64,
+    tail: u64,
+) -> Result<(Dataset, airomem::SnapshotInfo, u64), BoxError> {
+    eprintln!("frozen recovery: building a store of {records} commands, a snapshot, {tail} more");
+    let data = Dataset::new(records, 1_000);
+    let options = StoreOptions::default().durability(Durability::OsBuffered).snapshots_retained(1);
+    let store: SessionStore = Store::open_with(PostcardSerializer, store_dir, options).await?;
+    drive(&store, BUILD_STREAMS, records).await?;
+    let info = store.snapshot().await?;
+    let tail = drive_from(&store, BUILD_STREAMS as u64, BUILD_STREAMS, tail).await?;
+    let sessions = (data.expected.len() + tail.expected_sessions) as u64;
+    store.close().await?;
+    Ok((data, info, sessions))
+}
+
+/// `--frozen-open VARIANT DIR`: builds the recovery measurement's store in `dir` (1M
+/// commands, a snapshot, 10,000 more) unless it is there, then opens it as `VARIANT` three
+/// times, printing each open's time: a process to profile one state's recovery in.
+pub fn open_child(variant: Variant, dir: &Path) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        if !dir.exists() {
+            build_recovery_store(dir, 1_000_000, 10_000).await?;
+        }
+        for _ in 0..3 {
+            let started = Instant::now();
+            let store = AnyStore::open(variant, dir, StoreOptions::default()).await?;
+            let elapsed = started.elapsed();
+            let report = on_store!(&store, s => s.recovery().clone());
+            store.close().await?;
+            println!(
+                "{}: Store::open {:.1} ms (recovery {:.1} ms, {} records replayed)",
+                variant.id(),
+                elapsed.as_secs_f64() * 1e3,
+                report.duration.as_secs_f64() * 1e3,
+                report.records_replayed
+            );
+        }
+        Ok(())
     })
 }
 

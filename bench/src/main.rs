@@ -119,7 +119,11 @@ internal:  airomem-bench --probe SYSTEM COMMITS [--dir DIR]
            airomem-bench --frozen-memory VARIANT DIR PATTERN SESSIONS
              opens the store of SESSIONS sessions in DIR as VARIANT (plain, sharded,
              imbl-hash, imbl-ord), snapshots it while changes (skewed, uniform) go on and
-             prints its resident memory: what the snapshot-stall measurement runs";
+             prints its resident memory: what the snapshot-stall measurement runs
+           airomem-bench --frozen-open VARIANT DIR
+             builds the snapshot-stall recovery store (1M commands, a snapshot, 10,000
+             more) in DIR unless it is there, and opens it as VARIANT three times: a
+             process to profile one state's recovery in";
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug)]
@@ -211,6 +215,8 @@ struct Args {
     stall_variants: Option<String>,
     /// `--frozen-memory VARIANT DIR PATTERN SESSIONS`.
     frozen_memory: Option<(String, PathBuf, String, u64)>,
+    /// `--frozen-open VARIANT DIR`.
+    frozen_open: Option<(String, PathBuf)>,
     /// `--probe SYSTEM COMMITS`.
     probe: Option<(String, u64)>,
     /// `--memory DIR SEGMENT_SIZE`.
@@ -239,6 +245,7 @@ impl Args {
             stall_windows: false,
             stall_variants: None,
             frozen_memory: None,
+            frozen_open: None,
             probe: None,
             memory: None,
             migration_memory: None,
@@ -262,6 +269,11 @@ impl Args {
                     let (variant, dir, pattern) = (next()?, next()?, next()?);
                     let sessions = next()?.parse().map_err(|e| format!("--frozen-memory: {e}"))?;
                     parsed.frozen_memory = Some((variant, dir.into(), pattern, sessions));
+                }
+                "--frozen-open" => {
+                    let variant = args.next().ok_or("--frozen-open needs VARIANT DIR")?;
+                    let dir = args.next().ok_or("--frozen-open needs VARIANT DIR")?;
+                    parsed.frozen_open = Some((variant, dir.into()));
                 }
                 "--dir" => parsed.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
                 "--probe" => {
@@ -310,6 +322,10 @@ fn main() -> Result<(), BoxError> {
         let variant = frozen_states::Variant::from_id(variant).ok_or("--frozen-memory: unknown variant")?;
         let pattern = freeze_cost::Pattern::from_id(pattern).ok_or("--frozen-memory: unknown pattern")?;
         return freeze_cost::memory_child(variant, dir, pattern, *sessions);
+    }
+    if let Some((variant, dir)) = &args.frozen_open {
+        let variant = frozen_states::Variant::from_id(variant).ok_or("--frozen-open: unknown variant")?;
+        return freeze_cost::open_child(variant, dir);
     }
     if let Some(dir) = &args.inspect_memory {
         return inspection::memory_child(dir);
