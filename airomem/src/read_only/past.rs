@@ -222,7 +222,7 @@ impl Files {
         // The commit time of the last live command the point includes.
         let mut included: Option<u64> = None;
         let mut repair = Repair::default();
-        let range = ReplayRange { from, until, skip: &skip, beside_writer: true };
+        let range = ReplayRange { from, until, skip: &skip, beside_writer: true, next_record: None };
         let walked = replay(config, range, Some(&mut repair), |record| {
             included = Some(record.unix_nanos);
             Ok::<(), ()>(())

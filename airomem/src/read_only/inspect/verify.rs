@@ -145,7 +145,7 @@ fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification
     let mut reading: Option<PathBuf> = None;
     let replayed = airomem_journal::replay(
         &config,
-        ReplayRange { from, until: None, skip: &skip, beside_writer: false },
+        ReplayRange { from, until: None, skip: &skip, beside_writer: false, next_record: None },
         Some(&mut repair),
         |record| {
             if reading.as_deref() != Some(record.segment)
