@@ -130,3 +130,36 @@ async fn without_a_next_record_position_damage_in_the_spanning_segment_is_refuse
     let refused = Store::<Log, PostcardSerializer>::open_with(PostcardSerializer, dir.path(), options()).await;
     assert!(matches!(&refused, Err(Error::Journal(e)) if matches!(**e, JournalError::Corrupt { seq: Seq(127), .. })));
 }
+
+/// `verify` reports one damage once, and says whether it blocks an open.
+#[tokio::test]
+async fn verify_reports_one_damage_once_and_whether_it_blocks_an_open() {
+    use airomem::inspect::verify;
+
+    // Damage mid-journal in an older segment, no snapshot: one problem, blocking.
+    let dir = tempfile::tempdir().expect("tempdir");
+    store(dir.path(), options().segment_size(1024), 200, 0).await;
+    let damaged = flip_record(dir.path(), 20);
+    let found = verify(dir.path(), &mut |_| {}).expect("verify");
+    assert_eq!(found.problems.len(), 1, "the knock-on is not a second damage: {:#?}", found.problems);
+    assert_eq!(found.problems[0].file, dir.path().join(&damaged));
+    assert_eq!(found.problems[0].seq, Some(Seq(20)));
+    assert!(found.problems[0].blocks_open);
+
+    // Damage under the snapshot, in a segment wholly before it: history only.
+    let dir = tempfile::tempdir().expect("tempdir");
+    store(dir.path(), options().segment_size(1024), 450, 400).await;
+    flip_record(dir.path(), 20);
+    let found = verify(dir.path(), &mut |_| {}).expect("verify");
+    assert_eq!(found.problems.len(), 1, "{:#?}", found.problems);
+    assert!(!found.problems[0].blocks_open, "{}", found.problems[0]);
+
+    // Damage under the snapshot in the segment that spans it: history only.
+    let dir = tempfile::tempdir().expect("tempdir");
+    store(dir.path(), options(), 450, 400).await;
+    flip_record(dir.path(), 127);
+    let found = verify(dir.path(), &mut |_| {}).expect("verify");
+    assert_eq!(found.problems.len(), 1, "{:#?}", found.problems);
+    assert_eq!(found.problems[0].seq, Some(Seq(127)));
+    assert!(!found.problems[0].blocks_open, "{}", found.problems[0]);
+}
