@@ -79,6 +79,11 @@ async fn damage_in_a_segment_the_snapshot_spans_opens_with_the_whole_state() {
     assert_eq!(*store.query().expect("query"), expected);
     store.close().await.expect("close");
     assert!(kept.exists(), "the evidence stays");
+    let survey = airomem::inspect::survey(dir.path(), &mut |_| {}).expect("survey");
+    assert_eq!(survey.damaged.iter().map(|f| f.path.clone()).collect::<Vec<_>>(), vec![kept.clone()]);
+    assert!(survey.other.is_empty(), "{:?}", survey.other);
+    let found = airomem::inspect::verify(dir.path(), &mut |_| {}).expect("verify");
+    assert!(found.problems.iter().all(|p| !p.blocks_open), "{:#?}", found.problems);
 }
 
 #[tokio::test]

@@ -81,7 +81,8 @@ impl<S> Recovered<S> {
 }
 
 /// Copies `segment` into the damaged folder durably (temporary file, sync, rename, directory
-/// sync), unless an identical copy is already there; returns the copy's path.
+/// sync), unless a copy of it is already there (the segment still holds all of the copy's
+/// bytes); returns the copy's path.
 fn keep_copy(config: &JournalConfig, segment: &Path) -> Result<PathBuf, Error> {
     let storage = &*config.storage;
     let folder = config.dir.join(DAMAGED_DIR);
@@ -89,7 +90,11 @@ fn keep_copy(config: &JournalConfig, segment: &Path) -> Result<PathBuf, Error> {
     let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let mut kept = folder.join(name);
     match storage.read(&kept) {
-        Ok(existing) if existing == bytes => return Ok(kept),
+        // The segment still holds every byte of the copy (the writer may have appended
+        // since, over what were zeros): the evidence is kept already.
+        Ok(existing) if bytes.starts_with(&existing[..existing.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)]) => {
+            return Ok(kept);
+        }
         // Another copy of a segment with that name (damaged differently since): keep both.
         Ok(_) => {
             let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
