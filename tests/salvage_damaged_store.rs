@@ -177,6 +177,38 @@ fn corpus() -> Vec<Case> {
             last: 149,
         },
         Case { name: "damaged journal.head", damage: |d| flip(&d.join("journal.head"), 9), last: TOTAL },
+        Case {
+            name: "flipped byte before the snapshot in the segment that spans it",
+            damage: |d| {
+                let (spanning, _) = find(d, 201);
+                let (path, record) = find(d, 195);
+                assert_eq!(path, spanning, "the layout this case needs");
+                flip(&path, record.end - 1);
+            },
+            last: TOTAL,
+        },
+        Case {
+            name: "damaged segment header",
+            damage: |d| {
+                let (path, _) = find(d, 250);
+                let first = read_segment(&path).first_seq;
+                flip(&path, 3);
+                // Checked here rather than in `last`: the segment's first record depends on
+                // where rollovers fell.
+                assert!(first > 201 && first <= 250, "{first}");
+            },
+            last: 0,
+        },
+        Case {
+            name: "older segment cut inside a record",
+            damage: |d| {
+                let (path, record) = find(d, 210);
+                assert_ne!(path, segment_files::newest_segment(d), "not the newest");
+                let bytes = fs::read(&path).expect("read");
+                fs::write(&path, &bytes[..record.offset + 10]).expect("cut");
+            },
+            last: 209,
+        },
     ]
 }
 
@@ -186,7 +218,7 @@ async fn salvage_builds_exactly_the_intact_prefix_and_leaves_the_damaged_store_a
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("store");
         store(&dir).await;
-        let last = case.last;
+        let last = if case.last == 0 { read_segment(&find(&dir, 250).0).first_seq - 1 } else { case.last };
         (case.damage)(&dir);
         let before = contents(&dir);
 
