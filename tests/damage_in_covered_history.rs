@@ -168,3 +168,21 @@ async fn verify_reports_one_damage_once_and_whether_it_blocks_an_open() {
     assert_eq!(found.problems[0].seq, Some(Seq(127)));
     assert!(!found.problems[0].blocks_open, "{}", found.problems[0]);
 }
+
+/// A copy into `damaged/` that a crash interrupted leaves a temporary file; the next open
+/// starts the copy afresh instead of giving up on the evidence.
+#[tokio::test]
+async fn a_leftover_temporary_copy_does_not_stop_the_evidence_being_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store(dir.path(), options(), 450, 400).await;
+    let damaged = flip_record(dir.path(), 127);
+    fs::create_dir(dir.path().join("damaged")).expect("mkdir");
+    fs::write(dir.path().join("damaged").join(format!("{damaged}.tmp")), b"half a copy").expect("leftover");
+    let store: PostcardStore<Log> = Store::open_with(PostcardSerializer, dir.path(), options()).await.expect("open");
+    let kept = store.recovery().damaged_history.clone().and_then(|d| d.kept).expect("kept");
+    store.close().await.expect("close");
+    let (copy, segment) = (fs::read(&kept).expect("copy"), fs::read(dir.path().join(&damaged)).expect("segment"));
+    let data = copy.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    assert!(segment.starts_with(&copy[..data]), "the copy is of the damaged segment");
+    assert!(!dir.path().join("damaged").join(format!("{damaged}.tmp")).exists());
+}

@@ -105,6 +105,12 @@ fn keep_copy(config: &JournalConfig, segment: &Path) -> Result<PathBuf, Error> {
     storage.create_dir_all(&folder).map_err(Error::io("create directory", &folder))?;
     storage.sync_dir(&config.dir).map_err(Error::io("sync directory", &config.dir))?;
     let temp = folder.join(format!("{}.tmp", kept.file_name().and_then(|n| n.to_str()).unwrap_or(name)));
+    // A copy a crash interrupted: started afresh.
+    match storage.remove(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &temp)(e)),
+    }
     let mut file = storage.create(&temp).map_err(Error::io("create", &temp))?;
     file.write_all(&bytes).map_err(Error::io("write", &temp))?;
     file.sync_data().map_err(Error::io("fdatasync", &temp))?;
