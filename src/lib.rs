@@ -221,7 +221,7 @@ pub fn seq_log_journal(
         preallocate,
     };
     let nothing = std::collections::BTreeSet::new();
-    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing, beside_writer: false };
+    let range = ReplayRange { from: Seq(1), until: None, skip: &nothing, beside_writer: false, next_record: None };
     let empty = airomem_journal::replay(&config, range, None, |_| Ok::<(), ()>(())).expect("an empty journal");
     JournalWriter::open(config, &empty).expect("first segment")
 }

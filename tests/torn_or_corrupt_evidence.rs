@@ -156,10 +156,41 @@ fn damage_last_record(dir: &Path) -> (usize, u64) {
 #[tokio::test]
 async fn damage_covered_by_a_loaded_snapshot_is_corrupt() {
     let (_tmp, dir) = store_with(&[11, 12, 13, 14, 15], true).await;
-    // Without the head, only the snapshot shows that record 5 was synced.
+    // Without the head, only the snapshot shows that record 5 was synced. Without the
+    // snapshot's next-record position (a version-1 snapshot), the open cannot pass over it.
     fs::remove_file(dir.join("journal.head")).expect("remove head");
+    forget_next_record(&dir.join(format!("{:020}.snapshot", 5)));
     let (offset, seq) = damage_last_record(&dir);
     expect_corrupt(&dir, offset, seq, |k| matches!(k, Corruption::Checksum { .. })).await;
+}
+
+/// With the position, the same damage is history the snapshot covers: passed over and
+/// reported, never cut as a torn write.
+#[cfg(feature = "snapshot")]
+#[tokio::test]
+async fn damage_covered_by_a_loaded_snapshot_with_its_next_record_is_passed_over_not_cut() {
+    let (_tmp, dir) = store_with(&[16, 17, 18, 19, 20], true).await;
+    fs::remove_file(dir.join("journal.head")).expect("remove head");
+    let (offset, seq) = damage_last_record(&dir);
+    let newest = newest_segment(&dir);
+    let damaged = fs::read(&newest).expect("read");
+    let store = ValuesStore::open(PostcardSerializer, &dir).await.expect("open");
+    assert_eq!(store.query().expect("query").0, vec![16, 17, 18, 19, 20]);
+    assert!(store.recovery().torn_tail.is_none(), "covered damage is never a torn write");
+    let found = store.recovery().damaged_history.clone().expect("reported");
+    assert_eq!((found.offset, found.seq), (offset as u64, Seq(seq)));
+    store.close().await.expect("close");
+    assert_eq!(fs::read(&newest).expect("read"), damaged, "the segment is not cut");
+}
+
+/// Zeros the next-record position of a snapshot header and fixes its checksum.
+#[cfg(feature = "snapshot")]
+fn forget_next_record(snapshot: &Path) {
+    let mut bytes = fs::read(snapshot).expect("read snapshot");
+    bytes[24..40].fill(0);
+    let crc = crc32c(&bytes[..44]);
+    bytes[44..48].copy_from_slice(&crc.to_le_bytes());
+    fs::write(snapshot, bytes).expect("write snapshot");
 }
 
 #[tokio::test]

@@ -110,6 +110,7 @@ fn print_text(survey: &Survey) {
         ("quarantine", &survey.quarantine),
         ("unfinished", &survey.unfinished),
         ("archive", &survey.archived),
+        ("damaged", &survey.damaged),
         ("other", &survey.other),
     ] {
         if files.is_empty() {
@@ -162,6 +163,7 @@ fn to_json(survey: &Survey) -> Value {
         "quarantine": files(&survey.quarantine),
         "unfinished": files(&survey.unfinished),
         "archive": files(&survey.archived),
+        "damaged": files(&survey.damaged),
         "other": files(&survey.other),
     })
 }

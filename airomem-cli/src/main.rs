@@ -2,7 +2,7 @@
 //!
 //! Every subcommand reads through `airomem::inspect`, which never takes the store's lock and
 //! never writes, so it is safe beside a running store; the exceptions say so in their names
-//! (`quarantine remove`, `archive prune`). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+//! (`quarantine remove`, `archive prune`, and `salvage`, which writes only its new store). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
 //!
 //! It reads JSON and postcard stores, with snapshots. The `cluster` feature adds `airomem
 //! cluster`, a client of a replicated group's nodes (see `cluster.rs`), with exit codes of
@@ -16,6 +16,7 @@ mod info;
 mod outcome;
 mod output;
 mod quarantine;
+mod salvage;
 mod verify;
 
 use std::path::PathBuf;
@@ -69,6 +70,21 @@ enum Command {
         /// The last record to print.
         #[arg(long)]
         to: Option<u64>,
+    },
+    /// Build a new store in DEST from everything intact in the damaged store DIR: the newest
+    /// snapshot that verifies and the journal records after it up to the first damage,
+    /// which the application's own open then opens. DIR is only read (byte-identical
+    /// afterwards); DEST must not exist or be empty. Reports what was left behind: the first
+    /// lost record, the segment and byte offset of the damage, the record bytes after it,
+    /// and later segments. Exit 1 if anything was left behind, 0 if DIR had no damage.
+    Salvage {
+        /// The damaged store directory.
+        dir: PathBuf,
+        /// The new store directory (created).
+        dest: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Torn tails an open cut off after a crash, kept for inspection.
     #[command(subcommand)]
@@ -144,6 +160,7 @@ fn main() -> ExitCode {
         Command::Info { dir, json } => info::run(&dir, json),
         Command::Verify { dir, json } => verify::run(&dir, json),
         Command::Dump { dir, from, to } => dump::run(&dir, from, to),
+        Command::Salvage { dir, dest, json } => salvage::run(&dir, &dest, json),
         Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),
         Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),
         Command::Archive(ArchiveCommand::List { dir, json }) => archive::list(&dir, json),

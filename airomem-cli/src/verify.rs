@@ -12,8 +12,7 @@ pub(crate) fn run(dir: &Path, as_json: bool) -> Result<Outcome, Failure> {
     let bar = progress(store_bytes(dir), "verifying");
     let found = inspect::verify(dir, &mut |n| bar.inc(n))?;
     bar.finish_and_clear();
-    let problem =
-        |p: &Problem| json!({"file": p.file, "offset": p.offset, "seq": p.seq.map(|s| s.0), "message": p.message});
+    let problem = |p: &Problem| json!({"file": p.file, "offset": p.offset, "seq": p.seq.map(|s| s.0), "message": p.message, "blocks_open": p.blocks_open});
     if as_json {
         let report = json!({
             "dir": dir,

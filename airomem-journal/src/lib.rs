@@ -25,5 +25,5 @@ pub mod writer;
 pub use config::{JournalConfig, SyncMode};
 pub use error::{Corruption, JournalError};
 pub use frame::MAX_PAYLOAD_LEN;
-pub use replay::{Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};
+pub use replay::{PassedDamage, Record, Repair, ReplayError, ReplayOutcome, ReplayRange, TornTail, replay};
 pub use writer::{JournalWriter, WriterCounters};

@@ -30,6 +30,27 @@ pub struct ReplayRange<'a> {
     /// lock): the newest segment's commands after its last complete batch are held back, as
     /// the writer may be in the middle of writing that batch. A crash recovery keeps them.
     pub beside_writer: bool,
+    /// Where record `from` starts, as the snapshot that covers everything before it recorded
+    /// it: the first sequence number of its segment and its byte offset there. With it, damage
+    /// in that segment before the offset (history the snapshot covers) is passed over and
+    /// reported in [`ReplayOutcome::covered_damage`] instead of stopping the replay. `None`
+    /// (no snapshot, or one that did not record it): such damage is an error, as it always was.
+    pub next_record: Option<(Seq, u64)>,
+}
+
+/// Damage that a replay passed over because nothing it hands over lies at or after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassedDamage {
+    /// The damaged segment.
+    pub file: PathBuf,
+    /// The offset of the first record that does not verify.
+    pub offset: u64,
+    /// The sequence number that record should carry.
+    pub seq: Seq,
+    /// What is wrong there.
+    pub kind: Corruption,
+    /// Bytes of the segment from `offset` to its end, zeros included.
+    pub bytes_after: u64,
 }
 
 /// One live command, as replay hands it over.
@@ -104,6 +125,13 @@ pub struct ReplayOutcome {
     /// The first command not handed over although the journal holds it: the start of an
     /// atomic unit that ends past `until`, or (beside a writer) of an unfinished batch.
     pub held_back_from: Option<Seq>,
+    /// Damage before `from` in a segment the replay had to read, passed over thanks to
+    /// [`ReplayRange::next_record`]: history only, which a fallback to an older snapshot or
+    /// a full replay would need.
+    pub covered_damage: Option<PassedDamage>,
+    /// Damage after `until`: the replay stopped there, since nothing it hands over lies at or
+    /// after it, and read no later segment.
+    pub damage_past_until: Option<PassedDamage>,
 }
 
 /// What replay found to repair after a crash, and later repaired.
@@ -211,6 +239,8 @@ pub fn replay<E>(
         records_replayed: 0,
         records_skipped: 0,
         held_back_from: None,
+        covered_damage: None,
+        damage_past_until: None,
     };
 
     // Segments wholly before `from` are not needed: segment i ends where segment i + 1 begins.
@@ -239,12 +269,57 @@ pub fn replay<E>(
         }
         let mut file_len = bytes.len() as u64;
         let mut final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
-        let damage = match (scan.damage.clone(), scan.open_unit) {
+        let mut damage = match (scan.damage.clone(), scan.open_unit) {
             (Some(damage), _) => Some(damage),
             // Whole records end inside an atomic unit: its last command never got there.
             (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
             (None, None) => None,
         };
+        // Damage in history the snapshot covers: start again where the snapshot said its
+        // first record after it starts, if that is in this segment, past the damage.
+        if let (Some((offset, kind)), Some((segment, at))) = (&damage, range.next_record)
+            && segment == first
+            && scan.next_seq() < range.from
+            && at > *offset as u64
+            && at <= bytes.len() as u64
+        {
+            let passed = PassedDamage {
+                file: path.clone(),
+                offset: *offset as u64,
+                seq: scan.next_seq(),
+                kind: kind.clone(),
+                bytes_after: (bytes.len() - offset) as u64,
+            };
+            warn!(
+                file = %path.display(),
+                offset,
+                seq = passed.seq.0,
+                kind = %passed.kind,
+                "damage in journal history a snapshot covers; replaying from the snapshot's next record"
+            );
+            outcome.covered_damage = Some(passed);
+            scan = SegmentScan::read_from(&path, &bytes, at as usize, range.from)?;
+            damage = match (scan.damage.clone(), scan.open_unit) {
+                (Some(damage), _) => Some(damage),
+                (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
+                (None, None) => None,
+            };
+            final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
+        }
+        // Damage after the last record wanted: what is before it is all this read needs.
+        let past_until = range.until.filter(|&until| scan.next_seq() > until);
+        if let (Some((offset, kind)), Some(_)) = (&damage, past_until) {
+            let passed = PassedDamage {
+                file: path.clone(),
+                offset: *offset as u64,
+                seq: scan.next_seq(),
+                kind: kind.clone(),
+                bytes_after: (bytes.len() - offset) as u64,
+            };
+            debug!(file = %path.display(), offset, seq = passed.seq.0, "damage after the last record wanted");
+            outcome.damage_past_until = Some(passed);
+            damage = None;
+        }
         if let Some((offset, kind)) = damage {
             let seq = scan.next_seq();
             let judged = if newest {
@@ -273,7 +348,8 @@ pub fn replay<E>(
                 }
             }
         }
-        if let Some(mark) = watermark.filter(|m| newest && scan.next_seq() <= m.synced_through) {
+        if let Some(mark) = watermark.filter(|m| newest && past_until.is_none() && scan.next_seq() <= m.synced_through)
+        {
             // Zeros over the last records read like space prepared for records never written.
             let kind = Corruption::SyncedRecordsMissing { synced_through: mark.synced_through };
             let (offset, seq) = (scan.valid_len as u64, scan.next_seq());
@@ -340,6 +416,13 @@ pub fn replay<E>(
         outcome.newest_file_len = file_len;
         debug!(segment = %path.display(), records = scan.records, bytes = bytes.len(), "segment replayed");
         previous = Some((path, version));
+        if outcome.damage_past_until.is_some() {
+            // A unit cut by the damage was never handed over: the read ends before it.
+            if let Some((_, first)) = scan.open_unit {
+                outcome.held_back_from = outcome.held_back_from.or(Some(first));
+            }
+            break;
+        }
     }
     if outcome.next_seq < range.from {
         let file = segment::path(dir, segments.last().copied().unwrap_or(range.from));

@@ -19,7 +19,13 @@ use crate::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 pub struct SegmentScan {
     /// The segment's header.
     pub header: SegmentHeader,
-    /// Records that verified, with contiguous sequence numbers from the header's.
+    /// Where verification started: just past the header, or where a snapshot recorded that
+    /// the first record after it starts ([`Self::read_from`]).
+    pub start: usize,
+    /// The sequence number of the record at `start`.
+    pub start_seq: Seq,
+    /// Records that verified from `start` on, with contiguous sequence numbers from
+    /// `start_seq`.
     pub records: u64,
     /// Offset just past the last verified record.
     pub valid_len: usize,
@@ -48,13 +54,37 @@ impl SegmentScan {
     /// Verifies the header and every record of `bytes`, the whole content of `file`.
     pub fn read(file: &Path, bytes: &[u8]) -> Result<SegmentScan, JournalError> {
         let header = SegmentHeader::decode(file, bytes)?;
+        Ok(SegmentScan::verify(header, bytes, SEGMENT_HEADER_LEN, header.first_seq))
+    }
+
+    /// Verifies the header of `bytes` (the whole content of `file`) and the records from
+    /// `start` on, where record `start_seq` is expected: the records before `start` are not
+    /// looked at. For an open that a snapshot has told where its first record after the
+    /// snapshot starts, so that damage in what the snapshot covers does not stop it. A
+    /// `start` past the end, or before the first record, reads as damage at `start`.
+    pub fn read_from(file: &Path, bytes: &[u8], start: usize, start_seq: Seq) -> Result<SegmentScan, JournalError> {
+        let header = SegmentHeader::decode(file, bytes)?;
+        if start < SEGMENT_HEADER_LEN || start > bytes.len() {
+            let mut scan = SegmentScan::verify(header, bytes, bytes.len(), start_seq);
+            scan.valid_len = start.min(bytes.len());
+            scan.zero_tail = 0;
+            let kind = Corruption::Truncated { needed: start as u64, available: bytes.len() as u64 };
+            scan.damage = Some((scan.valid_len, kind));
+            return Ok(scan);
+        }
+        Ok(SegmentScan::verify(header, bytes, start, start_seq))
+    }
+
+    fn verify(header: SegmentHeader, bytes: &[u8], start: usize, start_seq: Seq) -> SegmentScan {
         let mut scan = SegmentScan {
             header,
+            start,
+            start_seq,
             records: 0,
-            valid_len: SEGMENT_HEADER_LEN,
+            valid_len: start,
             zero_tail: 0,
             aborted: HashSet::new(),
-            final_batch_start: header.first_seq,
+            final_batch_start: start_seq,
             last_command: None,
             damage: None,
             open_unit: None,
@@ -62,7 +92,7 @@ impl SegmentScan {
         // The two newest ends of command batches seen: the last batch starts after the older
         // one if the newest command ends a batch, after the newer one otherwise.
         let (mut older_end, mut newer_end): (Option<Seq>, Option<Seq>) = (None, None);
-        let mut expected = header.first_seq;
+        let mut expected = start_seq;
         while scan.valid_len < bytes.len() {
             match frame::decode(bytes, scan.valid_len).and_then(|f| check(bytes, f, expected)) {
                 Ok(f) => {
@@ -97,13 +127,13 @@ impl SegmentScan {
             }
         }
         let boundary = if scan.ends_at_batch_boundary() { older_end } else { newer_end };
-        scan.final_batch_start = boundary.map_or(header.first_seq, Seq::next);
-        Ok(scan)
+        scan.final_batch_start = boundary.map_or(start_seq, Seq::next);
+        scan
     }
 
     /// The sequence number after the last verified record.
     pub fn next_seq(&self) -> Seq {
-        Seq(self.header.first_seq.0 + self.records)
+        Seq(self.start_seq.0 + self.records)
     }
 
     /// Whether the verified records end where a batch of commands ended (its batch-end bit
@@ -115,7 +145,7 @@ impl SegmentScan {
     /// The verified records, reading headers only (they were checked by [`Self::read`]).
     pub fn frames<'a>(&self, bytes: &'a [u8]) -> impl Iterator<Item = Frame> + 'a {
         let end = self.valid_len;
-        let mut offset = SEGMENT_HEADER_LEN;
+        let mut offset = self.start;
         std::iter::from_fn(move || {
             (offset < end).then(|| {
                 let f = frame::peek(bytes, offset);

@@ -314,6 +314,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A salvage (`inspect::salvage`) was refused: the destination already holds files, or
+    /// nothing of the damaged store can be rebuilt (no snapshot verifies and the journal
+    /// does not reach back to its first record). Nothing was written.
+    #[error("cannot salvage into {dest}: {reason}")]
+    SalvageRefused {
+        /// The destination directory.
+        dest: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
@@ -479,6 +489,7 @@ impl Error {
             Error::RemovedWhileReading { path } => fields!("RemovedWhileReading", path),
             Error::BeyondHistory { dir, wanted, last } => fields!("BeyondHistory", dir, wanted, last),
             Error::ImportRefused { dir, reason } => fields!("ImportRefused", dir, reason),
+            Error::SalvageRefused { dest, reason } => fields!("SalvageRefused", dest, reason),
             Error::Closed => fields!("Closed"),
             Error::Io { op, path, source } => fields!("Io", op, path, source),
         }

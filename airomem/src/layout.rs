@@ -16,6 +16,11 @@ pub(crate) const LOCK_FILE: &str = "airomem.lock";
 /// keeps history.
 pub const ARCHIVE_DIR: &str = "archive";
 
+/// The subdirectory of a store where an open keeps a copy of a journal segment whose history
+/// it found damaged under the snapshot it loaded. Retention never looks into it; the files
+/// stay until a person removes them.
+pub const DAMAGED_DIR: &str = "damaged";
+
 /// The sequence number a snapshot file's name carries, if `name` is one.
 pub(crate) fn snapshot_seq(name: &str) -> Option<Seq> {
     #[cfg(feature = "snapshot")]

@@ -129,13 +129,13 @@ pub mod __private {
 pub use airomem_journal::MAX_PAYLOAD_LEN;
 pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
-pub use layout::ARCHIVE_DIR;
+pub use layout::{ARCHIVE_DIR, DAMAGED_DIR};
 pub use options::{Durability, StoreOptions};
 pub use read_only::inspect;
 pub use read_only::past::{At, Past};
 #[cfg(feature = "snapshot")]
 pub use report::SnapshotInfo;
-pub use report::{Migration, RecoveryReport, Stats};
+pub use report::{DamagedHistory, Migration, RecoveryReport, Stats};
 pub use store::blocking;
 pub use store::import::Imported;
 pub use store::{Query, Store};

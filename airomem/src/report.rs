@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use airomem_core::Seq;
-use airomem_journal::{TornTail, WriterCounters};
+use airomem_journal::{Corruption, PassedDamage, TornTail, WriterCounters};
 
 /// What `Store::open` found and did.
 #[derive(Clone, Debug)]
@@ -44,6 +44,49 @@ pub struct RecoveryReport {
     /// `snapshot`). `None` if nothing was migrated, or if writing it failed (logged; the
     /// next open migrates again).
     pub sealed: Option<Seq>,
+    /// Damage the open passed over because the snapshot it loaded covers it (feature
+    /// `snapshot`): the state is whole, but the history before the snapshot is not, so a
+    /// fallback to an older snapshot or a full replay would stop there. `None` if the open
+    /// read no damaged history; an open does not read segments the snapshot wholly covers,
+    /// so `airomem verify` is what finds damage there.
+    pub damaged_history: Option<DamagedHistory>,
+}
+
+/// Damage in journal history that the loaded snapshot covers, in a [`RecoveryReport`]: what
+/// the open passed over, where it kept the evidence, and the snapshot it took so that the
+/// next open starts after everything it replayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DamagedHistory {
+    /// The damaged segment. It stays where it is (it may hold records the open replayed);
+    /// retention removes it once snapshots cover all of it, like any other segment.
+    pub segment: PathBuf,
+    /// The offset of the first record in it that does not verify.
+    pub offset: u64,
+    /// The sequence number that record should carry: the first record of the history lost.
+    pub seq: Seq,
+    /// What is wrong there.
+    pub kind: Corruption,
+    /// A copy of the damaged segment in the store's [`crate::DAMAGED_DIR`], which retention
+    /// never touches: the evidence, kept until a person removes it. `None` if the copy could
+    /// not be written (logged; the open goes on, the segment itself is still in place).
+    pub kept: Option<PathBuf>,
+    /// The snapshot the open took after replaying past the damage. `None` if the loaded
+    /// snapshot already was the journal's end, or if writing it failed (logged).
+    pub fresh_snapshot: Option<Seq>,
+}
+
+impl DamagedHistory {
+    pub(crate) fn found(damage: &PassedDamage) -> DamagedHistory {
+        DamagedHistory {
+            segment: damage.file.clone(),
+            offset: damage.offset,
+            seq: damage.seq,
+            kind: damage.kind.clone(),
+            kept: None,
+            fresh_snapshot: None,
+        }
+    }
 }
 
 /// One conversion of the state from a schema to the next newer one, in a
@@ -104,6 +147,10 @@ pub struct Stats {
     pub last_snapshot_file_bytes: u64,
     /// The last snapshot since open: shards writers had to copy while it was written.
     pub last_snapshot_shards_copied: u64,
+    /// The first record of journal history the open found damaged under the snapshot it
+    /// loaded (see [`RecoveryReport::damaged_history`]): the store is whole, but cannot fall
+    /// back past that point. `None` if the open found none.
+    pub damaged_history: Option<Seq>,
 }
 
 impl Stats {
@@ -173,6 +220,8 @@ pub(crate) struct Counters {
     /// Segments and snapshots in the directory written under an older schema, from the
     /// survey at open, less those removed since.
     older_files: Mutex<BTreeMap<PathBuf, u32>>,
+    /// From the recovery report: the first record of damaged history, if any.
+    damaged_history: Option<Seq>,
 }
 
 impl Counters {
@@ -190,6 +239,7 @@ impl Counters {
             schema,
             older_files: Mutex::new(on_disk.into_iter().filter(|&(_, v)| v < schema).collect()),
             snapshot_seq: AtomicU64::new(report.snapshot.map_or(0, |s| s.0)),
+            damaged_history: report.damaged_history.as_ref().map(|d| d.seq),
             ..Counters::default()
         }
     }
@@ -248,6 +298,7 @@ impl Counters {
             last_snapshot_raw_bytes,
             last_snapshot_file_bytes,
             last_snapshot_shards_copied: copied,
+            damaged_history: self.damaged_history,
         }
     }
 }

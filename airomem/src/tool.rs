@@ -28,6 +28,7 @@ use crate::Error;
 use crate::error::snapshot_error;
 use crate::options::StoreOptions;
 use crate::park::block_on;
+use crate::read_only::inspect::LeftBehind;
 use crate::read_only::past::{At, Past};
 use crate::report::SnapshotInfo;
 use crate::store::Store;
@@ -65,6 +66,10 @@ pub struct Exported {
     pub seq: Seq,
     /// Its commit time as written in the export, RFC 3339, if the journal still holds it.
     pub committed_at: Option<String>,
+    /// From [`export_intact`]: what the export leaves out of a damaged store (where the
+    /// first damage is, the first record lost). Always `None` from [`export`], which fails
+    /// on damage instead.
+    pub left_behind: Option<LeftBehind>,
 }
 
 /// Writes the state of the store in `dir` at `at` to `out` as an export (see the module
@@ -77,6 +82,10 @@ pub fn export<S: State, Z: Serializer>(
     out: impl Write,
 ) -> Result<Exported, Error> {
     let past: Past<S> = Past::open(serializer, dir.as_ref(), at)?;
+    write_export(&past, dir.as_ref(), out)
+}
+
+fn write_export<S: State>(past: &Past<S>, dir: &Path, out: impl Write) -> Result<Exported, Error> {
     let committed_at = past.time().map(|t| humantime::format_rfc3339_nanos(t).to_string());
     let document = ExportOut {
         format: EXPORT_FORMAT,
@@ -87,11 +96,27 @@ pub fn export<S: State, Z: Serializer>(
         state: past.state(),
     };
     let mut out = io::BufWriter::new(out);
-    let failed =
-        |e: io::Error| Error::Io { op: "write the export of", path: dir.as_ref().to_path_buf(), source: Arc::new(e) };
+    let failed = |e: io::Error| Error::Io { op: "write the export of", path: dir.to_path_buf(), source: Arc::new(e) };
     serde_json::to_writer(&mut out, &document).map_err(|e| failed(e.into()))?;
     out.write_all(b"\n").and_then(|()| out.flush()).map_err(failed)?;
-    Ok(Exported { seq: past.seq(), committed_at })
+    Ok(Exported { seq: past.seq(), committed_at, left_behind: None })
+}
+
+/// Writes the state of a damaged store's intact prefix to `out` as an export: everything
+/// up to the last intact record before the first damage (see
+/// [`crate::inspect::intact_prefix`]), where [`export`] fails with the damage. The returned
+/// [`Exported::left_behind`] says where the damage is and which records are not in the
+/// export; it is `None` only if the store has no damage, and then this is [`export`] at
+/// [`At::Latest`]. Reads without the lock and changes nothing.
+pub fn export_intact<S: State, Z: Serializer>(
+    serializer: Z,
+    dir: impl AsRef<Path>,
+    out: impl Write,
+) -> Result<Exported, Error> {
+    let (past, left_behind) = Past::<S>::open_intact(serializer, dir.as_ref())?;
+    let mut exported = write_export(&past, dir.as_ref(), out)?;
+    exported.left_behind = left_behind;
+    Ok(exported)
 }
 
 /// Builds a new store in `dir` from an export read from `input`: a snapshot of the exported

@@ -23,6 +23,7 @@ use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayRa
 use crate::Error;
 use crate::layout::snapshot_seq;
 use crate::options::StoreOptions;
+use crate::read_only::inspect::{LeftBehind, intact_prefix};
 use crate::read_only::view::{HistoryView, reread_while_retention_runs};
 use crate::recover::recover;
 
@@ -98,6 +99,23 @@ impl<S: State> Past<S> {
         reread_while_retention_runs(&*config.storage, &config.dir, Result::is_ok, || {
             Past::read(&config, &serializer, at)
         })
+    }
+
+    /// Rebuilds the state of a damaged store up to the last intact record before its first
+    /// damage (see [`crate::inspect::intact_prefix`]), and says what was left behind:
+    /// `None` if the store has no damage, and then the state is [`At::Latest`]'s. Reads as
+    /// [`Past::open`] does, changing nothing. For an operator who must get at the data of a
+    /// store that `Store::open` refuses; the caller decides what to do about the records
+    /// left behind, which this never hides.
+    pub fn open_intact<Z: Serializer>(
+        serializer: Z,
+        dir: impl AsRef<Path>,
+    ) -> Result<(Past<S>, Option<LeftBehind>), Error> {
+        let prefix = intact_prefix(dir.as_ref())?;
+        let Some(left_behind) = prefix.left_behind else {
+            return Ok((Past::open(serializer, dir, At::Latest)?, None));
+        };
+        Ok((Past::open(serializer, dir, At::Seq(prefix.last))?, Some(left_behind)))
     }
 
     fn read<Z: Serializer>(config: &JournalConfig, serializer: &Z, at: At) -> Result<Past<S>, Error> {
@@ -222,11 +240,26 @@ impl Files {
         // The commit time of the last live command the point includes.
         let mut included: Option<u64> = None;
         let mut repair = Repair::default();
-        let range = ReplayRange { from, until, skip: &skip, beside_writer: true };
+        let range = ReplayRange { from, until, skip: &skip, beside_writer: true, next_record: None };
         let walked = replay(config, range, Some(&mut repair), |record| {
             included = Some(record.unix_nanos);
             Ok::<(), ()>(())
         });
+        let walked = match walked {
+            // Damage in history a snapshot at or before the point covers: walk from that
+            // snapshot instead, past the damage, as the read itself will.
+            Err(ReplayError::Journal(JournalError::Corrupt { seq: damaged, .. }))
+                if let Some((snapshot, next_record)) = self.snapshot_past(config, damaged, until) =>
+            {
+                included = None;
+                let range = ReplayRange { from: snapshot.next(), until, skip: &skip, beside_writer: true, next_record };
+                replay(config, range, Some(&mut repair), |record| {
+                    included = Some(record.unix_nanos);
+                    Ok::<(), ()>(())
+                })
+            }
+            walked => walked,
+        };
         let (last, held_back) = match walked {
             Ok(outcome) => (Seq(outcome.next_seq.0 - 1), outcome.held_back_from),
             Err(ReplayError::Journal(e)) => return Err(e.into()),
@@ -239,6 +272,28 @@ impl Files {
             At::Seq(wanted) if wanted > last => Err(Error::BeyondHistory { dir: config.dir.clone(), wanted, last }),
             At::Seq(wanted) => Ok(Point { seq: wanted.min(reached), unix_nanos: included }),
             At::Latest | At::Time(_) => Ok(Point { seq: reached, unix_nanos: included }),
+        }
+    }
+
+    /// The newest snapshot at or after record `damaged` (and at or before `until`) that
+    /// records where its next record starts, with that position.
+    fn snapshot_past(
+        &self,
+        config: &JournalConfig,
+        damaged: Seq,
+        until: Option<Seq>,
+    ) -> Option<(Seq, Option<(Seq, u64)>)> {
+        #[cfg(feature = "snapshot")]
+        {
+            self.snapshots.iter().rev().filter(|&&s| s >= damaged && until.is_none_or(|u| s <= u)).find_map(|&s| {
+                let header = airomem_snapshot::read_header(&*config.storage, &config.dir, s).ok()?;
+                header.next_record.map(|p| (s, Some((p.segment, p.offset))))
+            })
+        }
+        #[cfg(not(feature = "snapshot"))]
+        {
+            let _ = (config, damaged, until);
+            None
         }
     }
 

@@ -15,20 +15,21 @@ pub(crate) mod replay;
 pub(crate) mod snapshot;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use airomem_core::{Seq, Serializer, State};
 use airomem_journal::{JournalConfig, JournalError, Repair, ReplayError, ReplayOutcome, ReplayRange, segment};
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::layout::snapshot_path;
+use crate::layout::{DAMAGED_DIR, snapshot_path};
 use crate::recover::migrate::Chain;
 #[cfg(not(feature = "snapshot"))]
 use crate::recover::migrate::Held;
 use crate::recover::replay::{Base, Stop, replay_into, stop_error};
-use crate::report::RecoveryReport;
+use crate::report::{DamagedHistory, RecoveryReport};
 
 pub(crate) struct Recovered<S> {
     pub state: S,
@@ -53,6 +54,72 @@ impl<S> Recovered<S> {
     }
 }
 
+impl<S> Recovered<S> {
+    /// Keeps a copy of a segment whose history the loaded snapshot covers but which is
+    /// damaged, in [`DAMAGED_DIR`]: retention will remove the segment itself once snapshots
+    /// cover all of it, and the evidence must outlive that. Runs after the state is built,
+    /// like the repair. A copy that cannot be written is logged and the open goes on: the
+    /// segment itself is still in place, and the next open tries again.
+    pub(crate) fn keep_damaged(&mut self, config: &JournalConfig) {
+        let Some(damage) = self.report.damaged_history.as_mut() else { return };
+        match keep_copy(config, &damage.segment) {
+            Ok(kept) => {
+                warn!(
+                    segment = %damage.segment.display(),
+                    offset = damage.offset,
+                    seq = damage.seq.0,
+                    kept = %kept.display(),
+                    "journal history the snapshot covers is damaged; a copy of the segment is kept"
+                );
+                damage.kept = Some(kept);
+            }
+            Err(e) => {
+                warn!(error = %e, segment = %damage.segment.display(), "could not keep a copy of a damaged segment")
+            }
+        }
+    }
+}
+
+/// Copies `segment` into the damaged folder durably (temporary file, sync, rename, directory
+/// sync), unless a copy of it is already there (the segment still holds all of the copy's
+/// bytes); returns the copy's path.
+fn keep_copy(config: &JournalConfig, segment: &Path) -> Result<PathBuf, Error> {
+    let storage = &*config.storage;
+    let folder = config.dir.join(DAMAGED_DIR);
+    let bytes = storage.read(segment).map_err(Error::io("read", segment))?;
+    let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+    let mut kept = folder.join(name);
+    match storage.read(&kept) {
+        // The segment still holds every byte of the copy (the writer may have appended
+        // since, over what were zeros): the evidence is kept already.
+        Ok(existing) if bytes.starts_with(&existing[..existing.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)]) => {
+            return Ok(kept);
+        }
+        // Another copy of a segment with that name (damaged differently since): keep both.
+        Ok(_) => {
+            let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            kept = folder.join(format!("{name}.{stamp}"));
+        }
+        Err(_) => {}
+    }
+    storage.create_dir_all(&folder).map_err(Error::io("create directory", &folder))?;
+    storage.sync_dir(&config.dir).map_err(Error::io("sync directory", &config.dir))?;
+    let temp = folder.join(format!("{}.tmp", kept.file_name().and_then(|n| n.to_str()).unwrap_or(name)));
+    // A copy a crash interrupted: started afresh.
+    match storage.remove(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &temp)(e)),
+    }
+    let mut file = storage.create(&temp).map_err(Error::io("create", &temp))?;
+    file.write_all(&bytes).map_err(Error::io("write", &temp))?;
+    file.sync_data().map_err(Error::io("fdatasync", &temp))?;
+    drop(file);
+    storage.rename(&temp, &kept).map_err(Error::io("rename", &temp))?;
+    storage.sync_dir(&folder).map_err(Error::io("sync directory", &folder))?;
+    Ok(kept)
+}
+
 /// The newest usable snapshot no later than `until`, or the empty state.
 pub(crate) fn base<S: State, Z: Serializer>(
     config: &JournalConfig,
@@ -67,7 +134,7 @@ pub(crate) fn base<S: State, Z: Serializer>(
     #[cfg(not(feature = "snapshot"))]
     {
         let _ = (config, serializer, chain, until);
-        Ok(Base { state: Held::Empty, seq: Seq(0), skipped: Vec::new(), newest_on_disk: Seq(0) })
+        Ok(Base { state: Held::Empty, seq: Seq(0), skipped: Vec::new(), newest_on_disk: Seq(0), next_record: None })
     }
 }
 
@@ -83,9 +150,9 @@ pub(crate) fn recover<S: State, Z: Serializer>(
     let mut repaired = Repair::default();
     let mut aborted_now = BTreeSet::new();
     loop {
-        let Base { state: mut held, seq: base, skipped, newest_on_disk } =
+        let Base { state: mut held, seq: base, skipped, newest_on_disk, next_record } =
             base::<S, Z>(config, serializer, &chain, until)?;
-        let range = ReplayRange { from: base.next(), until, skip: &aborted_now, beside_writer: false };
+        let range = ReplayRange { from: base.next(), until, skip: &aborted_now, beside_writer: false, next_record };
         let mut migrations = Vec::new();
         let replayed = replay_into(config, serializer, &chain, range, Some(&mut repaired), &mut held, &mut migrations);
         let finished = replayed.and_then(|outcome| {
@@ -118,6 +185,7 @@ pub(crate) fn recover<S: State, Z: Serializer>(
                     snapshots_skipped: skipped,
                     snapshot_temp_files_removed: 0,
                     torn_tail: repaired.torn_tail.clone(),
+                    damaged_history: outcome.covered_damage.as_ref().map(DamagedHistory::found),
                     next_seq: outcome.next_seq,
                     duration: started.elapsed(),
                     migrations,
@@ -191,8 +259,8 @@ pub(crate) fn rebuild<S: State, Z: Serializer>(
     skip: &BTreeSet<Seq>,
 ) -> Result<(S, u64), Error> {
     let chain = Chain::<S, Z>::new()?;
-    let Base { state: mut held, seq, .. } = base::<S, Z>(config, serializer, &chain, Some(until))?;
-    let range = ReplayRange { from: seq.next(), until: Some(until), skip, beside_writer: false };
+    let Base { state: mut held, seq, next_record, .. } = base::<S, Z>(config, serializer, &chain, Some(until))?;
+    let range = ReplayRange { from: seq.next(), until: Some(until), skip, beside_writer: false, next_record };
     let mut migrations = Vec::new();
     let outcome =
         replay_into(config, serializer, &chain, range, None, &mut held, &mut migrations).map_err(stop_error)?;

@@ -24,6 +24,9 @@ pub(crate) struct Base<S> {
     /// The newest snapshot file in range, usable or not (`Seq(0)`: none): every command up to
     /// it was committed, so a state rebuilt short of it is missing acknowledged commands.
     pub newest_on_disk: Seq,
+    /// Where the snapshot recorded that the record after it starts (segment, offset), if it
+    /// did: lets replay pass over damage in the history the snapshot covers.
+    pub next_record: Option<(Seq, u64)>,
 }
 
 /// Why a replay visitor stopped.

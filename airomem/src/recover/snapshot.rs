@@ -41,7 +41,8 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
             Ok((header, image)) => {
                 let file = airomem_snapshot::path(&config.dir, seq);
                 let state = chain.decode_state(serializer, header.schema_version, &image, &file, seq)?;
-                return Ok(Base { state, seq, skipped, newest_on_disk });
+                let next_record = header.next_record.map(|p| (p.segment, p.offset));
+                return Ok(Base { state, seq, skipped, newest_on_disk, next_record });
             }
             Err(e @ SnapshotError::Damaged { .. }) => e.to_string(),
             // Listed a moment ago: a reader without the lock raced the store's retention. It
@@ -57,5 +58,5 @@ pub(crate) fn load_newest<S: State, Z: Serializer>(
         skipped.push(reason);
     }
     // No snapshot verified (or there is none): replay from the start.
-    Ok(Base { state: Held::Empty, seq: Seq(0), skipped, newest_on_disk })
+    Ok(Base { state: Held::Empty, seq: Seq(0), skipped, newest_on_disk, next_record: None })
 }

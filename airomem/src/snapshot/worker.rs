@@ -287,7 +287,9 @@ fn publish(
     Ok((info, changed))
 }
 
-/// Writes the snapshot that seals a migration: the state, converted to the current schema,
+/// Writes a snapshot at open, before any commit: the one that seals a migration, or the one
+/// taken after replaying past damaged history. `next_record` is where the journal writer
+/// will put the next record. For a migration: the state, converted to the current schema,
 /// as of `seq`, the journal's last record (synced). Retention then runs as after any
 /// snapshot. If a snapshot of an older schema already sits at `seq`, this one replaces it
 /// (atomically, by rename): it holds the same history, converted, and the fallback that
@@ -300,14 +302,13 @@ pub(crate) fn seal<S: State, Z: Serializer>(
     serializer: &Z,
     state: &S,
     seq: Seq,
+    next_record: Option<RecordPosition>,
 ) -> Result<(SnapshotInfo, Vec<PathBuf>), Error> {
     let started = Instant::now();
     let mut image = Vec::new();
     serializer.encode(state, &mut image).map_err(|e| Error::encode("state", e))?;
     let serialize_time = started.elapsed();
-    // The writer that will append after it is not open yet: where its first record goes is
-    // unknown here.
-    publish(config, policy, prune, seq, None, Body::Image { image, serialize_time }, serialize_time)
+    publish(config, policy, prune, seq, next_record, Body::Image { image, serialize_time }, serialize_time)
 }
 
 /// A failed streamed snapshot: the serializer's own error when the view did not encode, the

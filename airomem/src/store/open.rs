@@ -74,6 +74,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         // state that does not convert, a schema the chain does not reach) leaves it as it was.
         let mut recovered = recover::<S, Z>(&config, &serializer, None)?;
         recovered.apply_repair(&config)?;
+        recovered.keep_damaged(&config);
         let mode = if options.durability == Durability::Fsync { SyncMode::EveryBatch } else { SyncMode::Deferred };
         // Opening the writer syncs what recovery read. Abort markers go next to the commands
         // they cancel, in the newest segment whatever its schema; only then does a segment of
@@ -87,20 +88,32 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         #[cfg(feature = "snapshot")]
         let mut sealed = None;
         #[cfg(feature = "snapshot")]
-        if !recovered.report.migrations.is_empty() {
-            // Sealed before any commit, so that the next open starts at the current schema.
-            // Only synced records may be in a snapshot: the writer's open synced the journal
-            // and each abort marker was synced as it was written.
+        let past_damage = recovered.report.damaged_history.is_some()
+            && recovered.report.snapshot.is_some_and(|base| base.next() < journal.next_seq());
+        #[cfg(feature = "snapshot")]
+        if !recovered.report.migrations.is_empty() || past_damage {
+            // Sealed before any commit, so that the next open starts at the current schema,
+            // or after the records replayed past damaged history. Only synced records may be
+            // in a snapshot: the writer's open synced the journal and each abort marker was
+            // synced as it was written.
             journal.sync()?;
             let seq = Seq(journal.next_seq().0 - 1);
-            match seal(&config, options.snapshots, &prune, &serializer, &recovered.state, seq) {
+            let (segment, offset) = journal.next_record_position();
+            let next_record = Some(airomem_snapshot::RecordPosition { segment, offset });
+            match seal(&config, options.snapshots, &prune, &serializer, &recovered.state, seq, next_record) {
                 Ok((info, changed)) => {
-                    info!(seq = info.seq.0, bytes = info.file_len, "migration sealed with a snapshot");
-                    recovered.report.sealed = Some(info.seq);
+                    info!(seq = info.seq.0, bytes = info.file_len, "snapshot taken at open");
+                    if !recovered.report.migrations.is_empty() {
+                        recovered.report.sealed = Some(info.seq);
+                    }
+                    if let Some(damage) = recovered.report.damaged_history.as_mut() {
+                        damage.fresh_snapshot = Some(info.seq);
+                    }
                     sealed = Some((info, changed));
                 }
-                // The journal still holds everything, and the next open migrates again.
-                Err(e) => tracing::warn!(error = %e, "could not write the snapshot sealing the migration"),
+                // The journal still holds everything: the next open migrates again, or
+                // passes over the damage again.
+                Err(e) => tracing::warn!(error = %e, "could not write the snapshot at open"),
             }
         }
 

@@ -1,6 +1,8 @@
 //! Looking inside a store without its types, its lock, or changing anything: what files it
 //! has ([`survey`]), whether they are intact ([`verify`]), and what its journal records say
-//! ([`records`]). The `airomem` command-line tool (crate `airomem-cli`) is built on this.
+//! ([`records`]), and what of a damaged store is intact ([`intact_prefix`]), with a new store
+//! built from it ([`salvage`], the one function here that writes, and only to a new
+//! directory). The `airomem` command-line tool (crate `airomem-cli`) is built on this.
 //!
 //! Everything here reads through a storage that refuses every write, so it is safe beside a
 //! running store: a batch the store is writing at that moment shows as a torn tail (what an
@@ -9,10 +11,12 @@
 
 mod files;
 mod records;
+mod salvage;
 mod survey;
 mod verify;
 
 pub use records::{Kind, RecordInfo, Records, records};
+pub use salvage::{IntactPrefix, LeftBehind, Piece, Salvaged, intact_prefix, salvage};
 pub use survey::{
     FileSummary, HeadSummary, LockState, SegmentSummary, SnapshotSummary, Survey, serializer_name, survey,
 };

@@ -14,7 +14,7 @@ use airomem_journal::segment::{self, SegmentHeader};
 
 use super::files::{file_len, list_store, read_config};
 use crate::Error;
-use crate::layout::{ARCHIVE_DIR, LOCK_FILE, snapshot_seq};
+use crate::layout::{ARCHIVE_DIR, DAMAGED_DIR, LOCK_FILE, snapshot_seq};
 
 /// Everything in a store's directory, as [`survey`] found it.
 #[derive(Clone, Debug)]
@@ -35,6 +35,9 @@ pub struct Survey {
     pub unfinished: Vec<FileSummary>,
     /// Files of the archive (`archive/`), kept by a store that keeps history.
     pub archived: Vec<FileSummary>,
+    /// Copies of segments whose history an open found damaged under its snapshot
+    /// (`damaged/`, see [`crate::DAMAGED_DIR`]): evidence, never read by the store.
+    pub damaged: Vec<FileSummary>,
     /// Anything else in the directory.
     pub other: Vec<FileSummary>,
     /// Whether a live process holds the store open.
@@ -139,6 +142,7 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         quarantine: Vec::new(),
         unfinished: Vec::new(),
         archived: Vec::new(),
+        damaged: Vec::new(),
         other: Vec::new(),
         lock: lock_state(&dir.join(LOCK_FILE)),
     };
@@ -150,7 +154,7 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
             segments.insert(first, path);
         } else if let Some(seq) = snapshot_seq(name) {
             snapshots.insert(seq, path);
-        } else if name == LOCK_FILE || name == airomem_journal::head::NAME {
+        } else if name == LOCK_FILE || name == airomem_journal::head::NAME || name == DAMAGED_DIR {
             // Reported as `lock` and `head`.
         } else if name.contains(".torn-at-") {
             survey.quarantine.push(file_summary(path));
@@ -194,6 +198,12 @@ pub fn survey(dir: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<Su
         let mut archived: Vec<_> = archived.into_iter().map(|name| file_summary(archive.join(name))).collect();
         archived.sort_by(|a, b| a.path.cmp(&b.path));
         survey.archived = archived;
+    }
+    let damaged = dir.join(DAMAGED_DIR);
+    if let Ok(kept) = storage.list(&damaged) {
+        let mut kept: Vec<_> = kept.into_iter().map(|name| file_summary(damaged.join(name))).collect();
+        kept.sort_by(|a, b| a.path.cmp(&b.path));
+        survey.damaged = kept;
     }
     Ok(survey)
 }

@@ -48,6 +48,11 @@ pub struct Problem {
     pub seq: Option<Seq>,
     /// What is wrong.
     pub message: String,
+    /// Whether it makes [`crate::Store::open`] refuse the store. `false`: only history is
+    /// lost (a damaged snapshot an open passes over, damaged journal history a usable
+    /// snapshot covers), which a fallback to an older snapshot or a point-in-time read of
+    /// that history would need; the store opens whole.
+    pub blocks_open: bool,
 }
 
 impl fmt::Display for Problem {
@@ -59,13 +64,18 @@ impl fmt::Display for Problem {
         if let Some(seq) = self.seq {
             write!(f, " (record {seq})")?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        if self.blocks_open {
+            f.write_str(" [blocks an open]")
+        } else {
+            f.write_str(" [costs history only: an open passes over it]")
+        }
     }
 }
 
 impl Problem {
     fn new(file: &Path, offset: Option<u64>, seq: Option<Seq>, message: impl Into<String>) -> Problem {
-        Problem { file: file.to_path_buf(), offset, seq, message: message.into() }
+        Problem { file: file.to_path_buf(), offset, seq, message: message.into(), blocks_open: true }
     }
 }
 
@@ -104,6 +114,7 @@ fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification
 
     // Snapshots first: the newest that verifies is where an open's replay starts.
     let mut usable_snapshot = None;
+    let mut next_record = None;
     for &seq in &snapshots {
         let path = snapshot_path(&dir, seq);
         let bytes = read(&storage, &path)?;
@@ -111,12 +122,17 @@ fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification
         found.snapshots += 1;
         found.bytes += bytes.len() as u64;
         match verify_snapshot(&path, &bytes, seq) {
-            Ok((id, version)) => {
+            Ok((id, version, next)) => {
                 files.serializer(&mut found, id, &path);
                 files.newest_schema = files.newest_schema.max(version);
                 usable_snapshot = Some(seq);
+                next_record = next;
             }
-            Err(reason) => found.problems.push(Problem::new(&path, None, Some(seq), reason)),
+            // An open passes over a damaged snapshot; if that leaves it nothing to open
+            // from, the replay below reports what blocks it.
+            Err(reason) => {
+                found.problems.push(Problem { blocks_open: false, ..Problem::new(&path, None, Some(seq), reason) })
+            }
         }
     }
     // The segments' headers alone, for the serializer and schema the replay expects.
@@ -145,7 +161,7 @@ fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification
     let mut reading: Option<PathBuf> = None;
     let replayed = airomem_journal::replay(
         &config,
-        ReplayRange { from, until: None, skip: &skip, beside_writer: false },
+        ReplayRange { from, until: None, skip: &skip, beside_writer: false, next_record },
         Some(&mut repair),
         |record| {
             if reading.as_deref() != Some(record.segment)
@@ -180,12 +196,30 @@ fn verify_once(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Verification
                     ),
                 )
             });
+            if let Some(damage) = &outcome.covered_damage {
+                found.problems.push(Problem {
+                    blocks_open: false,
+                    ..Problem::new(&damage.file, Some(damage.offset), Some(damage.seq), damage.kind.to_string())
+                });
+            }
+            // The open replayed all it needs: whatever else is damaged is history only.
             let newest = segments.last().copied();
             let next = segments.get(replayed_from).copied();
+            let before = found.problems.len();
             files.scan(&dir, &segments[..replayed_from], next, newest, &mut found, progress)?;
+            for problem in &mut found.problems[before..] {
+                problem.blocks_open = false;
+            }
         }
         Err(ReplayError::Journal(e)) => {
+            let before = found.problems.len();
             files.scan(&dir, &segments, None, segments.last().copied(), &mut found, progress)?;
+            // Segments wholly before `from` hold history only; the open reads from there on.
+            let needed = segments.get(replayed_from).copied().unwrap_or(Seq(u64::MAX));
+            for problem in &mut found.problems[before..] {
+                let first = problem.file.file_name().and_then(|n| n.to_str()).and_then(segment::parse_file_name);
+                problem.blocks_open = first.is_none_or(|first| first >= needed);
+            }
             let problem = journal_problem(&dir, &e);
             if !found.problems.iter().any(|p| p.file == problem.file) {
                 found.problems.push(problem);
@@ -281,7 +315,9 @@ impl Files {
                 };
                 found.problems.push(Problem::new(&path, Some(0), Some(scan.header.first_seq), message));
             }
-            expected = Some(scan.next_seq());
+            // After damage the segment's real end is unknown: the records it cost are that
+            // damage, not a second one at the next segment.
+            expected = scan.damage.is_none().then(|| scan.next_seq());
             if Some(first) != newest {
                 if let Some((offset, kind)) = &scan.damage {
                     let seq = Some(scan.next_seq());
@@ -326,14 +362,17 @@ fn journal_problem(dir: &Path, e: &JournalError) -> Problem {
 
 /// Verifies a snapshot's checksums and length, with whatever serializer its header names.
 #[cfg(feature = "snapshot")]
-fn verify_snapshot(path: &Path, bytes: &[u8], seq: Seq) -> Result<(SerializerId, u32), String> {
+fn verify_snapshot(path: &Path, bytes: &[u8], seq: Seq) -> Result<Verified, String> {
     let header = airomem_snapshot::SnapshotHeader::decode_alone(path, bytes).map_err(|e| e.to_string())?;
     airomem_snapshot::verify(path, bytes, seq, header.serializer)
-        .map(|(h, _)| (h.serializer, h.schema_version))
+        .map(|(h, _)| (h.serializer, h.schema_version, h.next_record.map(|p| (p.segment, p.offset))))
         .map_err(|e| e.to_string())
 }
 
+/// A snapshot that verified: its serializer, schema version and next record's position.
+type Verified = (SerializerId, u32, Option<(Seq, u64)>);
+
 #[cfg(not(feature = "snapshot"))]
-fn verify_snapshot(_path: &Path, _bytes: &[u8], _seq: Seq) -> Result<(SerializerId, u32), String> {
+fn verify_snapshot(_path: &Path, _bytes: &[u8], _seq: Seq) -> Result<(SerializerId, u32, Option<(Seq, u64)>), String> {
     Err("this build reads no snapshots (feature `snapshot` is off)".into())
 }
