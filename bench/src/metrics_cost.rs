@@ -27,7 +27,7 @@ struct Workload {
 const WORKLOADS: [Workload; 3] = [
     Workload { name: "64 writers, Fsync", writers: 64, commits: 20_000, durability: Durability::Fsync },
     Workload { name: "lone task, Fsync", writers: 1, commits: 2_000, durability: Durability::Fsync },
-    Workload { name: "lone task, OsBuffered", writers: 1, commits: 50_000, durability: Durability::OsBuffered },
+    Workload { name: "lone task, OsBuffered", writers: 1, commits: 100_000, durability: Durability::OsBuffered },
 ];
 
 /// Runs the comparison in `dir` and prints it as markdown on standard output.
@@ -48,6 +48,7 @@ pub fn run(runtime: &Runtime, dir: &Path) -> Result<(), BoxError> {
                     store.close().await?;
                     Ok::<_, BoxError>(per_second(workload.commits, driven.elapsed))
                 })?;
+                eprintln!("  metrics {}: {rate:.0} commits/s", if on { "on" } else { "off" });
                 rates[w][usize::from(on)].push(rate);
                 std::fs::remove_dir_all(&store_dir)?;
             }

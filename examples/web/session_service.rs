@@ -448,6 +448,8 @@ async fn stats(State(app): State<App>) -> Response {
             "snapshot_seq": stats.snapshot_seq,
             "records_since_snapshot": stats.records_since_snapshot(),
             "oldest_schema_on_disk": stats.oldest_schema_on_disk,
+            "last_snapshot_raw_bytes": stats.last_snapshot_raw_bytes,
+            "resident_bytes": stats.resident_bytes,
         },
     }))
     .into_response()

@@ -437,7 +437,10 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         }
     }
 
-    /// Running totals since open: commits, batches, syncs, bytes.
+    /// Running totals since open (commits, batches, syncs, bytes), the last snapshot's
+    /// figures, and the process's resident memory. On Linux that last one reads
+    /// `/proc/self/status`, some microseconds: fine for a scrape or a log line, not for every
+    /// commit.
     pub fn stats(&self) -> Stats {
         self.inner.shared.counters.snapshot()
     }

@@ -61,8 +61,9 @@ impl Health {
             WRITER_PANICKED => {}
             _ => {
                 *cause = message.to_string();
-                self.level.store(WRITER_PANICKED, Ordering::Release);
+                // Before the level: whoever is refused has the gauge at 0 already.
                 self.meters.unhealthy();
+                self.level.store(WRITER_PANICKED, Ordering::Release);
             }
         }
     }
@@ -76,8 +77,8 @@ impl Health {
         let mut current = self.cause.lock().unwrap_or_else(PoisonError::into_inner);
         if self.level.load(Ordering::Acquire) < level {
             *current = cause.to_string();
-            self.level.store(level, Ordering::Release);
             self.meters.unhealthy();
+            self.level.store(level, Ordering::Release);
         }
     }
 
