@@ -4,7 +4,8 @@
 //! session whose create was answered `201` must be served with its user id and expiry.
 //! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep; and
 //! refused bodies sent by hand-written clients that write their whole body before reading,
-//! within the bound the service drains and far past it.
+//! within the bound the service drains and far past it. And `GET /metrics`, scraped under
+//! load, with every series of the store and figures that match the load and `/stats`.
 //!
 //! The binary is the one `cargo test` builds beside this test (`target/debug/examples/`).
 
