@@ -42,6 +42,7 @@ const FACADE_LAYERS: &[(&str, u32)] = &[
     ("layout", 0),
     ("options", 0),
     ("report", 0),
+    ("meters", 1),
     ("park", 0),
     ("collections", 0),
     ("execute", 1),

@@ -66,6 +66,10 @@
 //! * `json` (default): commands and snapshots as JSON through serde_json: `JsonSerializer`,
 //!   `JsonStore` and `blocking::JsonStore`. Without it, stores use postcard
 //!   ([`PostcardStore`]).
+//! * `metrics` (default): commit, sync, batch, snapshot and recovery figures, the state's
+//!   serialized size and the store's health through the `metrics` facade, for whatever
+//!   recorder the application installs (see the guide's chapter on metrics); the
+//!   `metrics` and `metrics_label` options.
 //! * `snapshot`: compressed, checksummed state snapshots (the `airomem-snapshot` crate), so
 //!   recovery loads the newest snapshot plus the journal after it: `Store::snapshot`,
 //!   `SnapshotInfo`, and the `snapshot_every_commands`, `snapshot_every_bytes`,
@@ -89,6 +93,7 @@ pub mod collections;
 mod error;
 mod execute;
 mod layout;
+mod meters;
 mod options;
 mod park;
 mod read_only;

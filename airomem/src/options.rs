@@ -44,6 +44,12 @@ pub struct StoreOptions {
     pub(crate) storage: Arc<dyn Storage>,
     #[cfg(feature = "snapshot")]
     pub(crate) snapshots: SnapshotPolicy,
+    /// Whether the store registers its series with the `metrics` recorder.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: bool,
+    /// The `store` label of its series.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_label: Option<Arc<str>>,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +66,10 @@ impl Default for StoreOptions {
             storage: Arc::new(StdStorage::default()),
             #[cfg(feature = "snapshot")]
             snapshots: SnapshotPolicy::default(),
+            #[cfg(feature = "metrics")]
+            metrics: true,
+            #[cfg(feature = "metrics")]
+            metrics_label: None,
         }
     }
 }
@@ -215,6 +225,27 @@ impl StoreOptions {
     #[must_use]
     pub fn snapshot_compression_level(mut self, level: i32) -> Self {
         self.snapshots.level = level;
+        self
+    }
+
+    /// Whether the store reports its figures through the `metrics` facade (default on; see
+    /// the guide's chapter on metrics for the series). Off, it registers nothing and reads no
+    /// clock for them. With no recorder installed in the process, the series go nowhere
+    /// either way.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
+    /// Labels every series of this store `store="<name>"`, so that two stores in one process
+    /// are told apart (default: no label). Two stores open under the same label, or both
+    /// without one, feed the same series.
+    #[cfg(feature = "metrics")]
+    #[must_use]
+    pub fn metrics_label(mut self, name: impl Into<String>) -> Self {
+        self.metrics_label = Some(Arc::from(name.into()));
         self
     }
 

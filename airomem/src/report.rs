@@ -141,7 +141,11 @@ pub struct Stats {
     /// The last snapshot since open: time spent serializing it (see
     /// [`SnapshotInfo::serialize_time`]).
     pub last_snapshot_serialize: Duration,
-    /// The last snapshot since open: bytes of the serialized state, uncompressed.
+    /// The last snapshot since open: bytes of the serialized state, uncompressed (zero before
+    /// one). This is the best figure the store has for the size of its state, but it is the
+    /// size of the encoding, not of the state in memory, which is typically a few times
+    /// larger (pointers, allocator overhead, spare capacity of maps and vectors). See the
+    /// guide's chapter on memory.
     pub last_snapshot_raw_bytes: u64,
     /// The last snapshot since open: bytes of its file.
     pub last_snapshot_file_bytes: u64,
@@ -151,6 +155,10 @@ pub struct Stats {
     /// loaded (see [`RecoveryReport::damaged_history`]): the store is whole, but cannot fall
     /// back past that point. `None` if the open found none.
     pub damaged_history: Option<Seq>,
+    /// The resident memory of the whole process (not only this store), in bytes, read when
+    /// `stats()` was called; `None` where the platform does not say (only Linux does here,
+    /// through `/proc/self/status`).
+    pub resident_bytes: Option<u64>,
 }
 
 impl Stats {
@@ -277,6 +285,13 @@ impl Counters {
         }
     }
 
+    /// Journal segments in the directory now.
+    pub(crate) fn segments(&self) -> u64 {
+        let relaxed = Ordering::Relaxed;
+        (self.segments_at_open + self.segments_created.load(relaxed))
+            .saturating_sub(self.segments_removed.load(relaxed))
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let relaxed = Ordering::Relaxed;
         let segments_created = self.segments_created.load(relaxed);
@@ -290,7 +305,7 @@ impl Counters {
             journal_bytes: self.journal_bytes.load(relaxed),
             segments_created,
             last_seq: self.last_seq.load(relaxed),
-            segments: (self.segments_at_open + segments_created).saturating_sub(self.segments_removed.load(relaxed)),
+            segments: self.segments(),
             snapshot_seq: self.snapshot_seq.load(relaxed),
             oldest_schema_on_disk: self.oldest_schema_on_disk(),
             last_snapshot_freeze,
@@ -299,6 +314,39 @@ impl Counters {
             last_snapshot_file_bytes,
             last_snapshot_shards_copied: copied,
             damaged_history: self.damaged_history,
+            resident_bytes: resident_bytes(),
         }
+    }
+}
+
+/// The process's resident set size, from the `VmRSS` line of `/proc/self/status` (in kB
+/// there), or `None` where that file does not exist or does not say.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        parse_vm_rss(&status)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+#[cfg_attr(not(any(target_os = "linux", test)), allow(dead_code))]
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kilobytes = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    kilobytes.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_vm_rss;
+
+    #[test]
+    fn vm_rss_is_read_in_kilobytes_and_anything_else_is_none() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    2508 kB\nThreads:\t1\n";
+        assert_eq!(parse_vm_rss(status), Some(2508 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
     }
 }

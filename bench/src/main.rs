@@ -35,6 +35,7 @@ mod inspection;
 mod lone_commit;
 mod measure;
 mod memory;
+mod metrics_cost;
 mod migration;
 mod peers;
 mod raw_disk;
@@ -75,6 +76,10 @@ inspect:   airomem-bench --inspect [MEGABYTES] [--dir DIR]
 alone:     airomem-bench --lone-commit [--dir DIR]
              one caller committing alone through the async API (a task) and the blocking
              API (a thread), under OsBuffered and Fsync, in 7 interleaved rounds
+
+metrics:   airomem-bench --metrics-cost [--dir DIR]
+             the 64-writer (Fsync) and lone-task (Fsync, OsBuffered) commit rates with
+             the store's metrics on (Prometheus recorder) and off, 5 interleaved rounds
 
 replicas:  airomem-bench --replication [--quick] [--dir DIR]
              3 airomem-raft nodes in one process against one store: commits/s and
@@ -205,6 +210,8 @@ struct Args {
     import: bool,
     /// `--lone-ratio`.
     lone_ratio: bool,
+    /// `--metrics-cost`.
+    metrics_cost: bool,
     /// `--replication`.
     replication: bool,
     /// `--snapshot-stall`.
@@ -240,6 +247,7 @@ impl Args {
             lone_commit: false,
             import: false,
             lone_ratio: false,
+            metrics_cost: false,
             replication: false,
             snapshot_stall: false,
             stall_windows: false,
@@ -260,6 +268,7 @@ impl Args {
                 "--lone-commit" => parsed.lone_commit = true,
                 "--import" => parsed.import = true,
                 "--lone-ratio" => parsed.lone_ratio = true,
+                "--metrics-cost" => parsed.metrics_cost = true,
                 "--replication" => parsed.replication = true,
                 "--snapshot-stall" => parsed.snapshot_stall = true,
                 "--windows" => parsed.stall_windows = true,
@@ -356,6 +365,12 @@ fn main() -> Result<(), BoxError> {
     }
     if args.lone_commit {
         lone_commit::run(&runtime, dir)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    if args.metrics_cost {
+        metrics_cost::run(&runtime, dir)?;
         drop(runtime);
         scratch.close()?;
         return Ok(());

@@ -20,6 +20,7 @@
 //! | `DELETE /sessions/{token}` | `204`, or `404` |
 //! | `GET /healthz` | `200` while the store serves reads |
 //! | `GET /stats` | the store's counters and the number of sessions in memory |
+//! | `GET /metrics` | the store's metrics in Prometheus text format (series `airomem_*`, label `store="sessions"`) |
 //!
 //! Bad input gets a 4xx with `{"error": "..."}`: malformed JSON (400), a missing or mistyped
 //! field (422), no JSON content type (415), a body over [`MAX_BODY_BYTES`] (413), an unknown
@@ -31,8 +32,9 @@
 //!
 //! To build it in your own crate: `airomem` (feature `snapshot`), `axum` 0.8, `tokio` 1
 //! (features `macros`, `rt-multi-thread`, `net`, `signal`, `time`), `serde` (feature
-//! `derive`), `serde_json`, `getrandom` 0.4, `http-body` 1, `humantime` 2 and
-//! `tracing-subscriber` (feature `env-filter`).
+//! `derive`), `serde_json`, `getrandom` 0.4, `http-body` 1, `humantime` 2,
+//! `metrics-exporter-prometheus` 0.18 (without default features: the service serves the
+//! scrape itself) and `tracing-subscriber` (feature `env-filter`).
 //!
 //! Who owns what: `run` opens the store and owns it. The request handlers (through the
 //! router's state) and the sweeper task hold clones. On SIGTERM or Ctrl-C the server stops
@@ -57,12 +59,13 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::{CONNECTION, EXPECT, HeaderValue};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -217,6 +220,8 @@ impl airomem::State for Sessions {
 struct App {
     store: PostcardStore<Sessions>,
     ttl_secs: u64,
+    /// Renders what the process's recorder holds, for `GET /metrics`.
+    metrics: PrometheusHandle,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +247,7 @@ fn router(app: App) -> Router {
         .route("/sessions/{token}", get(read_session).delete(delete_session))
         .route("/healthz", get(healthz))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -442,9 +448,17 @@ async fn stats(State(app): State<App>) -> Response {
             "snapshot_seq": stats.snapshot_seq,
             "records_since_snapshot": stats.records_since_snapshot(),
             "oldest_schema_on_disk": stats.oldest_schema_on_disk,
+            "last_snapshot_raw_bytes": stats.last_snapshot_raw_bytes,
+            "resident_bytes": stats.resident_bytes,
         },
     }))
     .into_response()
+}
+
+/// The Prometheus scrape: the store's series and anything else recorded in this process.
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.metrics.render();
+    ([(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -611,7 +625,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let store_options = StoreOptions::default().snapshot_every_commands(options.snapshot_every);
+    // Installed before the store opens: the store registers its series with the recorder
+    // it finds then. One recorder per process, so this is the only place that installs it.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let store_options =
+        StoreOptions::default().snapshot_every_commands(options.snapshot_every).metrics_label("sessions");
     let store: PostcardStore<Sessions> = Store::open_with(PostcardSerializer, &options.dir, store_options).await?;
     let recovery = store.recovery();
     println!(
@@ -625,7 +643,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let signal = shutdown_signal()?;
     let (stop, stopping) = watch::channel(false);
     let sweeper = tokio::spawn(sweep_expired(store.clone(), options.sweep_every, stopping.clone()));
-    let app = router(App { store: store.clone(), ttl_secs: options.ttl_secs });
+    let app = router(App { store: store.clone(), ttl_secs: options.ttl_secs, metrics });
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let address = listener.local_addr()?;
     // Small answers go out at once instead of waiting on the client's delayed ACK.

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::error::snapshot_error;
+use crate::meters::Meters;
 use crate::options::SnapshotPolicy;
 use crate::report::{Counters, SnapshotInfo};
 use crate::snapshot::retain::retain;
@@ -94,6 +95,7 @@ impl Snapshotter {
         config: JournalConfig,
         prune: Arc<Mutex<()>>,
         counters: Arc<Counters>,
+        meters: Meters,
     ) -> Result<Self, Error> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let busy = Arc::new(AtomicBool::new(false));
@@ -107,6 +109,7 @@ impl Snapshotter {
                     let result = publish(&config, policy, &prune, job.seq, job.next_record, job.body, job.freeze_time);
                     let result = result.map(|(info, changed)| {
                         counters.snapshot_published(&info, &changed);
+                        published(&meters, &counters, &info);
                         info
                     });
                     match (job.reply, result) {
@@ -231,6 +234,15 @@ impl Drop for Snapshotter {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Tells `meters` of a snapshot just published (after retention, so the segment count is
+/// what remains).
+pub(crate) fn published(meters: &Meters, counters: &Counters, info: &SnapshotInfo) {
+    // On the plain path the serialization is the pause itself; from a frozen view the
+    // stream follows the freeze.
+    let took = if info.frozen { info.freeze_time + info.serialize_time } else { info.serialize_time } + info.write_time;
+    meters.snapshot(took, info.freeze_time, info.raw_len, info.file_len, counters.segments());
 }
 
 fn publish(

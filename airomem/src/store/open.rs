@@ -20,12 +20,13 @@ use tracing::{error, info};
 use super::{Inner, Store, halt};
 use crate::Error;
 use crate::execute::panic_message;
+use crate::meters::Meters;
 use crate::options::{Durability, StoreOptions};
 use crate::recover::migrate::schemas_on_disk;
 use crate::recover::recover;
 use crate::report::Counters;
 #[cfg(feature = "snapshot")]
-use crate::snapshot::worker::{Snapshotter, seal};
+use crate::snapshot::worker::{Snapshotter, published, seal};
 use crate::write::committer::Committer;
 use crate::write::shared::Shared;
 use crate::write::tenure::{Claim, Tenure, claim};
@@ -122,16 +123,24 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         let on_disk = schemas_on_disk(&*config.storage, &config.dir)?;
         let counters = Arc::new(Counters::at_open(&recovered.report, segments, S::SCHEMA_VERSION, on_disk));
         counters.record(0, 0, journal.counters(), journal.next_seq());
+        let meters = Meters::for_store(&options);
+        meters.opened(recovered.report.duration, journal.counters().bytes, counters.segments());
         #[cfg(feature = "snapshot")]
         if let Some((info, changed)) = &sealed {
             counters.snapshot_published(info, changed);
+            published(&meters, &counters, info);
         }
-        let shared = Arc::new(Shared::new(recovered.state, counters));
+        let shared = Arc::new(Shared::new(recovered.state, counters, meters));
         let serializer = Arc::new(serializer);
         let (sender, rx) = mpsc::channel();
         #[cfg(feature = "snapshot")]
-        let snapshotter =
-            Snapshotter::start(options.snapshots, config.clone(), Arc::clone(&prune), Arc::clone(&shared.counters))?;
+        let snapshotter = Snapshotter::start(
+            options.snapshots,
+            config.clone(),
+            Arc::clone(&prune),
+            Arc::clone(&shared.counters),
+            shared.meters.clone(),
+        )?;
         let committer = Arc::new(Mutex::new(Committer::new(
             journal,
             config,

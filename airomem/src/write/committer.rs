@@ -58,6 +58,9 @@ pub(crate) struct Committer<S: State, Z> {
     lone: Vec<Request<S>>,
     /// Its callers' outcomes, likewise.
     lone_outcomes: Vec<Outcome>,
+    /// When each committed request of the batch being answered was handed over, for
+    /// `airomem_commit_seconds`; kept for its allocation.
+    queued: Vec<Instant>,
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
@@ -106,6 +109,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             snapshot_after_batch: false,
             lone: Vec::with_capacity(1),
             lone_outcomes: Vec::with_capacity(1),
+            queued: Vec::new(),
             last_sync: Instant::now(),
             last_sync_took: Duration::ZERO,
             running: true,
@@ -158,6 +162,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         command: &mut Option<S::Command>,
         answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
     ) -> (Result<R, Error>, bool) {
+        let started = self.shared.meters.timing().then(Instant::now);
         if let Err(error) = self.shared.health.check_commit() {
             return (Err(error), false);
         }
@@ -181,6 +186,11 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         };
         // After the write lock, as in `commit_batch`, and before the caller hears.
         self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+        let meters = &self.shared.meters;
+        meters.batch(1, commits, self.journal.counters().bytes - before.bytes, self.shared.counters.segments());
+        if let (Some(started), 1) = (started, commits) {
+            meters.commit(started.elapsed());
+        }
         (result, self.leaves_work(1, before))
     }
 
@@ -305,6 +315,8 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             }
             return;
         }
+        let bytes_before = self.journal.counters().bytes;
+        let timing = self.shared.meters.timing();
         let unix_nanos = match self.write(batch, here) {
             Ok(nanos) => nanos,
             Err(e) => {
@@ -343,6 +355,9 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                 match self.apply(&mut state, first, commands, unix_nanos, here) {
                     Ok(()) => {
                         commits += count;
+                        if timing {
+                            self.queued.push(request.queued);
+                        }
                         outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
                     }
                     Err(error) => {
@@ -353,6 +368,14 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             }
         }
         self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
+        let meters = &self.shared.meters;
+        meters.batch(total, commits, self.journal.counters().bytes - bytes_before, self.shared.counters.segments());
+        if timing {
+            let now = Instant::now();
+            for queued in self.queued.drain(..) {
+                meters.commit(now - queued);
+            }
+        }
         for outcome in outcomes.drain(..) {
             outcome.deliver();
         }
@@ -448,6 +471,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         self.journal.sync()?;
         self.last_sync = Instant::now();
         self.last_sync_took = self.last_sync - started;
+        self.shared.meters.fsync(self.last_sync_took);
         if self.durability == Durability::Fsync {
             // A lone commit waits for about one sync, two if it just missed a batch.
             let wait = self.last_sync_took * 2;

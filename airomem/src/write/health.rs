@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::Error;
+use crate::meters::Meters;
 
 const HEALTHY: u8 = 0;
 const POISONED: u8 = 1;
@@ -30,9 +31,16 @@ const UNWINDING: &str = "the writer thread panicked";
 pub(crate) struct Health {
     level: AtomicU8,
     cause: Mutex<String>,
+    /// Told when commits start to be refused (the `airomem_healthy` gauge).
+    meters: Meters,
 }
 
 impl Health {
+    /// A healthy store whose decline `meters` report.
+    pub(crate) fn watched(meters: Meters) -> Health {
+        Health { meters, ..Health::default() }
+    }
+
     /// A journal write or sync failed: no more commits.
     pub(crate) fn poison(&self, cause: &str) {
         self.worsen(POISONED, cause);
@@ -53,6 +61,8 @@ impl Health {
             WRITER_PANICKED => {}
             _ => {
                 *cause = message.to_string();
+                // Before the level: whoever is refused has the gauge at 0 already.
+                self.meters.unhealthy();
                 self.level.store(WRITER_PANICKED, Ordering::Release);
             }
         }
@@ -67,6 +77,7 @@ impl Health {
         let mut current = self.cause.lock().unwrap_or_else(PoisonError::into_inner);
         if self.level.load(Ordering::Acquire) < level {
             *current = cause.to_string();
+            self.meters.unhealthy();
             self.level.store(level, Ordering::Release);
         }
     }

@@ -1,7 +1,7 @@
 //! What a caller hands the writer thread, and what it gets back: the request with its
 //! commands, the reply that carries the outcome, and the receipts users see.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use airomem_core::{Seq, State};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -118,6 +118,8 @@ pub(crate) struct Request<S: State> {
     /// The caller hands over another request right behind this one (an import does, for all
     /// but its last command): see [`crate::write::writer::Writer::follow_stream`].
     pub followed: bool,
+    /// When the caller handed it over: where its `airomem_commit_seconds` starts.
+    pub queued: Instant,
     /// Back-pressure: released when the writer is done with the request. None for one
     /// committed in its caller's thread, which never queues.
     pub _permit: Option<OwnedSemaphorePermit>,

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::meters::Meters;
 use crate::report::Counters;
 use crate::write::health::Health;
 
@@ -12,6 +13,8 @@ use crate::write::health::Health;
 pub(crate) struct Shared<S> {
     pub state: RwLock<S>,
     pub counters: Arc<Counters>,
+    /// The store's `metrics` handles.
+    pub meters: Meters,
     /// Whether commits and reads are still served (see [`crate::write::health`]).
     pub health: Health,
     /// Commits handed to the writer so far (see [`crate::write::writer::Writer::linger`]).
@@ -76,11 +79,12 @@ impl RollbackGate {
 }
 
 impl<S> Shared<S> {
-    pub(crate) fn new(state: S, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(state: S, counters: Arc<Counters>, meters: Meters) -> Self {
         Shared {
             state: RwLock::new(state),
             counters,
-            health: Health::default(),
+            health: Health::watched(meters.clone()),
+            meters,
             submitted: AtomicU64::new(0),
             written: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),

@@ -4,7 +4,8 @@
 //! session whose create was answered `201` must be served with its user id and expiry.
 //! Then bad input, deletion, a graceful SIGTERM under load, and expiry by the sweep; and
 //! refused bodies sent by hand-written clients that write their whole body before reading,
-//! within the bound the service drains and far past it.
+//! within the bound the service drains and far past it. And `GET /metrics`, scraped under
+//! load, with every series of the store and figures that match the load and `/stats`.
 //!
 //! The binary is the one `cargo test` builds beside this test (`target/debug/examples/`).
 
@@ -732,4 +733,83 @@ async fn expiry_follows_recorded_commit_times_and_the_sweep_frees_memory() {
     let service = Service::start(&dir, &[]).await;
     assert_eq!(sessions_in_memory(&client, &service).await, 1);
     assert_all_served(&client, &service, &[long], "after the sweep and a restart").await;
+}
+
+/// The value of `name{store="sessions"}` in a Prometheus scrape, if the series is there.
+fn series(scrape: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{store=\"sessions\"}} ");
+    scrape.lines().find_map(|line| line.strip_prefix(&prefix)).map(|value| value.parse().expect("a number"))
+}
+
+async fn scrape(client: &reqwest::Client, service: &Service) -> String {
+    let response = client.get(service.url("/metrics")).send().await.expect("GET /metrics");
+    assert_eq!(response.status(), StatusCode::OK);
+    let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(kind.as_deref(), Some("text/plain; version=0.0.4"));
+    response.text().await.expect("the scrape's text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_under_load_show_every_series_with_the_figures_of_the_load() {
+    const CLIENTS: u64 = 16;
+    const EACH: u64 = 25;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("sessions");
+    let client = client();
+    let service = Service::start(&dir, &["--snapshot-every", "100"]).await;
+    let base = service.base.clone();
+
+    // Scraped while the clients create sessions: the scrape must not disturb them.
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    create(&client, &base, c * EACH + i).await.expect("create");
+                }
+            })
+        })
+        .collect();
+    let during = scrape(&client, &service).await;
+    assert_eq!(series(&during, "airomem_healthy"), Some(1.0), "{during}");
+    for task in tasks {
+        task.await.expect("a client");
+    }
+    let created = CLIENTS * EACH;
+
+    // Snapshots are written on their own thread after the commits that trigger them.
+    let deadline = Instant::now() + PATIENCE;
+    let scraped = loop {
+        let scraped = scrape(&client, &service).await;
+        if series(&scraped, "airomem_snapshot_seconds_count").is_some_and(|count| count >= 1.0) {
+            break scraped;
+        }
+        assert!(Instant::now() < deadline, "no snapshot within {PATIENCE:?}:\n{scraped}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, stats) = get_json(&client, &service.url("/stats")).await;
+    assert_eq!(status, StatusCode::OK);
+    let stat = |name: &str| stats["store"][name].as_u64().expect(name) as f64;
+    let get = |name: &str| series(&scraped, name).unwrap_or_else(|| panic!("no {name} in\n{scraped}"));
+
+    assert_eq!(get("airomem_commits_total"), created as f64);
+    assert_eq!(stat("commits"), created as f64);
+    assert_eq!(get("airomem_commit_seconds_count"), created as f64, "one latency per commit");
+    assert!(get("airomem_commit_seconds_sum") > 0.0);
+    // Every command went into exactly one batch, and the batches are the journal's.
+    assert_eq!(get("airomem_batch_commands_sum"), created as f64);
+    assert_eq!(get("airomem_batch_commands_count"), stat("batches"));
+    assert!(stat("batches") <= created as f64);
+    // Under `Fsync` every batch is synced (snapshots sync too).
+    assert!(get("airomem_fsync_seconds_count") >= stat("batches"));
+    assert!(get("airomem_fsync_seconds_sum") > 0.0);
+    assert_eq!(get("airomem_journal_bytes_total"), stat("journal_bytes"));
+    assert_eq!(get("airomem_journal_segments"), stat("segments"));
+    assert!(get("airomem_snapshot_seconds_sum") > 0.0);
+    assert!(get("airomem_snapshot_pause_seconds_count") >= 1.0);
+    // At least the first hundred sessions, a 16-byte token and more each, were in a snapshot.
+    assert!(get("airomem_state_bytes") >= 100.0 * 16.0, "{scraped}");
+    assert!(get("airomem_snapshot_bytes") > 0.0);
+    assert!(get("airomem_recovery_seconds") >= 0.0);
+    assert_eq!(get("airomem_healthy"), 1.0);
 }
