@@ -69,6 +69,10 @@ enum Command {
         /// The last record to print.
         #[arg(long)]
         to: Option<u64>,
+        /// After the dump, keep printing records as the running store appends them (each
+        /// batch once it is final: when the next batch is written), until interrupted.
+        #[arg(long, conflicts_with = "to")]
+        follow: bool,
     },
     /// Torn tails an open cut off after a crash, kept for inspection.
     #[command(subcommand)]
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { dir, json } => info::run(&dir, json),
         Command::Verify { dir, json } => verify::run(&dir, json),
-        Command::Dump { dir, from, to } => dump::run(&dir, from, to),
+        Command::Dump { dir, from, to, follow } => dump::run(&dir, from, to, follow),
         Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),
         Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),
         Command::Archive(ArchiveCommand::List { dir, json }) => archive::list(&dir, json),

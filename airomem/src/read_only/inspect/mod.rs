@@ -8,10 +8,12 @@
 //! a time, however large the store.
 
 mod files;
+mod follow;
 mod records;
 mod survey;
 mod verify;
 
+pub use follow::{Follow, follow};
 pub use records::{Kind, RecordInfo, Records, records};
 pub use survey::{
     FileSummary, HeadSummary, LockState, SegmentSummary, SnapshotSummary, Survey, serializer_name, survey,
