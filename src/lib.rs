@@ -34,6 +34,9 @@ pub struct GuideGuarantees;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/big-states.md")]
 pub struct GuideBigStates;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/follower.md")]
+pub struct GuideFollower;
 
 use std::collections::HashMap;
 
