@@ -302,3 +302,60 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// A record that does not verify at the end of the segment being written is one still
+/// being written: the follower waits for it. The same in a sealed segment is damage, and
+/// the step says so.
+#[test]
+fn a_follower_waits_for_a_record_being_written_and_reports_damage_in_a_sealed_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    // No snapshots: retention must not take the damaged segment away.
+    let options = StoreOptions::default().segment_size(2048);
+    let store: Store<Tally, _> = runtime.block_on(Store::open_with(PostcardSerializer, &dir, options)).expect("open");
+    runtime.block_on(store.commit(command(1))).expect("commit");
+    runtime.block_on(store.commit(command(2))).expect("commit");
+    let follower: Follower<Tally> = Follower::open(PostcardSerializer, &dir).expect("follower");
+    assert_eq!(follower.seq(), Seq(1));
+    for i in 3..=200 {
+        runtime.block_on(store.commit(command(i))).expect("commit");
+    }
+    runtime.block_on(store.close()).expect("close");
+    let all = segments(&dir);
+    assert!(all.len() > 3, "the journal rolled over");
+    // Half a record at the end of the newest segment: a batch being written.
+    let newest = all.last().expect("a segment");
+    let mut bytes = std::fs::read(newest).expect("read");
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(newest, &bytes).expect("write");
+    // A flipped byte in the middle of the first segment, which is sealed, after the
+    // follower's cursor.
+    let first = &all[0];
+    let mut bytes = std::fs::read(first).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(first, &bytes).expect("write");
+    match follower.catch_up() {
+        Err(airomem::Error::Journal(e)) => {
+            assert!(matches!(*e, airomem::JournalError::Corrupt { .. }), "{e}");
+        }
+        other => panic!("damage in a sealed segment is reported: {other:?}"),
+    }
+    let mut model = Model::new();
+    model.values.extend((1..=200).map(|i| (i, value_of(i))));
+    let at = follower.seq().0;
+    assert!(at < 200, "nothing past the damage");
+    assert_eq!(Some(&*follower.query().expect("query")), model.at(at), "exact up to before the damage");
+
+    // A fresh follower of an intact copy of the journal waits at the half-written record.
+    std::fs::write(first, {
+        bytes[middle] ^= 0x40;
+        &bytes
+    })
+    .expect("write");
+    let follower: Follower<Tally> = Follower::open(PostcardSerializer, &dir).expect("follower");
+    assert_eq!(follower.catch_up().expect("a record being written is no error"), 0);
+    assert_eq!(follower.seq(), Seq(199), "the last batch waits for a next one");
+    assert_eq!(Some(&*follower.query().expect("query")), model.at(199));
+}
