@@ -250,14 +250,16 @@ impl<S: State + Send + Sync> Follower<S> {
     ///
     /// Errors: damage in the journal, a record that does not decode, a schema this state
     /// cannot read, a command that panics here but did not in the store (the state is then
-    /// rebuilt to just before it). The state stays at the last good command.
+    /// rebuilt to just before it). The state stays at the last good command. It reads files
+    /// on the calling thread; from async code, call it in `tokio::task::spawn_blocking`.
     pub fn catch_up(&self) -> Result<u64, Error> {
         self.shared.step()
     }
 
     /// Blocks until the state includes command `seq`, the following thread stopped on an
     /// error, or `timeout` passed (then returns the sequence number reached so far, below
-    /// `seq`). Without a following thread, steps itself until then.
+    /// `seq`). Without a following thread, steps itself until then. It blocks the calling
+    /// thread; from async code, call it in `tokio::task::spawn_blocking`.
     pub fn wait_for(&self, seq: Seq, timeout: Duration) -> Result<Seq, Error> {
         let deadline = Instant::now() + timeout;
         if self.thread.is_none() {
