@@ -38,6 +38,10 @@ pub struct GuideBigStates;
 #[doc = include_str!("../docs/guide/metrics.md")]
 pub struct GuideMetrics;
 
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/follower.md")]
+pub struct GuideFollower;
+
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};

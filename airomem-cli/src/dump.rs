@@ -2,6 +2,7 @@
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use airomem::inspect::{self, Kind, RecordInfo};
 use airomem::{Error, Seq};
@@ -15,14 +16,19 @@ use crate::output::{chain, time};
 /// The serializer id of `JsonSerializer`: its payloads are printed as JSON.
 const JSON: u16 = 2;
 
-pub(crate) fn run(dir: &Path, from: u64, to: Option<u64>) -> Result<Outcome, Failure> {
+/// How often `--follow` looks for new records.
+const POLL: Duration = Duration::from_millis(10);
+
+pub(crate) fn run(dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Result<Outcome, Failure> {
     let mut records = inspect::records(dir, Seq(from), to.map(Seq))?;
+    let mut next = Seq(from.max(1));
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut line = Line::default();
     for record in records.by_ref() {
         match record {
             Ok(record) => {
+                next = record.seq.next();
                 line.write(&record);
                 if let Err(e) = out.write_all(&line.text) {
                     // A closed pipe (`| head`) is the reader's choice, not an error.
@@ -44,7 +50,40 @@ pub(crate) fn run(dir: &Path, from: u64, to: Option<u64>) -> Result<Outcome, Fai
             segment.display()
         );
     }
+    if follow {
+        return follow_on(dir, next, &mut out, &mut line);
+    }
     Ok(Outcome::Clean)
+}
+
+/// Prints the records after `next - 1` as their batches become final, until the process is
+/// interrupted, the reader of its output goes, or the journal is damaged.
+fn follow_on(dir: &Path, next: Seq, out: &mut impl Write, line: &mut Line) -> Result<Outcome, Failure> {
+    let mut cursor = inspect::follow(dir, next)?;
+    loop {
+        match cursor.poll() {
+            Ok(records) => {
+                for record in &records {
+                    line.write(record);
+                    if let Err(e) = out.write_all(&line.text) {
+                        return if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) };
+                    }
+                }
+                if !records.is_empty()
+                    && let Err(e) = out.flush()
+                {
+                    return if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) };
+                }
+            }
+            Err(e @ Error::Journal(_)) => {
+                out.flush()?;
+                eprintln!("airomem: DAMAGE {}", chain(&e));
+                return Ok(Outcome::Damaged);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// One record's JSON line, built in a buffer reused from record to record. Written by hand

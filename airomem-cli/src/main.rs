@@ -70,6 +70,10 @@ enum Command {
         /// The last record to print.
         #[arg(long)]
         to: Option<u64>,
+        /// After the dump, keep printing records as the running store appends them (each
+        /// batch once it is final: when the next batch is written), until interrupted.
+        #[arg(long, conflicts_with = "to")]
+        follow: bool,
     },
     /// Build a new store in DEST from everything intact in the damaged store DIR: the newest
     /// snapshot that verifies and the journal records after it up to the first damage,
@@ -159,7 +163,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { dir, json } => info::run(&dir, json),
         Command::Verify { dir, json } => verify::run(&dir, json),
-        Command::Dump { dir, from, to } => dump::run(&dir, from, to),
+        Command::Dump { dir, from, to, follow } => dump::run(&dir, from, to, follow),
         Command::Salvage { dir, dest, json } => salvage::run(&dir, &dest, json),
         Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),
         Command::Quarantine(QuarantineCommand::Remove { dir, all, files }) => quarantine::remove(&dir, all, &files),

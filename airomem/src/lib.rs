@@ -136,6 +136,7 @@ pub use airomem_journal::{Corruption, JournalError, TornTail};
 pub use error::Error;
 pub use layout::{ARCHIVE_DIR, DAMAGED_DIR};
 pub use options::{Durability, StoreOptions};
+pub use read_only::follower::{DEFAULT_POLL_INTERVAL, Follower};
 pub use read_only::inspect;
 pub use read_only::past::{At, Past};
 #[cfg(feature = "snapshot")]

@@ -28,6 +28,7 @@ mod commit_api;
 mod commits;
 mod comparison;
 mod dataset;
+mod follower_lag;
 mod freeze_cost;
 mod frozen_states;
 mod import_mode;
@@ -96,6 +97,11 @@ race:      airomem-bench [--quick] [--dir DIR] --recovery-race [--rounds N] [--o
              size hint) and the in-memory limit, interleaved, page cache warm; VARIANTS:
              journal,snapshot,sqlite,sqlite-hint,redb,redb-hint,memory,apply; --fresh
              runs each load from files in a process of its own
+
+follower:  airomem-bench --follower [--dir DIR]
+             a Follower beside a store committing 2,000 commands/s: lag from a commit's
+             acknowledgement to the follower having applied it, and commit latency with
+             and without a follower (4 interleaved 6 s rounds)
 
 stalls:    airomem-bench --snapshot-stall [--quick] [--dir DIR] [--windows] [--variants VARIANTS]
              snapshots on the plain and the frozen paths alone: freeze times at 100k, 1M
@@ -216,6 +222,8 @@ struct Args {
     replication: bool,
     /// `--snapshot-stall`.
     snapshot_stall: bool,
+    /// `--follower`.
+    follower: bool,
     /// `--windows`: the snapshot-stall latency windows alone.
     stall_windows: bool,
     /// `--variants VARIANTS`: the states of the snapshot-stall windows.
@@ -250,6 +258,7 @@ impl Args {
             metrics_cost: false,
             replication: false,
             snapshot_stall: false,
+            follower: false,
             stall_windows: false,
             stall_variants: None,
             frozen_memory: None,
@@ -271,6 +280,7 @@ impl Args {
                 "--metrics-cost" => parsed.metrics_cost = true,
                 "--replication" => parsed.replication = true,
                 "--snapshot-stall" => parsed.snapshot_stall = true,
+                "--follower" => parsed.follower = true,
                 "--windows" => parsed.stall_windows = true,
                 "--variants" => parsed.stall_variants = Some(args.next().ok_or("--variants needs a list")?),
                 "--frozen-memory" => {
@@ -359,6 +369,12 @@ fn main() -> Result<(), BoxError> {
     }
     if let Some(race) = &args.race {
         recovery_race::run(&runtime, dir, plan.recovery_records, plan.segment_size, race)?;
+        drop(runtime);
+        scratch.close()?;
+        return Ok(());
+    }
+    if args.follower {
+        follower_lag::run(&runtime, dir)?;
         drop(runtime);
         scratch.close()?;
         return Ok(());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use airomem_core::Seq;
-use airomem_core::storage::{LockGuard, Storage, StorageFile};
+use airomem_core::storage::{LockGuard, Storage, StorageFile, StorageReadFile};
 use airomem_journal::segment;
 use tracing::debug;
 
@@ -138,6 +138,11 @@ impl Storage for HistoryView {
 
     fn read_prefix(&self, path: &Path, len: usize) -> io::Result<Vec<u8>> {
         self.with_fallback(path, |p| self.inner.read_prefix(p, len))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReadFile>> {
+        // Forwarded, so that a follower reads only the tail of a segment, in place.
+        self.with_fallback(path, |p| self.inner.open_read(p))
     }
 
     fn create(&self, _path: &Path) -> io::Result<Box<dyn StorageFile>> {

@@ -9,11 +9,10 @@ mod open;
 mod tests;
 
 use std::fmt;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airomem_core::{PostcardSerializer, Serializer, State};
@@ -80,16 +79,8 @@ struct Inner<S: State, Z> {
     payload_hint: AtomicUsize,
 }
 
-/// A read lock on the state. Many can be held at once; commits wait while any is held, so
-/// keep it short and never hold it across an `.await`.
-pub struct Query<'a, S>(RwLockReadGuard<'a, S>);
-
-impl<S> Deref for Query<'_, S> {
-    type Target = S;
-    fn deref(&self) -> &S {
-        &self.0
-    }
-}
+// Defined beside the state's lock, so that a follower (below this layer) hands out the same guard.
+pub use crate::write::shared::Query;
 
 impl<S: State, Z: Serializer> Store<S, Z> {
     /// Commits a command: journals it, makes it durable (per the store's

@@ -2,12 +2,24 @@
 //! store's health and counters, the commit tallies, and the gate that holds reads back
 //! during a rollback. Only plain data and its own small methods live here.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use crate::meters::Meters;
 use crate::report::Counters;
 use crate::write::health::Health;
+
+/// A read lock on the state. Many can be held at once; commits wait while any is held, so
+/// keep it short and never hold it across an `.await`.
+pub struct Query<'a, S>(pub(crate) RwLockReadGuard<'a, S>);
+
+impl<S> Deref for Query<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
 
 /// What the writer shares with the `Store` handles.
 pub(crate) struct Shared<S> {

@@ -10,11 +10,13 @@
 //! a time, however large the store.
 
 mod files;
+mod follow;
 mod records;
 mod salvage;
 mod survey;
 mod verify;
 
+pub use follow::{Follow, follow};
 pub use records::{Kind, RecordInfo, Records, records};
 pub use salvage::{IntactPrefix, LeftBehind, Piece, Salvaged, intact_prefix, salvage};
 pub use survey::{
