@@ -37,7 +37,6 @@ pub struct GuideBigStates;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/metrics.md")]
 pub struct GuideMetrics;
-
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/follower.md")]
 pub struct GuideFollower;
