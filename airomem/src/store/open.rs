@@ -126,7 +126,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             Arc::clone(&shared),
             &options,
             recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
-            prune,
+            Arc::clone(&prune),
             #[cfg(feature = "snapshot")]
             snapshotter,
         )));
@@ -174,6 +174,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 life,
                 dir,
                 report: recovered.report,
+                prune,
                 payload_hint: AtomicUsize::new(0),
             }),
         })
