@@ -34,6 +34,9 @@ pub struct GuideGuarantees;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/big-states.md")]
 pub struct GuideBigStates;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/backup.md")]
+pub struct GuideBackup;
 
 use std::collections::HashMap;
 
