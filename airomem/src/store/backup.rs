@@ -25,7 +25,9 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// (or `airomem restore`) turns it into a store that opens with exactly the state at
     /// [`BackupReport::seq`].
     ///
-    /// The file I/O runs on a thread of its own, never on the async runtime's workers.
+    /// The file I/O runs on a thread of its own, never on the async runtime's workers. It
+    /// reads the store's directory through the real file system (`std::fs`), whatever
+    /// storage the store was opened with: hard links are not part of the `Storage` seam.
     pub async fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport, Error> {
         let started = Instant::now();
         self.snapshot().await?;
