@@ -2,7 +2,8 @@
 //! whose writer commits at full speed in this process: the backup restores into a store
 //! that opens with exactly the state at the manifest's sequence number; `verify` refuses a
 //! damaged or unfinished backup (exit 1); `restore` refuses an existing store and a damaged
-//! backup and leaves nothing behind.
+//! backup and leaves nothing behind; a backup process killed with SIGKILL leaves a backup
+//! that is refused or restores exactly.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,4 +115,87 @@ async fn a_backup_beside_a_running_writer_restores_the_state_at_its_seq() {
     let (code, out) = run(&["verify", "--backup", path(&backups[2])]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no manifest"), "{out}");
+}
+
+/// A deterministic delay in `0..window_us` µs for run `n` (splitmix64).
+fn kill_delay(n: u64, window_us: u64) -> std::time::Duration {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    std::time::Duration::from_micros((z ^ (z >> 31)) % window_us)
+}
+
+/// `kill -9` of `airomem backup` at random instants beside a running writer: each backup it
+/// leaves is refused by `verify` and `restore` (exit 1, nothing restored) or restores into
+/// a store with exactly the state at its manifest's sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cli_backup_is_refused_or_restores_exactly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store: PostcardStore<Numbers> = Store::open_with(PostcardSerializer, &dir, options()).await.expect("open");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut value = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                store.commit(value).await.expect("commit");
+                value += 1;
+            }
+        })
+    };
+    while store.stats().commits < 2_000 {
+        tokio::task::yield_now().await;
+    }
+    let mut dests = Vec::new();
+    for run in 0..8u64 {
+        let dest = tmp.path().join(format!("killed-{run}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airomem"))
+            .args(["backup", path(&dir), path(&dest)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // The delay is when to kill, not a way to wait for something.
+        let delay = kill_delay(run, 20_000);
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(delay);
+            drop(child.kill());
+            child.wait().expect("reap");
+        })
+        .await
+        .expect("join");
+        dests.push(dest);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    store.close().await.expect("close");
+
+    let (mut restored_count, mut refused) = (0, 0);
+    for (n, dest) in dests.iter().enumerate() {
+        if !dest.exists() {
+            refused += 1; // killed before it created its directory: nothing to restore
+            continue;
+        }
+        let target = tmp.path().join(format!("restored-{n}"));
+        let (verified, out) = run(&["verify", "--backup", "--json", path(dest)]);
+        let (restored, restore_out) = run(&["restore", path(dest), path(&target)]);
+        match (verified, restored) {
+            (0, 0) => {
+                let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+                let seq = report["seq"].as_u64().expect("seq");
+                let store: PostcardStore<Numbers> =
+                    Store::open_with(PostcardSerializer, &target, options()).await.expect("open");
+                assert_eq!(store.query().expect("query").values, (0..seq).collect::<Vec<_>>(), "run {n}");
+                store.close().await.expect("close");
+                restored_count += 1;
+            }
+            (1, 1) => {
+                assert!(!target.exists(), "run {n}: a refused restore left its target");
+                refused += 1;
+            }
+            other => panic!("run {n}: verify and restore disagree {other:?}: {out} / {restore_out}"),
+        }
+    }
+    eprintln!("8 kills: {restored_count} restored exactly, {refused} refused or never started");
 }
