@@ -40,6 +40,9 @@ pub struct GuideMetrics;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide/follower.md")]
 pub struct GuideFollower;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide/backup.md")]
+pub struct GuideBackup;
 
 use std::collections::HashMap;
 

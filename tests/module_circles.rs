@@ -46,6 +46,7 @@ const FACADE_LAYERS: &[(&str, u32)] = &[
     ("park", 0),
     ("collections", 0),
     ("execute", 1),
+    ("backup", 1),
     ("recover", 2),
     ("snapshot", 2),
     ("write", 3),

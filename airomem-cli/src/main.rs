@@ -2,13 +2,16 @@
 //!
 //! Every subcommand reads through `airomem::inspect`, which never takes the store's lock and
 //! never writes, so it is safe beside a running store; the exceptions say so in their names
-//! (`quarantine remove`, `archive prune`, and `salvage`, which writes only its new store). Exit codes: 0 clean, 1 damage found, 2 usage or I/O error.
+//! (`quarantine remove`, `archive prune`, and `salvage`, which writes only its new store),
+//! and `backup` and `restore` write only their destination. Exit codes: 0 clean, 1 damage
+//! found, 2 usage or I/O error.
 //!
 //! It reads JSON and postcard stores, with snapshots. The `cluster` feature adds `airomem
 //! cluster`, a client of a replicated group's nodes (see `cluster.rs`), with exit codes of
 //! its own from 3 up.
 
 mod archive;
+mod backup;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod dump;
@@ -50,13 +53,45 @@ enum Command {
         json: bool,
     },
     /// Check every header, record checksum, sequence number, snapshot and the head, and
-    /// report every problem with file, offset and record. Exit 1 on any.
+    /// report every problem with file, offset and record. Exit 1 on any. On a backup (a
+    /// directory with a manifest, or with --backup): check every file against the manifest
+    /// and the files as one cut; exit 1 if it is damaged or unfinished.
     Verify {
-        /// The store directory.
+        /// The store (or backup) directory.
         dir: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Check DIR as a backup even if it has no manifest (an unfinished one is refused).
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Back up a store, beside its running process (no lock, no application types): the
+    /// newest valid snapshot and the journal after it up to the last whole batch, with a
+    /// manifest of lengths and crc32c checksums, all synced. Sealed segments and snapshots
+    /// are hard-linked where DEST is on the same file system. DEST must be new or empty.
+    Backup {
+        /// The store directory.
+        dir: PathBuf,
+        /// The backup's directory (created).
+        dest: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a new store directory (this writes DIR). Refuses, writing
+    /// nothing, a DIR that is not empty, a backup that does not verify (exit 1), a newer
+    /// backup format, and a schema newer than --max-schema. Files are copied, never linked,
+    /// into a temporary directory beside DIR, synced, and renamed to DIR.
+    Restore {
+        /// The backup's directory.
+        backup: PathBuf,
+        /// The store directory to create.
+        dir: PathBuf,
+        /// Refuse a backup whose schema is newer than this (the application's
+        /// `State::SCHEMA_VERSION`).
+        #[arg(long)]
+        max_schema: Option<u32>,
     },
     /// Print the journal's records, one JSON object per line: sequence number, commit time,
     /// kind, batch and unit marks, and the payload (as JSON for JSON stores, base64 for
@@ -162,7 +197,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { dir, json } => info::run(&dir, json),
-        Command::Verify { dir, json } => verify::run(&dir, json),
+        Command::Verify { dir, json, backup } if backup || backup::is_backup(&dir) => backup::verify(&dir, json),
+        Command::Verify { dir, json, .. } => verify::run(&dir, json),
+        Command::Backup { dir, dest, json } => backup::take(&dir, &dest, json),
+        Command::Restore { backup, dir, max_schema } => backup::restore(&backup, &dir, max_schema),
         Command::Dump { dir, from, to, follow } => dump::run(&dir, from, to, follow),
         Command::Salvage { dir, dest, json } => salvage::run(&dir, &dest, json),
         Command::Quarantine(QuarantineCommand::List { dir, json }) => quarantine::list(&dir, json),

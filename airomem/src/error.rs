@@ -327,6 +327,16 @@ pub enum Error {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// A backup could not be taken, verified or restored: [`BackupProblem`] says why. Nothing
+    /// was restored; a backup that was being taken has no manifest and is refused by
+    /// verification.
+    #[error("backup {path}: {problem}")]
+    Backup {
+        /// The backup (or, when taking one, the store or destination) the problem is in.
+        path: PathBuf,
+        /// What is wrong.
+        problem: BackupProblem,
+    },
     /// A file-system operation outside the journal failed (creating the directory, the lock
     /// file). The operating system's error is the [`std::error::Error::source`].
     #[error("{op} {path} failed")]
@@ -492,6 +502,7 @@ impl Error {
             Error::SalvageRefused { dest, reason } => fields!("SalvageRefused", dest, reason),
             Error::Closed => fields!("Closed"),
             Error::Io { op, path, source } => fields!("Io", op, path, source),
+            Error::Backup { path, problem } => fields!("Backup", path, problem),
         }
     }
 }
@@ -500,4 +511,82 @@ impl Error {
 #[cfg(feature = "snapshot")]
 pub(crate) fn snapshot_error(e: airomem_snapshot::SnapshotError) -> Error {
     Error::Snapshot(Arc::new(e))
+}
+
+/// Why a backup was refused (see [`Error::Backup`]). Each says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BackupProblem {
+    /// The backup's destination exists and is not empty. Choose a new directory.
+    #[error("the destination is not empty; a backup goes into a new or empty directory")]
+    DestinationNotEmpty,
+    /// The restore's target already holds something (a store, or any file). Restore into a
+    /// new directory, or move the old one away first.
+    #[error("the target directory exists and is not empty; restore never overwrites a store")]
+    TargetNotEmpty,
+    /// The backup has no manifest: it was never finished (the process taking it stopped),
+    /// or this is not a backup. Take a new one.
+    #[error("no manifest: the backup was never finished, or this is not a backup")]
+    NoManifest,
+    /// The manifest does not parse or fails its checksum. Take a new backup.
+    #[error("the manifest is damaged: {reason}")]
+    ManifestDamaged {
+        /// What did not parse or check.
+        reason: String,
+    },
+    /// The manifest's format is newer than this build reads. Use a newer airomem.
+    #[error("backup format {found} is newer than this build reads ({supported})")]
+    FormatNewer {
+        /// The manifest's format version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// The backup's state has a newer schema than the application restoring it knows:
+    /// opening it would fail. Restore with the newer application.
+    #[error("the backup's schema {found} is newer than {supported}, the newest the restoring side knows")]
+    SchemaNewer {
+        /// The backup's newest schema version.
+        found: u32,
+        /// The newest the restoring side accepts.
+        supported: u32,
+    },
+    /// A file the manifest lists is missing. The backup is damaged: take a new one.
+    #[error("{name} is missing")]
+    FileMissing {
+        /// The file's name.
+        name: String,
+    },
+    /// A file's length or checksum differs from the manifest's. The backup is damaged.
+    #[error("{name} differs from the manifest ({what})")]
+    FileDamaged {
+        /// The file's name.
+        name: String,
+        /// Length or checksum, with both values.
+        what: String,
+    },
+    /// A file the manifest does not list sits in the backup. Something other than airomem
+    /// wrote there: check before restoring.
+    #[error("{name} is not listed in the manifest")]
+    FileUnlisted {
+        /// The file's name.
+        name: String,
+    },
+    /// The files agree with the manifest but not with each other or with its claims (a
+    /// damaged snapshot, a gap in the journal, a journal that does not end at the manifest's
+    /// sequence number); when taking a backup, the store's own files are damaged (run
+    /// `airomem verify` on it).
+    #[error("inconsistent: {reason}")]
+    Inconsistent {
+        /// What does not fit.
+        reason: String,
+    },
+    /// The store kept removing the files a backup from outside the process was copying
+    /// (retention ran after every attempt). Retry when snapshots are less frequent, or use
+    /// `Store::backup` inside the process.
+    #[error("retention removed the files being copied in each of {attempts} attempts")]
+    KeptMoving {
+        /// Attempts made.
+        attempts: u32,
+    },
 }

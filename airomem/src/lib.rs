@@ -89,6 +89,8 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "snapshot")]
+pub mod backup;
 pub mod collections;
 mod error;
 mod execute;
@@ -133,7 +135,7 @@ pub mod __private {
 /// [`JournalError::RecordTooLarge`].
 pub use airomem_journal::MAX_PAYLOAD_LEN;
 pub use airomem_journal::{Corruption, JournalError, TornTail};
-pub use error::Error;
+pub use error::{BackupProblem, Error};
 pub use layout::{ARCHIVE_DIR, DAMAGED_DIR};
 pub use options::{Durability, StoreOptions};
 pub use read_only::follower::{DEFAULT_POLL_INTERVAL, Follower};

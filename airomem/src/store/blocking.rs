@@ -161,6 +161,13 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         block_on(self.store.import_with_receipts(commands, on_receipt))
     }
 
+    /// Backs the store up into `dest` and returns once the backup is durable. See
+    /// [`crate::Store::backup`].
+    #[cfg(feature = "snapshot")]
+    pub fn backup(&self, dest: impl AsRef<std::path::Path>) -> Result<crate::backup::BackupReport, Error> {
+        block_on(self.store.backup(dest))
+    }
+
     /// Takes a snapshot now and returns once it is durable. See [`crate::Store::snapshot`].
     #[cfg(feature = "snapshot")]
     pub fn snapshot(&self) -> Result<SnapshotInfo, Error> {

@@ -2,6 +2,8 @@
 //! hands commands to the write path and reads the state under its lock; it never touches a
 //! file itself.
 
+#[cfg(feature = "snapshot")]
+mod backup;
 pub mod blocking;
 pub(crate) mod import;
 mod open;
@@ -73,6 +75,9 @@ struct Inner<S: State, Z> {
     life: Option<Arc<Life>>,
     dir: PathBuf,
     report: RecoveryReport,
+    /// Retention's lock (the committer and the snapshot thread hold clones): a backup holds
+    /// it while it pins files, so none is removed under it.
+    prune: Arc<Mutex<()>>,
     /// The length of the last command encoded: the capacity the next one starts with, so
     /// that encoding does not grow its buffer step by step (measured: 5 % of an import's time
     /// went to `realloc`).

@@ -148,7 +148,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             Arc::clone(&shared),
             &options,
             recovered.report.aborted_now.iter().copied().collect::<BTreeSet<_>>(),
-            prune,
+            Arc::clone(&prune),
             #[cfg(feature = "snapshot")]
             snapshotter,
         )));
@@ -196,6 +196,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
                 life,
                 dir,
                 report: recovered.report,
+                prune,
                 payload_hint: AtomicUsize::new(0),
             }),
         })
