@@ -51,7 +51,7 @@ fn measure_insert_and_lookup() {
         }
         (start.elapsed(), map)
     });
-    for split_at in [256, 512, 4096] {
+    for split_at in [448, 512, 896] {
         let sharded_insert = best(5, || {
             let keys = source.clone();
             let start = Instant::now();

@@ -2,7 +2,7 @@
 //! maps whose point-in-time view is cheap ([`airomem::Freeze`], taken by
 //! `#[derive(Freeze)]`), so that a snapshot stalls the writers only for the view.
 //!
-//! * [`ShardedSessions`]: `airomem::collections::ShardedMap` (copy-on-write shards of at most 512 entries).
+//! * [`ShardedSessions`]: `airomem::collections::ShardedMap` (copy-on-write shards of at most 448 entries).
 //! * [`ImblSessions`]: `imbl::HashMap` (a hash array mapped trie; a clone shares it).
 //! * [`ImblOrdSessions`]: `imbl::OrdMap` (a persistent B-tree), serialized in key order.
 //!

@@ -28,7 +28,7 @@ const MAX_RESERVED_BYTES: usize = 256 << 20;
 /// 2 cores): 116 ms against 198 ms on one thread (`collections_measure`).
 const PARALLEL_FROM: usize = 1 << 16;
 
-/// Decodes from any map, into shards about half full (see
+/// Decodes from any map, into shards 3/8 to 3/4 full (see
 /// [`SHARD_SPLIT_AT`](super::SHARD_SPLIT_AT)), each with its room reserved: the input's
 /// announced length (postcard always announces one) sets the shard count up front; without
 /// one, the entries are gathered first and counted. `K`, `V` and `S` are `Send` because a
@@ -150,8 +150,8 @@ mod tests {
     #[test]
     fn decoded_maps_get_shards_about_half_full() {
         assert_eq!(shards_for(0), 1);
-        assert_eq!(shards_for(SHARD_SPLIT_AT / 2), 1);
-        assert_eq!(shards_for(SHARD_SPLIT_AT / 2 + 1), 2);
+        assert_eq!(shards_for(SHARD_SPLIT_AT * 3 / 4), 1);
+        assert_eq!(shards_for(SHARD_SPLIT_AT * 3 / 4 + 1), 2);
         assert_eq!(shards_for(1_000_000), 4096);
         assert_eq!(shards_for(usize::MAX / 2), MAX_SHARDS);
     }
