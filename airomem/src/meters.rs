@@ -141,6 +141,7 @@ impl Meters {
 
     /// A snapshot was published: it took `took` in all, of which commits waited `pause`;
     /// `raw` and `file` bytes; `segments` remain after retention.
+    #[cfg(feature = "snapshot")]
     pub(crate) fn snapshot(&self, took: Duration, pause: Duration, raw: u64, file: u64, segments: u64) {
         #[cfg(feature = "metrics")]
         if let Some(h) = &self.handles {

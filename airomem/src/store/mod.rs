@@ -76,7 +76,9 @@ struct Inner<S: State, Z> {
     dir: PathBuf,
     report: RecoveryReport,
     /// Retention's lock (the committer and the snapshot thread hold clones): a backup holds
-    /// it while it pins files, so none is removed under it.
+    /// it while it pins files, so none is removed under it. Backups need snapshots, so
+    /// without the feature nothing reads it.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     prune: Arc<Mutex<()>>,
     /// The length of the last command encoded: the capacity the next one starts with, so
     /// that encoding does not grow its buffer step by step (measured: 5 % of an import's time

@@ -373,6 +373,6 @@ fn verify_snapshot(path: &Path, bytes: &[u8], seq: Seq) -> Result<Verified, Stri
 type Verified = (SerializerId, u32, Option<(Seq, u64)>);
 
 #[cfg(not(feature = "snapshot"))]
-fn verify_snapshot(_path: &Path, _bytes: &[u8], _seq: Seq) -> Result<(SerializerId, u32, Option<(Seq, u64)>), String> {
+fn verify_snapshot(_path: &Path, _bytes: &[u8], _seq: Seq) -> Result<Verified, String> {
     Err("this build reads no snapshots (feature `snapshot` is off)".into())
 }
