@@ -18,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airomem_core::storage::Storage;
+use airomem_core::storage::{Storage, StorageReadFile};
 use airomem_core::{Seq, SerializerId};
 use airomem_journal::frame::{self, Frame, RecordKind};
 use airomem_journal::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
@@ -231,7 +231,19 @@ impl Tail {
         let (serializer, schema_version) = self.schema.unwrap_or((SerializerId(0), 0));
         let start = self.offset;
         let mut bytes = vec![0u8; len.saturating_sub(start) as usize];
-        file.read_exact_at(start, &mut bytes).map_err(|e| io_error("read", &path, e))?;
+        let read = read_up_to(&*file, start, &mut bytes).map_err(|e| io_error("read", &path, e))?;
+        if read < bytes.len() {
+            if sealed {
+                // A sealed segment never shrinks.
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the file ends before the read");
+                return Err(io_error("read", &path, e));
+            }
+            // The segment being written shrank after its length was measured: a restarted
+            // writer's repair cut the torn tail a killed one left. Those bytes were never
+            // final (a torn batch is the last thing in the segment), so what is left is the
+            // same journal, only shorter.
+            bytes.truncate(read);
+        }
         let frames = self.verified_frames(&path, &bytes, sealed)?;
         let finals = final_prefix(&frames, sealed);
         let cancelled: Vec<Seq> = frames[..finals]
@@ -320,29 +332,34 @@ impl Tail {
 }
 
 /// How many of `frames` (which start at a batch boundary) belong to final batches: a batch
-/// is final once a command of a later batch follows it, or, in a sealed segment, once it is
-/// whole. Abort markers after a batch go with it.
+/// is final once a command of a later batch follows it. In a sealed segment every whole unit
+/// is final: nothing more comes into it. Its last batch normally ends with its end mark (and
+/// its abort markers after it); but when a kill tore a batch of several units, the repair
+/// keeps the whole units before the cut (the store applies them), and a rollover can seal
+/// the segment right after them. A unit left unfinished stays behind the cursor, which then
+/// reports it as damage.
 fn final_prefix(frames: &[Frame], sealed: bool) -> usize {
-    let mut finals = 0;
-    let mut whole_end: Option<usize> = None;
-    for (i, f) in frames.iter().enumerate() {
-        if f.kind == RecordKind::Command && f.batch_start {
-            // A new batch began: everything before it is final.
-            finals = i;
-            whole_end = None;
+    if sealed {
+        return frames.iter().rposition(|f| f.kind == RecordKind::Abort || !f.unit_next).map_or(0, |i| i + 1);
+    }
+    frames.iter().rposition(|f| f.kind == RecordKind::Command && f.batch_start).unwrap_or(0)
+}
+
+/// Fills `buf` from `offset` until it is full or the file ends; returns how much it read.
+fn read_up_to(file: &dyn StorageReadFile, mut offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(offset, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        if f.kind == RecordKind::Command && f.batch_end {
-            whole_end = Some(i + 1);
-        }
     }
-    if sealed && whole_end.is_some() {
-        // Nothing comes after the last batch of a sealed segment but its own markers.
-        return frames.len();
-    }
-    if sealed && frames.last().is_some_and(|f| f.kind == RecordKind::Abort) && whole_end.is_none() {
-        return frames.len();
-    }
-    finals
+    Ok(filled)
 }
 
 fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<Vec<Seq>, TailError> {
@@ -395,8 +412,8 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_segment_is_final_to_its_last_whole_batch() {
+    fn a_sealed_segment_is_final_to_its_last_whole_unit() {
         assert_eq!(final_prefix(&frames(&[(C, true, true), (A, true, true)]), true), 2);
-        assert_eq!(final_prefix(&frames(&[(C, true, true), (C, true, false)]), true), 1);
+        assert_eq!(final_prefix(&frames(&[(C, true, true), (C, true, false)]), true), 2);
     }
 }
