@@ -53,6 +53,29 @@ pub struct PassedDamage {
     pub bytes_after: u64,
 }
 
+impl PassedDamage {
+    /// The damage at `offset` of segment `file`, whose bytes are `bytes`.
+    fn at(file: &Path, bytes: &[u8], offset: usize, seq: Seq, kind: &Corruption) -> PassedDamage {
+        PassedDamage {
+            file: file.to_path_buf(),
+            offset: offset as u64,
+            seq,
+            kind: kind.clone(),
+            bytes_after: (bytes.len() - offset) as u64,
+        }
+    }
+}
+
+/// The first damage of a scanned segment: a record that does not verify, or whole records
+/// that end inside an atomic unit (its last command never got there).
+fn damage_of(scan: &SegmentScan) -> Option<(usize, Corruption)> {
+    match (scan.damage.clone(), scan.open_unit) {
+        (Some(damage), _) => Some(damage),
+        (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
+        (None, None) => None,
+    }
+}
+
 /// One live command, as replay hands it over.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
@@ -269,12 +292,7 @@ pub fn replay<E>(
         }
         let mut file_len = bytes.len() as u64;
         let mut final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
-        let mut damage = match (scan.damage.clone(), scan.open_unit) {
-            (Some(damage), _) => Some(damage),
-            // Whole records end inside an atomic unit: its last command never got there.
-            (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
-            (None, None) => None,
-        };
+        let mut damage = damage_of(&scan);
         // Damage in history the snapshot covers: start again where the snapshot said its
         // first record after it starts, if that is in this segment, past the damage.
         if let (Some((offset, kind)), Some((segment, at))) = (&damage, range.next_record)
@@ -283,13 +301,7 @@ pub fn replay<E>(
             && at > *offset as u64
             && at <= bytes.len() as u64
         {
-            let passed = PassedDamage {
-                file: path.clone(),
-                offset: *offset as u64,
-                seq: scan.next_seq(),
-                kind: kind.clone(),
-                bytes_after: (bytes.len() - offset) as u64,
-            };
+            let passed = PassedDamage::at(&path, &bytes, *offset, scan.next_seq(), kind);
             warn!(
                 file = %path.display(),
                 offset,
@@ -299,23 +311,13 @@ pub fn replay<E>(
             );
             outcome.covered_damage = Some(passed);
             scan = SegmentScan::read_from(&path, &bytes, at as usize, range.from)?;
-            damage = match (scan.damage.clone(), scan.open_unit) {
-                (Some(damage), _) => Some(damage),
-                (None, Some((_, first))) => Some((scan.valid_len, Corruption::UnfinishedUnit { first })),
-                (None, None) => None,
-            };
+            damage = damage_of(&scan);
             final_batch = if newest { scan.final_batch_start } else { scan.next_seq() };
         }
         // Damage after the last record wanted: what is before it is all this read needs.
         let past_until = range.until.filter(|&until| scan.next_seq() > until);
         if let (Some((offset, kind)), Some(_)) = (&damage, past_until) {
-            let passed = PassedDamage {
-                file: path.clone(),
-                offset: *offset as u64,
-                seq: scan.next_seq(),
-                kind: kind.clone(),
-                bytes_after: (bytes.len() - offset) as u64,
-            };
+            let passed = PassedDamage::at(&path, &bytes, *offset, scan.next_seq(), kind);
             debug!(file = %path.display(), offset, seq = passed.seq.0, "damage after the last record wanted");
             outcome.damage_past_until = Some(passed);
             damage = None;
