@@ -31,15 +31,10 @@ pub(crate) fn run(dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Resul
                 next = record.seq.next();
                 line.write(&record);
                 if let Err(e) = out.write_all(&line.text) {
-                    // A closed pipe (`| head`) is the reader's choice, not an error.
-                    return if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) };
+                    return write_failed(e);
                 }
             }
-            Err(e @ Error::Journal(_)) => {
-                out.flush()?;
-                eprintln!("airomem: DAMAGE {}", chain(&e));
-                return Ok(Outcome::Damaged);
-            }
+            Err(e @ Error::Journal(_)) => return damaged(&mut out, &e),
             Err(e) => return Err(e.into()),
         }
     }
@@ -56,6 +51,19 @@ pub(crate) fn run(dir: &Path, from: u64, to: Option<u64>, follow: bool) -> Resul
     Ok(Outcome::Clean)
 }
 
+/// How a failed write of the output ends the dump: a closed pipe (`| head`) is the reader's
+/// choice, not an error.
+fn write_failed(e: io::Error) -> Result<Outcome, Failure> {
+    if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) }
+}
+
+/// Reports damage the journal holds, after everything before it was printed.
+fn damaged(out: &mut impl Write, e: &Error) -> Result<Outcome, Failure> {
+    out.flush()?;
+    eprintln!("airomem: DAMAGE {}", chain(e));
+    Ok(Outcome::Damaged)
+}
+
 /// Prints the records after `next - 1` as their batches become final, until the process is
 /// interrupted, the reader of its output goes, or the journal is damaged.
 fn follow_on(dir: &Path, next: Seq, out: &mut impl Write, line: &mut Line) -> Result<Outcome, Failure> {
@@ -66,20 +74,16 @@ fn follow_on(dir: &Path, next: Seq, out: &mut impl Write, line: &mut Line) -> Re
                 for record in &records {
                     line.write(record);
                     if let Err(e) = out.write_all(&line.text) {
-                        return if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) };
+                        return write_failed(e);
                     }
                 }
                 if !records.is_empty()
                     && let Err(e) = out.flush()
                 {
-                    return if e.kind() == io::ErrorKind::BrokenPipe { Ok(Outcome::Clean) } else { Err(e.into()) };
+                    return write_failed(e);
                 }
             }
-            Err(e @ Error::Journal(_)) => {
-                out.flush()?;
-                eprintln!("airomem: DAMAGE {}", chain(&e));
-                return Ok(Outcome::Damaged);
-            }
+            Err(e @ Error::Journal(_)) => return damaged(out, &e),
             Err(e) => return Err(e.into()),
         }
         std::thread::sleep(POLL);
