@@ -120,8 +120,10 @@ fn once(
     bad: &BTreeSet<Seq>,
 ) -> Result<(Manifest, usize), Attempt> {
     // Held while files are chosen and pinned: retention takes it before it removes any, so
-    // nothing listed here goes before it is linked or open. Released at the end of this block,
-    // once every file is pinned (a link shares the inode; the copy is ours).
+    // nothing listed here goes before it is linked or open. Released once every file is
+    // pinned (a link shares the inode; the open tail segment stays readable if removed), so
+    // the tail is read and copied without it: neither retention nor the writer's rollback,
+    // which take the same lock, waits for that copy.
     let guard = prune.map(|p| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let (snapshots, segments) = listing(dir)?;
     let snapshot = snapshots.iter().rev().find(|s| !bad.contains(s)).copied();
@@ -151,8 +153,10 @@ fn once(
     for &first in sealed {
         linked += usize::from(pin(&segment::path(dir, first), dest)?);
     }
-    copy_prefix(&segment::path(dir, tail), dest, until)?;
+    let tail_path = segment::path(dir, tail);
+    let tail_file = open(&tail_path)?;
     drop(guard);
+    copy_prefix(tail_file, &tail_path, dest, until)?;
 
     let examined = match examine(dest, snapshot, chosen, None) {
         Ok(examined) => examined,
@@ -219,9 +223,9 @@ fn open(src: &Path) -> Result<File, Attempt> {
 /// Copies the segment `src` into `dest` up to the end of its last whole batch of records at
 /// or before `until` (outside an atomic unit), never a link: the writer appends to it, and
 /// an open after a crash may cut its tail in place.
-fn copy_prefix(src: &Path, dest: &Path, until: Option<Seq>) -> Result<(), Attempt> {
+fn copy_prefix(mut file: File, src: &Path, dest: &Path, until: Option<Seq>) -> Result<(), Attempt> {
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut open(src)?, &mut bytes).map_err(Error::io("read", src))?;
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(Error::io("read", src))?;
     let scan = SegmentScan::read(src, &bytes).map_err(|e| Error::Backup {
         path: src.to_path_buf(),
         problem: BackupProblem::Inconsistent { reason: e.to_string() },
