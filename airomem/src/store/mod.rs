@@ -188,8 +188,13 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         if bytes as u64 > limit {
             return Err(Error::UnitTooLarge { commands: unit.len(), bytes: bytes as u64, limit });
         }
-        let request =
-            Request { commands: Commands::Unit(unit), reply, followed: false, queued: Instant::now(), _permit: None };
+        let request = Request {
+            commands: Commands::Unit(unit),
+            reply,
+            followed: false,
+            queued: self.handed_over(),
+            _permit: None,
+        };
         self.hand_over(request).await
     }
 
@@ -265,6 +270,12 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     }
 
     /// Hands an encoded command that [`Store::offer`] could not commit to the writer thread.
+    /// When a request is handed over, if commit latency is measured (the metrics'
+    /// `airomem_commit_seconds`): with metrics off, no clock is read for it.
+    fn handed_over(&self) -> Option<Instant> {
+        self.inner.shared.meters.timing().then(Instant::now)
+    }
+
     /// Not offered to the committer again: a command committed in the caller's thread goes
     /// through [`Committer::commit_encoded`] only, which never drops it under the lock.
     async fn send_encoded(&self, payload: Vec<u8>, command: S::Command, reply: Reply<S>) -> Result<(), Error> {
@@ -272,7 +283,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             commands: Commands::One(payload, command),
             reply,
             followed: false,
-            queued: Instant::now(),
+            queued: self.handed_over(),
             _permit: None,
         };
         self.queue(request).await
@@ -291,7 +302,7 @@ impl<S: State, Z: Serializer> Store<S, Z> {
             commands: Commands::One(payload, command),
             reply,
             followed,
-            queued: Instant::now(),
+            queued: self.handed_over(),
             _permit: None,
         };
         self.queue(request).await

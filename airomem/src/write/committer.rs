@@ -316,7 +316,6 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
             return;
         }
         let bytes_before = self.journal.counters().bytes;
-        let timing = self.shared.meters.timing();
         let unix_nanos = match self.write(batch, here) {
             Ok(nanos) => nanos,
             Err(e) => {
@@ -355,9 +354,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
                 match self.apply(&mut state, first, commands, unix_nanos, here) {
                     Ok(()) => {
                         commits += count;
-                        if timing {
-                            self.queued.push(request.queued);
-                        }
+                        self.queued.extend(request.queued);
                         outcomes.push(request.reply.prepare_success(&state, first, Seq(next.0 - 1), unix_nanos));
                     }
                     Err(error) => {
@@ -370,7 +367,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         self.shared.counters.record(commits, aborted, self.journal.counters(), self.journal.next_seq());
         let meters = &self.shared.meters;
         meters.batch(total, commits, self.journal.counters().bytes - bytes_before, self.shared.counters.segments());
-        if timing {
+        if !self.queued.is_empty() {
             let now = Instant::now();
             for queued in self.queued.drain(..) {
                 meters.commit(now - queued);

@@ -118,8 +118,9 @@ pub(crate) struct Request<S: State> {
     /// The caller hands over another request right behind this one (an import does, for all
     /// but its last command): see [`crate::write::writer::Writer::follow_stream`].
     pub followed: bool,
-    /// When the caller handed it over: where its `airomem_commit_seconds` starts.
-    pub queued: Instant,
+    /// When the caller handed it over: where its `airomem_commit_seconds` starts. `None`
+    /// when commit latency is not measured.
+    pub queued: Option<Instant>,
     /// Back-pressure: released when the writer is done with the request. None for one
     /// committed in its caller's thread, which never queues.
     pub _permit: Option<OwnedSemaphorePermit>,
