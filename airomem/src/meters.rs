@@ -8,6 +8,43 @@
 
 use std::time::Duration;
 
+/// A moment on the meters' clock, for commit latencies: two are read per commit made in the
+/// caller's thread, so the clock is `quanta`'s, which reads the CPU's time-stamp counter where
+/// it is reliable (about 11 ns here, against 25 ns for `std::time::Instant`: at half a million
+/// commits a second the difference is a percent of a commit) and the operating system's
+/// monotonic clock where it is not.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    #[cfg(feature = "metrics")]
+    at: quanta::Instant,
+}
+
+impl Stamp {
+    #[cfg(feature = "metrics")]
+    fn now() -> Stamp {
+        Stamp { at: quanta::Instant::now() }
+    }
+
+    /// The meters' clock now, or never read: a stamp is only ever taken while metering.
+    pub(crate) fn later(self) -> Stamp {
+        #[cfg(feature = "metrics")]
+        return Stamp::now();
+        #[cfg(not(feature = "metrics"))]
+        self
+    }
+
+    /// How long after `earlier` this moment is (zero if the clock went back).
+    pub(crate) fn since(self, earlier: Stamp) -> Duration {
+        #[cfg(feature = "metrics")]
+        return self.at.saturating_duration_since(earlier.at);
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = earlier;
+            Duration::ZERO
+        }
+    }
+}
+
 /// Names of the series, for the guide's table and the tests that read a scrape.
 #[cfg(feature = "metrics")]
 mod names {
@@ -98,12 +135,13 @@ impl Meters {
         Meters { handles: Some(std::sync::Arc::new(handles)) }
     }
 
-    /// Whether commit latencies are measured at all: without the feature no clock is read.
-    pub(crate) fn timing(&self) -> bool {
+    /// Now, if commit latencies are measured: with metrics off, or without the feature, no
+    /// clock is read.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
         #[cfg(feature = "metrics")]
-        return self.handles.is_some();
+        return self.handles.is_some().then(Stamp::now);
         #[cfg(not(feature = "metrics"))]
-        false
+        None
     }
 
     /// A batch of `commands` was written, with `bytes` more journal bytes, and `committed` of

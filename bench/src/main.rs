@@ -81,7 +81,7 @@ alone:     airomem-bench --lone-commit [--dir DIR]
 
 metrics:   airomem-bench --metrics-cost [--dir DIR]
              the 64-writer (Fsync) and lone-task (Fsync, OsBuffered) commit rates with
-             the store's metrics on (Prometheus recorder) and off, 5 interleaved rounds
+             metrics off, on without a recorder, on with Prometheus; 30 rounds
 
 replicas:  airomem-bench --replication [--quick] [--dir DIR]
              3 airomem-raft nodes in one process against one store: commits/s and

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::Error;
 use crate::execute::encode_copy;
+use crate::meters::Stamp;
 use crate::park::pause;
 #[cfg(feature = "snapshot")]
 use crate::report::SnapshotInfo;
@@ -272,8 +273,8 @@ impl<S: State, Z: Serializer> Store<S, Z> {
     /// Hands an encoded command that [`Store::offer`] could not commit to the writer thread.
     /// When a request is handed over, if commit latency is measured (the metrics'
     /// `airomem_commit_seconds`): with metrics off, no clock is read for it.
-    fn handed_over(&self) -> Option<Instant> {
-        self.inner.shared.meters.timing().then(Instant::now)
+    fn handed_over(&self) -> Option<Stamp> {
+        self.inner.shared.meters.stamp()
     }
 
     /// Not offered to the committer again: a command committed in the caller's thread goes

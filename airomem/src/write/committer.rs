@@ -18,6 +18,7 @@ use tracing::{debug, error, warn};
 
 use crate::Error;
 use crate::execute::{execute, panic_message};
+use crate::meters::Stamp;
 use crate::options::{Durability, StoreOptions};
 use crate::recover::rebuild;
 #[cfg(feature = "snapshot")]
@@ -60,7 +61,7 @@ pub(crate) struct Committer<S: State, Z> {
     lone_outcomes: Vec<Outcome>,
     /// When each committed request of the batch being answered was handed over, for
     /// `airomem_commit_seconds`; kept for its allocation.
-    queued: Vec<Instant>,
+    queued: Vec<Stamp>,
     last_sync: Instant,
     /// How long the last `fdatasync` took: bounds how long a batch waits for stragglers.
     last_sync_took: Duration,
@@ -162,7 +163,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         command: &mut Option<S::Command>,
         answer: impl FnOnce(&S, Committed) -> Result<R, Error>,
     ) -> (Result<R, Error>, bool) {
-        let started = self.shared.meters.timing().then(Instant::now);
+        let started = self.shared.meters.stamp();
         if let Err(error) = self.shared.health.check_commit() {
             return (Err(error), false);
         }
@@ -189,7 +190,7 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         let meters = &self.shared.meters;
         meters.batch(1, commits, self.journal.counters().bytes - before.bytes, self.shared.counters.segments());
         if let (Some(started), 1) = (started, commits) {
-            meters.commit(started.elapsed());
+            meters.commit(started.later().since(started));
         }
         (result, self.leaves_work(1, before))
     }
@@ -368,9 +369,9 @@ impl<S: State, Z: Serializer> Committer<S, Z> {
         let meters = &self.shared.meters;
         meters.batch(total, commits, self.journal.counters().bytes - bytes_before, self.shared.counters.segments());
         if !self.queued.is_empty() {
-            let now = Instant::now();
+            let now = self.queued[0].later();
             for queued in self.queued.drain(..) {
-                meters.commit(now - queued);
+                meters.commit(now.since(queued));
             }
         }
         for outcome in outcomes.drain(..) {

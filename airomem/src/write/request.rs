@@ -1,12 +1,13 @@
 //! What a caller hands the writer thread, and what it gets back: the request with its
 //! commands, the reply that carries the outcome, and the receipts users see.
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use airomem_core::{Seq, State};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::Error;
+use crate::meters::Stamp;
 #[cfg(feature = "snapshot")]
 use crate::snapshot::worker::SnapshotReply;
 
@@ -120,7 +121,7 @@ pub(crate) struct Request<S: State> {
     pub followed: bool,
     /// When the caller handed it over: where its `airomem_commit_seconds` starts. `None`
     /// when commit latency is not measured.
-    pub queued: Option<Instant>,
+    pub queued: Option<Stamp>,
     /// Back-pressure: released when the writer is done with the request. None for one
     /// committed in its caller's thread, which never queues.
     pub _permit: Option<OwnedSemaphorePermit>,
