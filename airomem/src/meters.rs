@@ -78,9 +78,15 @@ struct Handles {
     fsync: metrics::Histogram,
     journal_bytes: metrics::Counter,
     segments: metrics::Gauge,
+    // Fed only by snapshots, which need the `snapshot` feature; registered either way, so a
+    // scrape lists the same series whatever the features.
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     snapshot: metrics::Histogram,
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     snapshot_pause: metrics::Histogram,
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     snapshot_bytes: metrics::Gauge,
+    #[cfg_attr(not(feature = "snapshot"), allow(dead_code))]
     state_bytes: metrics::Gauge,
     recovery: metrics::Gauge,
     healthy: metrics::Gauge,
