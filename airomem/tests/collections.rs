@@ -18,6 +18,9 @@ enum Op {
     Retain(u8),
     Clear,
     Freeze,
+    /// Checks the oldest view still held and lets it go, so that the map's tables become its
+    /// own again and their overlays fold back.
+    Release,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (2u8..5).prop_map(Op::Retain),
         1 => Just(Op::Clear),
         2 => Just(Op::Freeze),
+        1 => Just(Op::Release),
     ]
 }
 
@@ -84,6 +88,11 @@ fn run(shards: usize, split_at: usize, ops: &[Op]) {
                 map.clear();
                 model.clear();
             }
+            Op::Release => {
+                if !taken.is_empty() {
+                    check(taken.remove(0));
+                }
+            }
             Op::Freeze => taken.push(Taken {
                 frozen: map.freeze(),
                 model: model.clone(),
@@ -101,6 +110,13 @@ fn run(shards: usize, split_at: usize, ops: &[Op]) {
     assert_eq!(map.values().map(|v| u64::from(*v)).sum::<u64>(), model.values().map(|v| u64::from(*v)).sum::<u64>());
 
     for t in taken {
+        check(t);
+    }
+}
+
+/// The view `t` shows and serializes to the map as it was when `t` was taken.
+fn check(t: Taken) {
+    {
         let seen: HashMap<String, u32> = t.frozen.iter().map(|(k, v)| (k.clone(), *v)).collect();
         assert_eq!(seen, t.model, "a later write showed in the frozen view");
         assert_eq!(t.frozen.len(), t.model.len());
@@ -134,25 +150,63 @@ proptest! {
 }
 
 #[test]
-fn a_write_after_a_freeze_copies_only_its_shard_once() {
+fn a_write_after_a_freeze_goes_beside_the_shard_and_copies_nothing() {
     let mut map: ShardedMap<u32, u32> = ShardedMap::with_shards(16);
     map.extend((0..1000).map(|i| (i, i)));
     let frozen = map.freeze();
     assert_eq!(<ShardedMap<u32, u32> as Freeze>::copied(&frozen), 0);
     map.insert(7, 70);
-    assert_eq!(frozen.copied_shards(), 1);
     map.insert(7, 71);
     *map.get_mut(&7).expect("present") += 1;
-    assert_eq!(frozen.copied_shards(), 1, "the second write to a shard copies nothing");
-    // Misses do not copy a shard.
-    assert_eq!(map.remove(&5000), None);
-    assert_eq!(map.get_mut(&5000), None);
-    assert_eq!(frozen.copied_shards(), 1);
-    assert_eq!(frozen.get(&7), Some(&7));
-    assert_eq!(map[&7], 72);
+    assert_eq!(map.remove(&8), Some(8));
+    map.insert(5000, 1);
+    assert_eq!(frozen.copied_shards(), 0, "changes to a shared shard go into its overlay");
+    // Misses change nothing.
+    assert_eq!(map.remove(&6000), None);
+    assert_eq!(map.get_mut(&6000), None);
+    assert_eq!((frozen.get(&7), frozen.get(&8), frozen.get(&5000)), (Some(&7), Some(&8), None));
+    assert_eq!((map[&7], map.get(&8), map[&5000]), (72, None, 1));
+    assert_eq!((map.len(), frozen.len()), (1000, 1000));
     map.clear();
     assert_eq!(frozen.len(), 1000);
     assert_eq!(frozen.copied_shards(), 16);
+}
+
+#[test]
+fn an_overlay_past_a_quarter_of_its_shard_copies_the_shard_once() {
+    let mut map: ShardedMap<u32, u32> = ShardedMap::with_shards(1).split_at(usize::MAX);
+    map.extend((0..400).map(|i| (i, i)));
+    let frozen = map.freeze();
+    for i in 0..100 {
+        map.insert(i, i + 1);
+    }
+    assert_eq!(frozen.copied_shards(), 0, "100 changes of 400 entries: overlaid");
+    map.insert(100, 101);
+    assert_eq!(frozen.copied_shards(), 1, "the 101st copies the shard");
+    assert!((0..=100).all(|i| map[&i] == i + 1) && (0..=100).all(|i| frozen.get(&i) == Some(&i)));
+}
+
+#[test]
+fn overlays_fold_back_once_the_view_is_gone() {
+    let mut map: ShardedMap<u32, u32> = ShardedMap::with_shards(4).split_at(usize::MAX);
+    map.extend((0..400).map(|i| (i, i)));
+    let frozen = map.freeze();
+    for i in 0..40 {
+        map.insert(i, i + 1);
+    }
+    map.remove(&399);
+    drop(frozen);
+    // One write per shard folds every overlay back into its table, in place.
+    for i in 1000..1004 {
+        map.insert(i, i);
+    }
+    let again = map.freeze();
+    map.insert(0, 0);
+    assert_eq!(again.get(&0), Some(&1));
+    assert_eq!(again.get(&399), None);
+    assert_eq!(again.len(), 403);
+    assert_eq!(map.len(), 403);
+    assert_eq!(again.copied_shards(), 0);
 }
 
 #[test]

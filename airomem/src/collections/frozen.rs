@@ -1,14 +1,13 @@
 //! [`FrozenMap`]: a [`ShardedMap`] as it was when frozen, and the map's [`Freeze`].
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 
 use airomem_core::Freeze;
 use serde::{Serialize, Serializer};
 
+use super::shard::Shard;
 use super::sharded::{Iter, ShardedMap, serialize_shards, shard_index};
 
 /// A [`ShardedMap`] as it was at one moment: what [`Freeze::freeze`] returns for it.
@@ -18,7 +17,7 @@ use super::sharded::{Iter, ShardedMap, serialize_shards, shard_index};
 /// serializes to exactly the bytes the map serialized to at that moment, and answers reads
 /// as of then.
 pub struct FrozenMap<K, V, S> {
-    shards: Vec<Arc<HashMap<K, V, S>>>,
+    shards: Vec<Shard<K, V, S>>,
     hasher: S,
 }
 
@@ -30,7 +29,7 @@ impl<K, V, S> FrozenMap<K, V, S> {
 
     /// Whether the view has no entries.
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|shard| shard.is_empty())
+        self.shards.iter().all(|shard| shard.len() == 0)
     }
 
     /// The entries, in the order the map had (and serialized) them.
@@ -46,7 +45,7 @@ impl<K, V, S> FrozenMap<K, V, S> {
     /// How many of the view's shards the map has since copied (or dropped): those only the
     /// view still holds.
     pub fn copied_shards(&self) -> usize {
-        self.shards.iter().filter(|shard| Arc::strong_count(shard) == 1).count()
+        self.shards.iter().filter(|shard| shard.table_is_only_here()).count()
     }
 }
 
@@ -78,14 +77,14 @@ impl<K, V, S: Clone> Clone for FrozenMap<K, V, S> {
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for FrozenMap<K, V, S> {
+impl<K: fmt::Debug + Eq + Hash, V: fmt::Debug, S: BuildHasher> fmt::Debug for FrozenMap<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
 }
 
 /// The bytes of the map at the moment of the freeze.
-impl<K: Serialize, V: Serialize, S> Serialize for FrozenMap<K, V, S> {
+impl<K: Serialize + Eq + Hash, V: Serialize, S: BuildHasher> Serialize for FrozenMap<K, V, S> {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
         serialize_shards(&self.shards, serializer)
     }
@@ -94,9 +93,9 @@ impl<K: Serialize, V: Serialize, S> Serialize for FrozenMap<K, V, S> {
 /// O(shards): one `Arc` clone per shard. The first write to each shard afterwards copies it.
 impl<K, V, S> Freeze for ShardedMap<K, V, S>
 where
-    K: Serialize + Send + Sync + 'static,
+    K: Serialize + Eq + Hash + Send + Sync + 'static,
     V: Serialize + Send + Sync + 'static,
-    S: Clone + Send + Sync + 'static,
+    S: BuildHasher + Clone + Send + Sync + 'static,
 {
     type Frozen = FrozenMap<K, V, S>;
 

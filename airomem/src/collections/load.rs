@@ -11,7 +11,6 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::mem;
-use std::sync::Arc;
 use std::thread;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -76,11 +75,7 @@ where
                 batches[shard_index(hasher.hash_one(&key), count)].push((key, value));
             }
             let shards = build(batches, total, &hasher);
-            return Ok(ShardedMap {
-                shards: shards.into_iter().map(Arc::new).collect(),
-                hasher,
-                split_at: super::SHARD_SPLIT_AT,
-            });
+            return Ok(ShardedMap::from_tables(shards, hasher));
         };
         let count = shards_for(hint);
         let each = per_shard_capacity(hint, count);
@@ -91,7 +86,7 @@ where
             total += 1;
         }
         let shards = build(batches, total, &hasher);
-        Ok(ShardedMap { shards: shards.into_iter().map(Arc::new).collect(), hasher, split_at: super::SHARD_SPLIT_AT })
+        Ok(ShardedMap::from_tables(shards, hasher))
     }
 }
 

@@ -49,6 +49,7 @@
 mod by_clone;
 mod frozen;
 mod load;
+mod shard;
 mod sharded;
 
 pub use by_clone::ByClone;

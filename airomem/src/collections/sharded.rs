@@ -7,9 +7,10 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::ops::Index;
 use std::slice;
-use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use super::shard::{Shard, ShardIter};
 
 /// The most entries a shard holds before the map grows by one shard: the first write to a
 /// shard after a freeze copies that shard, so this bounds what one write can cost the
@@ -80,10 +81,14 @@ const SHARD_BITS_AT: u32 = 57 - SHARD_BITS;
 /// assert_eq!(sessions.len(), 2);
 /// ```
 pub struct ShardedMap<K, V, S = RandomState> {
-    pub(super) shards: Vec<Arc<HashMap<K, V, S>>>,
+    pub(super) shards: Vec<Shard<K, V, S>>,
     pub(super) hasher: S,
     /// A write to a shard of this many entries adds a shard first.
     pub(super) split_at: usize,
+    /// The next shard whose overlay a write folds back into its table, if the table is the
+    /// map's alone again: one per write, so that overlays left after a snapshot are gone
+    /// within a write per shard and reads stop looking in two tables.
+    settling: usize,
 }
 
 /// The shard of `hash` in a map of `count` shards (`1..=MAX_SHARDS`), laid out as a
@@ -160,8 +165,15 @@ impl<K, V, S: Clone> ShardedMap<K, V, S> {
     pub(super) fn with_layout(shards: usize, capacity: usize, hasher: S) -> Self {
         let count = shard_count(shards);
         let each = per_shard_capacity(capacity, count);
-        let shards = (0..count).map(|_| Arc::new(HashMap::with_capacity_and_hasher(each, hasher.clone()))).collect();
-        ShardedMap { shards, hasher, split_at: SHARD_SPLIT_AT }
+        let shards = (0..count).map(|_| HashMap::with_capacity_and_hasher(each, hasher.clone())).collect();
+        Self::from_tables(shards, hasher)
+    }
+
+    /// A map of these shard tables, laid out as [`shard_index`] places keys among that
+    /// many shards.
+    pub(super) fn from_tables(tables: Vec<HashMap<K, V, S>>, hasher: S) -> Self {
+        let shards = tables.into_iter().map(Shard::new).collect();
+        ShardedMap { shards, hasher, split_at: SHARD_SPLIT_AT, settling: 0 }
     }
 }
 
@@ -173,7 +185,7 @@ impl<K, V, S> ShardedMap<K, V, S> {
 
     /// Whether the map has no entries. Visits every shard.
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|shard| shard.is_empty())
+        self.shards.iter().all(|shard| shard.len() == 0)
     }
 
     /// The map with its shards split at `entries` entries instead of [`SHARD_SPLIT_AT`] (at
@@ -241,22 +253,39 @@ impl<K: Eq + Hash, V, S: BuildHasher> ShardedMap<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards[self.shard_of(key)].contains_key(key)
+        self.shards[self.shard_of(key)].get(key).is_some()
     }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S> {
-    /// The shard of `key`, to add to: copied first if something else still holds it. If
-    /// that shard is full, the map first grows by one shard.
+    /// The shard of `key`, to add to. If that shard is full, the map first grows by one
+    /// shard.
     #[inline]
-    fn shard_mut<Q: Hash + ?Sized>(&mut self, key: &Q) -> &mut HashMap<K, V, S> {
+    fn shard_mut<Q: Hash + ?Sized>(&mut self, key: &Q) -> &mut Shard<K, V, S> {
+        self.settle_next();
         let hash = self.hasher.hash_one(key);
         let mut index = shard_index(hash, self.shards.len());
         if self.shards[index].len() >= self.split_at && self.shards.len() < MAX_SHARDS {
             self.split_next();
             index = shard_index(hash, self.shards.len());
         }
-        Arc::make_mut(&mut self.shards[index])
+        &mut self.shards[index]
+    }
+
+    /// The shard of `key`, to change an entry that may be there (no growth).
+    #[inline]
+    fn shard_of_mut<Q: Hash + ?Sized>(&mut self, key: &Q) -> &mut Shard<K, V, S> {
+        self.settle_next();
+        let index = self.shard_of(key);
+        &mut self.shards[index]
+    }
+
+    /// Folds the next shard's overlay, if any, into its table if the map alone holds it.
+    #[inline]
+    fn settle_next(&mut self) {
+        let index = if self.settling < self.shards.len() { self.settling } else { 0 };
+        self.shards[index].settle_if_free();
+        self.settling = index + 1;
     }
 
     /// Adds one shard: splits the next shard in turn (the first one not yet split at the
@@ -268,14 +297,14 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
         let count = self.shards.len();
         let low = 1usize << (usize::BITS - 1 - count.leading_zeros());
         let at = count - low;
-        let old = std::mem::replace(&mut self.shards[at], Arc::new(HashMap::with_hasher(self.hasher.clone())));
+        let old = std::mem::replace(&mut self.shards[at], Shard::new(HashMap::with_hasher(self.hasher.clone())));
         // Each half gets room to grow back to the split point: it is never resized before
         // its own split, so an entry is rehashed once per split and never in between.
         let each = self.split_at.max(per_shard_capacity(old.len(), 2));
         let mut lower = HashMap::with_capacity_and_hasher(each, self.hasher.clone());
         let mut upper = HashMap::with_capacity_and_hasher(each, self.hasher.clone());
         let goes_up = |hasher: &S, key: &K| (hasher.hash_one(key) >> SHARD_BITS_AT) as usize & low != 0;
-        match Arc::try_unwrap(old) {
+        match old.into_own_table() {
             Ok(owned) => {
                 for (key, value) in owned {
                     let half = if goes_up(&self.hasher, &key) { &mut upper } else { &mut lower };
@@ -289,24 +318,18 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
                 }
             }
         }
-        self.shards[at] = Arc::new(lower);
-        self.shards.push(Arc::new(upper));
+        self.shards[at] = Shard::new(lower);
+        self.shards.push(Shard::new(upper));
     }
 
-    /// The value of `key`, to change in place. Copies the key's shard if it is shared and
-    /// holds the key.
+    /// The value of `key`, to change in place. While a view holds the key's shard, the
+    /// entry is first copied into the shard's overlay.
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = self.shard_of(key);
-        let shard = &mut self.shards[index];
-        // A miss changes nothing: no reason to copy a shard a view still holds.
-        if !shard.contains_key(key) {
-            return None;
-        }
-        Arc::make_mut(shard).get_mut(key)
+        self.shard_of_mut(key).get_mut(key)
     }
 
     /// Inserts `value` under `key`, returning the value it replaces.
@@ -314,8 +337,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
         self.shard_mut(&key).insert(key, value)
     }
 
-    /// Removes `key`, returning its value. Copies the key's shard if it is shared and holds
-    /// the key.
+    /// Removes `key`, returning its value.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -330,24 +352,19 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = self.shard_of(key);
-        let shard = &mut self.shards[index];
-        if !shard.contains_key(key) {
-            return None;
-        }
-        Arc::make_mut(shard).remove_entry(key)
+        self.shard_of_mut(key).remove_entry(key)
     }
 
     /// The entry of `key` in its shard, for in-place insertion or update: `HashMap`'s own
     /// [`Entry`]. Copies the key's shard if it is shared, whatever the entry is used for.
     pub fn entry(&mut self, key: K) -> Entry<'_, K, V> {
-        self.shard_mut(&key).entry(key)
+        self.shard_mut(&key).settle().0.entry(key)
     }
 
     /// Keeps only the entries for which `keep` returns true. Copies every shared shard.
     pub fn retain<F: FnMut(&K, &mut V) -> bool>(&mut self, mut keep: F) {
         for shard in &mut self.shards {
-            Arc::make_mut(shard).retain(&mut keep);
+            shard.settle().0.retain(&mut keep);
         }
     }
 
@@ -355,10 +372,15 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
     /// an unshared one keeps its capacity.
     pub fn clear(&mut self) {
         for shard in &mut self.shards {
-            match Arc::get_mut(shard) {
-                Some(owned) => owned.clear(),
-                None => *shard = Arc::new(HashMap::with_hasher(self.hasher.clone())),
-            }
+            *shard = match std::mem::replace(shard, Shard::new(HashMap::with_hasher(self.hasher.clone())))
+                .into_own_table()
+            {
+                Ok(mut owned) => {
+                    owned.clear();
+                    Shard::new(owned)
+                }
+                Err(_) => Shard::new(HashMap::with_hasher(self.hasher.clone())),
+            };
         }
     }
 
@@ -367,7 +389,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
     pub fn reserve(&mut self, additional: usize) {
         let each = per_shard_capacity(additional, self.shards.len());
         for shard in &mut self.shards {
-            Arc::make_mut(shard).reserve(each);
+            shard.settle().0.reserve(each);
         }
     }
 
@@ -391,11 +413,16 @@ impl<K, V, S: Default + Clone> Default for ShardedMap<K, V, S> {
 /// O(shards): the clone shares every shard with the original until either writes to it.
 impl<K, V, S: Clone> Clone for ShardedMap<K, V, S> {
     fn clone(&self) -> Self {
-        ShardedMap { shards: self.shards.clone(), hasher: self.hasher.clone(), split_at: self.split_at }
+        ShardedMap {
+            shards: self.shards.clone(),
+            hasher: self.hasher.clone(),
+            split_at: self.split_at,
+            settling: self.settling,
+        }
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for ShardedMap<K, V, S> {
+impl<K: fmt::Debug + Eq + Hash, V: fmt::Debug, S: BuildHasher> fmt::Debug for ShardedMap<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -461,7 +488,7 @@ where
     }
 }
 
-impl<'a, K, V, S> IntoIterator for &'a ShardedMap<K, V, S> {
+impl<'a, K: Eq + Hash, V, S: BuildHasher> IntoIterator for &'a ShardedMap<K, V, S> {
     type Item = (&'a K, &'a V);
     type IntoIter = Iter<'a, K, V, S>;
 
@@ -470,7 +497,7 @@ impl<'a, K, V, S> IntoIterator for &'a ShardedMap<K, V, S> {
     }
 }
 
-impl<'a, K: Clone, V: Clone, S: Clone> IntoIterator for &'a mut ShardedMap<K, V, S> {
+impl<'a, K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> IntoIterator for &'a mut ShardedMap<K, V, S> {
     type Item = (&'a K, &'a mut V);
     type IntoIter = IterMut<'a, K, V, S>;
 
@@ -480,7 +507,7 @@ impl<'a, K: Clone, V: Clone, S: Clone> IntoIterator for &'a mut ShardedMap<K, V,
 }
 
 /// The owned entries; a shard something else still holds is cloned entry by entry.
-impl<K: Clone, V: Clone, S: Clone> IntoIterator for ShardedMap<K, V, S> {
+impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> IntoIterator for ShardedMap<K, V, S> {
     type Item = (K, V);
     type IntoIter = IntoIter<K, V, S>;
 
@@ -490,7 +517,7 @@ impl<K: Clone, V: Clone, S: Clone> IntoIterator for ShardedMap<K, V, S> {
 }
 
 /// Serializes as a plain map: the exact length, then the entries shard by shard.
-impl<K: Serialize, V: Serialize, S> Serialize for ShardedMap<K, V, S> {
+impl<K: Serialize + Eq + Hash, V: Serialize, S: BuildHasher> Serialize for ShardedMap<K, V, S> {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
         serialize_shards(&self.shards, serializer)
     }
@@ -498,10 +525,11 @@ impl<K: Serialize, V: Serialize, S> Serialize for ShardedMap<K, V, S> {
 
 /// The one serialization of a map's shards, shared with the frozen view so that both write
 /// the same bytes.
-pub(super) fn serialize_shards<K, V, S, Z>(shards: &[Arc<HashMap<K, V, S>>], serializer: Z) -> Result<Z::Ok, Z::Error>
+pub(super) fn serialize_shards<K, V, S, Z>(shards: &[Shard<K, V, S>], serializer: Z) -> Result<Z::Ok, Z::Error>
 where
-    K: Serialize,
+    K: Serialize + Eq + Hash,
     V: Serialize,
+    S: BuildHasher,
     Z: Serializer,
 {
     let len = shards.iter().map(|shard| shard.len()).sum();
@@ -516,18 +544,18 @@ where
 
 /// The entries of a [`ShardedMap`] or a [`FrozenMap`](super::FrozenMap): [`ShardedMap::iter`].
 pub struct Iter<'a, K, V, S> {
-    shards: slice::Iter<'a, Arc<HashMap<K, V, S>>>,
-    shard: Option<hash_map::Iter<'a, K, V>>,
+    shards: slice::Iter<'a, Shard<K, V, S>>,
+    shard: Option<ShardIter<'a, K, V, S>>,
     left: usize,
 }
 
 impl<'a, K, V, S> Iter<'a, K, V, S> {
-    pub(super) fn new(shards: &'a [Arc<HashMap<K, V, S>>]) -> Self {
+    pub(super) fn new(shards: &'a [Shard<K, V, S>]) -> Self {
         Iter { shards: shards.iter(), shard: None, left: shards.iter().map(|shard| shard.len()).sum() }
     }
 }
 
-impl<'a, K, V, S> Iterator for Iter<'a, K, V, S> {
+impl<'a, K: Eq + Hash, V, S: BuildHasher> Iterator for Iter<'a, K, V, S> {
     type Item = (&'a K, &'a V);
 
     fn next(&mut self) -> Option<(&'a K, &'a V)> {
@@ -545,7 +573,7 @@ impl<'a, K, V, S> Iterator for Iter<'a, K, V, S> {
     }
 }
 
-impl<K, V, S> ExactSizeIterator for Iter<'_, K, V, S> {}
+impl<K: Eq + Hash, V, S: BuildHasher> ExactSizeIterator for Iter<'_, K, V, S> {}
 
 impl<K, V, S> Clone for Iter<'_, K, V, S> {
     fn clone(&self) -> Self {
@@ -553,7 +581,7 @@ impl<K, V, S> Clone for Iter<'_, K, V, S> {
     }
 }
 
-impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for Iter<'_, K, V, S> {
+impl<K: fmt::Debug + Eq + Hash, V: fmt::Debug, S: BuildHasher> fmt::Debug for Iter<'_, K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.clone()).finish()
     }
@@ -570,7 +598,7 @@ impl<K, V, S> Clone for Keys<'_, K, V, S> {
     }
 }
 
-impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
+impl<'a, K: Eq + Hash, V, S: BuildHasher> Iterator for Keys<'a, K, V, S> {
     type Item = &'a K;
 
     fn next(&mut self) -> Option<&'a K> {
@@ -582,7 +610,7 @@ impl<'a, K, V, S> Iterator for Keys<'a, K, V, S> {
     }
 }
 
-impl<K, V, S> ExactSizeIterator for Keys<'_, K, V, S> {}
+impl<K: Eq + Hash, V, S: BuildHasher> ExactSizeIterator for Keys<'_, K, V, S> {}
 
 /// The values of a [`ShardedMap`]: [`ShardedMap::values`].
 pub struct Values<'a, K, V, S> {
@@ -595,7 +623,7 @@ impl<K, V, S> Clone for Values<'_, K, V, S> {
     }
 }
 
-impl<'a, K, V, S> Iterator for Values<'a, K, V, S> {
+impl<'a, K: Eq + Hash, V, S: BuildHasher> Iterator for Values<'a, K, V, S> {
     type Item = &'a V;
 
     fn next(&mut self) -> Option<&'a V> {
@@ -607,15 +635,15 @@ impl<'a, K, V, S> Iterator for Values<'a, K, V, S> {
     }
 }
 
-impl<K, V, S> ExactSizeIterator for Values<'_, K, V, S> {}
+impl<K: Eq + Hash, V, S: BuildHasher> ExactSizeIterator for Values<'_, K, V, S> {}
 
 /// The entries of a [`ShardedMap`] with mutable values: [`ShardedMap::iter_mut`].
 pub struct IterMut<'a, K, V, S> {
-    shards: slice::IterMut<'a, Arc<HashMap<K, V, S>>>,
+    shards: slice::IterMut<'a, Shard<K, V, S>>,
     shard: Option<hash_map::IterMut<'a, K, V>>,
 }
 
-impl<'a, K: Clone, V: Clone, S: Clone> Iterator for IterMut<'a, K, V, S> {
+impl<'a, K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Iterator for IterMut<'a, K, V, S> {
     type Item = (&'a K, &'a mut V);
 
     fn next(&mut self) -> Option<(&'a K, &'a mut V)> {
@@ -624,7 +652,7 @@ impl<'a, K: Clone, V: Clone, S: Clone> Iterator for IterMut<'a, K, V, S> {
                 return Some(entry);
             }
             // Copied only once reached: an iteration stopped early leaves the rest shared.
-            self.shard = Some(Arc::make_mut(self.shards.next()?).iter_mut());
+            self.shard = Some(self.shards.next()?.settle().0.iter_mut());
         }
     }
 }
@@ -634,7 +662,7 @@ pub struct ValuesMut<'a, K, V, S> {
     inner: IterMut<'a, K, V, S>,
 }
 
-impl<'a, K: Clone, V: Clone, S: Clone> Iterator for ValuesMut<'a, K, V, S> {
+impl<'a, K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Iterator for ValuesMut<'a, K, V, S> {
     type Item = &'a mut V;
 
     fn next(&mut self) -> Option<&'a mut V> {
@@ -644,11 +672,11 @@ impl<'a, K: Clone, V: Clone, S: Clone> Iterator for ValuesMut<'a, K, V, S> {
 
 /// The owned entries of a [`ShardedMap`]: its `IntoIterator`.
 pub struct IntoIter<K, V, S> {
-    shards: std::vec::IntoIter<Arc<HashMap<K, V, S>>>,
+    shards: std::vec::IntoIter<Shard<K, V, S>>,
     shard: Option<hash_map::IntoIter<K, V>>,
 }
 
-impl<K: Clone, V: Clone, S: Clone> Iterator for IntoIter<K, V, S> {
+impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Iterator for IntoIter<K, V, S> {
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
@@ -656,7 +684,7 @@ impl<K: Clone, V: Clone, S: Clone> Iterator for IntoIter<K, V, S> {
             if let Some(entry) = self.shard.as_mut().and_then(Iterator::next) {
                 return Some(entry);
             }
-            self.shard = Some(Arc::unwrap_or_clone(self.shards.next()?).into_iter());
+            self.shard = Some(self.shards.next()?.into_table().into_iter());
         }
     }
 }
