@@ -23,8 +23,8 @@ use crate::{CodecError, Serializer};
 ///   with every serializer, because a snapshot is decoded as the value's own type.
 /// * **Really frozen.** Changes to the value after `freeze` must not show in the view. A
 ///   persistent collection gets this for free (a clone shares structure and never changes);
-///   a sharded copy-on-write map copies a shard the first time it is written while a view
-///   still holds it.
+///   a sharded map keeps what is written to a shard a view still holds beside that shard
+///   (or copies the shard), never in it.
 ///
 /// Implemented for the collections in `airomem::collections` and, with the facade's `imbl`
 /// feature, for `imbl`'s maps, sets and vectors. For a struct whose fields all implement it,

@@ -13,7 +13,8 @@ use super::sharded::{Iter, ShardedMap, serialize_shards, shard_index};
 /// A [`ShardedMap`] as it was at one moment: what [`Freeze::freeze`] returns for it.
 ///
 /// It holds the map's shards themselves (one `Arc` each), so taking it costs O(shards), and
-/// it never changes: the map copies a shard before writing to it while a view holds it. It
+/// it never changes: while a view holds a shard, the map keeps its changes to that shard in
+/// an overlay of its own, or copies the shard. It
 /// serializes to exactly the bytes the map serialized to at that moment, and answers reads
 /// as of then.
 pub struct FrozenMap<K, V, S> {
@@ -90,7 +91,8 @@ impl<K: Serialize + Eq + Hash, V: Serialize, S: BuildHasher> Serialize for Froze
     }
 }
 
-/// O(shards): one `Arc` clone per shard. The first write to each shard afterwards copies it.
+/// O(shards): one `Arc` clone per shard (two for a shard with an overlay). Writes made while
+/// the view is held go into overlays, or copy a shard (see [`ShardedMap`]).
 impl<K, V, S> Freeze for ShardedMap<K, V, S>
 where
     K: Serialize + Eq + Hash + Send + Sync + 'static,

@@ -1,9 +1,9 @@
 //! Collections whose point-in-time view ([`Freeze`](crate::Freeze)) is cheap, so that a
 //! state built from them snapshots without stalling the writers.
 //!
-//! * [`ShardedMap`]: a `HashMap` of copy-on-write shards of at most about
-//!   [`SHARD_SPLIT_AT`] entries each, added one by one as it grows. A freeze costs one `Arc`
-//!   clone per shard; the first write to a shard afterwards copies that shard.
+//! * [`ShardedMap`]: a `HashMap` of shards of at most about [`SHARD_SPLIT_AT`] entries
+//!   each, added one by one as it grows. A freeze costs one `Arc` clone per shard; while the
+//!   view is held, writes keep the entries they change beside the shard they fall in.
 //! * [`FrozenMap`]: a `ShardedMap` as it was when frozen, readable and serializable.
 //! * [`ByClone`]: any `Clone` value, frozen by cloning it: for small values only, since the
 //!   writers wait for the clone.

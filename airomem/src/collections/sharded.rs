@@ -1,4 +1,5 @@
-//! [`ShardedMap`]: a hash map split into a fixed number of copy-on-write shards.
+//! [`ShardedMap`]: a hash map split into shards that a frozen view shares, each with an
+//! overlay for what changes while the view holds it.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -12,11 +13,11 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::shard::{Shard, ShardIter};
 
-/// The most entries a shard holds before the map grows by one shard: the first write to a
-/// shard after a freeze copies that shard, so this bounds what one write can cost the
-/// writers (at the 60 to 600 ns per entry measured copying 32-byte string keys, 15 to
-/// 300 µs), and a freeze clones one `Arc` per 224 to 448 entries (about 4,000 of them at a
-/// million entries, tens of microseconds).
+/// The most entries a shard holds before the map grows by one shard. It bounds what one
+/// write can cost the writers when it has to copy a shard a frozen view holds (an `entry`,
+/// a split, an overlay past a quarter of the shard: at the 60 to 600 ns per entry measured
+/// copying 32-byte string keys, 15 to 300 µs), and sets how many `Arc`s a freeze clones
+/// (one per 224 to 448 entries: about 4,000 at a million entries, tens of microseconds).
 ///
 /// The map grows as a linear hash table does: each time a write finds its shard this full,
 /// the next shard in turn is split in two by one more bit of the hash, so shards stay
@@ -46,25 +47,33 @@ const SHARD_BITS: u32 = 16;
 /// buckets. Bits 41 to 56 are neither, until a shard holds 2^41 buckets.
 const SHARD_BITS_AT: u32 = 57 - SHARD_BITS;
 
-/// A `HashMap` made of copy-on-write shards that split as it grows: a sharded
-/// copy-on-write map.
+/// A `HashMap` made of shards that split as it grows, whose point-in-time view costs one
+/// `Arc` clone per shard and whose writes while the view is held keep only what changed.
 ///
-/// Each shard is an `Arc<HashMap<K, V, S>>`. Reads go to the key's shard; a write goes
-/// through [`Arc::make_mut`] on it, which copies the shard only when something else (a
-/// frozen view, a clone of the map) still holds it. That makes a point-in-time view
-/// ([`crate::Freeze`], [`FrozenMap`](super::FrozenMap)) and a [`Clone`] cost one `Arc`
-/// clone per shard, and the first write to each shard afterwards pays for copying that one
-/// shard, once. Shards hold at most about [`SHARD_SPLIT_AT`] entries: a new map has one,
-/// and the map adds shards one at a time as it grows (see [`SHARD_SPLIT_AT`]).
+/// Each shard is an `Arc<HashMap<K, V, S>>` table. A point-in-time view ([`crate::Freeze`],
+/// [`FrozenMap`](super::FrozenMap)) and a [`Clone`] share the tables. While something else
+/// holds a shard's table, [`insert`](Self::insert), [`remove`](Self::remove) and
+/// [`get_mut`](Self::get_mut) write into the shard's overlay instead (the changed key and
+/// its new value, or its removal), and reads look there first: a snapshot taken while a
+/// tenth of the keys change costs the changed entries, not a second copy of every shard
+/// they fall in (keys are spread by hash, so that would be nearly every shard). Once the
+/// table is the map's alone again, the overlay folds back into it in place: on the next
+/// write to the shard, or as the map settles one shard per write. A shard is copied
+/// instead when its overlay would pass a quarter of its entries, and for the operations
+/// that hand out the table itself (below). Shards hold at most about [`SHARD_SPLIT_AT`]
+/// entries: a new map has one, and the map adds shards one at a time as it grows (see
+/// [`SHARD_SPLIT_AT`]).
 ///
 /// It serializes as a plain map, so its bytes (and JSON) are those of a `HashMap` with the
 /// same entries in the same order, and it decodes from any map.
 ///
 /// Differences from `HashMap`: [`len`](Self::len) and [`is_empty`](Self::is_empty) visit
-/// every shard (O(shards)); writes need `K`, `V` and `S` to be [`Clone`] (to copy a shared
-/// shard); [`entry`](Self::entry), [`iter_mut`](Self::iter_mut), [`retain`](Self::retain)
-/// and [`reserve`](Self::reserve) copy a shared shard even when they end up changing
-/// nothing ([`get_mut`](Self::get_mut) and [`remove`](Self::remove) do not on a miss); the
+/// every shard (O(shards)); writes need `K`, `V` and `S` to be [`Clone`] (to keep a
+/// changed entry beside a shared shard, or copy it); [`entry`](Self::entry),
+/// [`iter_mut`](Self::iter_mut), [`retain`](Self::retain) and [`reserve`](Self::reserve)
+/// copy a shared shard even when they end up changing nothing ([`get_mut`](Self::get_mut)
+/// and [`remove`](Self::remove) change nothing on a miss); reading a key of a shard with an
+/// overlay looks it up in both; the
 /// owned [`IntoIterator`] clones the entries of a shard something else still holds; the
 /// order of iteration changes when a shard splits.
 ///
