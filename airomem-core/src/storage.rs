@@ -22,15 +22,6 @@ pub trait StorageFile: Send {
     /// Cuts the file to `len` bytes (or extends it with zeros); later appends go to the new
     /// end.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
-    /// Asks the system to start writing `offset..offset + len` to the device now, without
-    /// waiting for it and without making anything durable: a large file written this way
-    /// reaches the device in small pieces as it goes, instead of all at once at its
-    /// `fdatasync`, which every other file's sync would queue behind. A hint; the default
-    /// does nothing.
-    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
-        Ok(())
-    }
     /// Writes zeros over `from..to`: space prepared ahead of appends. Written rather than
     /// `fallocate`d or left to `set_len`, because unwritten extents and holes need a metadata
     /// update on their first write, which is what preparing the space is meant to spare.
@@ -210,21 +201,6 @@ impl StorageFile for StdFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.end = len;
-        Ok(())
-    }
-
-    /// Linux starts writing a range's dirty pages back (`WB_SYNC_NONE`, no wait) when told
-    /// its pages are not needed (`POSIX_FADV_DONTNEED`), and drops them once clean: what
-    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` does, minus the page cache the file's writer
-    /// will not read again. Elsewhere the hint is ignored.
-    fn start_writeback(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        {
-            let len = std::num::NonZeroU64::new(len);
-            rustix::fs::fadvise(&self.file, offset, len, rustix::fs::Advice::DontNeed)?;
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (offset, len);
         Ok(())
     }
 }
