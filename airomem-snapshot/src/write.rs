@@ -180,8 +180,9 @@ struct Body {
 /// written. A journal `fdatasync` issued meanwhile waits for whatever of the snapshot the
 /// device has queued ahead of it, and those are commits waiting: synced piece by piece,
 /// that is at most one piece. With a 2.2 MB compressed chunk handed to write-back at once
-/// and a sync every 4 MiB, commits' p99 during a snapshot of 1M sessions rose 5 ms; with
-/// 256 KiB pieces, 2.8 ms, for a snapshot about a tenth longer (110 syncs for 28 MB).
+/// and a sync every 4 MiB, commits' p99 during a snapshot of 1M sessions rose 5.1 ms in the
+/// bench; with 256 KiB pieces, 2.8 ms (3.4 ms in a noisier run), for a snapshot about a
+/// tenth longer (110 syncs for 28 MB). See `docs/design.md`, "Snapshots".
 const WRITE_PIECE: usize = 256 * 1024;
 
 impl Body {
