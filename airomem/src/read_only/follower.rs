@@ -82,8 +82,12 @@ trait Read<S: State>: Send {
     /// The final batches appended since the last call.
     fn advance(&mut self) -> Result<Advance, TailError>;
     fn decode(&self, record: &TailRecord) -> Result<S::Command, Error>;
-    /// Rebuilds the state after command `seq` exactly (after a command panicked here).
-    fn state_at(&self, seq: Seq) -> Result<S, Error>;
+    /// Rebuilds the state after command `seq`, or after the last whole unit before it (after
+    /// a command panicked here), and says which command that is.
+    fn state_at(&self, seq: Seq) -> Result<(S, Seq), Error>;
+    /// Drops the cursor: the next [`Read::advance`] answers `Gone`, and the step reloads.
+    /// For a step that failed after the cursor moved past commands it did not apply.
+    fn forget(&mut self);
 }
 
 struct Reader<Z> {
@@ -101,7 +105,13 @@ impl<S: State, Z: Serializer + Clone + Send> Read<S> for Reader<Z> {
             let tail = match Tail::at_final_end(Arc::clone(&self.view), &self.dir) {
                 Ok(tail) => tail,
                 Err(TailError::Failed(e)) => return Err(e),
-                Err(TailError::Gone) => unreachable!("a cursor at the newest segment finds it"),
+                // The newest segment went between the listing and its open: retention ran
+                // after a rollover. Listing again finds the one that replaced it.
+                Err(TailError::Gone) if attempts < RELOADS => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(TailError::Gone) => return Err(Error::RemovedWhileReading { path: self.dir.clone() }),
             };
             let at = Seq(tail.next().0 - 1);
             match Past::<S>::open_with(self.serializer.clone(), &self.dir, At::Seq(at), &self.options) {
@@ -144,8 +154,14 @@ impl<S: State, Z: Serializer + Clone + Send> Read<S> for Reader<Z> {
         self.serializer.decode(&record.payload).map_err(|e| Error::decode(Some(self.dir.clone()), Some(record.seq), e))
     }
 
-    fn state_at(&self, seq: Seq) -> Result<S, Error> {
-        Past::<S>::open_with(self.serializer.clone(), &self.dir, At::Seq(seq), &self.options).map(Past::into_state)
+    fn state_at(&self, seq: Seq) -> Result<(S, Seq), Error> {
+        let past = Past::<S>::open_with(self.serializer.clone(), &self.dir, At::Seq(seq), &self.options)?;
+        let at = past.seq();
+        Ok((past.into_state(), at))
+    }
+
+    fn forget(&mut self) {
+        self.tail = None;
     }
 }
 
@@ -323,7 +339,15 @@ impl<S: State> Shared<S> {
             }
             return Ok(0);
         }
-        let commands = records.iter().map(|r| reader.decode(r)).collect::<Result<Vec<_>, Error>>()?;
+        // From here on the cursor is past `reached`: a step that fails forgets it, so that
+        // the next one reloads rather than go on from commands this state never got.
+        let commands = match records.iter().map(|r| reader.decode(r)).collect::<Result<Vec<_>, Error>>() {
+            Ok(commands) => commands,
+            Err(e) => {
+                reader.forget();
+                return Err(e);
+            }
+        };
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         for (record, command) in records.iter().zip(commands) {
             let context = CommitContext::new(record.seq, record.unix_nanos);
@@ -331,10 +355,11 @@ impl<S: State> Shared<S> {
                 // The store executed it without a panic (no marker cancels it): `execute`
                 // is not deterministic, or this build differs. The half-changed state is
                 // replaced before anyone sees it.
-                let before = Seq(record.seq.0 - 1);
-                *state = reader.state_at(before)?;
+                reader.forget();
+                let (rebuilt, at) = reader.state_at(Seq(record.seq.0 - 1))?;
+                *state = rebuilt;
                 drop(state);
-                self.moved_to(before);
+                self.moved_to(at);
                 return Err(Error::ReplayPanicked { seq: record.seq, message });
             }
         }
