@@ -73,6 +73,32 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
+/// Hooks that make the next journal write panic once armed: a bug in a storage
+/// implementation, met on the writer thread. The writer thread dies, and the store refuses
+/// commits from then on.
+#[derive(Default)]
+pub struct PanicOnWrite {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl PanicOnWrite {
+    /// Makes the next `write_at` panic (once).
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Hooks for PanicOnWrite {
+    fn before(&self, op: Op, _path: &Path) {
+        if op == Op::WriteAt {
+            assert!(
+                !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst),
+                "a storage bug, on the writer thread"
+            );
+        }
+    }
+}
+
 /// A storage `S` (the real file system unless said otherwise) with `H` called before every
 /// operation.
 pub struct Hooked<H, S = StdStorage> {

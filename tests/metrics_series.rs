@@ -3,13 +3,11 @@
 //! to 0 when the store stops accepting commits. One recorder serves the whole process, so
 //! every test here shares it and reads only its own store's label.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use airomem::{Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
 use airomem_workspace::Log;
-use airomem_workspace::hooked::{Hooked, Hooks, Op};
+use airomem_workspace::hooked::{Hooked, PanicOnWrite};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 type LogStore = PostcardStore<Log>;
@@ -77,21 +75,6 @@ async fn a_store_with_metrics_off_registers_nothing() {
     store.close().await.expect("close");
 }
 
-/// Makes the next journal write panic once armed: the writer thread dies, and the store
-/// refuses commits from then on.
-#[derive(Default)]
-struct PanicOnWrite {
-    armed: AtomicBool,
-}
-
-impl Hooks for PanicOnWrite {
-    fn before(&self, op: Op, _path: &Path) {
-        if op == Op::WriteAt {
-            assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_gauge_falls_to_zero_when_commits_are_refused() {
     recorder();
@@ -102,7 +85,7 @@ async fn the_health_gauge_falls_to_zero_when_commits_are_refused() {
     let store: LogStore = Store::open_with(PostcardSerializer, tmp.path(), options).await.expect("open");
     store.commit(1).await.expect("commit");
     assert_eq!(series("airomem_healthy", "falls-ill"), Some(1.0));
-    switch.armed.store(true, Ordering::SeqCst);
+    switch.arm();
     assert!(matches!(store.commit(2).await, Err(Error::WriterPanicked { .. })));
     assert_eq!(series("airomem_healthy", "falls-ill"), Some(0.0));
     assert_eq!(series("airomem_commits_total", "falls-ill"), Some(1.0), "the refused commit is not counted");

@@ -3,45 +3,28 @@
 //! snapshots that keep failing, the only snapshot damaged, and `stats()` right after a reopen.
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use airomem::storage::StdStorage;
 use airomem::{Error, PostcardSerializer, PostcardStore, Store, StoreOptions};
 use airomem_workspace::Log;
-use airomem_workspace::hooked::{Hooked, Hooks, Op};
+use airomem_workspace::hooked::{Hooked, PanicOnWrite};
 use serde::{Deserialize, Serialize};
 
 type LogStore = PostcardStore<Log>;
-
-/// A switch that makes the next journal write panic: a bug in a storage implementation, met
-/// on the writer thread.
-#[derive(Default)]
-struct PanicOnWrite {
-    armed: AtomicBool,
-}
-
-impl Hooks for PanicOnWrite {
-    fn before(&self, op: Op, _path: &Path) {
-        if op == Op::WriteAt {
-            assert!(!self.armed.swap(false, Ordering::SeqCst), "a storage bug, on the writer thread");
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_writer_thread_marks_the_store_broken_for_reads_and_commits() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let switch = Arc::new(PanicOnWrite::default());
-    let armed = &switch.armed;
     let options = StoreOptions::default().storage(Arc::new(Hooked::new(Arc::clone(&switch))));
     let store: LogStore = Store::open_with(PostcardSerializer, &dir, options).await.expect("open");
     for value in 0..10 {
         store.commit(value).await.expect("commit");
     }
-    armed.store(true, Ordering::SeqCst);
+    switch.arm();
     match store.commit(10).await {
         // The first callers may hear of it while the thread still unwinds, before its message
         // is known.

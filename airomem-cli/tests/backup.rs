@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use airomem::{Durability, PostcardSerializer, PostcardStore, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 
+mod common;
+
 #[derive(Serialize, Deserialize, Default)]
 struct Numbers {
     values: Vec<u64>,
@@ -25,15 +27,41 @@ impl airomem::State for Numbers {
     }
 }
 
+/// [`common::run`], with standard output and error as one text.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_airomem")).args(args).output().expect("run the airomem binary");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let stderr = String::from_utf8(out.stderr).expect("utf-8");
-    (out.status.code().expect("exited"), format!("{stdout}{stderr}"))
+    let (code, stdout, stderr) = common::run(args);
+    (code, format!("{stdout}{stderr}"))
 }
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A task committing 0, 1, 2, … as fast as the store takes them, until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(store: &PostcardStore<Numbers>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, flag) = (store.clone(), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let mut value = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                store.commit(value).await.expect("commit");
+                value += 1;
+            }
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops the task and waits for its last commit.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer");
+    }
 }
 
 fn options() -> StoreOptions {
@@ -45,17 +73,7 @@ async fn a_backup_beside_a_running_writer_restores_the_state_at_its_seq() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let store: PostcardStore<Numbers> = Store::open_with(PostcardSerializer, &dir, options()).await.expect("open");
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (store, stop) = (store.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut value = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                store.commit(value).await.expect("commit");
-                value += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&store);
     while store.stats().commits < 1_000 {
         tokio::task::yield_now().await;
     }
@@ -66,8 +84,7 @@ async fn a_backup_beside_a_running_writer_restores_the_state_at_its_seq() {
             tokio::task::spawn_blocking(move || run(&["backup", path(&dir), path(&dest)])).await.expect("join");
         assert_eq!(code, 0, "{out}");
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.expect("writer");
+    writer.stop().await;
     store.close().await.expect("close");
 
     for (i, dest) in backups.iter().enumerate() {
@@ -133,17 +150,7 @@ async fn a_killed_cli_backup_is_refused_or_restores_exactly() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let store: PostcardStore<Numbers> = Store::open_with(PostcardSerializer, &dir, options()).await.expect("open");
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (store, stop) = (store.clone(), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut value = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                store.commit(value).await.expect("commit");
-                value += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&store);
     while store.stats().commits < 2_000 {
         tokio::task::yield_now().await;
     }
@@ -167,8 +174,7 @@ async fn a_killed_cli_backup_is_refused_or_restores_exactly() {
         .expect("join");
         dests.push(dest);
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.expect("writer");
+    writer.stop().await;
     store.close().await.expect("close");
 
     let (mut restored_count, mut refused) = (0, 0);

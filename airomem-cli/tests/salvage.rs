@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use airomem::{PostcardSerializer, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
+
+mod common;
+use common::run;
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq)]
 struct Numbers(Vec<u64>);
@@ -18,15 +20,6 @@ impl airomem::State for Numbers {
     fn execute(&mut self, n: u64) {
         self.0.push(n);
     }
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_airomem")).args(args).output().expect("run the airomem binary");
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8(out.stdout).expect("utf-8"),
-        String::from_utf8(out.stderr).expect("utf-8"),
-    )
 }
 
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
