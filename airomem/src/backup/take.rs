@@ -126,7 +126,9 @@ fn once(
     // which take the same lock, waits for that copy.
     let guard = prune.map(|p| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let (snapshots, segments) = listing(dir)?;
-    let snapshot = snapshots.iter().rev().find(|s| !bad.contains(s)).copied();
+    // At or before the cut: automatic snapshots go on while `Store::backup` copies, and one
+    // taken after its cut covers commands the cut leaves out.
+    let snapshot = snapshots.iter().rev().find(|&&s| !bad.contains(&s) && until.is_none_or(|u| s <= u)).copied();
     let after = snapshot.map_or(Seq(1), Seq::next);
     let Some(start) = segments.iter().rposition(|&first| first <= after) else {
         return Err(Attempt::Failed(Error::Backup {
@@ -302,5 +304,49 @@ fn clear(dest: &Path) {
         if let Err(e) = std::fs::remove_file(entry.path()) {
             tracing::warn!(error = %e, file = %entry.path().display(), "could not remove a file of an unfinished backup");
         }
+    }
+}
+
+#[cfg(all(test, feature = "snapshot"))]
+mod tests {
+    use super::*;
+    use crate::{PostcardSerializer, StoreOptions, blocking};
+
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    struct Sum {
+        total: u64,
+    }
+
+    impl airomem_core::State for Sum {
+        type Command = u64;
+        fn execute(&mut self, value: u64) {
+            self.total += value;
+        }
+    }
+
+    /// A snapshot newer than the cut (an automatic one, taken after `Store::backup` chose
+    /// its cut) is passed over for the newest one at or before it: the backup holds exactly
+    /// the commands up to the cut.
+    #[test]
+    fn a_snapshot_past_the_cut_is_passed_over() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("store");
+        let store: blocking::Store<Sum, PostcardSerializer> =
+            blocking::Store::open_with(PostcardSerializer, &dir, StoreOptions::default()).expect("open");
+        for value in 1..=20 {
+            store.commit(value).expect("commit");
+            if value % 10 == 0 {
+                store.snapshot().expect("snapshot");
+            }
+        }
+        let dest = tmp.path().join("backup");
+        let report = take(&dir, &dest, Some(Seq(15)), None, Instant::now()).expect("backup");
+        assert_eq!(report.seq, Seq(15));
+        let restored = tmp.path().join("restored");
+        crate::backup::restore(&dest, &restored, None).expect("restore");
+        drop(store);
+        let back: blocking::Store<Sum, PostcardSerializer> =
+            blocking::Store::open(PostcardSerializer, &restored).expect("open the restored store");
+        assert_eq!(back.query().expect("query").total, (1..=15).sum::<u64>());
     }
 }
