@@ -2,7 +2,6 @@
 //! beside the target, sync, rename into place, sync the parent. Nothing appears under the
 //! target's name unless the whole restore succeeded.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
@@ -10,7 +9,7 @@ use tracing::info;
 
 use crate::backup::check::verify;
 use crate::backup::manifest::Manifest;
-use crate::backup::take::{create_private_dir, parent, sync_dir};
+use crate::backup::take::{create_private_dir, create_private_file, parent, sync_dir};
 use crate::error::{BackupProblem, Error};
 
 /// Restores the backup in `backup` into a new store at `dir` and returns its manifest.
@@ -78,7 +77,7 @@ fn fill(backup: &Path, temp: &Path, manifest: &Manifest) -> Result<(), Error> {
                 },
             });
         }
-        let mut out = File::create_new(&to).map_err(Error::io("create", &to))?;
+        let mut out = create_private_file(&to)?;
         out.write_all(&bytes).map_err(Error::io("write", &to))?;
         out.sync_all().map_err(Error::io("sync", &to))?;
     }

@@ -147,17 +147,23 @@ fn once(
         None => segments.len() - 1,
     };
     let chosen = &segments[start..=last];
-    let mut linked = 0;
-    if let Some(seq) = snapshot {
-        linked += usize::from(pin(&airomem_snapshot::path(dir, seq), dest)?);
-    }
     let (&tail, sealed) = chosen.split_last().expect("start <= last");
-    for &first in sealed {
-        linked += usize::from(pin(&segment::path(dir, first), dest)?);
-    }
+    let files = snapshot.map(|seq| airomem_snapshot::path(dir, seq)).into_iter();
+    let files = files.chain(sealed.iter().map(|&first| segment::path(dir, first)));
+    let pinned = files.map(|src| pin(&src, dest)).collect::<Result<Vec<_>, _>>()?;
     let tail_path = segment::path(dir, tail);
     let tail_file = open(&tail_path)?;
     drop(guard);
+    let mut linked = 0;
+    for pinned in pinned {
+        match pinned {
+            Pinned::Linked => linked += 1,
+            Pinned::Open(mut from, to) => {
+                let mut out = create_private_file(&to)?;
+                std::io::copy(&mut from, &mut out).map_err(Error::io("copy", &to))?;
+            }
+        }
+    }
     copy_prefix(tail_file, &tail_path, dest, until)?;
 
     let examined = match examine(dest, snapshot, chosen, None) {
@@ -200,19 +206,23 @@ fn listing(dir: &Path) -> Result<(Vec<Seq>, Vec<Seq>), Error> {
     Ok((snapshots, segments))
 }
 
-/// Puts `src` into `dest` under its name: a hard link where the file system allows one,
-/// a copy otherwise. True if linked.
-fn pin(src: &Path, dest: &Path) -> Result<bool, Attempt> {
+/// A store file held for the backup: linked into it, or open to be copied there once
+/// retention's lock is released (the open handle reads it even if retention removes it).
+enum Pinned {
+    Linked,
+    Open(File, PathBuf),
+}
+
+/// Holds `src` for `dest`: a hard link where the file system allows one, else the open file
+/// and where its copy goes.
+fn pin(src: &Path, dest: &Path) -> Result<Pinned, Attempt> {
     let to = dest.join(src.file_name().expect("a store file has a name"));
     match std::fs::hard_link(src, &to) {
-        Ok(()) => return Ok(true),
+        Ok(()) => return Ok(Pinned::Linked),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Attempt::Vanished),
         Err(e) => debug!(error = %e, file = %src.display(), "hard link refused; copying"),
     }
-    let mut from = open(src)?;
-    let mut out = File::create_new(&to).map_err(Error::io("create", &to))?;
-    std::io::copy(&mut from, &mut out).map_err(Error::io("copy", &to))?;
-    Ok(false)
+    Ok(Pinned::Open(open(src)?, to))
 }
 
 fn open(src: &Path) -> Result<File, Attempt> {
@@ -238,7 +248,7 @@ fn copy_prefix(mut file: File, src: &Path, dest: &Path, until: Option<Seq>) -> R
         .last()
         .map_or(SEGMENT_HEADER_LEN, |f| f.end());
     let to = dest.join(file_name(src));
-    let mut out = File::create_new(&to).map_err(Error::io("create", &to))?;
+    let mut out = create_private_file(&to)?;
     out.write_all(&bytes[..cut]).map_err(Error::io("write", &to))?;
     Ok(())
 }
@@ -255,7 +265,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), Error> {
 fn publish_manifest(dest: &Path, manifest: &Manifest) -> Result<(), Error> {
     let temp = dest.join(format!(".{MANIFEST_FILE}.tmp"));
     let path = dest.join(MANIFEST_FILE);
-    let mut out = File::create_new(&temp).map_err(Error::io("create", &temp))?;
+    let mut out = create_private_file(&temp)?;
     out.write_all(&manifest.encode()).map_err(Error::io("write", &temp))?;
     out.sync_all().map_err(Error::io("sync", &temp))?;
     drop(out);
@@ -288,6 +298,16 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), Error> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path).map_err(Error::io("create directory", path))
+}
+
+/// A new file only its owner can read (`0o600` on Unix), as the store's own files are:
+/// a backup holds the same secrets.
+pub(crate) fn create_private_file(path: &Path) -> Result<File, Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(Error::io("create", path))
 }
 
 pub(crate) fn parent(path: &Path) -> Option<PathBuf> {
@@ -342,6 +362,13 @@ mod tests {
         let dest = tmp.path().join("backup");
         let report = take(&dir, &dest, Some(Seq(15)), None, Instant::now()).expect("backup");
         assert_eq!(report.seq, Seq(15));
+        #[cfg(unix)]
+        for entry in std::fs::read_dir(&dest).expect("list") {
+            use std::os::unix::fs::PermissionsExt;
+            let entry = entry.expect("entry");
+            let mode = entry.metadata().expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}: a backup of secrets is private", entry.path().display());
+        }
         let restored = tmp.path().join("restored");
         crate::backup::restore(&dest, &restored, None).expect("restore");
         drop(store);
