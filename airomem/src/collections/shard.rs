@@ -50,6 +50,12 @@ impl<K, V, S> Shard<K, V, S> {
         }
     }
 
+    /// Whether changes wait beside the table.
+    #[cfg(test)]
+    pub(super) fn has_overlay(&self) -> bool {
+        self.overlay.is_some()
+    }
+
     /// Whether the map has replaced this shard's table since `self` was taken from it: the
     /// frozen view's own copy is then the table's last holder.
     pub(super) fn table_is_only_here(&self) -> bool {
@@ -105,9 +111,8 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
     }
 
     /// The shard's own table, with the overlay folded into it: copied first if something
-    /// else still holds it. Returns whether it was copied.
-    pub(super) fn settle(&mut self) -> (&mut HashMap<K, V, S>, bool) {
-        let copied = Arc::get_mut(&mut self.table).is_none();
+    /// else still holds it.
+    pub(super) fn settle(&mut self) -> &mut HashMap<K, V, S> {
         let table = Arc::make_mut(&mut self.table);
         if let Some(overlay) = self.overlay.take() {
             let len = self.len;
@@ -131,7 +136,27 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
             }
             debug_assert_eq!(table.len(), len, "the overlay's count and the folded table's");
         }
-        (table, copied)
+        table
+    }
+
+    /// The table to write to in place, when no view holds it and no overlay is left: the
+    /// path of every write outside snapshots, one uniqueness check and nothing else.
+    #[inline]
+    fn own_table(&mut self) -> Option<&mut HashMap<K, V, S>> {
+        if self.overlay.is_some() {
+            return None;
+        }
+        Arc::get_mut(&mut self.table)
+    }
+
+    /// Removes every entry: the table cleared in place (keeping its capacity) if it is the
+    /// shard's alone, replaced by an empty one otherwise, never copied.
+    pub(super) fn clear(&mut self, hasher: &S) {
+        self.overlay = None;
+        match Arc::get_mut(&mut self.table) {
+            Some(table) => table.clear(),
+            None => self.table = Arc::new(HashMap::with_hasher(hasher.clone())),
+        }
     }
 
     /// Folds the overlay into the table if nothing else holds the table any more, without
@@ -157,7 +182,8 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
     /// The shard's table as its own, overlay folded in, copied if something else holds it.
     pub(super) fn into_table(mut self) -> HashMap<K, V, S> {
         self.settle();
-        Arc::try_unwrap(self.table).unwrap_or_else(|shared| (*shared).clone())
+        // Unique after `settle`: no copy here.
+        Arc::unwrap_or_clone(self.table)
     }
 
     /// The table itself if nothing else holds it (overlay folded in first); otherwise the
@@ -179,8 +205,11 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
 
     /// Inserts `value` under `key`, returning the value it replaces.
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(table) = self.own_table() {
+            return table.insert(key, value);
+        }
         if !self.overlays() {
-            return self.settle().0.insert(key, value);
+            return self.settle().insert(key, value);
         }
         // The value replaced: the overlay's own, or a copy of the table's.
         let old = match self.overlay.as_ref().and_then(|overlay| overlay.get(&key)) {
@@ -198,10 +227,13 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        if let Some(table) = self.own_table() {
+            return table.remove_entry(key);
+        }
         // A miss changes nothing: no reason to copy a table or start an overlay.
         self.get(key)?;
         if !self.overlays() {
-            return self.settle().0.remove_entry(key);
+            return self.settle().remove_entry(key);
         }
         let in_table = self.table.get_key_value(key).map(|(key, value)| (key.clone(), value.clone()));
         // Started (and counted) first, so that the count taken is the one before the removal.
@@ -236,10 +268,13 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Shard<K, V, S> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        if self.own_table().is_some() {
+            return self.own_table().and_then(|table| table.get_mut(key));
+        }
         // A miss changes nothing.
         self.get(key)?;
         if !self.overlays() {
-            return self.settle().0.get_mut(key);
+            return self.settle().get_mut(key);
         }
         let in_overlay = self.overlay.as_ref().is_some_and(|overlay| overlay.contains_key(key));
         if !in_overlay {

@@ -367,13 +367,13 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
     /// The entry of `key` in its shard, for in-place insertion or update: `HashMap`'s own
     /// [`Entry`]. Copies the key's shard if it is shared, whatever the entry is used for.
     pub fn entry(&mut self, key: K) -> Entry<'_, K, V> {
-        self.shard_mut(&key).settle().0.entry(key)
+        self.shard_mut(&key).settle().entry(key)
     }
 
     /// Keeps only the entries for which `keep` returns true. Copies every shared shard.
     pub fn retain<F: FnMut(&K, &mut V) -> bool>(&mut self, mut keep: F) {
         for shard in &mut self.shards {
-            shard.settle().0.retain(&mut keep);
+            shard.settle().retain(&mut keep);
         }
     }
 
@@ -381,15 +381,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
     /// an unshared one keeps its capacity.
     pub fn clear(&mut self) {
         for shard in &mut self.shards {
-            *shard = match std::mem::replace(shard, Shard::new(HashMap::with_hasher(self.hasher.clone())))
-                .into_own_table()
-            {
-                Ok(mut owned) => {
-                    owned.clear();
-                    Shard::new(owned)
-                }
-                Err(_) => Shard::new(HashMap::with_hasher(self.hasher.clone())),
-            };
+            shard.clear(&self.hasher);
         }
     }
 
@@ -398,7 +390,7 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> ShardedMap<K, V, S>
     pub fn reserve(&mut self, additional: usize) {
         let each = per_shard_capacity(additional, self.shards.len());
         for shard in &mut self.shards {
-            shard.settle().0.reserve(each);
+            shard.settle().reserve(each);
         }
     }
 
@@ -661,7 +653,7 @@ impl<'a, K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Iterator for It
                 return Some(entry);
             }
             // Copied only once reached: an iteration stopped early leaves the rest shared.
-            self.shard = Some(self.shards.next()?.settle().0.iter_mut());
+            self.shard = Some(self.shards.next()?.settle().iter_mut());
         }
     }
 }
@@ -695,5 +687,30 @@ impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone> Iterator for IntoIt
             }
             self.shard = Some(self.shards.next()?.into_table().into_iter());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Freeze;
+
+    /// Once the view is gone, one write per shard folds every overlay back, wherever the
+    /// writes land: reads stop looking in two tables.
+    #[test]
+    fn writes_fold_every_overlay_back_once_the_view_is_gone() {
+        let mut map: ShardedMap<u32, u32> = ShardedMap::with_shards(4).split_at(usize::MAX);
+        map.extend((0..400).map(|i| (i, i)));
+        let view = map.freeze();
+        for i in 0..40 {
+            map.insert(i, i + 1);
+        }
+        assert!(map.shards.iter().all(Shard::has_overlay));
+        drop(view);
+        // Four writes, all to one key: its shard folds on the write, the others in turn.
+        for _ in 0..map.shard_count() {
+            map.insert(0, 0);
+        }
+        assert!(!map.shards.iter().any(Shard::has_overlay));
     }
 }
