@@ -157,6 +157,12 @@ async fn kill_loop(default_runs: u64, default_commands: u64, default_window_ms: 
                 }
                 (Err(Error::Backup { .. }), Err(Error::Backup { .. })) => {
                     assert!(!done.contains(&i), "run {run}: backup {i} was reported finished but is refused");
+                    // The manifest is written last: a backup that has one finished, and must
+                    // restore. Only one killed before it may be refused.
+                    assert!(
+                        !backup_dir.join(backup::MANIFEST_FILE).exists(),
+                        "run {run}: backup {i} has a manifest but is refused"
+                    );
                     assert!(!target.exists(), "a refused restore left its target");
                     refused += 1;
                 }

@@ -198,6 +198,8 @@ async fn a_killed_cli_backup_is_refused_or_restores_exactly() {
             }
             (1, 1) => {
                 assert!(!target.exists(), "run {n}: a refused restore left its target");
+                // The manifest is written last: a backup that has one finished, and must restore.
+                assert!(!dest.join(airomem::backup::MANIFEST_FILE).exists(), "run {n}: a finished backup is refused");
                 refused += 1;
             }
             other => panic!("run {n}: verify and restore disagree {other:?}: {out} / {restore_out}"),
