@@ -173,3 +173,20 @@ fn crc32c(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A restore killed before its rename leaves its temporary directory; a later restore by a
+/// process with the same id (containers often reuse it) replaces it rather than failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_temporary_directory_of_this_process_id_is_replaced() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, good) = store_and_backup(tmp.path()).await;
+    let target = tmp.path().join("restored");
+    let stale = tmp.path().join(format!(".restored.restoring-{}", std::process::id()));
+    std::fs::create_dir(&stale).expect("mkdir");
+    std::fs::write(stale.join("00000000000000000001.journal"), b"half a copy").expect("write");
+    backup::restore(&good, &target, Some(1)).expect("restore");
+    assert!(!stale.exists(), "the stale directory became the store or went");
+    let store: PostcardStore<Log> = Store::open_with(PostcardSerializer, &target, options()).await.expect("open");
+    assert!(!store.query().expect("query").values.is_empty());
+    store.close().await.expect("close");
+}

@@ -43,11 +43,16 @@ pub fn restore(backup: &Path, dir: &Path, max_schema: Option<u32>) -> Result<Man
     let parent = parent(dir).ok_or_else(|| Error::io("restore into", dir)(std::io::ErrorKind::InvalidInput.into()))?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = parent.join(format!(".{name}.restoring-{}", std::process::id()));
+    // One left by a restore of this same process id that was killed or lost power: no live
+    // process has this id but this one, so it is nobody's.
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).map_err(Error::io("remove a stale restore", &temp))?;
+    }
     create_private_dir(&temp)?;
     // The temporary directory is this call's until the rename: removed on every error.
     let result = fill(backup, &temp, &manifest).and_then(|()| {
-        if replaces_empty {
-            // rename(2) replaces an empty directory in one step.
+        // rename(2) replaces an empty directory in one step; elsewhere it is removed first.
+        if replaces_empty && cfg!(not(unix)) {
             std::fs::remove_dir(dir).map_err(Error::io("remove empty directory", dir))?;
         }
         std::fs::rename(&temp, dir).map_err(Error::io("rename", &temp))
