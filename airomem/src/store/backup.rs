@@ -45,3 +45,58 @@ impl<S: State, Z: Serializer> Store<S, Z> {
         rx.await.map_err(|_| Error::Closed)?
     }
 }
+
+#[cfg(all(test, feature = "snapshot"))]
+mod tests {
+    use std::time::Instant;
+
+    use airomem_core::Seq;
+
+    use crate::backup::take;
+    use crate::{PostcardSerializer, StoreOptions, blocking};
+
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    struct Sum {
+        total: u64,
+    }
+
+    impl airomem_core::State for Sum {
+        type Command = u64;
+        fn execute(&mut self, value: u64) {
+            self.total += value;
+        }
+    }
+
+    /// A snapshot newer than the cut (an automatic one, taken after `Store::backup` chose
+    /// its cut) is passed over for the newest one at or before it: the backup holds exactly
+    /// the commands up to the cut.
+    #[test]
+    fn a_snapshot_past_the_cut_is_passed_over() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("store");
+        let store: blocking::Store<Sum, PostcardSerializer> =
+            blocking::Store::open_with(PostcardSerializer, &dir, StoreOptions::default()).expect("open");
+        for value in 1..=20 {
+            store.commit(value).expect("commit");
+            if value % 10 == 0 {
+                store.snapshot().expect("snapshot");
+            }
+        }
+        let dest = tmp.path().join("backup");
+        let report = take(&dir, &dest, Some(Seq(15)), None, Instant::now()).expect("backup");
+        assert_eq!(report.seq, Seq(15));
+        #[cfg(unix)]
+        for entry in std::fs::read_dir(&dest).expect("list") {
+            use std::os::unix::fs::PermissionsExt;
+            let entry = entry.expect("entry");
+            let mode = entry.metadata().expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}: a backup of secrets is private", entry.path().display());
+        }
+        let restored = tmp.path().join("restored");
+        crate::backup::restore(&dest, &restored, None).expect("restore");
+        drop(store);
+        let back: blocking::Store<Sum, PostcardSerializer> =
+            blocking::Store::open(PostcardSerializer, &restored).expect("open the restored store");
+        assert_eq!(back.query().expect("query").total, (1..=15).sum::<u64>());
+    }
+}
